@@ -1,0 +1,63 @@
+"""Candidate + base model -> trainable model. No optuna here.
+
+The base model is never modified: each candidate gets a deep copy, so a candidate never
+sees weights changed by a previous one, and the weights are read from disk once.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from autopeft.arch import arch_for, num_layers
+from autopeft.candidate import Candidate
+from autopeft.methods import check_combination, get_method, make_spec
+from autopeft.methods._common import BuildContext, unwrap
+
+
+def context_for(model: Any) -> BuildContext:
+    config = model.config
+    return BuildContext(arch=arch_for(config), num_layers=num_layers(config),
+                        model_name=str(getattr(config, "_name_or_path", "")))
+
+
+def build(base: Any, candidate: Candidate) -> Any:
+    """A fresh trainable copy of ``base`` with the candidate's methods applied."""
+    check_combination([m.name for m in candidate.methods])
+    specs = [(get_method(m.name), make_spec(m.name, m.params)) for m in candidate.methods]
+    model = copy.deepcopy(base)
+    ctx = context_for(model)
+    model.requires_grad_(False)
+    # peft methods first: get_peft_model freezes everything that is not its adapter.
+    for method, spec in sorted(specs, key=lambda ms: ms[0].engine != "peft"):
+        model = method.apply(model, spec, ctx)
+    inner = unwrap(model)
+    if inner is model:  # no peft wrapper: train the task head ourselves
+        for head in ctx.arch.head_names(inner):
+            inner.get_submodule(head).requires_grad_(True)
+    return model
+
+
+def trainable_parameters(model: Any) -> list[tuple[str, Any]]:
+    """Every tensor the optimiser updates (shared tensors once)."""
+    seen, out = set(), []
+    for name, param in model.named_parameters():
+        if param.requires_grad and id(param) not in seen:
+            seen.add(id(param))
+            out.append((name, param))
+    return out
+
+
+def count_trainable(model: Any) -> int:
+    """The trainable-parameter objective: elements of every tensor the optimiser updates."""
+    return sum(p.numel() for _, p in trainable_parameters(model))
+
+
+def count_total(model: Any) -> int:
+    """Parameters of the model, shared tensors once; peft's frozen head copies excluded."""
+    seen, total = set(), 0
+    for name, param in model.named_parameters():
+        if id(param) in seen or ".original_module." in name:
+            continue
+        seen.add(id(param))
+        total += param.numel()
+    return total

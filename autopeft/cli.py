@@ -1,0 +1,194 @@
+"""``autopeft`` command line: parse, call ``autopeft.api``, print. Nothing else lives here.
+
+User mistakes print one line, ``autopeft: error: ...``, and exit with code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import warnings
+from collections.abc import Sequence
+
+from autopeft.errors import UserError
+
+EXAMPLES = """examples:
+  autopeft search --task sst2 --model roberta-base --budget 4h
+  autopeft search --task sst2 --model ./minilm --data-dir ../shared/data --n-trials 8 \\
+      --train-samples 2000 --eval-samples 872
+  autopeft show sst2-roberta-base --sort params
+  autopeft export sst2-roberta-base --trial 3 --out exports/best --train
+  autopeft methods
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value}")
+    return value
+
+
+def _study_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study", help="study name (its database is studies/<name>.db)")
+    p.add_argument("--storage", help="Optuna storage URL, if not the default SQLite file")
+
+
+def parser() -> argparse.ArgumentParser:
+    from autopeft.search.study import SAMPLERS
+    from autopeft.report.show import SORT_KEYS
+
+    top = argparse.ArgumentParser(
+        prog="autopeft", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
+        description="Search parameter-efficient fine-tuning configurations: the Pareto front of "
+                    "task score vs trainable parameters vs peak training memory.")
+    top.add_argument("--version", action="version", version=f"autopeft {__import__('autopeft').__version__}")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    s = sub.add_parser("search", help="run or resume a search", epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("--task", required=True, help="task name (see README), e.g. sst2")
+    s.add_argument("--model", required=True, help="Hugging Face hub id or local model directory")
+    s.add_argument("--budget", help="wall-clock budget for the whole search: 30m, 4h, 1h30m")
+    s.add_argument("--n-trials", type=_positive_int, help="run at most this many trials now")
+    s.add_argument("--study", help="study name (default: <task>-<model>); an existing one resumes")
+    s.add_argument("--storage", help="Optuna storage URL (default: sqlite file studies/<study>.db)")
+    s.add_argument("--space", default="default",
+                   help="search space: a name from search_spaces/ or a YAML file (default: default)")
+    s.add_argument("--data-dir", help="offline data: DIR/glue/sst2/{train,validation}.tsv "
+                                      "(or set AUTOPEFT_DATA_DIR)")
+    s.add_argument("--train-samples", type=_positive_int, help="train on a seeded subset of this size")
+    s.add_argument("--eval-samples", type=_positive_int, help="score on a seeded subset of this size")
+    s.add_argument("--epochs", type=_positive_float, default=1.0, help="epochs per trial (default 1)")
+    s.add_argument("--batch-size", type=_positive_int, default=32)
+    s.add_argument("--max-length", type=_positive_int, default=128, help="truncate inputs (tokens)")
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    s.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    s.add_argument("--sampler", default="tpe", choices=SAMPLERS)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub")
+    s.add_argument("--force", action="store_true",
+                   help="add trials to an existing study even if its settings differ")
+    s.add_argument("--quiet", action="store_true", help="no progress output")
+    s.add_argument("--json", action="store_true", help="print the final front as JSON on stdout")
+
+    sh = sub.add_parser("show", help="print a study's Pareto front")
+    _study_args(sh)
+    sh.add_argument("--all", action="store_true", help="every trial, not only the front")
+    sh.add_argument("--sort", default="score", choices=sorted(SORT_KEYS))
+    out = sh.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="JSON on stdout")
+    out.add_argument("--csv", action="store_true", help="CSV on stdout")
+
+    e = sub.add_parser("export", help="write a trial's configuration (and trained weights)")
+    _study_args(e)
+    e.add_argument("--trial", type=int, required=True, help="trial number (see `autopeft show`)")
+    e.add_argument("--out", required=True, help="output directory")
+    e.add_argument("--train", action="store_true", help="re-train it and save the weights")
+    e.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    e.add_argument("--data-dir", help="where the study's data is now, if it moved")
+    e.add_argument("--model", help="where the study's base model is now, if it moved")
+
+    m = sub.add_parser("methods", help="list the PEFT methods and their parameters")
+    m.add_argument("--json", action="store_true")
+    return top
+
+
+def _search(args: argparse.Namespace) -> int:
+    from autopeft import api
+
+    options = {k: getattr(args, k) for k in (
+        "budget", "n_trials", "study", "storage", "space", "data_dir", "train_samples",
+        "eval_samples", "epochs", "batch_size", "max_length", "device", "precision", "sampler",
+        "seed", "trust_remote_code", "force")}
+    study = api.search(args.task, args.model, progress=not args.quiet, **options)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in api.front(study)], indent=2))
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from autopeft import api
+    from autopeft.report.show import table
+
+    study = api.load_study(args.study, args.storage)
+    found = api.front(study, all_trials=args.all, sort=args.sort)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in found], indent=2))
+    elif args.csv:
+        writer = csv.writer(sys.stdout)
+        cols = ["number", "state", "label", "score", "trainable_params", "trainable_fraction",
+                "peak_memory_bytes", "wall_seconds", "on_front", "note"]
+        writer.writerow(cols)
+        for r in found:
+            writer.writerow([getattr(r, c) for c in cols])
+    else:
+        from rich.console import Console
+
+        what = "all trials" if args.all else "Pareto front"
+        Console().print(table(found, f"{study.study_name}: {what} ({len(found)} trials)"))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from autopeft import api
+
+    path = api.export(args.study, args.trial, args.out, storage=args.storage, train=args.train,
+                      force=args.force, data_dir=args.data_dir, model=args.model)
+    print(f"exported trial {args.trial} to {path}")
+    return 0
+
+
+def _methods(args: argparse.Namespace) -> int:
+    from autopeft.methods import METHODS
+
+    if args.json:
+        print(json.dumps([{"name": m.name, "category": m.category, "engine": m.engine,
+                           "peft_export": m.peft_native, "summary": m.summary,
+                           "params": m.params()} for m in METHODS.values()], indent=2, default=str))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="PEFT methods")
+    for col in ("name", "category", "engine", "peft export", "parameters (defaults)", "summary"):
+        t.add_column(col)
+    for m in METHODS.values():
+        params = ", ".join(f"{k}={v}" for k, v in m.params().items()) or "-"
+        t.add_row(m.name, m.category, m.engine, "yes" if m.peft_native else "no", params, m.summary)
+    Console().print(t)
+    return 0
+
+
+COMMANDS = {"search": _search, "show": _show, "export": _export, "methods": _methods}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # Library deprecation notices (transformers, peft, optuna) are not for CLI users.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*experimental.*")
+    args = parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        print(f"autopeft: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("autopeft: interrupted; the trial in flight is recorded as failed. Run the same "
+              "command again to resume.", file=sys.stderr)
+        return 130

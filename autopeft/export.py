@@ -1,0 +1,120 @@
+"""Candidate -> files a user takes elsewhere.
+
+Every export holds ``candidate.yaml`` (what to build and how it trained). Peft-native
+candidates (one peft method) also get peft's ``adapter_config.json``; with ``--train`` the
+candidate is re-trained and saved twice: peft's ``adapter_model.safetensors`` (for
+``peft.PeftModel.from_pretrained``) where possible, and ``autopeft_weights.safetensors``
+(every trained tensor) that ``autopeft.load`` puts back on the base model for any
+candidate. A ``README.md`` model card says what it is and how to load it.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from autopeft.build import build, trainable_parameters
+from autopeft.candidate import Candidate
+from autopeft.errors import UserError
+from autopeft.methods import get_method
+
+CANDIDATE_FILE = "candidate.yaml"
+WEIGHTS_FILE = "autopeft_weights.safetensors"
+
+
+def peft_native(candidate: Candidate) -> bool:
+    return len(candidate.methods) == 1 and get_method(candidate.methods[0].name).peft_native
+
+
+def prepare_dir(out: str | os.PathLike, force: bool) -> Path:
+    path = Path(out)
+    if path.exists() and any(path.iterdir()):
+        if not force:
+            raise UserError(f"{path} exists and is not empty; choose another --out or pass --force")
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_candidate(path: Path, info: dict[str, Any]) -> None:
+    with open(path / CANDIDATE_FILE, "w", encoding="utf-8") as fh:
+        yaml.safe_dump(info, fh, sort_keys=False)
+
+
+def read_candidate(path: str | os.PathLike) -> dict[str, Any]:
+    file = Path(path) / CANDIDATE_FILE if Path(path).is_dir() else Path(path)
+    if not file.is_file():
+        raise UserError(f"no {CANDIDATE_FILE} in {path}; give a directory written by `autopeft export`")
+    with open(file, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def save_trained(path: Path, model: Any, candidate: Candidate) -> None:
+    """Save the trained tensors in autopeft's form and, where possible, in peft's."""
+    from safetensors.torch import save_file
+
+    tensors = {name: p.detach().cpu().contiguous().clone() for name, p in trainable_parameters(model)}
+    save_file(tensors, str(path / WEIGHTS_FILE))
+    if peft_native(candidate):
+        model.save_pretrained(str(path))
+
+
+def save_config_only(path: Path, base_model: Any, candidate: Candidate) -> None:
+    """peft's adapter_config.json for a peft-native candidate, without training."""
+    if peft_native(candidate):
+        model = build(base_model, candidate)
+        model.peft_config["default"].save_pretrained(str(path))
+
+
+def load(path: str | os.PathLike, model: str | None = None) -> Any:
+    """Rebuild an exported, trained candidate on its base model (``model`` overrides the
+    base model's id or directory). Returns the model with the trained weights."""
+    from safetensors.torch import load_file
+
+    from autopeft.models import load_base
+    from autopeft.tasks import get_task
+
+    info = read_candidate(path)
+    weights = Path(path) / WEIGHTS_FILE
+    if not weights.is_file():
+        raise UserError(f"{path} has no trained weights ({WEIGHTS_FILE}); export with --train")
+    base = load_base(model or info["model"], get_task(info["task"]).num_labels)
+    built = build(base.model, Candidate.from_dict(info["candidate"]))
+    state = load_file(str(weights))
+    params = dict(built.named_parameters())
+    missing = [k for k in state if k not in params]
+    if missing:
+        raise UserError(f"{path}: weights do not fit the rebuilt model (e.g. {missing[0]})")
+    for name, tensor in state.items():
+        params[name].data.copy_(tensor)
+    built.eval()
+    return built
+
+
+def model_card(info: dict[str, Any], trained: dict[str, Any] | None, native: bool) -> str:
+    c = Candidate.from_dict(info["candidate"])
+    lines = [f"# autopeft export: {c.label} on {info['task']}", "",
+             f"- base model: `{info['model']}`", f"- task: {info['task']}",
+             f"- method(s): {c.label}; learning rate {c.learning_rate:.2e}; seed {c.seed}",
+             f"- from study `{info['study']}`, trial {info['trial']}"]
+    obj = info.get("objectives") or {}
+    if obj:
+        lines += [f"- search result: score {obj.get('score')}, trainable parameters "
+                  f"{obj.get('trainable_params')}, peak training memory {obj.get('peak_memory_bytes')} bytes"]
+    if trained:
+        lines += [f"- this export re-trained: score {trained['score']:.4f}, trainable parameters "
+                  f"{trained['trainable_params']}, peak memory {trained['peak_memory_bytes']} bytes"]
+    lines += ["", "## Load it", "", "```python", "import autopeft",
+              "model = autopeft.load(\"<this folder>\")  # base model + trained tensors", "```"]
+    if native:
+        lines += ["", "or with peft alone:", "", "```python",
+                  "from peft import PeftModel",
+                  "from transformers import AutoModelForSequenceClassification",
+                  f"base = AutoModelForSequenceClassification.from_pretrained(\"{info['model']}\", "
+                  f"num_labels=...)",
+                  "model = PeftModel.from_pretrained(base, \"<this folder>\")", "```"]
+    lines += ["", f"Re-train it: `autopeft export {info['study']} --trial {info['trial']} --out DIR --train`."]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,70 @@
+"""Peak training memory of one trial, in bytes: the third objective.
+
+* CUDA: the allocator's own peak (``torch.cuda.max_memory_allocated``), reset when the
+  trial starts. Weights, gradients, optimiser state, activations and workspace: all of it.
+* CPU: process RSS is shared by every trial and never goes down, so it cannot tell two
+  candidates apart. Instead we add up the tensors a training step really holds:
+  ``weights + gradients + optimiser state + activations saved for backward``, the last
+  measured on every step with autograd's saved-tensor hooks (each storage counted once,
+  parameter storages not counted again) and the maximum over steps kept. It leaves out
+  short-lived temporaries, so it is a lower bound of the true peak, but it is measured on
+  the real step and moves with the candidate: full fine-tuning > LoRA.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+CUDA_METHOD = "cuda max_memory_allocated"
+CPU_METHOD = "tensor accounting: weights + grads + optimizer state + saved activations"
+
+
+def _storage_key(t: torch.Tensor) -> tuple[int, int]:
+    s = t.untyped_storage()
+    return s.data_ptr(), s.nbytes()
+
+
+class PeakMemory:
+    """Measure one trial. Use ``step()`` around each forward+backward, ``bytes()`` at the end."""
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, device: torch.device):
+        self.model, self.optimizer, self.device = model, optimizer, device
+        self.cuda = device.type == "cuda"
+        self.method = CUDA_METHOD if self.cuda else CPU_METHOD
+        self.max_activations = 0
+        if self.cuda:
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        self._param_keys = {_storage_key(p) for p in model.parameters()}
+
+    @contextlib.contextmanager
+    def step(self) -> Iterator[None]:
+        if self.cuda:
+            yield
+            return
+        seen: set[tuple[int, int]] = set()
+        total = 0
+
+        def pack(t: torch.Tensor) -> Any:
+            nonlocal total
+            key = _storage_key(t)
+            if key not in seen and key not in self._param_keys:
+                seen.add(key)
+                total += key[1]
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            yield
+        self.max_activations = max(self.max_activations, total)
+
+    def bytes(self) -> int:
+        if self.cuda:
+            return int(torch.cuda.max_memory_allocated(self.device))
+        weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        grads = sum(p.numel() * p.element_size() for p in self.model.parameters() if p.requires_grad)
+        state = sum(v.numel() * v.element_size() for s in self.optimizer.state.values()
+                    for v in s.values() if torch.is_tensor(v))
+        return int(weights + grads + state + self.max_activations)

@@ -1,0 +1,39 @@
+"""BitFit (Ben Zaken et al., 2022): train only the bias terms (a partial method).
+
+Done with ``requires_grad`` on biases rather than peft's ``BEFT``, so it composes with any
+other method. ``layers`` restricts it to biases inside those layers (embeddings and
+pooler biases train only with ``all``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from autopeft.arch import resolve_layers
+from autopeft.methods._common import placement, unwrap
+from autopeft.methods.registry import Method
+
+
+@dataclass
+class Spec:
+    layers: Any = "all"
+
+    def __post_init__(self) -> None:
+        placement("bitfit", self.layers)
+
+
+def apply(model: Any, spec: Spec, ctx: Any) -> Any:
+    inner = unwrap(model)
+    keep = set(resolve_layers(spec.layers, ctx.num_layers))
+    every_layer = spec.layers == "all"
+    for name, param in inner.named_parameters():
+        if not name.endswith("bias"):
+            continue
+        where = ctx.arch.layer_of(name.rsplit(".", 1)[0])
+        if (where is None and every_layer) or (where is not None and where[0] in keep):
+            param.requires_grad_(True)
+    return model
+
+
+METHOD = Method(name="bitfit", category="partial", spec=Spec, apply=apply,
+                summary="BitFit: train only the bias terms")

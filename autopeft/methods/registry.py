@@ -1,0 +1,105 @@
+"""The method interface and the name -> method registry.
+
+A method is a module under ``autopeft/methods/`` that defines
+
+* ``Spec``: a dataclass of its hyper-parameters and placement, validated in
+  ``__post_init__`` (raise ``UserError``), importable without torch so that search spaces
+  can be checked and sampled without it;
+* ``apply(model, spec, ctx) -> model``: make the model trainable the method's way, and
+  return it (peft methods return a wrapped ``PeftModel``);
+* ``METHOD = Method(...)``: its registry entry.
+
+``build.py`` freezes the base model, applies each method of a candidate in turn, and
+trains the task head. To add a method: write the module; the registry finds every
+module of this package whose name does not start with ``_`` (``registry`` aside).
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from autopeft.errors import UserError
+
+CATEGORIES = ("baseline", "additive", "partial", "reparameterized", "hybrid", "unified")
+
+# Listing order in `autopeft methods`: the baseline first, then the review's categories.
+_ORDER = {c: i for i, c in enumerate(CATEGORIES)}
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    category: str  # one of CATEGORIES (the review's taxonomy, plus the full-FT baseline)
+    spec: type
+    apply: Callable[..., Any]
+    summary: str
+    engine: str = "autopeft"  # "peft" when peft implements it
+    peft_native: bool = False  # alone in a candidate, it exports to peft's own format
+    exclusive: bool = False  # cannot be combined with any other method (full fine-tuning)
+    families: tuple[str, ...] = ("encoder", "decoder", "encoder-decoder")
+
+    def params(self) -> dict[str, Any]:
+        """Field name -> default, for ``autopeft methods`` and space validation."""
+        out = {}
+        for f in dataclasses.fields(self.spec):
+            if f.default is not dataclasses.MISSING:
+                out[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                out[f.name] = f.default_factory()
+            else:
+                out[f.name] = None
+        return out
+
+
+def _load() -> dict[str, Method]:
+    import autopeft.methods as package
+
+    found = []
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name.startswith("_") or info.name == "registry":
+            continue
+        method = importlib.import_module(f"autopeft.methods.{info.name}").METHOD
+        assert method.category in CATEGORIES, method
+        found.append(method)
+    found.sort(key=lambda m: (_ORDER[m.category], m.name))
+    return {m.name: m for m in found}
+
+
+METHODS: dict[str, Method] = _load()
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise UserError(f"unknown method {name!r}; known methods: {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def make_spec(name: str, params: dict[str, Any]) -> Any:
+    """Build and validate a method's spec from a dict of parameters."""
+    method = get_method(name)
+    known = method.params()
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise UserError(f"method {name!r} has no parameter(s) {', '.join(unknown)}; "
+                        f"its parameters: {', '.join(known) or 'none'}")
+    try:
+        return method.spec(**params)
+    except TypeError as exc:
+        raise UserError(f"bad parameters for method {name!r}: {exc}") from None
+
+
+def check_combination(names: list[str]) -> None:
+    """Reject combinations that cannot work, naming the pair."""
+    for name in names:
+        get_method(name)
+    if len(set(names)) != len(names):
+        raise UserError(f"method listed twice in {'+'.join(names)}")
+    for name in names:
+        if METHODS[name].exclusive and len(names) > 1:
+            other = next(n for n in names if n != name)
+            raise UserError(f"{name!r} cannot be combined with {other!r}: {name} already "
+                            "trains every weight")

@@ -1,0 +1,1 @@
+"""What users see: live progress, the front as a table."""

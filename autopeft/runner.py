@@ -1,0 +1,72 @@
+"""One worker's bench: the base model and tokenised data loaded once, a candidate trained
+on a fresh copy each time. Used by the search, by ``export --train`` and by benchmarks.
+No optuna here."""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from autopeft.build import build, count_total, count_trainable
+from autopeft.candidate import Candidate
+from autopeft.data import Encoded, encode
+from autopeft.models import BaseModel, load_base
+from autopeft.tasks import Task, load_task
+from autopeft.train import TrainResult, TrainSettings, train
+
+
+@dataclass
+class DataSettings:
+    """Which data a study trains and scores on (stored with the study)."""
+
+    task: str
+    data_dir: str | None = None
+    train_samples: int | None = None
+    eval_samples: int | None = None
+    seed: int = 0
+
+
+@dataclass
+class Outcome:
+    result: TrainResult
+    trainable: int
+    total: int
+    model: Any  # the trained model, for export
+
+
+@dataclass
+class Bench:
+    base: BaseModel
+    task: Task
+    train_data: Encoded
+    eval_data: Encoded
+    settings: TrainSettings
+
+    @classmethod
+    def load(cls, model: str, data: DataSettings, settings: TrainSettings,
+             cache_dir: str | None = None, trust_remote_code: bool = False) -> Bench:
+        task_data = load_task(data.task, data.data_dir, data.train_samples, data.eval_samples,
+                              data.seed)
+        base = load_base(model, task_data.task.num_labels, trust_remote_code)
+        encode_split = lambda rows: encode(base.tokenizer, task_data.task, rows,  # noqa: E731
+                                           settings.max_length, cache_dir)
+        return cls(base, task_data.task, encode_split(task_data.train),
+                   encode_split(task_data.validation), settings)
+
+    def build(self, candidate: Candidate) -> Any:
+        return build(self.base.model, candidate)
+
+    def run(self, candidate: Candidate,
+            on_step: Callable[[int, int, float], None] | None = None,
+            eval_at: Sequence[int] = (),
+            on_eval: Callable[[int, float], None] | None = None) -> Outcome:
+        """Train ``candidate`` on a fresh copy of the base model and score it."""
+        import torch
+
+        torch.manual_seed(candidate.seed)  # adapter initialisation is seeded too
+        model = self.build(candidate)
+        trainable, total = count_trainable(model), count_total(model)
+        result = train(model, self.train_data, self.eval_data, self.task.metric,
+                       candidate.learning_rate, candidate.seed, self.settings,
+                       self.base.tokenizer.pad_token_id, on_step, eval_at, on_eval)
+        return Outcome(result, trainable, total, model)

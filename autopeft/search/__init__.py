@@ -1,0 +1,1 @@
+"""Everything that touches Optuna: storage, budget, the study loop."""

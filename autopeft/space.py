@@ -1,0 +1,202 @@
+"""Search spaces: a YAML file -> validated ``Space`` -> a ``Candidate`` per Optuna trial.
+
+No torch and no optuna import here: ``sample`` takes anything with Optuna's
+``suggest_categorical`` / ``suggest_int`` / ``suggest_float``. The file format is
+documented in ``search_spaces/README.md``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from autopeft.candidate import Candidate, MethodSpec
+from autopeft.errors import UserError
+from autopeft.methods import check_combination, get_method, make_spec
+
+SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
+TOP_KEYS = {"name", "description", "candidates", "learning_rate", "methods", "seed"}
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searchable value: a constant, a categorical choice, or an int/float range."""
+
+    kind: str  # const | choice | int | float
+    value: Any = None
+    choices: tuple = ()
+    low: float = 0.0
+    high: float = 0.0
+    log: bool = False
+    step: float | None = None
+
+    def values(self) -> list[Any]:
+        """Representative values for validation: every choice, or the range ends."""
+        if self.kind == "const":
+            return [self.value]
+        if self.kind == "choice":
+            return list(self.choices)
+        return [self.low, self.high]
+
+    def suggest(self, trial: Any, name: str) -> Any:
+        if self.kind == "const":
+            return self.value
+        if self.kind == "choice":
+            if all(c is None or isinstance(c, (bool, int, float, str)) for c in self.choices):
+                return trial.suggest_categorical(name, list(self.choices))
+            # Optuna stores only primitives: lists and dicts are chosen by their JSON text.
+            picked = trial.suggest_categorical(name, [json.dumps(c) for c in self.choices])
+            return json.loads(picked)
+        if self.kind == "int":
+            return trial.suggest_int(name, int(self.low), int(self.high), log=self.log,
+                                     step=int(self.step or 1))
+        return trial.suggest_float(name, self.low, self.high, log=self.log, step=self.step)
+
+
+@dataclass
+class Space:
+    name: str
+    candidates: dict[str, dict[str, Param]]  # entry ("lora", "lora+bitfit") -> overrides
+    methods: dict[str, dict[str, Param]]  # method -> its params
+    learning_rate: Param
+    description: str = ""
+    seed: int = 0
+    source: str = ""
+    digest: str = field(default="", compare=False)
+
+    def sample(self, trial: Any) -> Candidate:
+        """Draw one candidate; parameter names are ``candidate``, ``<entry>.learning_rate``
+        and ``<method>.<param>``, so a method's parameters share one distribution."""
+        entry = trial.suggest_categorical("candidate", list(self.candidates))
+        lr = self.candidates[entry].get("learning_rate", self.learning_rate)
+        learning_rate = lr.suggest(trial, f"{entry}.learning_rate")
+        methods = [MethodSpec(name, {p: param.suggest(trial, f"{name}.{p}")
+                                     for p, param in self.methods.get(name, {}).items()})
+                   for name in entry.split("+")]
+        return Candidate(methods=methods, learning_rate=float(learning_rate), seed=self.seed)
+
+
+def _num(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-5`` as a string; accept it as the number it means."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _param(where: str, raw: Any) -> Param:
+    if not isinstance(raw, dict):
+        raw = _num(raw)
+        return Param("const", value=raw)
+    keys = set(raw)
+    if "choices" in keys:
+        if keys - {"choices"}:
+            raise UserError(f"{where}: 'choices' cannot be mixed with {sorted(keys - {'choices'})}")
+        choices = raw["choices"]
+        if not isinstance(choices, list) or not choices:
+            raise UserError(f"{where}: choices must be a non-empty list")
+        return Param("choice", choices=tuple(choices))
+    if {"low", "high"} <= keys and not keys - {"low", "high", "log", "step"}:
+        low, high = _num(raw["low"]), _num(raw["high"])
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
+            raise UserError(f"{where}: low and high must be numbers, got {low!r} and {high!r}")
+        if low > high:
+            raise UserError(f"{where}: empty range, low {low} > high {high}")
+        log = bool(raw.get("log", False))
+        if log and low <= 0:
+            raise UserError(f"{where}: a log range needs low > 0, got {low}")
+        kind = "int" if isinstance(low, int) and isinstance(high, int) else "float"
+        return Param(kind, low=low, high=high, log=log, step=raw.get("step"))
+    return Param("const", value=raw)  # a dict-valued constant (e.g. rank_pattern)
+
+
+def resolve_path(name_or_path: str) -> Path:
+    """A space file path, or the name of a file in ``search_spaces/``."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = SPACES_DIR / f"{name_or_path}.yaml"
+    if shipped.is_file():
+        return shipped
+    known = sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
+    raise UserError(f"search space {name_or_path!r} is neither a file nor a shipped space "
+                    f"({', '.join(known)})")
+
+
+def load_space(name_or_path: str) -> Space:
+    path = resolve_path(name_or_path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise UserError(f"{path}: YAML error{line}: {problem}") from None
+    space = parse_space(raw, str(path))
+    space.digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return space
+
+
+def parse_space(raw: Any, source: str = "<space>") -> Space:
+    """Validate a loaded YAML document; every error names the file and the place."""
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: a search space is a YAML mapping with 'candidates' and 'methods'")
+    unknown = set(raw) - TOP_KEYS
+    if unknown:
+        raise UserError(f"{source}: unknown key(s) {sorted(unknown)}; allowed: {sorted(TOP_KEYS)}")
+    entries = raw.get("candidates")
+    if isinstance(entries, list):
+        entries = {e: {} for e in entries}
+    if not isinstance(entries, dict) or not entries:
+        raise UserError(f"{source}: 'candidates' must list at least one method or hybrid (a+b)")
+    methods_raw = raw.get("methods") or {}
+    if not isinstance(methods_raw, dict):
+        raise UserError(f"{source}: 'methods' must map method names to their parameters")
+    methods: dict[str, dict[str, Param]] = {}
+    for name, params in methods_raw.items():
+        where = f"{source}: methods.{name}"
+        try:
+            known = get_method(name).params()
+        except UserError as exc:
+            raise UserError(f"{where}: {exc}") from None
+        params = params or {}
+        if not isinstance(params, dict):
+            raise UserError(f"{where}: must map parameter names to values, choices or ranges")
+        bad = sorted(set(params) - set(known))
+        if bad:
+            raise UserError(f"{where}: unknown parameter(s) {', '.join(bad)}; "
+                            f"{name} takes {', '.join(known) or 'no parameters'}")
+        methods[name] = {p: _param(f"{where}.{p}", v) for p, v in params.items()}
+        for p, param in methods[name].items():  # every value must make a valid spec
+            for value in param.values():
+                try:
+                    make_spec(name, {p: value})
+                except UserError as exc:
+                    raise UserError(f"{where}.{p}: {exc}") from None
+    candidates: dict[str, dict[str, Param]] = {}
+    for entry, overrides in entries.items():
+        where = f"{source}: candidates.{entry}"
+        try:
+            check_combination(str(entry).split("+"))
+        except UserError as exc:
+            raise UserError(f"{where}: {exc}") from None
+        overrides = overrides or {}
+        if not isinstance(overrides, dict) or set(overrides) - {"learning_rate"}:
+            raise UserError(f"{where}: an entry may only override learning_rate")
+        candidates[str(entry)] = {k: _param(f"{where}.{k}", v) for k, v in overrides.items()}
+    lr = _param(f"{source}: learning_rate", raw.get("learning_rate", 1e-4))
+    for value in [lr, *(c.get("learning_rate") for c in candidates.values())]:
+        if value is not None and not all(isinstance(v, (int, float)) and v > 0 for v in value.values()):
+            raise UserError(f"{source}: learning rates must be positive numbers")
+    name = str(raw.get("name") or os.path.splitext(os.path.basename(source))[0])
+    return Space(name=name, candidates=candidates, methods=methods, learning_rate=lr,
+                 description=str(raw.get("description", "")), seed=int(raw.get("seed", 0)),
+                 source=source)
