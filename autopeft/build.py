@@ -14,18 +14,21 @@ from autopeft.methods import check_combination, get_method, make_spec
 from autopeft.methods._common import BuildContext, unwrap
 
 
-def context_for(model: Any) -> BuildContext:
+def context_for(model: Any, total_steps: int | None = None) -> BuildContext:
     config = model.config
     return BuildContext(arch=arch_for(config), num_layers=num_layers(config),
-                        model_name=str(getattr(config, "_name_or_path", "")))
+                        model_name=str(getattr(config, "_name_or_path", "")),
+                        total_steps=total_steps)
 
 
-def build(base: Any, candidate: Candidate) -> Any:
-    """A fresh trainable copy of ``base`` with the candidate's methods applied."""
+def build(base: Any, candidate: Candidate, total_steps: int | None = None) -> Any:
+    """A fresh trainable copy of ``base`` with the candidate's methods applied.
+
+    ``total_steps`` is how long it will train (methods with schedules, e.g. AdaLoRA)."""
     check_combination([m.name for m in candidate.methods])
     specs = [(get_method(m.name), make_spec(m.name, m.params)) for m in candidate.methods]
     model = copy.deepcopy(base)
-    ctx = context_for(model)
+    ctx = context_for(model, total_steps)
     model.requires_grad_(False)
     # peft methods first: get_peft_model freezes everything that is not its adapter.
     for method, spec in sorted(specs, key=lambda ms: ms[0].engine != "peft"):

@@ -56,8 +56,7 @@ def save_trained(path: Path, model: Any, candidate: Candidate) -> None:
     """Save the trained tensors in autopeft's form and, where possible, in peft's."""
     from safetensors.torch import save_file
 
-    tensors = {name: p.detach().cpu().contiguous().clone() for name, p in trainable_parameters(model)}
-    save_file(tensors, str(path / WEIGHTS_FILE))
+    save_file(trained_state(model), str(path / WEIGHTS_FILE))
     if peft_native(candidate):
         model.save_pretrained(str(path))
 
@@ -83,15 +82,24 @@ def load(path: str | os.PathLike, model: str | None = None) -> Any:
         raise UserError(f"{path} has no trained weights ({WEIGHTS_FILE}); export with --train")
     base = load_base(model or info["model"], get_task(info["task"]).num_labels)
     built = build(base.model, Candidate.from_dict(info["candidate"]))
-    state = load_file(str(weights))
-    params = dict(built.named_parameters())
-    missing = [k for k in state if k not in params]
-    if missing:
-        raise UserError(f"{path}: weights do not fit the rebuilt model (e.g. {missing[0]})")
-    for name, tensor in state.items():
-        params[name].data.copy_(tensor)
+    put_weights(built, load_file(str(weights)), str(path))
     built.eval()
     return built
+
+
+def trained_state(model: Any) -> dict[str, Any]:
+    """Every trained tensor, by parameter name: what autopeft's saved form holds."""
+    return {name: p.detach().cpu().contiguous().clone() for name, p in trainable_parameters(model)}
+
+
+def put_weights(model: Any, state: dict[str, Any], where: str = "weights") -> None:
+    """Copy saved tensors into a freshly built model of the same candidate."""
+    params = dict(model.named_parameters())
+    missing = [k for k in state if k not in params]
+    if missing:
+        raise UserError(f"{where}: weights do not fit the rebuilt model (e.g. {missing[0]})")
+    for name, tensor in state.items():
+        params[name].data.copy_(tensor)
 
 
 def model_card(info: dict[str, Any], trained: dict[str, Any] | None, native: bool) -> str:

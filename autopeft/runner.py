@@ -12,7 +12,7 @@ from autopeft.candidate import Candidate
 from autopeft.data import Encoded, encode
 from autopeft.models import BaseModel, load_base
 from autopeft.tasks import Task, load_task
-from autopeft.train import TrainResult, TrainSettings, train
+from autopeft.train import TrainResult, TrainSettings, total_steps, train
 
 
 @dataclass
@@ -54,7 +54,7 @@ class Bench:
                    encode_split(task_data.validation), settings)
 
     def build(self, candidate: Candidate) -> Any:
-        return build(self.base.model, candidate)
+        return build(self.base.model, candidate, total_steps(len(self.train_data), self.settings))
 
     def run(self, candidate: Candidate,
             on_step: Callable[[int, int, float], None] | None = None,

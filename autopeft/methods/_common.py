@@ -16,6 +16,7 @@ class BuildContext:
     arch: Arch
     num_layers: int
     model_name: str = ""
+    total_steps: int | None = None  # optimiser steps the candidate will train (AdaLoRA needs it)
 
 
 def positive(name: str, value: Any, method: str) -> None:

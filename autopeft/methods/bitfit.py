@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from autopeft.arch import resolve_layers
+from autopeft.errors import UserError
 from autopeft.methods._common import placement, unwrap
 from autopeft.methods.registry import Method
 
@@ -26,14 +27,20 @@ def apply(model: Any, spec: Spec, ctx: Any) -> Any:
     inner = unwrap(model)
     keep = set(resolve_layers(spec.layers, ctx.num_layers))
     every_layer = spec.layers == "all"
+    found = 0
     for name, param in inner.named_parameters():
         if not name.endswith("bias"):
             continue
         where = ctx.arch.layer_of(name.rsplit(".", 1)[0])
         if (where is None and every_layer) or (where is not None and where[0] in keep):
             param.requires_grad_(True)
+            found += 1
+    if not found:
+        raise UserError(f"bitfit: this model has no bias terms in layers {spec.layers!r} "
+                        "(LLaMA and T5 have none); drop bitfit from the space for it")
     return model
 
 
-METHOD = Method(name="bitfit", category="partial", spec=Spec, apply=apply,
+# Families: encoders; GPT-2 has biases too, LLaMA and T5 have none (apply says so).
+METHOD = Method(name="bitfit", category="partial", spec=Spec, apply=apply, families=("encoder",),
                 summary="BitFit: train only the bias terms")
