@@ -31,6 +31,11 @@ def _fields(cls: type) -> set[str]:
     return {f.name for f in dataclasses.fields(cls)}
 
 
+def search_options() -> set[str]:
+    """Names ``search`` accepts as options (besides task and model)."""
+    return (_fields(SearchConfig) | _fields(TrainSettings) | _fields(DataSettings)) - {"task", "model", "data", "train"}
+
+
 def search(task: str, model: str, *, progress: bool = False, **options: Any) -> Any:
     """Run or resume a search; returns the Optuna study.
 
@@ -40,7 +45,7 @@ def search(task: str, model: str, *, progress: bool = False, **options: Any) -> 
     """
     from autopeft.report.progress import ConsoleReporter
 
-    unknown = set(options) - _fields(SearchConfig) - _fields(TrainSettings) - _fields(DataSettings)
+    unknown = set(options) - search_options()
     if unknown:
         raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
     pick = lambda cls: {k: v for k, v in options.items() if k in _fields(cls)}  # noqa: E731

@@ -111,10 +111,8 @@ def parser() -> argparse.ArgumentParser:
 def _search(args: argparse.Namespace) -> int:
     from autopeft import api
 
-    options = {k: getattr(args, k) for k in (
-        "budget", "n_trials", "study", "storage", "space", "data_dir", "train_samples",
-        "eval_samples", "epochs", "batch_size", "max_length", "device", "precision", "sampler",
-        "seed", "trust_remote_code", "force")}
+    # Every flag named like a field of SearchConfig / TrainSettings / DataSettings goes through.
+    options = {k: v for k, v in vars(args).items() if k in api.search_options()}
     study = api.search(args.task, args.model, progress=not args.quiet, **options)
     if args.json:
         print(json.dumps([r.to_dict() for r in api.front(study)], indent=2))

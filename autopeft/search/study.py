@@ -20,6 +20,7 @@ from autopeft.runner import Bench, DataSettings, Outcome
 from autopeft.search.budget import Budget, parse_duration
 from autopeft.search.storage import mask, open_storage, storage_url
 from autopeft.space import Space, load_space
+from autopeft.tasks import get_task
 from autopeft.train import TrainSettings
 
 DIRECTIONS = ("maximize", "minimize", "minimize")
@@ -46,6 +47,7 @@ class SearchConfig:
     force: bool = False
 
     def __post_init__(self) -> None:
+        get_task(self.task)  # fail before any database is created
         if self.data is None:
             self.data = DataSettings(task=self.task)
         if self.study is None:
