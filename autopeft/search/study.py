@@ -97,6 +97,9 @@ def open_study(cfg: SearchConfig, space: Space) -> Any:
     if old:
         differs = [k for k in ("task", "model", "space_digest", "data", "train")
                    if old.get(k) != attrs[k]]
+        if "space_digest" in differs:  # Optuna cannot change a study's choices, even forced
+            raise UserError(f"study {cfg.study!r} in {mask(url)} exists with a different space; "
+                            "use another --study name for this space")
         if differs and not cfg.force:
             raise UserError(f"study {cfg.study!r} in {mask(url)} exists with a different "
                             f"{', '.join(d.replace('_digest', '') for d in differs)}; use another "

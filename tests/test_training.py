@@ -1,0 +1,55 @@
+"""The training loop and the per-trial measurements."""
+from __future__ import annotations
+
+import torch
+
+from autopeft.build import build
+from autopeft.candidate import Candidate, MethodSpec
+from autopeft.runner import Bench, DataSettings
+from autopeft.train import TrainSettings
+
+
+def bench(tiny_model, tiny_data, **settings) -> Bench:
+    return Bench.load(str(tiny_model), DataSettings("sst2", str(tiny_data), 64, 32),
+                      TrainSettings(batch_size=16, max_length=48, **settings))
+
+
+def test_cpu_peak_memory_orders_full_above_lora(tiny_model, tiny_data) -> None:
+    b = bench(tiny_model, tiny_data)
+    full = b.run(Candidate([MethodSpec("full")], 1e-4))
+    lora = b.run(Candidate([MethodSpec("lora", {"r": 2})], 1e-3))
+    assert full.result.peak_memory > lora.result.peak_memory > 0
+    assert full.trainable > lora.trainable
+    assert "saved activations" in full.result.memory_method
+
+
+def test_a_candidate_never_sees_weights_changed_by_another(tiny_model, tiny_data) -> None:
+    b = bench(tiny_model, tiny_data)
+    pristine = {k: v.clone() for k, v in b.base.model.state_dict().items()}
+    b.run(Candidate([MethodSpec("full")], 1e-2))  # trains every weight of its copy
+    assert all(torch.equal(pristine[k], v) for k, v in b.base.model.state_dict().items())
+    model_b = build(b.base.model, Candidate([MethodSpec("lora")], 1e-3))
+    inner = model_b.get_base_model()
+    for name, p in inner.named_parameters():
+        key = name.replace(".base_layer", "")
+        if key in pristine and not p.requires_grad:
+            assert torch.equal(p, pristine[key]), name
+
+
+def test_same_seed_same_score_and_steps(tiny_model, tiny_data) -> None:
+    b = bench(tiny_model, tiny_data, epochs=2)
+    cand = Candidate([MethodSpec("bitfit")], 1e-3, seed=5)
+    one, two = b.run(cand), b.run(cand)
+    assert one.result.score == two.result.score
+    assert one.result.steps == two.result.steps == 8  # 2 epochs x ceil(64 / 16)
+    assert one.result.samples == 128
+
+
+def test_nan_loss_stops_the_trial(tiny_model, tiny_data) -> None:
+    import pytest
+
+    from autopeft.train import Diverged
+
+    b = bench(tiny_model, tiny_data)
+    with pytest.raises(Diverged):
+        b.run(Candidate([MethodSpec("full")], float("inf")))
