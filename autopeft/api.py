@@ -95,7 +95,6 @@ def export(study: Any, trial: int, out: str, *, storage: str | None = None, trai
     ``data_dir`` and ``model`` override where the study's data and base model are found.
     """
     from autopeft.models import load_base
-    from autopeft.tasks import get_task
 
     st = _study(study, storage)
     trials = {t.number: t for t in st.get_trials(deepcopy=False)}
@@ -123,7 +122,7 @@ def export(study: Any, trial: int, out: str, *, storage: str | None = None, trai
                    "peak_memory_bytes": outcome.result.peak_memory}
         (path / "metrics.json").write_text(json.dumps(trained, indent=2))
     else:
-        base = load_base(info["model"], get_task(info["task"]).num_labels)
+        base = load_base(info["model"], DataSettings(**info["data"]).get_task().num_labels)
         save_config_only(path, base.model, candidate)
     (path / "README.md").write_text(model_card(info, trained, peft_native(candidate)))
     return path

@@ -71,6 +71,13 @@ def parser() -> argparse.ArgumentParser:
                    help="search space: a name from search_spaces/ or a YAML file (default: default)")
     s.add_argument("--data-dir", help="offline data: DIR/glue/sst2/{train,validation}.tsv "
                                       "(or set AUTOPEFT_DATA_DIR)")
+    s.add_argument("--text-column", dest="text_columns", action="append",
+                   help="own data: a text column (give it twice for sentence pairs; default text)")
+    s.add_argument("--label-column", help="own data: the label column (default label)")
+    s.add_argument("--validation", help="own data: a validation file (default: hold out a "
+                                        "seeded 10%% of train)")
+    s.add_argument("--task-type", choices=("classification", "regression"),
+                   help="own data: override what the labels suggest")
     s.add_argument("--train-samples", type=_positive_int, help="train on a seeded subset of this size")
     s.add_argument("--eval-samples", type=_positive_int, help="score on a seeded subset of this size")
     s.add_argument("--epochs", type=_positive_float, default=1.0, help="epochs per trial (default 1)")
@@ -102,6 +109,9 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
     e.add_argument("--data-dir", help="where the study's data is now, if it moved")
     e.add_argument("--model", help="where the study's base model is now, if it moved")
+
+    t = sub.add_parser("tasks", help="list the named tasks, their metric and inputs")
+    t.add_argument("--json", action="store_true")
 
     m = sub.add_parser("methods", help="list the PEFT methods and their parameters")
     m.add_argument("--json", action="store_true")
@@ -172,7 +182,30 @@ def _methods(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"search": _search, "show": _show, "export": _export, "methods": _methods}
+def _tasks(args: argparse.Namespace) -> int:
+    from autopeft.tasks import TASKS
+
+    rows = [{"name": t.name, "kind": t.kind, "labels": t.num_labels, "metric": t.metric,
+             "inputs": list(t.text_columns), "validation": t.validation, "summary": t.summary}
+            for t in TASKS.values()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="tasks (own data: --task csv:PATH, tsv:PATH or jsonl:PATH)")
+    for col in ("name", "kind", "labels", "metric", "inputs", "summary"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], r["kind"], str(r["labels"]), r["metric"], ", ".join(r["inputs"]),
+                      r["summary"])
+    Console().print(table)
+    return 0
+
+
+COMMANDS = {"search": _search, "show": _show, "export": _export, "methods": _methods,
+            "tasks": _tasks}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

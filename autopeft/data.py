@@ -118,8 +118,10 @@ def collate(enc: Encoded, batch: np.ndarray, pad_id: int) -> dict[str, Any]:
     for row, seq in enumerate(seqs):
         ids[row, :len(seq)] = seq
         mask[row, :len(seq)] = 1
+    labels = enc.labels[batch]  # float for regression (MSE loss), class indices otherwise
+    labels = labels.astype(np.float32 if labels.dtype.kind == "f" else np.int64)
     out = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask),
-           "labels": torch.from_numpy(enc.labels[batch].astype(np.int64))}
+           "labels": torch.from_numpy(labels)}
     if enc.token_type_ids is not None:
         tt = np.zeros((len(seqs), width), dtype=np.int64)
         for row, i in enumerate(batch):

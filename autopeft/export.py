@@ -74,13 +74,13 @@ def load(path: str | os.PathLike, model: str | None = None) -> Any:
     from safetensors.torch import load_file
 
     from autopeft.models import load_base
-    from autopeft.tasks import get_task
+    from autopeft.runner import DataSettings
 
     info = read_candidate(path)
     weights = Path(path) / WEIGHTS_FILE
     if not weights.is_file():
         raise UserError(f"{path} has no trained weights ({WEIGHTS_FILE}); export with --train")
-    base = load_base(model or info["model"], get_task(info["task"]).num_labels)
+    base = load_base(model or info["model"], DataSettings(**info["data"]).get_task().num_labels)
     built = build(base.model, Candidate.from_dict(info["candidate"]))
     put_weights(built, load_file(str(weights)), str(path))
     built.eval()

@@ -1,6 +1,8 @@
 """Task metrics computed locally (scikit-learn / scipy), so the tool works offline.
 
-``evaluate.load`` fetches metric scripts from the hub: not used.
+``evaluate.load`` fetches metric scripts from the hub: not used. Each metric returns its
+components and ``score``, the single number the study maximises: GLUE's own convention,
+the mean of the two numbers where GLUE reports two (F1/accuracy, Pearson/Spearman).
 """
 from __future__ import annotations
 
@@ -9,28 +11,40 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 
-def accuracy(preds: Sequence, labels: Sequence) -> float:
+def _accuracy(preds: Sequence, labels: Sequence) -> float:
     return float(np.mean(np.asarray(preds) == np.asarray(labels))) if len(labels) else 0.0
 
 
-def f1(preds: Sequence, labels: Sequence) -> float:
-    from sklearn.metrics import f1_score
+def accuracy(preds: Sequence, labels: Sequence) -> dict[str, float]:
+    acc = _accuracy(preds, labels)
+    return {"accuracy": acc, "score": acc}
 
-    return float(f1_score(labels, preds))
 
-
-def matthews(preds: Sequence, labels: Sequence) -> float:
+def matthews(preds: Sequence, labels: Sequence) -> dict[str, float]:
     from sklearn.metrics import matthews_corrcoef
 
-    return float(matthews_corrcoef(labels, preds))
+    mcc = float(matthews_corrcoef(labels, preds))
+    return {"matthews": mcc, "score": mcc}
 
 
-def pearson(preds: Sequence, labels: Sequence) -> float:
-    from scipy.stats import pearsonr
+def f1_accuracy(preds: Sequence, labels: Sequence) -> dict[str, float]:
+    from sklearn.metrics import f1_score
 
-    return float(pearsonr(preds, labels)[0])
+    f1, acc = float(f1_score(labels, preds, zero_division=0.0)), _accuracy(preds, labels)
+    return {"f1": f1, "accuracy": acc, "score": (f1 + acc) / 2}
 
 
-METRICS: dict[str, Callable[[Sequence, Sequence], float]] = {
-    "accuracy": accuracy, "f1": f1, "matthews": matthews, "pearson": pearson,
+def pearson_spearman(preds: Sequence, labels: Sequence) -> dict[str, float]:
+    from scipy.stats import pearsonr, spearmanr
+
+    p, l = np.asarray(preds, dtype=float), np.asarray(labels, dtype=float)
+    if np.std(p) == 0 or np.std(l) == 0:  # constant predictions: correlation undefined
+        return {"pearson": 0.0, "spearman": 0.0, "score": 0.0}
+    pr, sr = float(pearsonr(p, l)[0]), float(spearmanr(p, l)[0])
+    return {"pearson": pr, "spearman": sr, "score": (pr + sr) / 2}
+
+
+METRICS: dict[str, Callable[[Sequence, Sequence], dict[str, float]]] = {
+    "accuracy": accuracy, "matthews": matthews, "f1_accuracy": f1_accuracy,
+    "pearson_spearman": pearson_spearman,
 }

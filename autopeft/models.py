@@ -38,8 +38,11 @@ def load_base(name: str, num_labels: int, trust_remote_code: bool = False) -> Ba
                         "or a Hugging Face hub id")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        # A checkpoint's own head may have another label count: the head is always
+        # re-initialised and trained, so a size mismatch there is expected.
         model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=num_labels, trust_remote_code=trust_remote_code)
+            path, num_labels=num_labels, trust_remote_code=trust_remote_code,
+            ignore_mismatched_sizes=True)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"cannot load model {name!r}: {first} (offline? pass a local model "

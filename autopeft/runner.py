@@ -4,15 +4,15 @@ No optuna here."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from autopeft.build import build, count_total, count_trainable
 from autopeft.candidate import Candidate
 from autopeft.data import Encoded, encode
 from autopeft.models import BaseModel, load_base
-from autopeft.tasks import Task, load_task
-from autopeft.train import TrainResult, TrainSettings, total_steps, train
+from autopeft.tasks import OwnData, Task, get_task, load_task
+from autopeft.train import TrainResult, TrainSettings, evaluate, resolve_device, total_steps, train
 
 
 @dataclass
@@ -24,6 +24,20 @@ class DataSettings:
     train_samples: int | None = None
     eval_samples: int | None = None
     seed: int = 0
+    # Own data (task csv:PATH, tsv:PATH or jsonl:PATH):
+    text_columns: list[str] | None = None
+    label_column: str | None = None
+    validation: str | None = None
+    task_type: str | None = None
+
+    def own(self) -> OwnData:
+        defaults = OwnData()
+        return OwnData(text_columns=tuple(self.text_columns or defaults.text_columns),
+                       label_column=self.label_column or defaults.label_column,
+                       validation=self.validation, kind=self.task_type)
+
+    def get_task(self) -> Task:
+        return get_task(self.task, self.own())
 
 
 @dataclass
@@ -41,17 +55,19 @@ class Bench:
     train_data: Encoded
     eval_data: Encoded
     settings: TrainSettings
+    extra_eval: dict[str, Encoded] = field(default_factory=dict)  # e.g. MNLI mismatched
 
     @classmethod
     def load(cls, model: str, data: DataSettings, settings: TrainSettings,
              cache_dir: str | None = None, trust_remote_code: bool = False) -> Bench:
         task_data = load_task(data.task, data.data_dir, data.train_samples, data.eval_samples,
-                              data.seed)
+                              data.seed, data.own())
         base = load_base(model, task_data.task.num_labels, trust_remote_code)
         encode_split = lambda rows: encode(base.tokenizer, task_data.task, rows,  # noqa: E731
                                            settings.max_length, cache_dir)
         return cls(base, task_data.task, encode_split(task_data.train),
-                   encode_split(task_data.validation), settings)
+                   encode_split(task_data.validation), settings,
+                   {name: encode_split(rows) for name, rows in task_data.extra.items()})
 
     def build(self, candidate: Candidate) -> Any:
         return build(self.base.model, candidate, total_steps(len(self.train_data), self.settings))
@@ -66,7 +82,12 @@ class Bench:
         torch.manual_seed(candidate.seed)  # adapter initialisation is seeded too
         model = self.build(candidate)
         trainable, total = count_trainable(model), count_total(model)
+        pad_id = self.base.tokenizer.pad_token_id
         result = train(model, self.train_data, self.eval_data, self.task.metric,
-                       candidate.learning_rate, candidate.seed, self.settings,
-                       self.base.tokenizer.pad_token_id, on_step, eval_at, on_eval)
+                       candidate.learning_rate, candidate.seed, self.settings, pad_id,
+                       on_step, eval_at, on_eval)
+        for split, enc in self.extra_eval.items():
+            extra = evaluate(model, enc, self.task.metric, self.settings, pad_id,
+                             resolve_device(self.settings.device))
+            result.metrics.update({f"{split}/{k}": v for k, v in extra.items()})
         return Outcome(result, trainable, total, model)

