@@ -83,6 +83,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=_positive_float, default=1.0, help="epochs per trial (default 1)")
     s.add_argument("--batch-size", type=_positive_int, default=32)
     s.add_argument("--max-length", type=_positive_int, default=128, help="truncate inputs (tokens)")
+    s.add_argument("--grad-accum", type=_positive_int, default=1,
+                   help="micro-batches per optimiser step (effective batch = batch size x this)")
+    s.add_argument("--gradient-checkpointing", action="store_true",
+                   help="recompute activations in backward: less memory, slower")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     s.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
     s.add_argument("--sampler", default="tpe", choices=SAMPLERS)

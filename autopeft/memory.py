@@ -8,7 +8,9 @@
   measured on every step with autograd's saved-tensor hooks (each storage counted once,
   parameter storages not counted again) and the maximum over steps kept. It leaves out
   short-lived temporaries, so it is a lower bound of the true peak, but it is measured on
-  the real step and moves with the candidate: full fine-tuning > LoRA.
+  the real step and moves with the candidate: full fine-tuning > LoRA. With gradient
+  checkpointing, activations inside checkpointed layers are recomputed, not saved, and do
+  not show here (the layer inputs checkpointing keeps are not counted either).
 """
 from __future__ import annotations
 

@@ -53,3 +53,31 @@ def test_nan_loss_stops_the_trial(tiny_model, tiny_data) -> None:
     b = bench(tiny_model, tiny_data)
     with pytest.raises(Diverged):
         b.run(Candidate([MethodSpec("full")], float("inf")))
+
+
+def test_gradient_accumulation_counts_optimiser_steps(tiny_model, tiny_data) -> None:
+    b = bench(tiny_model, tiny_data, grad_accum=2)
+    out = b.run(Candidate([MethodSpec("bitfit")], 1e-3))
+    assert out.result.steps == 2  # 64 rows / batch 16 = 4 micro-batches = 2 optimiser steps
+    assert out.result.samples == 64
+
+
+def test_gradient_checkpointing_lowers_measured_memory_same_loss(tiny_model, tiny_data) -> None:
+    cand = Candidate([MethodSpec("full")], 1e-4)
+    plain = bench(tiny_model, tiny_data).run(cand)
+    ckpt = bench(tiny_model, tiny_data, gradient_checkpointing=True).run(cand)
+    assert ckpt.result.peak_memory < plain.result.peak_memory
+    assert abs(ckpt.result.final_loss - plain.result.final_loss) < 1e-4
+
+
+def test_base_weights_are_read_from_disk_once_per_worker(tiny_model, tiny_data, monkeypatch) -> None:
+    import transformers
+
+    b = bench(tiny_model, tiny_data)
+
+    def no_reload(*args, **kwargs):
+        raise AssertionError("the base model was loaded from disk again")
+
+    monkeypatch.setattr(transformers.AutoModelForSequenceClassification, "from_pretrained", no_reload)
+    b.run(Candidate([MethodSpec("lora")], 1e-3))
+    b.run(Candidate([MethodSpec("bitfit")], 1e-3))
