@@ -122,7 +122,7 @@ def export(study: Any, trial: int, out: str, *, storage: str | None = None, trai
                    "peak_memory_bytes": outcome.result.peak_memory}
         (path / "metrics.json").write_text(json.dumps(trained, indent=2))
     else:
-        base = load_base(info["model"], DataSettings(**info["data"]).get_task().num_labels)
+        base = load_base(info["model"], DataSettings(**info["data"]).get_task())
         save_config_only(path, base.model, candidate)
     (path / "README.md").write_text(model_card(info, trained, peft_native(candidate)))
     return path

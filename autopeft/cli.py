@@ -83,6 +83,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=_positive_float, default=1.0, help="epochs per trial (default 1)")
     s.add_argument("--batch-size", type=_positive_int, default=32)
     s.add_argument("--max-length", type=_positive_int, default=128, help="truncate inputs (tokens)")
+    s.add_argument("--num-beams", type=_positive_int, default=1,
+                   help="generation tasks: beam size when decoding (default 1, greedy)")
+    s.add_argument("--max-new-tokens", type=_positive_int, default=64,
+                   help="generation tasks: longest output scored (default 64)")
     s.add_argument("--grad-accum", type=_positive_int, default=1,
                    help="micro-batches per optimiser step (effective batch = batch size x this)")
     s.add_argument("--gradient-checkpointing", action="store_true",

@@ -20,11 +20,20 @@ from autopeft.tasks import Rows, Task
 
 @dataclass
 class Encoded:
-    """One tokenised split: unpadded ids per example, optional segment ids, labels."""
+    """One tokenised split: unpadded ids per example, optional segment ids, labels.
+
+    ``labels`` is one value per example (class, score, or the right choice), or, for
+    language-model training, one array of target ids per example (-100: not scored)."""
 
     input_ids: list[np.ndarray]
     token_type_ids: list[np.ndarray] | None
-    labels: np.ndarray
+    labels: np.ndarray | list[np.ndarray]
+    references: list[str] | None = None  # translation: target texts, for BLEU
+    choice_ids: np.ndarray | None = None  # multiple choice: the token id of each answer letter
+
+    @property
+    def token_labels(self) -> bool:
+        return isinstance(self.labels, list)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -40,9 +49,8 @@ def _key(tokenizer: Any, task: Task, rows: Rows, max_length: int) -> str:
     h = hashlib.sha256()
     h.update(f"{type(tokenizer).__name__}|{getattr(tokenizer, 'name_or_path', '')}|"
              f"{len(tokenizer)}|{max_length}|{task.name}".encode())
-    for col in task.text_columns:
-        h.update("\x00".join(rows[col]).encode())
-    h.update(np.asarray(rows[task.label_column]).tobytes())
+    for col in (*task.text_columns, task.label_column):
+        h.update("\x00".join(map(str, rows[col])).encode())
     return h.hexdigest()[:24]
 
 
@@ -64,8 +72,15 @@ def _load(path: str) -> Encoded:
 
 
 def encode(tokenizer: Any, task: Task, rows: Rows, max_length: int,
-           cache_dir: str | None = None) -> Encoded:
-    """Tokenise ``rows`` (truncated to ``max_length``), reusing the memory or disk cache."""
+           cache_dir: str | None = None, for_training: bool = True) -> Encoded:
+    """Tokenise ``rows`` (truncated to ``max_length``), reusing the memory or disk cache.
+
+    Language-model tasks are cached in memory only (their labels are sequences)."""
+    if task.is_lm:
+        key = f"{_key(tokenizer, task, rows, max_length)}-{for_training}"
+        if key not in _MEMORY:
+            _MEMORY[key] = encode_lm(tokenizer, task, rows, max_length, for_training)
+        return _MEMORY[key]
     key = _key(tokenizer, task, rows, max_length)
     if key in _MEMORY:
         return _MEMORY[key]
@@ -84,6 +99,55 @@ def encode(tokenizer: Any, task: Task, rows: Rows, max_length: int,
             _save(path, enc)
     _MEMORY[key] = enc
     return enc
+
+
+LETTERS = "ABCDEFGHIJ"
+
+
+def mc_prompt(question: str, choices: list[str]) -> str:
+    lines = [question] + [f"{LETTERS[i]}. {c}" for i, c in enumerate(choices)]
+    return "\n".join(lines) + "\nAnswer:"
+
+
+def encode_lm(tokenizer: Any, task: Task, rows: Rows, max_length: int, for_training: bool) -> Encoded:
+    """Language-model encodings.
+
+    * translation (encoder-decoder): prefixed source -> target ids; references kept for BLEU.
+    * causal-lm: prompt + response + eos; only the response is scored (-100 elsewhere).
+    * multiple-choice: the prompt lists the choices and ends with "Answer:"; training adds
+      the right letter (only it scored); evaluation keeps the prompt and the answer index,
+      and scores the letters' next-token log-likelihoods.
+    The prompt is cut from the left when too long, so its end (and the answer) stays."""
+    ids: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    if task.kind == "translation":
+        src = tokenizer([task.prefix + t for t in rows[task.text_columns[0]]], truncation=True,
+                        max_length=max_length)["input_ids"]
+        tgt = tokenizer(text_target=rows[task.label_column], truncation=True,
+                        max_length=max_length)["input_ids"]
+        return Encoded([np.asarray(x, dtype=np.int64) for x in src], None,
+                       [np.asarray(x, dtype=np.int64) for x in tgt], list(rows[task.label_column]))
+    if task.kind == "causal-lm":
+        prompts, answers = rows[task.text_columns[0]], rows[task.label_column]
+    else:
+        prompts = [mc_prompt(q, c) for q, c in zip(rows["question"], rows["choices"])]
+        answers = [f" {LETTERS[a]}" for a in rows[task.label_column]]
+    letter_ids = np.asarray([tokenizer(f" {LETTERS[i]}", add_special_tokens=False)["input_ids"][-1]
+                             for i in range(task.num_labels)], dtype=np.int64)
+    for prompt, answer in zip(prompts, answers):
+        p = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        if task.kind == "multiple-choice" and not for_training:
+            ids.append(np.asarray(p[-max_length:], dtype=np.int64))
+            continue
+        a = tokenizer(answer, add_special_tokens=False)["input_ids"]
+        a = (a + ([eos] if task.kind == "causal-lm" and eos is not None else []))[:max_length - 1]
+        p = p[-(max_length - len(a)):]
+        ids.append(np.asarray(p + a, dtype=np.int64))
+        labels.append(np.asarray([-100] * len(p) + a, dtype=np.int64))
+    if task.kind == "multiple-choice" and not for_training:
+        return Encoded(ids, None, np.asarray(rows[task.label_column]), choice_ids=letter_ids)
+    return Encoded(ids, None, labels)
 
 
 def train_order(enc: Encoded, batch_size: int, seed: int) -> list[np.ndarray]:
@@ -118,8 +182,14 @@ def collate(enc: Encoded, batch: np.ndarray, pad_id: int) -> dict[str, Any]:
     for row, seq in enumerate(seqs):
         ids[row, :len(seq)] = seq
         mask[row, :len(seq)] = 1
-    labels = enc.labels[batch]  # float for regression (MSE loss), class indices otherwise
-    labels = labels.astype(np.float32 if labels.dtype.kind == "f" else np.int64)
+    if enc.token_labels:  # per-token targets, padded with -100 (not scored)
+        seq = [enc.labels[i] for i in batch]
+        labels = np.full((len(seq), max(len(s) for s in seq)), -100, dtype=np.int64)
+        for row, s in enumerate(seq):
+            labels[row, :len(s)] = s
+    else:  # float for regression (MSE loss), class indices otherwise
+        labels = enc.labels[batch]
+        labels = labels.astype(np.float32 if labels.dtype.kind == "f" else np.int64)
     out = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask),
            "labels": torch.from_numpy(labels)}
     if enc.token_type_ids is not None:

@@ -80,7 +80,7 @@ def load(path: str | os.PathLike, model: str | None = None) -> Any:
     weights = Path(path) / WEIGHTS_FILE
     if not weights.is_file():
         raise UserError(f"{path} has no trained weights ({WEIGHTS_FILE}); export with --train")
-    base = load_base(model or info["model"], DataSettings(**info["data"]).get_task().num_labels)
+    base = load_base(model or info["model"], DataSettings(**info["data"]).get_task())
     built = build(base.model, Candidate.from_dict(info["candidate"]))
     put_weights(built, load_file(str(weights)), str(path))
     built.eval()

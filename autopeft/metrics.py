@@ -44,6 +44,14 @@ def pearson_spearman(preds: Sequence, labels: Sequence) -> dict[str, float]:
     return {"pearson": pr, "spearman": sr, "score": (pr + sr) / 2}
 
 
+def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """Corpus BLEU (sacrebleu's default 13a tokenisation), 0-100, one reference each."""
+    import sacrebleu
+
+    b = float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score)
+    return {"bleu": b, "score": b}
+
+
 METRICS: dict[str, Callable[[Sequence, Sequence], dict[str, float]]] = {
     "accuracy": accuracy, "matthews": matthews, "f1_accuracy": f1_accuracy,
     "pearson_spearman": pearson_spearman,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from autopeft.errors import UserError
+from autopeft.tasks import Task
 
 
 @dataclass
@@ -26,10 +27,21 @@ def _quiet_transformers() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def load_base(name: str, num_labels: int, trust_remote_code: bool = False) -> BaseModel:
-    """Load ``name`` for sequence classification with ``num_labels`` outputs."""
+def model_class(task: Task) -> Any:
+    """The transformers auto class a task trains: a classifier, a seq2seq or a causal LM."""
+    import transformers
+
+    if task.kind == "translation":
+        return transformers.AutoModelForSeq2SeqLM
+    if task.is_lm:
+        return transformers.AutoModelForCausalLM
+    return transformers.AutoModelForSequenceClassification
+
+
+def load_base(name: str, task: Task, trust_remote_code: bool = False) -> BaseModel:
+    """Load ``name`` with the head ``task`` needs (``num_labels`` outputs for classifiers)."""
     _quiet_transformers()
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
 
     path = os.path.expanduser(name)
     # A hub id is "name" or "org/name"; anything else that is not a directory is a typo.
@@ -38,11 +50,11 @@ def load_base(name: str, num_labels: int, trust_remote_code: bool = False) -> Ba
                         "or a Hugging Face hub id")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        # A checkpoint's own head may have another label count: the head is always
+        cls = model_class(task)
+        # A checkpoint's own classifier may have another label count: the head is always
         # re-initialised and trained, so a size mismatch there is expected.
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=num_labels, trust_remote_code=trust_remote_code,
-            ignore_mismatched_sizes=True)
+        head = {} if task.is_lm else {"num_labels": task.num_labels, "ignore_mismatched_sizes": True}
+        model = cls.from_pretrained(path, trust_remote_code=trust_remote_code, **head)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"cannot load model {name!r}: {first} (offline? pass a local model "

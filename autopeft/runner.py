@@ -11,8 +11,9 @@ from autopeft.build import build, count_total, count_trainable
 from autopeft.candidate import Candidate
 from autopeft.data import Encoded, encode
 from autopeft.models import BaseModel, load_base
-from autopeft.tasks import OwnData, Task, get_task, load_task
-from autopeft.train import TrainResult, TrainSettings, evaluate, resolve_device, total_steps, train
+from autopeft.tasks import OwnData, Rows, Task, get_task, load_task
+from autopeft.evaluation import make_evaluator
+from autopeft.train import TrainResult, TrainSettings, resolve_device, total_steps, train
 
 
 @dataclass
@@ -62,10 +63,13 @@ class Bench:
              cache_dir: str | None = None, trust_remote_code: bool = False) -> Bench:
         task_data = load_task(data.task, data.data_dir, data.train_samples, data.eval_samples,
                               data.seed, data.own())
-        base = load_base(model, task_data.task.num_labels, trust_remote_code)
-        encode_split = lambda rows: encode(base.tokenizer, task_data.task, rows,  # noqa: E731
-                                           settings.max_length, cache_dir)
-        return cls(base, task_data.task, encode_split(task_data.train),
+        base = load_base(model, task_data.task, trust_remote_code)
+
+        def encode_split(rows: Rows, for_training: bool = False) -> Encoded:
+            return encode(base.tokenizer, task_data.task, rows, settings.max_length, cache_dir,
+                          for_training)
+
+        return cls(base, task_data.task, encode_split(task_data.train, True),
                    encode_split(task_data.validation), settings,
                    {name: encode_split(rows) for name, rows in task_data.extra.items()})
 
@@ -82,12 +86,13 @@ class Bench:
         torch.manual_seed(candidate.seed)  # adapter initialisation is seeded too
         model = self.build(candidate)
         trainable, total = count_trainable(model), count_total(model)
-        pad_id = self.base.tokenizer.pad_token_id
-        result = train(model, self.train_data, self.eval_data, self.task.metric,
-                       candidate.learning_rate, candidate.seed, self.settings, pad_id,
-                       on_step, eval_at, on_eval)
+        device = resolve_device(self.settings.device)
+        tok = self.base.tokenizer
+        evaluate = make_evaluator(self.task, self.eval_data, self.settings, tok, device)
+        result = train(model, self.train_data, evaluate, candidate.learning_rate, candidate.seed,
+                       self.settings, tok.pad_token_id, on_step, eval_at, on_eval)
+        model.eval()
         for split, enc in self.extra_eval.items():
-            extra = evaluate(model, enc, self.task.metric, self.settings, pad_id,
-                             resolve_device(self.settings.device))
+            extra = make_evaluator(self.task, enc, self.settings, tok, device)(model)
             result.metrics.update({f"{split}/{k}": v for k, v in extra.items()})
         return Outcome(result, trainable, total, model)

@@ -18,24 +18,32 @@ from dataclasses import dataclass, field, replace
 from autopeft.errors import UserError
 
 Rows = dict[str, list]
-KINDS = ("classification", "regression")
+KINDS = ("classification", "regression")  # what own labelled data can be
+LM_KINDS = ("translation", "causal-lm", "multiple-choice")  # tasks trained as language models
 
 
 @dataclass(frozen=True)
 class Task:
     name: str
     text_columns: tuple[str, ...]
-    num_labels: int  # 1 for regression
+    num_labels: int  # 1 for regression; choices for multiple choice; 0 for generation
     metric: str  # a key of metrics.METRICS; its "score" is the study's first objective
     summary: str
-    kind: str = "classification"
-    label_column: str = "label"
+    kind: str = "classification"  # also regression, translation, causal-lm, multiple-choice
+    label_column: str = "label"  # translation: the target text; causal-lm: the response
     hub: tuple[str, str] | None = None  # (dataset path, config) for datasets.load_dataset
     local: str = ""  # folder under the data dir
     validation: str = "validation"  # the split scored during the search
     extra_validation: tuple[str, ...] = ()  # also scored at the end (MNLI mismatched)
     files: dict[str, str] = field(default_factory=dict)  # own data: split -> path
     label_names: tuple[str, ...] = ()  # own data with string labels: index -> name
+    prefix: str = ""  # put before the input text (T5's task prefix)
+    hub_splits: dict[str, str] = field(default_factory=dict)  # our split -> the hub's name
+    family: str = "encoder"  # the model family the task expects (for `autopeft tasks`)
+
+    @property
+    def is_lm(self) -> bool:
+        return self.kind in LM_KINDS
 
 
 def _glue(name: str, cols: tuple[str, ...], labels: int, metric: str, summary: str,
@@ -60,8 +68,15 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     _glue("qnli", ("question", "sentence"), 2, "accuracy", "QNLI: does the sentence answer the question"),
     _glue("rte", PAIR, 2, "accuracy", "RTE: textual entailment, 2 classes"),
     _glue("wnli", PAIR, 2, "accuracy", "WNLI: Winograd entailment, 2 classes"),
+    Task("wmt16-en-ro", ("en",), 0, "bleu", "WMT16 English to Romanian translation (BLEU, sacrebleu)",
+         kind="translation", label_column="ro", hub=("wmt/wmt16", "ro-en"), local="wmt16/ro-en",
+         prefix="translate English to Romanian: ", family="encoder-decoder"),
+    Task("mmlu", ("question", "choices"), 4, "accuracy",
+         "MMLU multiple choice, scored by the log-likelihood of each answer letter",
+         kind="multiple-choice", label_column="answer", hub=("cais/mmlu", "all"), local="mmlu",
+         hub_splits={"train": "auxiliary_train"}, family="decoder"),
 )}
-OWN_PREFIXES = ("csv:", "tsv:", "jsonl:")
+OWN_PREFIXES = ("csv:", "tsv:", "jsonl:", "instruct:")
 
 
 @dataclass
@@ -147,6 +162,22 @@ def _labels(rows: Rows, task: Task, where: str) -> Rows:
     raw = rows[task.label_column]
     if not raw:
         raise UserError(f"{where} has no rows")
+    if task.kind in ("translation", "causal-lm"):
+        if not all(isinstance(v, str) for v in raw):
+            raise UserError(f"{where}: column {task.label_column!r} must hold text")
+        return rows
+    if task.kind == "multiple-choice":
+        choices = rows["choices"]
+        if not all(isinstance(c, list) and len(c) == task.num_labels for c in choices):
+            raise UserError(f"{where}: 'choices' must be a list of {task.num_labels} answers per row")
+        try:
+            answers = [int(v) for v in raw]
+        except (TypeError, ValueError):
+            raise UserError(f"{where}: 'answer' must be the index of the right choice") from None
+        if any(not 0 <= a < task.num_labels for a in answers):
+            raise UserError(f"{where}: 'answer' must be in 0..{task.num_labels - 1}")
+        rows[task.label_column] = answers
+        return rows
     if task.kind == "regression":
         try:
             rows[task.label_column] = [float(v) for v in raw]
@@ -182,12 +213,26 @@ def _subsample(rows: Rows, n: int | None, seed: int) -> Rows:
 
 # --- own data ------------------------------------------------------------------------------
 
+def instruct_task(spec: str, own: OwnData) -> Task:
+    """Causal-LM instruction tuning on ``instruct:PATH`` (JSONL with ``prompt`` and
+    ``response``), scored by the held-out loss of the responses."""
+    path = spec.split(":", 1)[1]
+    if not os.path.isfile(path):
+        raise UserError(f"data file {path} does not exist")
+    files = {"train": path, **({"validation": own.validation} if own.validation else {})}
+    return Task(name=spec, text_columns=("prompt",), num_labels=0, metric="neg_loss",
+                summary=f"instruction tuning on {path}", kind="causal-lm",
+                label_column="response", files=files, family="decoder")
+
+
 def own_task(spec: str, own: OwnData) -> Task:
     """A task over the user's file ``csv:PATH`` / ``tsv:PATH`` / ``jsonl:PATH``.
 
     Classification or regression is inferred from the training labels (non-integer numbers:
     regression; anything else: classes, sorted) unless ``own.kind`` says."""
     fmt, path = spec.split(":", 1)
+    if fmt == "instruct":
+        return instruct_task(spec, own)
     if not 1 <= len(own.text_columns) <= 2:
         raise UserError("give one or two --text-column values (a sentence, or a sentence pair)")
     if own.kind is not None and own.kind not in KINDS:
@@ -278,4 +323,13 @@ def _from_hub(task: Task, splits: list[str]) -> dict[str, Rows]:
                         f"--data-dir DIR with {task.local}/train.tsv and "
                         f"{task.validation}.tsv") from None
     cols = [*task.text_columns, task.label_column]
-    return {s: _labels({c: list(ds[s][c]) for c in cols}, task, f"hub {s}") for s in splits}
+    out = {}
+    for split in splits:
+        part = ds[task.hub_splits.get(split, split)]
+        if task.kind == "translation":  # rows are {"translation": {"en": ..., "ro": ...}}
+            pairs = part["translation"]
+            rows = {c: [p[c] for p in pairs] for c in cols}
+        else:
+            rows = {c: list(part[c]) for c in cols}
+        out[split] = _labels(rows, task, f"hub {split}")
+    return out

@@ -13,13 +13,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 
 from autopeft.build import trainable_parameters
-from autopeft.data import Encoded, collate, eval_order, train_order
+from autopeft.data import Encoded, collate, train_order
 from autopeft.memory import PeakMemory
-from autopeft.metrics import METRICS
 
 HOOKS_ATTR = "autopeft_step_hooks"
 
@@ -37,6 +35,8 @@ class TrainSettings:
     max_grad_norm: float = 1.0
     grad_accum: int = 1  # micro-batches of batch_size per optimiser step (fit memory)
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
+    num_beams: int = 1  # decoding for generation tasks (translation)
+    max_new_tokens: int = 64
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 autocast on CUDA where supported, else fp32) | fp32 | bf16
 
@@ -73,7 +73,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     use_bf16 = precision == "bf16" or (
         precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
     if use_bf16:
@@ -81,27 +81,17 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
     return contextlib.nullcontext()
 
 
-def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-@torch.no_grad()
-def evaluate(model: Any, enc: Encoded, metric: str, settings: TrainSettings, pad_id: int,
-             device: torch.device) -> dict[str, float]:
-    """The task metric's components and ``score`` on ``enc``: length-sorted batches, no
-    gradients. Regression (float labels) predicts the single logit."""
+def _scored(model: Any, evaluate: Callable[[Any], dict[str, float]]) -> dict[str, float]:
     was_training = model.training
     model.eval()
-    regression = enc.labels.dtype.kind == "f"
-    preds = np.empty(len(enc), dtype=np.float64 if regression else np.int64)
-    for batch in eval_order(enc, settings.eval_batch_size):
-        inputs = _to(collate(enc, batch, pad_id), device)
-        inputs.pop("labels")
-        with _autocast(device, settings.precision):
-            logits = model(**inputs).logits.float()
-        preds[batch] = (logits[:, 0] if regression else logits.argmax(-1)).cpu().numpy()
-    model.train(was_training)
-    return METRICS[metric](preds, enc.labels)
+    try:
+        return evaluate(model)
+    finally:
+        model.train(was_training)
 
 
 def _optimizer(model: Any, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -126,12 +116,12 @@ def _checkpointing(model: Any) -> None:
     inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-def train(model: Any, train_enc: Encoded, eval_enc: Encoded, metric: str, lr: float, seed: int,
-          settings: TrainSettings, pad_id: int,
+def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, float]], lr: float,
+          seed: int, settings: TrainSettings, pad_id: int,
           on_step: Callable[[int, int, float], None] | None = None,
           eval_at: Sequence[int] = (),
           on_eval: Callable[[int, float], None] | None = None) -> TrainResult:
-    """Train ``model`` for ``settings.epochs`` and score it on ``eval_enc``.
+    """Train ``model`` for ``settings.epochs`` and score it with ``evaluate(model)``.
 
     ``on_step(step, total, loss)`` reports progress; at each step in ``eval_at`` the model
     is scored and ``on_eval(step, score)`` called (it may raise to stop the trial early).
@@ -158,8 +148,8 @@ def train(model: Any, train_enc: Encoded, eval_enc: Encoded, metric: str, lr: fl
     micro = 0
     while step < n_steps:
         for batch in train_order(train_enc, settings.batch_size, seed + epoch):
-            inputs = _to(collate(train_enc, batch, pad_id), device)
-            with memory.step(), _autocast(device, settings.precision):
+            inputs = to_device(collate(train_enc, batch, pad_id), device)
+            with memory.step(), autocast(device, settings.precision):
                 loss = model(**inputs).loss
             (loss / settings.grad_accum).backward()
             loss_value = loss.item()
@@ -181,7 +171,7 @@ def train(model: Any, train_enc: Encoded, eval_enc: Encoded, metric: str, lr: fl
             if on_step:
                 on_step(step, n_steps, loss_value)
             if step in eval_at:
-                metrics = evaluate(model, eval_enc, metric, settings, pad_id, device)
+                metrics = _scored(model, evaluate)
                 rung_scores[step] = metrics["score"]
                 if on_eval:
                     on_eval(step, rung_scores[step])
@@ -189,7 +179,7 @@ def train(model: Any, train_enc: Encoded, eval_enc: Encoded, metric: str, lr: fl
                 break
         epoch += 1
     if step not in rung_scores:
-        metrics = evaluate(model, eval_enc, metric, settings, pad_id, device)
+        metrics = _scored(model, evaluate)
     return TrainResult(score=metrics["score"], steps=step, samples=samples,
                        seconds=time.perf_counter() - start, peak_memory=memory.bytes(),
                        memory_method=memory.method, final_loss=loss_value,
