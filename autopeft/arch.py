@@ -26,6 +26,8 @@ class Arch:
     ``layer_prefix`` is a regex for the path of one transformer layer, with group ``idx``;
     ``roles`` maps a role to the module paths *inside* a layer that play it. ``heads``
     are the task-head modules (trained with every method, saved with every export).
+    ``self_attention`` are the self-attention modules inside a layer (the ones that receive
+    the key/value cache, where prefix-tuning's virtual keys and values enter).
     """
 
     family: str  # encoder | decoder | encoder-decoder
@@ -33,6 +35,7 @@ class Arch:
     roles: dict[str, tuple[str, ...]]
     heads: tuple[str, ...]
     layers_attr: str = "num_hidden_layers"
+    self_attention: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     def layer_of(self, module_name: str) -> tuple[int, str] | None:
@@ -42,9 +45,20 @@ class Arch:
             return None
         return int(m.group("idx")), m.group("rest")
 
+    def layer_path(self, module_name: str) -> str | None:
+        """Full name of the layer holding a module (``bert.encoder.layer.0``), else None.
+        T5's encoder and decoder blocks of the same index are different layer paths."""
+        m = re.match(rf"^((?:.*\.)?{self.layer_prefix})\.", module_name)
+        return m.group(1) if m else None
+
     def find(self, model: Any, roles: Iterable[str], layers: Sequence[int] | None = None) -> list[str]:
         """Full names of the modules that play ``roles`` in ``layers`` (all layers if None)."""
-        wanted = {path for role in roles for path in self.roles[role]}
+        return self.find_paths(model, {path for role in roles for path in self.roles[role]}, layers)
+
+    def find_paths(self, model: Any, wanted: Iterable[str],
+                   layers: Sequence[int] | None = None) -> list[str]:
+        """Full names of the modules at paths ``wanted`` (inside a layer) in ``layers``."""
+        wanted = set(wanted)
         keep = None if layers is None else set(layers)
         names = []
         for name, _ in model.named_modules():
@@ -65,6 +79,7 @@ _BERT_LIKE = dict(
            "value": ("attention.self.value",), "attn_out": ("attention.output.dense",),
            "ffn_in": ("intermediate.dense",), "ffn_out": ("output.dense",)},
     heads=("classifier",),
+    self_attention=("attention.self",),
 )
 
 ARCHS: dict[str, Arch] = {
@@ -77,19 +92,20 @@ ARCHS: dict[str, Arch] = {
         roles={"query": ("attention.q_lin",), "key": ("attention.k_lin",),
                "value": ("attention.v_lin",), "attn_out": ("attention.out_lin",),
                "ffn_in": ("ffn.lin1",), "ffn_out": ("ffn.lin2",)},
-        heads=("pre_classifier", "classifier"), layers_attr="n_layers"),
+        heads=("pre_classifier", "classifier"), layers_attr="n_layers",
+        self_attention=("attention",)),
     "llama": Arch(
         family="decoder", layer_prefix=r"layers\.(?P<idx>\d+)",
         roles={"query": ("self_attn.q_proj",), "key": ("self_attn.k_proj",),
                "value": ("self_attn.v_proj",), "attn_out": ("self_attn.o_proj",),
                "ffn_in": ("mlp.gate_proj", "mlp.up_proj"), "ffn_out": ("mlp.down_proj",)},
-        heads=("score", "lm_head")),
+        heads=("score", "lm_head"), self_attention=("self_attn",)),
     "gpt2": Arch(
         family="decoder", layer_prefix=r"h\.(?P<idx>\d+)",
         # GPT-2 fuses q, k and v into one Conv1D: each of the three roles selects it.
         roles={"query": ("attn.c_attn",), "key": ("attn.c_attn",), "value": ("attn.c_attn",),
                "attn_out": ("attn.c_proj",), "ffn_in": ("mlp.c_fc",), "ffn_out": ("mlp.c_proj",)},
-        heads=("score", "lm_head"), layers_attr="n_layer"),
+        heads=("score", "lm_head"), layers_attr="n_layer", self_attention=("attn",)),
     "t5": Arch(
         family="encoder-decoder", layer_prefix=r"block\.(?P<idx>\d+)",
         # Encoder blocks: layer.0 self-attention, layer.1 FFN. Decoder blocks: layer.0
@@ -102,7 +118,8 @@ ARCHS: dict[str, Arch] = {
                           "layer.1.DenseReluDense.wi_0", "layer.1.DenseReluDense.wi_1",
                           "layer.2.DenseReluDense.wi_0", "layer.2.DenseReluDense.wi_1"),
                "ffn_out": ("layer.1.DenseReluDense.wo", "layer.2.DenseReluDense.wo")},
-        heads=("classification_head", "lm_head"), layers_attr="num_layers"),
+        heads=("classification_head", "lm_head"), layers_attr="num_layers",
+        self_attention=("layer.0.SelfAttention",)),
 }
 ARCHS["mistral"] = ARCHS["qwen2"] = ARCHS["llama"]
 

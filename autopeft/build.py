@@ -18,7 +18,8 @@ def context_for(model: Any, total_steps: int | None = None) -> BuildContext:
     config = model.config
     return BuildContext(arch=arch_for(config), num_layers=num_layers(config),
                         model_name=str(getattr(config, "_name_or_path", "")),
-                        total_steps=total_steps)
+                        total_steps=total_steps,
+                        hidden_size=int(getattr(config, "hidden_size", 0) or 0))
 
 
 def build(base: Any, candidate: Candidate, total_steps: int | None = None) -> Any:
@@ -30,8 +31,7 @@ def build(base: Any, candidate: Candidate, total_steps: int | None = None) -> An
     model = copy.deepcopy(base)
     ctx = context_for(model, total_steps)
     model.requires_grad_(False)
-    # peft methods first: get_peft_model freezes everything that is not its adapter.
-    for method, spec in sorted(specs, key=lambda ms: ms[0].engine != "peft"):
+    for method, spec in sorted(specs, key=lambda ms: ms[0].build_order):
         model = method.apply(model, spec, ctx)
     inner = unwrap(model)
     if inner is model:  # no peft wrapper: train the task head ourselves

@@ -17,6 +17,7 @@ class BuildContext:
     num_layers: int
     model_name: str = ""
     total_steps: int | None = None  # optimiser steps the candidate will train (AdaLoRA needs it)
+    hidden_size: int = 0  # width of the residual stream (bottleneck sizes are relative to it)
 
 
 def positive(name: str, value: Any, method: str) -> None:
@@ -27,6 +28,39 @@ def positive(name: str, value: Any, method: str) -> None:
 def in_unit_interval(name: str, value: Any, method: str) -> None:
     if not (isinstance(value, (int, float)) and 0 <= value < 1):
         raise UserError(f"{method}: {name} must be in [0, 1), got {value!r}")
+
+
+def one_of(name: str, value: Any, options: tuple[str, ...], method: str) -> None:
+    if value not in options:
+        raise UserError(f"{method}: {name} must be one of {', '.join(options)}, got {value!r}")
+
+
+def positive_int(name: str, value: Any, method: str) -> None:
+    if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+        raise UserError(f"{method}: {name} must be a positive integer, got {value!r}")
+
+
+ACTIVATIONS = ("relu", "gelu", "tanh", "silu", "identity")
+
+
+@dataclass
+class BottleneckFields:
+    """Size and non-linearity of a bottleneck (down-project, activate, up-project), shared by
+    the serial and parallel adapters and the hybrids. ``bottleneck`` (a width) overrides
+    ``reduction_factor`` (hidden size / width), so one space can fix either."""
+
+    reduction_factor: int = 16
+    bottleneck: int | None = None
+    activation: str = "gelu"  # no dead units at init (a ReLU can start with none active)
+
+    def check_bottleneck(self, method: str) -> None:
+        positive_int("reduction_factor", self.reduction_factor, method)
+        if self.bottleneck is not None:
+            positive_int("bottleneck", self.bottleneck, method)
+        one_of("activation", self.activation, ACTIVATIONS, method)
+
+    def bottleneck_size(self, hidden_size: int) -> int:
+        return self.bottleneck or max(1, hidden_size // self.reduction_factor)
 
 
 def placement(method: str, layers: Any, targets: Any = None) -> None:
@@ -57,18 +91,59 @@ def unwrap(model: Any) -> Any:
     return get_base() if callable(get_base) else model
 
 
-def attach_peft(model: Any, config: Any, ctx: BuildContext) -> Any:
+def attach_peft(model: Any, config: Any, ctx: BuildContext, method: str = "") -> Any:
     """Add a peft adapter: wrap with ``get_peft_model`` the first time (so the result saves
-    in peft's format, task head included), inject beside it for a second peft method."""
+    in peft's format, task head included), inject beside it for a later peft method.
+
+    Prompt-learning configs (prefix, prompt, P-tuning) cannot be injected: they must be the
+    outer ``PeftModel``, which is why ``build`` applies them first. Injecting freezes every
+    parameter but the new adapter's and deactivates the head's trainable copy: what was
+    trainable and active before is made so again.
+    """
     from peft import PeftModel, get_peft_model, inject_adapter_in_model
 
     if isinstance(model, PeftModel):
+        if config.is_prompt_learning:
+            raise UserError(f"{method or config.peft_type}: prompt-learning methods must come "
+                            "first in a candidate (they wrap the model); one per candidate")
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        active = _active_adapters(model)
         name = f"m{len(model.peft_config)}"
         inject_adapter_in_model(config, model.get_base_model(), adapter_name=name)
+        _restore_active_adapters(active, name)
         for pname, param in model.named_parameters():
             if f".{name}." in pname or pname.endswith(f".{name}"):
                 param.requires_grad_(True)
+        for param in trainable:
+            param.requires_grad_(True)
         return model
+    trainable = [p for p in model.parameters() if p.requires_grad]
     config.task_type = "SEQ_CLS"
     config.modules_to_save = ctx.arch.head_names(model)
-    return get_peft_model(model, config)
+    wrapped = get_peft_model(model, config)
+    for param in trainable:  # e.g. a hybrid's own modules added before (none in build order)
+        param.requires_grad_(True)
+    return wrapped
+
+
+def _active_adapters(model: Any) -> dict[Any, list[str]]:
+    """Active adapter names of every peft layer and head wrapper (``modules_to_save``)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from peft.utils.other import AuxiliaryTrainingWrapper
+
+    return {m: list(m.active_adapters) for m in model.modules()
+            if isinstance(m, (BaseTunerLayer, AuxiliaryTrainingWrapper))}
+
+
+def _restore_active_adapters(before: dict[Any, list[str]], new: str) -> None:
+    """Undo what injecting adapter ``new`` did to earlier adapters. Observed with peft
+    0.21.2: the task head's ``modules_to_save`` wrapper is left with no active adapter, so
+    its forward silently falls back to the frozen original head and the trainable copy
+    never trains (earlier LoRA layers stayed active). Restoring every layer is cheap."""
+    from peft.utils.other import AuxiliaryTrainingWrapper
+
+    for module, names in before.items():
+        if isinstance(module, AuxiliaryTrainingWrapper):
+            module.set_adapter(names)  # one adapter at most
+        else:
+            module.set_adapter(names + ([new] if new in module.active_adapters else []))

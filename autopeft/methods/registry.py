@@ -41,6 +41,18 @@ class Method:
     peft_native: bool = False  # alone in a candidate, it exports to peft's own format
     exclusive: bool = False  # cannot be combined with any other method (full fine-tuning)
     families: tuple[str, ...] = ("encoder", "decoder", "encoder-decoder")
+    # Adds virtual tokens through peft's prompt learning (prefix, prompt, P-tuning, and the
+    # hybrids built on prefix): it must be the outer PeftModel, and one per candidate.
+    prompt_learning: bool = False
+
+    @property
+    def build_order(self) -> int:
+        """Where ``build`` applies it: prompt learning first (it wraps the model; peft can
+        only inject other methods beside it), other peft methods next (``get_peft_model``
+        freezes what is not its adapter), autopeft's own methods last."""
+        if self.prompt_learning:
+            return 0
+        return 1 if self.engine == "peft" else 2
 
     def params(self) -> dict[str, Any]:
         """Field name -> default, for ``autopeft methods`` and space validation."""
@@ -103,3 +115,7 @@ def check_combination(names: list[str]) -> None:
             other = next(n for n in names if n != name)
             raise UserError(f"{name!r} cannot be combined with {other!r}: {name} already "
                             "trains every weight")
+    prompt = [n for n in names if METHODS[n].prompt_learning]
+    if len(prompt) > 1:
+        raise UserError(f"{prompt[0]!r} cannot be combined with {prompt[1]!r}: both add virtual "
+                        "tokens through peft's prompt learning, and a model takes one set")

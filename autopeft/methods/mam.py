@@ -1,0 +1,42 @@
+"""MAM adapter (He et al., 2022, "Towards a unified view"): prefix tuning on attention
+plus a scaled parallel adapter beside the FFN, their best mix.
+
+A composition of ``prefix`` (peft) and ``parallel_adapter`` (own); ``layers`` places the
+adapter, the prefix is in every layer (peft's prefix is not per-layer).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from autopeft.methods import _common, parallel_adapter, prefix
+from autopeft.methods._common import BottleneckFields, positive, positive_int
+from autopeft.methods.registry import Method
+
+
+@dataclass
+class Spec(BottleneckFields):
+    num_virtual_tokens: int = 30  # He et al.: prefix length 30
+    prefix_projection: bool = False
+    scaling: float = 4.0  # He et al.: s = 4
+    layers: Any = "all"
+
+    def __post_init__(self) -> None:
+        self.check_bottleneck("mam")
+        positive_int("num_virtual_tokens", self.num_virtual_tokens, "mam")
+        positive("scaling", self.scaling, "mam")
+        _common.placement("mam", self.layers)
+
+
+def apply(model: Any, spec: Spec, ctx: Any) -> Any:
+    model = prefix.apply(model, prefix.Spec(num_virtual_tokens=spec.num_virtual_tokens,
+                                            prefix_projection=spec.prefix_projection), ctx)
+    adapter = parallel_adapter.Spec(reduction_factor=spec.reduction_factor,
+                                    bottleneck=spec.bottleneck, activation=spec.activation,
+                                    scaling=spec.scaling, layers=spec.layers)
+    return parallel_adapter.apply(model, adapter, ctx, name="mam_adapter")
+
+
+METHOD = Method(name="mam", category="hybrid", spec=Spec, apply=apply, engine="peft+autopeft",
+                prompt_learning=True, families=prefix.METHOD.families,
+                summary="MAM adapter: prefix tuning + scaled parallel adapter on the FFN")

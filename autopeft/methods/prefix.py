@@ -1,0 +1,53 @@
+"""Prefix tuning (Li & Liang, 2021) through peft: trained virtual keys and values
+prepended to every attention layer.
+
+Not per-layer (peft puts a prefix in every layer), so no ``layers``. Sequence
+classification needs the shim in ``_peft_compat`` with transformers >= 5.24; ``apply``
+installs it. T5 is not offered: its sequence-classification model rejects the longer key
+length (position bias of the query length only).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from autopeft.errors import UserError
+from autopeft.methods._common import attach_peft, positive_int
+from autopeft.methods.registry import Method
+
+
+@dataclass
+class Spec:
+    num_virtual_tokens: int = 10
+    prefix_projection: bool = False  # reparameterise through an MLP (Li & Liang's stabiliser)
+    encoder_hidden_size: int | None = None  # that MLP's width; default: the model's hidden size
+
+    def __post_init__(self) -> None:
+        positive_int("num_virtual_tokens", self.num_virtual_tokens, "prefix")
+        if not isinstance(self.prefix_projection, bool):
+            raise UserError(f"prefix: prefix_projection must be true or false, got "
+                            f"{self.prefix_projection!r}")
+        if self.encoder_hidden_size is not None:
+            positive_int("encoder_hidden_size", self.encoder_hidden_size, "prefix")
+
+
+def peft_config(spec: Spec, ctx: Any) -> Any:
+    from peft import PrefixTuningConfig
+
+    return PrefixTuningConfig(num_virtual_tokens=spec.num_virtual_tokens,
+                              prefix_projection=spec.prefix_projection,
+                              encoder_hidden_size=spec.encoder_hidden_size or ctx.hidden_size)
+
+
+def apply(model: Any, spec: Spec, ctx: Any) -> Any:
+    from autopeft.methods import _peft_compat
+
+    _peft_compat.install()
+    model = attach_peft(model, peft_config(spec, ctx), ctx, "prefix")
+    _peft_compat.read_only_cache_layers(model)
+    return model
+
+
+METHOD = Method(name="prefix", category="additive", spec=Spec, apply=apply, engine="peft",
+                peft_native=True, prompt_learning=True, families=("encoder", "decoder"),
+                summary="prefix tuning: trained keys and values prepended in every layer")
