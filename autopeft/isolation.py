@@ -1,0 +1,186 @@
+"""Trials in a child process, so that a hard crash of one candidate (segfault, the kernel's
+OOM killer, an abort in native code) fails that trial, not the study.
+
+The child ("trial server") loads the base model and the tokenised data once, like an
+in-process ``Bench``, then trains one candidate per request. Progress (``on_step``) and
+rung scores (``on_eval``) travel back over a pipe; a rung waits for the parent's verdict,
+so pruning decisions stay in the study process. If the child dies, the trial raises
+``TrialCrashed`` and the next trial starts a fresh child. Ctrl-C reaches the parent only
+(the child ignores SIGINT); the parent then stops the child.
+
+Cost (measured in BENCHMARKS.md): one extra model load per worker, and a pipe message per
+step. ``IsolatedBench.run`` has the signature of ``Bench.run``; its ``Outcome.model`` is
+None (the trained model stays in the child; ``export --train`` trains in-process).
+"""
+from __future__ import annotations
+
+import gc
+import multiprocessing as mp
+import os
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from autopeft.candidate import Candidate
+from autopeft.errors import UserError
+from autopeft.runner import DataSettings, Outcome
+from autopeft.train import Diverged, TrainResult, TrainSettings
+
+
+class TrialCrashed(RuntimeError):
+    """The trial's process died (signal or hard exit) before it finished."""
+
+
+class _Stop(BaseException):
+    """Raised inside the child when the parent stops the trial (pruned, budget, interrupt)."""
+
+
+ERRORS: dict[str, type[BaseException]] = {"Diverged": Diverged, "MemoryError": MemoryError,
+                                          "UserError": UserError}
+
+
+def _serve(conn: Any, model: str, data: dict, settings: dict, cache_dir: str | None,
+           trust_remote_code: bool) -> None:
+    """The child's loop: load once, then train candidates until told to exit."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if os.environ.get("AUTOPEFT_FAULTS") == "1":
+        from autopeft.testing import enable_faults
+
+        enable_faults()
+    from autopeft.runner import Bench
+
+    try:
+        bench = Bench.load(model, DataSettings(**data), TrainSettings(**settings), cache_dir,
+                           trust_remote_code)
+    except UserError as exc:
+        conn.send(("error", "UserError", str(exc)))
+        return
+    conn.send(("ready",))
+    while True:
+        msg = conn.recv()
+        if msg[0] == "exit":
+            return
+        if msg[0] != "run":  # a "stop" that arrived after the trial had already ended
+            continue
+        _, cand, eval_at = msg
+
+        def on_step(step: int, total: int, loss: float) -> None:
+            conn.send(("step", step, total, loss))
+            if conn.poll() and conn.recv()[0] == "stop":
+                raise _Stop
+
+        def on_eval(step: int, score: float) -> None:
+            conn.send(("rung", step, score))
+            if conn.recv()[0] == "stop":
+                raise _Stop
+
+        try:
+            out = bench.run(Candidate.from_dict(cand), on_step, eval_at, on_eval)
+            reply: tuple = ("done", asdict(out.result), out.trainable, out.total)
+            del out
+        except _Stop:
+            reply = ("stopped",)
+        except Exception as exc:  # reported to the parent; the child lives on
+            reply = ("error", type(exc).__name__, str(exc))
+        gc.collect()
+        conn.send(reply)
+
+
+class IsolatedBench:
+    """``Bench.run`` in a child process (started on first use, restarted after a crash)."""
+
+    def __init__(self, model: str, data: DataSettings, settings: TrainSettings,
+                 cache_dir: str | None = None, trust_remote_code: bool = False):
+        self._args = (model, asdict(data), asdict(settings), cache_dir, trust_remote_code)
+        self._proc: Any = None
+        self._conn: Any = None
+
+    def start(self) -> None:
+        ctx = mp.get_context("spawn")  # fork is unsafe once torch's thread pools exist
+        parent, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve, args=(child, *self._args), daemon=True)
+        self._proc.start()
+        child.close()
+        self._conn = parent
+        reply = self._recv()
+        if reply[0] == "error":
+            self.close()
+            raise ERRORS.get(reply[1], RuntimeError)(reply[2])
+
+    def _recv(self) -> tuple:
+        while not self._conn.poll(0.2):
+            if not self._proc.is_alive():
+                raise self._died()
+        try:
+            return self._conn.recv()
+        except EOFError:
+            raise self._died() from None
+
+    def _died(self) -> TrialCrashed:
+        self._proc.join(5)
+        code = self._proc.exitcode
+        self._proc = None
+        how = f"signal {signal.Signals(-code).name}" if code and code < 0 else f"exit code {code}"
+        return TrialCrashed(f"the trial process died ({how})")
+
+    def run(self, candidate: Candidate,
+            on_step: Callable[[int, int, float], None] | None = None,
+            eval_at: Sequence[int] = (),
+            on_eval: Callable[[int, float], None] | None = None) -> Outcome:
+        if self._proc is None or not self._proc.is_alive():
+            self.start()
+        self._conn.send(("run", candidate.to_dict(), list(eval_at)))
+        while True:
+            try:
+                msg = self._recv()
+            except KeyboardInterrupt:
+                self.close()
+                raise
+            if msg[0] == "done":
+                return Outcome(TrainResult(**msg[1]), msg[2], msg[3], model=None)
+            if msg[0] == "error":
+                name, text = msg[1], msg[2]
+                raise ERRORS.get(name, RuntimeError)(text if name in ERRORS else f"{name}: {text}")
+            try:
+                if msg[0] == "step" and on_step:
+                    on_step(*msg[1:])
+                elif msg[0] == "rung":
+                    if on_eval:
+                        on_eval(*msg[1:])
+                    self._conn.send(("continue",))
+            except KeyboardInterrupt:
+                self.close()
+                raise
+            except BaseException:
+                self._stop_trial()  # our callback raised (pruned, budget): stop the child's trial
+                raise
+
+    def _stop_trial(self) -> None:
+        """Tell the child to stop and wait until it has (it answers "stopped")."""
+        if self._proc is None:
+            return
+        try:
+            self._conn.send(("stop",))
+            while self._recv()[0] not in ("stopped", "done", "error"):
+                pass
+        except (TrialCrashed, OSError):
+            self.close()
+
+    def close(self) -> None:
+        if self._proc is not None and self._proc.is_alive():
+            try:
+                self._conn.send(("exit",))
+            except OSError:
+                pass
+            self._proc.join(2)
+            if self._proc.is_alive():
+                self._proc.kill()
+                self._proc.join()
+        self._proc = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -1,0 +1,71 @@
+"""Trials in a child process: same results as in-process, and a crash fails one trial only."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from autopeft.candidate import Candidate, MethodSpec
+from autopeft.isolation import IsolatedBench, TrialCrashed
+from autopeft.runner import Bench, DataSettings
+from autopeft.train import Diverged, TrainSettings
+
+pytestmark = pytest.mark.slow  # spawns trial processes (torch import each): ~40 s
+
+DATA = dict(train_samples=48, eval_samples=32)
+SETTINGS = TrainSettings(batch_size=16, max_length=32)
+
+
+@pytest.fixture(scope="module")
+def isolated(tiny_model: Path, tiny_data: Path, tmp_path_factory):
+    import os
+
+    os.environ["AUTOPEFT_FAULTS"] = "1"  # the child registers the test-only `fault` method
+    bench = IsolatedBench(str(tiny_model), DataSettings("sst2", str(tiny_data), **DATA), SETTINGS,
+                          str(tmp_path_factory.mktemp("cache")))
+    yield bench
+    bench.close()
+    os.environ.pop("AUTOPEFT_FAULTS")
+
+
+def fault(kind: str, at_step: int = 1) -> Candidate:
+    return Candidate([MethodSpec("fault", {"kind": kind, "at_step": at_step})], 1e-3)
+
+
+def test_same_result_as_in_process(isolated, tiny_model: Path, tiny_data: Path) -> None:
+    cand = Candidate([MethodSpec("lora", {"r": 2})], 1e-3, seed=1)
+    steps = []
+    child = isolated.run(cand, on_step=lambda s, n, loss: steps.append(s))
+    local = Bench.load(str(tiny_model), DataSettings("sst2", str(tiny_data), **DATA), SETTINGS).run(cand)
+    assert child.result.score == local.result.score
+    assert child.trainable == local.trainable and child.result.peak_memory == local.result.peak_memory
+    assert steps == list(range(1, child.result.steps + 1))
+
+
+def test_a_segfault_fails_the_trial_and_the_next_one_runs(isolated) -> None:
+    with pytest.raises(TrialCrashed, match="SIGSEGV"):
+        isolated.run(fault("segfault"))
+    assert isolated.run(Candidate([MethodSpec("bitfit")], 1e-3)).trainable > 0
+
+
+def test_errors_keep_their_type_and_the_child_lives(isolated) -> None:
+    with pytest.raises(RuntimeError, match="injected fault"):
+        isolated.run(fault("raise"))
+    pid = isolated._proc.pid
+    with pytest.raises(MemoryError):
+        isolated.run(fault("memory"))
+    with pytest.raises(Diverged):
+        isolated.run(fault("nan", at_step=0))
+    assert isolated._proc.pid == pid  # no restart needed for ordinary failures
+
+
+def test_a_callback_that_raises_stops_the_childs_trial(isolated) -> None:
+    class Pruned(Exception):
+        pass
+
+    def prune(step: int, score: float) -> None:
+        raise Pruned(step)
+
+    with pytest.raises(Pruned):
+        isolated.run(Candidate([MethodSpec("bitfit")], 1e-3), eval_at=[1], on_eval=prune)
+    assert isolated.run(Candidate([MethodSpec("bitfit")], 1e-3)).result.steps == 3
