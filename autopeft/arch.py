@@ -25,7 +25,9 @@ class Arch:
 
     ``layer_prefix`` is a regex for the path of one transformer layer, with group ``idx``;
     ``roles`` maps a role to the module paths *inside* a layer that play it. ``heads``
-    are the task-head modules (trained with every method, saved with every export).
+    are the task-head modules of classification models (new, so trained with every
+    method and saved with every export); a language model's pretrained ``lm_head`` is not
+    one: PEFT leaves it frozen.
     ``self_attention`` are the self-attention modules inside a layer (the ones that receive
     the key/value cache, where prefix-tuning's virtual keys and values enter).
     """
@@ -99,13 +101,13 @@ ARCHS: dict[str, Arch] = {
         roles={"query": ("self_attn.q_proj",), "key": ("self_attn.k_proj",),
                "value": ("self_attn.v_proj",), "attn_out": ("self_attn.o_proj",),
                "ffn_in": ("mlp.gate_proj", "mlp.up_proj"), "ffn_out": ("mlp.down_proj",)},
-        heads=("score", "lm_head"), self_attention=("self_attn",)),
+        heads=("score",), self_attention=("self_attn",)),
     "gpt2": Arch(
         family="decoder", layer_prefix=r"h\.(?P<idx>\d+)",
         # GPT-2 fuses q, k and v into one Conv1D: each of the three roles selects it.
         roles={"query": ("attn.c_attn",), "key": ("attn.c_attn",), "value": ("attn.c_attn",),
                "attn_out": ("attn.c_proj",), "ffn_in": ("mlp.c_fc",), "ffn_out": ("mlp.c_proj",)},
-        heads=("score", "lm_head"), layers_attr="n_layer", self_attention=("attn",)),
+        heads=("score",), layers_attr="n_layer", self_attention=("attn",)),
     "t5": Arch(
         family="encoder-decoder", layer_prefix=r"block\.(?P<idx>\d+)",
         # Encoder blocks: layer.0 self-attention, layer.1 FFN. Decoder blocks: layer.0
@@ -118,7 +120,7 @@ ARCHS: dict[str, Arch] = {
                           "layer.1.DenseReluDense.wi_0", "layer.1.DenseReluDense.wi_1",
                           "layer.2.DenseReluDense.wi_0", "layer.2.DenseReluDense.wi_1"),
                "ffn_out": ("layer.1.DenseReluDense.wo", "layer.2.DenseReluDense.wo")},
-        heads=("classification_head", "lm_head"), layers_attr="num_layers",
+        heads=("classification_head",), layers_attr="num_layers",
         self_attention=("layer.0.SelfAttention",)),
 }
 ARCHS["mistral"] = ARCHS["qwen2"] = ARCHS["llama"]

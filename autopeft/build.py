@@ -11,12 +11,17 @@ from typing import Any
 from autopeft.arch import arch_for, num_layers
 from autopeft.candidate import Candidate
 from autopeft.methods import check_combination, get_method, make_spec
-from autopeft.methods._common import BuildContext, unwrap
+from autopeft.methods._common import BuildContext, entry_counts, unwrap
 
 
 def context_for(model: Any, total_steps: int | None = None) -> BuildContext:
     config = model.config
-    return BuildContext(arch=arch_for(config), num_layers=num_layers(config),
+    arch = arch_for(config)
+    if arch.head_names(model):
+        task_type = "SEQ_CLS"
+    else:  # a language model: no new head; peft needs to know which kind
+        task_type = "SEQ_2_SEQ_LM" if arch.family == "encoder-decoder" else "CAUSAL_LM"
+    return BuildContext(arch=arch, num_layers=num_layers(config), peft_task_type=task_type,
                         model_name=str(getattr(config, "_name_or_path", "")),
                         total_steps=total_steps,
                         hidden_size=int(getattr(config, "hidden_size", 0) or 0))
@@ -51,8 +56,11 @@ def trainable_parameters(model: Any) -> list[tuple[str, Any]]:
 
 
 def count_trainable(model: Any) -> int:
-    """The trainable-parameter objective: elements of every tensor the optimiser updates."""
-    return sum(p.numel() for _, p in trainable_parameters(model))
+    """The trainable-parameter objective: elements of every tensor the optimiser updates,
+    except where a method lets only some entries of a tensor change (Child-Tuning's gradient
+    masks): those count the entries it lets through (``_common.count_entries_as``)."""
+    counts = entry_counts(model)
+    return sum(counts.get(id(p), p.numel()) for _, p in trainable_parameters(model))
 
 
 def count_total(model: Any) -> int:

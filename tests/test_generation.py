@@ -110,3 +110,18 @@ def test_two_trial_search_per_generation_kind(model: str, task: str, lm_dir: Pat
         metrics = t.user_attrs["metrics"]
         key = {"wmt16-en-ro": "bleu", "mmlu": "accuracy", "instruct": "perplexity"}[task]
         assert key in metrics and metrics["score"] == t.values[0]
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "t5"])
+def test_peft_on_a_language_model_leaves_its_lm_head_frozen(family: str, lm_dir: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    from autopeft.build import build, count_trainable
+
+    cls = AutoModelForSeq2SeqLM if family == "t5" else AutoModelForCausalLM
+    base = cls.from_pretrained(lm_dir / family)
+    model = build(base, Candidate([MethodSpec("lora", {"r": 2, "targets": ["query", "value"]})], 1e-3))
+    assert type(model).__name__ == ("PeftModelForSeq2SeqLM" if family == "t5" else "PeftModelForCausalLM")
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert names and all("lora_" in n for n in names), names
+    assert count_trainable(model) == sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)

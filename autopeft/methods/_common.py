@@ -17,6 +17,7 @@ class BuildContext:
     num_layers: int
     model_name: str = ""
     total_steps: int | None = None  # optimiser steps the candidate will train (AdaLoRA needs it)
+    peft_task_type: str = "SEQ_CLS"  # CAUSAL_LM / SEQ_2_SEQ_LM for language-model tasks
     hidden_size: int = 0  # width of the residual stream (bottleneck sizes are relative to it)
 
 
@@ -118,8 +119,8 @@ def attach_peft(model: Any, config: Any, ctx: BuildContext, method: str = "") ->
             param.requires_grad_(True)
         return model
     trainable = [p for p in model.parameters() if p.requires_grad]
-    config.task_type = "SEQ_CLS"
-    config.modules_to_save = ctx.arch.head_names(model)
+    config.task_type = ctx.peft_task_type
+    config.modules_to_save = ctx.arch.head_names(model) or None
     wrapped = get_peft_model(model, config)
     for param in trainable:  # e.g. a hybrid's own modules added before (none in build order)
         param.requires_grad_(True)
@@ -147,3 +148,33 @@ def _restore_active_adapters(before: dict[Any, list[str]], new: str) -> None:
             module.set_adapter(names)  # one adapter at most
         else:
             module.set_adapter(names + ([new] if new in module.active_adapters else []))
+
+
+def linear_only(model: Any, names: list[str], method: str) -> None:
+    """For peft methods that wrap ``nn.Linear`` but not GPT-2's fused ``Conv1D`` (LoHa, LoKr)."""
+    for name in names:
+        module = model.get_submodule(name)
+        if type(module).__name__ == "Conv1D":
+            raise UserError(f"{method}: peft's {method} cannot wrap {name} (GPT-2's Conv1D, not "
+                            "nn.Linear); use lora, ia3 or vera on this model")
+
+
+# Methods that let only part of a trainable tensor's entries change (Child-Tuning's gradient
+# masks) tell the trainable-parameter count how many entries they let through; any other
+# trainable tensor counts whole. Kept as (parameter, count) pairs on the model, so a deep
+# copy of the model carries them to the copied parameters.
+COUNTED_ATTR = "autopeft_counted_entries"
+
+
+def count_entries_as(model: Any, param: Any, entries: int) -> None:
+    """Count ``entries`` of ``param`` (not all of it) as trainable."""
+    pairs = getattr(model, COUNTED_ATTR, None)
+    if pairs is None:
+        pairs = []
+        object.__setattr__(model, COUNTED_ATTR, pairs)
+    pairs.append((param, int(entries)))
+
+
+def entry_counts(model: Any) -> dict[int, int]:
+    """``id(parameter) -> trainable entries`` for the tensors a method counts in part."""
+    return {id(p): entries for p, entries in getattr(model, COUNTED_ATTR, ())}
