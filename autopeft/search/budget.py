@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import re
+import statistics
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
 from autopeft.errors import UserError
 
@@ -29,10 +32,11 @@ class Budget:
     """A deadline for the whole search (None: no time limit)."""
 
     seconds: float | None
-    started: float = 0.0
+    started: float = field(default_factory=time.monotonic)
 
-    def __post_init__(self) -> None:
-        self.started = time.monotonic()
+    def share(self, fraction: float) -> Budget:
+        """The first ``fraction`` of this budget (same start): a phase's own deadline."""
+        return Budget(None if self.seconds is None else self.seconds * fraction, self.started)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -46,3 +50,12 @@ class Budget:
         if left is None:
             return True
         return left > 0 and (predicted_trial_seconds is None or predicted_trial_seconds <= left)
+
+
+def predict_seconds(attrs: Iterable[dict[str, Any]], steps: int) -> float | None:
+    """Predicted wall time of a ``steps``-step trial: the median seconds per step of the
+    trials that trained (complete or stopped at a rung; start-up and rung evaluations
+    included), times ``steps``. None before any trial trained."""
+    rates = [a["wall_seconds"] / a["steps"] for a in attrs
+             if a.get("steps") and a.get("wall_seconds") is not None]
+    return statistics.median(rates) * steps if rates else None

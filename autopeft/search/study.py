@@ -3,12 +3,16 @@
 Objectives, in this order: validation score (maximise), trainable parameters (minimise),
 peak training memory in bytes (minimise). Each trial stores its candidate and its
 measurements as user attributes, so it can be rebuilt and exported from the storage alone.
+
+The loop stays short; the parts live beside it: ``objective.py`` (one trial: predict, skip,
+rungs, prune, budget stop), ``pruner.py`` (MO-ASHA / median), ``constraints.py`` (limits and
+predictions), ``warmstart.py`` (recipes), ``confirm.py`` (extra seeds for the front),
+``summary.py`` (front and hypervolume), ``budget.py`` (deadline and time predictions).
 """
 from __future__ import annotations
 
 import gc
 import re
-import statistics
 import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -16,15 +20,23 @@ from typing import Any
 from autopeft.candidate import Candidate
 from autopeft.errors import UserError
 from autopeft.paths import cache_dir
-from autopeft.runner import Bench, DataSettings, Outcome
+from autopeft.runner import Bench, DataSettings
 from autopeft.search.budget import Budget, parse_duration
+from autopeft.search.confirm import confirm_front
+from autopeft.search.constraints import Limits, parse_params, parse_size
+from autopeft.search.objective import TrialRunner
+from autopeft.search.pruner import PRUNERS
 from autopeft.search.storage import mask, open_storage, storage_url
+from autopeft.search.summary import Scales, record_hypervolume
+from autopeft.search.warmstart import enqueue_recipes
 from autopeft.space import Space, load_space
 from autopeft.train import TrainSettings
 
 DIRECTIONS = ("maximize", "minimize", "minimize")
 OBJECTIVES = ("score", "trainable_params", "peak_memory_bytes")
-SAMPLERS = ("tpe", "nsga2", "random")
+SAMPLERS = ("tpe", "nsga2", "gp", "random")
+DEFAULT_SAMPLER = "tpe"  # chosen by measurement: BENCHMARKS.md, "search efficiency"
+CONFIRM_SHARE = 0.25  # with --confirm-seeds and --budget: the budget's last quarter confirms
 
 
 @dataclass
@@ -40,10 +52,16 @@ class SearchConfig:
     n_trials: int | None = None
     data: DataSettings | None = None
     train: TrainSettings = field(default_factory=TrainSettings)
-    sampler: str = "tpe"
+    sampler: str = DEFAULT_SAMPLER
     seed: int = 0
     trust_remote_code: bool = False
     force: bool = False
+    pruner: str = "mo-asha"  # none | mo-asha | median-score
+    eta: int = 3  # rungs at 1/eta^2, 1/eta of the steps and the end; top 1/eta go on
+    warm_start: bool = True  # enqueue the standard recipes on a fresh study
+    max_memory: str | None = None  # "16GB", "12GiB": peak training memory limit
+    max_params: str | None = None  # "1%" of the base model, or a count ("2M")
+    confirm_seeds: int = 0  # re-train each front member with this many extra seeds
 
     def __post_init__(self) -> None:
         if self.data is None:
@@ -56,6 +74,16 @@ class SearchConfig:
             raise UserError(f"unknown sampler {self.sampler!r}; use one of {', '.join(SAMPLERS)}")
         if self.n_trials is not None and self.n_trials < 1:
             raise UserError(f"--n-trials must be at least 1, got {self.n_trials}")
+        if self.pruner not in PRUNERS:
+            raise UserError(f"unknown pruner {self.pruner!r}; use one of {', '.join(PRUNERS)}")
+        if self.eta < 2:
+            raise UserError(f"--eta must be at least 2, got {self.eta}")
+        if self.confirm_seeds < 0:
+            raise UserError(f"--confirm-seeds must be 0 or more, got {self.confirm_seeds}")
+        if self.max_memory is not None:
+            parse_size(self.max_memory)  # fail before any database is created
+        if self.max_params is not None:
+            parse_params(self.max_params, 1)
 
     def budget_seconds(self) -> float | None:
         if self.budget is None or isinstance(self.budget, (int, float)):
@@ -71,8 +99,13 @@ def make_sampler(name: str, seed: int) -> Any:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.samplers.TPESampler(multivariate=True, group=True, seed=seed,
                                               n_startup_trials=8)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
+    if name == "nsga2":  # small generations: a budget of tens of trials still evolves
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=10)
+    if name == "gp":  # conditional parameters fall back to random sampling (intersection space)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=8,
+                                             warn_independent_sampling=False)
     return optuna.samplers.RandomSampler(seed=seed)
 
 
@@ -108,32 +141,30 @@ def open_study(cfg: SearchConfig, space: Space) -> Any:
     return study
 
 
-def record(trial: Any, outcome: Outcome) -> None:
-    r = outcome.result
-    for key, value in {
-        "trainable_params": outcome.trainable, "total_params": outcome.total,
-        "trainable_fraction": outcome.trainable / max(1, outcome.total),
-        "peak_memory_bytes": r.peak_memory, "memory_method": r.memory_method,
-        "wall_seconds": round(r.seconds, 3), "steps": r.steps, "samples": r.samples,
-        "final_loss": r.final_loss, "rung_scores": {str(k): v for k, v in r.rung_scores.items()},
-        "metrics": r.metrics,
-    }.items():
-        trial.set_user_attr(key, value)
+def prepare(study: Any, cfg: SearchConfig, space: Space, bench: Bench, budget: Budget,
+            reporter: Any) -> TrialRunner:
+    """Resolve the limits, note the hypervolume scales, warm-start a fresh study."""
+    import time
 
+    from autopeft.build import count_total
+    from autopeft.validate import skeleton
 
-def predicted_trial_seconds(study: Any) -> float | None:
-    """The median wall time of this study's completed trials (None before the first)."""
-    from optuna.trial import TrialState
-
-    times = [t.user_attrs["wall_seconds"] for t in study.get_trials(deepcopy=False,
-             states=(TrialState.COMPLETE,)) if "wall_seconds" in t.user_attrs]
-    return statistics.median(times) if times else None
+    base_params = count_total(bench.base.model)
+    limits = Limits.parse(cfg.max_params, cfg.max_memory, base_params)
+    if "hv_scales" not in study.user_attrs:
+        study.set_user_attr("hv_scales", Scales.for_metric(bench.task.metric, base_params).to_dict())
+    if "started_at" not in study.user_attrs:
+        study.set_user_attr("started_at", time.time())
+    if cfg.warm_start and not study.trials:
+        names = enqueue_recipes(study, space)
+        if names:
+            reporter.note(f"warm start: {', '.join(names)} first")
+    return TrialRunner(study, bench, skeleton(bench.base.model), cfg.pruner, cfg.eta, limits,
+                       budget, reporter)
 
 
 def run_search(cfg: SearchConfig, reporter: Any = None, bench: Bench | None = None) -> Any:
     """Run (or resume) the study described by ``cfg``; returns the Optuna study."""
-    from optuna.trial import TrialState
-
     from autopeft.report.progress import NullReporter
 
     reporter = reporter or NullReporter()
@@ -143,10 +174,12 @@ def run_search(cfg: SearchConfig, reporter: Any = None, bench: Bench | None = No
     space = load_space(cfg.space)
     study = open_study(cfg, space)
     bench = bench or Bench.load(cfg.model, cfg.data, cfg.train, cache_dir(), cfg.trust_remote_code)
+    search_budget = budget.share(1 - CONFIRM_SHARE) if cfg.confirm_seeds else budget
+    runner = prepare(study, cfg, space, bench, search_budget, reporter)
     reporter.started(study, mask(storage_url(cfg.study, cfg.storage)), budget, cfg.n_trials)
     ran = 0
     while cfg.n_trials is None or ran < cfg.n_trials:
-        if not budget.fits(predicted_trial_seconds(study)):
+        if not search_budget.fits(runner.predicted_seconds()):
             reporter.note("budget reached: no further trial fits in the time left")
             break
         trial = study.ask()
@@ -154,26 +187,13 @@ def run_search(cfg: SearchConfig, reporter: Any = None, bench: Bench | None = No
         trial.set_user_attr("candidate", candidate.to_dict())
         trial.set_user_attr("label", candidate.label)
         reporter.trial_started(trial.number, candidate)
-        try:
-            outcome = bench.run(candidate, on_step=reporter.step)
-        except KeyboardInterrupt:
-            trial.set_user_attr("fail_reason", "interrupted")
-            study.tell(trial, state=TrialState.FAIL)
-            reporter.trial_failed(trial.number, "interrupted")
-            raise
-        except Exception as exc:  # a bad candidate fails alone; the study goes on
-            reason = f"{type(exc).__name__}: {exc}"[:500]
-            trial.set_user_attr("fail_reason", reason)
-            study.tell(trial, state=TrialState.FAIL)
-            reporter.trial_failed(trial.number, reason)
-        else:
-            record(trial, outcome)
-            r = outcome.result
-            study.tell(trial, [r.score, outcome.trainable, r.peak_memory])
-            reporter.trial_finished(study, trial.number)
-            del outcome
+        runner.run(trial, candidate)
+        record_hypervolume(study)
         gc.collect()
         ran += 1
+    if cfg.confirm_seeds:
+        if confirm_front(study, bench, cfg.confirm_seeds, budget, reporter):
+            record_hypervolume(study)
     reporter.finished(study)
     return study
 

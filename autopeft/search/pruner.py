@@ -1,0 +1,122 @@
+"""Early stopping at rungs: Pareto-aware successive halving (after MO-ASHA) or median score.
+
+Optuna 5 cannot prune multi-objective studies (``trial.report`` raises), so the decision is
+ours. A trial trains in stages: rungs at geometric fractions of its steps (eta=3: 1/9, 1/3,
+all). At each rung but the last it is scored, and it goes on only if it ranks in the top
+1/eta of the trials that reached that rung (Schmucker et al. 2021, arXiv 2106.12639): order
+by non-dominated front on (rung score max, trainable parameters min, predicted memory min),
+ties broken by crowding distance (NSGA-II), so a cheap candidate with a lower score is not
+cut just because an expensive one scores higher.
+
+The rung tables are read from the storage (every trial's ``rung_scores`` user attribute,
+written as soon as the rung is scored), never from process memory: several workers on one
+storage take the same decision from the same trials. The decision functions are pure and
+take hand-made tables.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from autopeft.pareto import MAXIMIZE, MINIMIZE, selection_keys
+
+PRUNERS = ("none", "mo-asha", "median-score")
+RUNG_DIRECTIONS = (MAXIMIZE, MINIMIZE, MINIMIZE)
+MEDIAN_MIN_PEERS = 2  # median-score waits for this many other trials at the rung
+
+
+def rung_steps(total_steps: int, eta: int = 3, levels: int = 3) -> list[int]:
+    """Steps at which a trial is scored: ``total / eta^k`` for k = levels-1 .. 0 (the last is
+    the trial's end). Duplicates (very short trials) collapse: 12 steps, eta 3 -> [2, 4, 12]."""
+    return sorted({max(1, math.ceil(total_steps / eta ** k)) for k in range(levels)})
+
+
+@dataclass(frozen=True)
+class RungEntry:
+    """One trial at one rung: what the pruner compares."""
+
+    number: int
+    score: float
+    trainable_params: float
+    memory_bytes: float
+
+    def objectives(self) -> tuple[float, float, float]:
+        return (self.score, self.trainable_params, self.memory_bytes)
+
+
+@dataclass(frozen=True)
+class Decision:
+    keep: bool
+    reason: str
+    ahead: int = 0  # trials strictly better placed than this one
+    allowed: int = 0  # how many may go on
+    competitors: int = 0  # trials at the rung, this one included
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def mo_asha(table: Sequence[RungEntry], number: int, eta: int = 3) -> Decision:
+    """Keep ``number`` if fewer than ``max(1, n // eta)`` trials are strictly better placed
+    by (front rank, crowding distance). Tied trials are treated alike, so the outcome does
+    not depend on the order the trials arrived in; with fewer than eta trials at the rung
+    only the best placed (often several: each non-dominated one) go on, as in ASHA."""
+    keys = selection_keys([e.objectives() for e in table], RUNG_DIRECTIONS)
+    mine = keys[[e.number for e in table].index(number)]
+    ahead = sum(1 for k in keys if k < mine)
+    allowed = max(1, len(table) // eta)
+    keep = ahead < allowed
+    why = (f"{ahead} of {len(table)} trials at this rung ranked ahead (front rank, crowding); "
+           f"the top {allowed} go on")
+    return Decision(keep, why, ahead, allowed, len(table))
+
+
+def median_score(table: Sequence[RungEntry], number: int,
+                 min_peers: int = MEDIAN_MIN_PEERS) -> Decision:
+    """Keep ``number`` unless its rung score is below the median of the other trials' scores
+    at this rung (score alone, like Optuna's MedianPruner); no decision before ``min_peers``."""
+    mine = next(e for e in table if e.number == number)
+    others = [e.score for e in table if e.number != number]
+    if len(others) < min_peers:
+        n = len(table)
+        return Decision(True, f"only {len(others)} other trial(s) at this rung", 0, n, n)
+    median = statistics.median(others)
+    keep = mine.score >= median
+    why = (f"score {mine.score:.4f} {'>=' if keep else '<'} median {median:.4f} "
+           f"of {len(others)} others")
+    return Decision(keep, why, sum(1 for s in others if s > mine.score), len(table), len(table))
+
+
+def decide(pruner: str, table: Sequence[RungEntry], number: int, eta: int = 3) -> Decision:
+    if pruner == "none":
+        return Decision(True, "no pruner")
+    if pruner == "mo-asha":
+        return mo_asha(table, number, eta)
+    if pruner == "median-score":
+        return median_score(table, number)
+    raise ValueError(f"unknown pruner {pruner!r}")
+
+
+def rung_table(trials: Iterable[Any], step: int) -> list[RungEntry]:
+    """Every trial that has a score at ``step`` (running, complete or pruned; not failed),
+    read from FrozenTrials' user attributes."""
+    out = []
+    for t in trials:
+        a = t.user_attrs
+        score = (a.get("rung_scores") or {}).get(str(step))
+        if t.state.name == "FAIL" or score is None or "trainable_params" not in a:
+            continue
+        memory = a.get("predicted_memory_bytes", a.get("peak_memory_bytes", 0))
+        out.append(RungEntry(t.number, float(score), float(a["trainable_params"]), float(memory)))
+    return out
+
+
+def decide_from_storage(study: Any, pruner: str, number: int, step: int, eta: int = 3) -> Decision:
+    """The decision for trial ``number`` at ``step``, from the trials in the storage now."""
+    table = rung_table(study.get_trials(deepcopy=False), step)
+    if number not in {e.number for e in table}:
+        raise ValueError(f"trial {number} has no score at step {step} in the storage")
+    return decide(pruner, table, number, eta)

@@ -1,0 +1,98 @@
+"""The study's front and its hypervolume, recorded over time.
+
+Hypervolume is measured on normalised objectives, all minimised and in [0, 1]:
+
+* score:  ``1 - score / score_max`` (score_max 1 for GLUE metrics, 100 for BLEU), clipped
+  to [0, 1]; for a negative loss (instruction tuning) ``1 - exp(score)``;
+* trainable parameters: ``log10(params) / log10(base_params)``: 1 for full fine-tuning, and
+  a log scale so that 10x fewer parameters counts the same everywhere;
+* memory: ``m / (m + M0)`` with ``M0 = 16 bytes x base_params`` (what full fine-tuning's
+  fp32 weights, gradients and AdamW state take): monotone, never clipped.
+
+The reference point is ``(1.1, 1.1, 1.1)``: 10% beyond the worst normalised value, so a
+boundary point such as full fine-tuning (params = 1) still adds volume. Only complete,
+feasible trials count; a trial re-trained with ``--confirm-seeds`` counts by its
+confirmation (the mean over seeds) instead. The history is the study user attribute
+``hypervolume_history``: ``[[seconds since the study started, hypervolume], ...]``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from autopeft.pareto import hypervolume, non_dominated_mask
+
+DIRECTIONS = ("maximize", "minimize", "minimize")
+REFERENCE = (1.1, 1.1, 1.1)
+MEMORY_BYTES_PER_PARAM = 16  # fp32 weights + gradients + two AdamW moments
+
+
+@dataclass(frozen=True)
+class Scales:
+    base_params: int
+    score_max: float = 1.0  # 0: the score is a negative loss
+
+    @classmethod
+    def for_metric(cls, metric: str, base_params: int) -> Scales:
+        return cls(base_params, {"bleu": 100.0, "neg_loss": 0.0}.get(metric, 1.0))
+
+    def normalise(self, values: Any) -> tuple[float, float, float]:
+        score, params, memory = (float(v) for v in values)
+        good = math.exp(min(0.0, score)) if self.score_max == 0 else score / self.score_max
+        s = 1.0 - min(1.0, max(0.0, good))
+        p = math.log10(max(1.0, params)) / math.log10(max(10.0, self.base_params))
+        m0 = MEMORY_BYTES_PER_PARAM * self.base_params
+        return s, min(1.0, p), memory / (memory + m0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "reference": list(REFERENCE),
+                "memory_scale_bytes": MEMORY_BYTES_PER_PARAM * self.base_params}
+
+
+def is_feasible(trial: Any) -> bool:
+    """Optuna's rule: every constraint value <= 0."""
+    return all(v <= 0 for v in trial.constraints.values())
+
+
+def front_pool(trials: list[Any]) -> list[Any]:
+    """Trials that may be on the front: complete, feasible, not superseded by a confirmation."""
+    superseded = {t.user_attrs["confirm_of"] for t in trials if "confirm_of" in t.user_attrs}
+    return [t for t in trials if t.state.name == "COMPLETE" and t.values is not None
+            and is_feasible(t) and t.number not in superseded]
+
+
+def front_trials(study: Any) -> list[Any]:
+    pool = front_pool(study.get_trials(deepcopy=False))
+    if not pool:
+        return []
+    mask = non_dominated_mask([t.values for t in pool], DIRECTIONS)
+    return [t for t, m in zip(pool, mask) if m]
+
+
+def front_hypervolume(trials: list[Any], scales: Scales) -> float:
+    pool = front_pool(trials)
+    return hypervolume([scales.normalise(t.values) for t in pool], REFERENCE) if pool else 0.0
+
+
+def scales_of(study: Any) -> Scales | None:
+    raw = study.user_attrs.get("hv_scales")
+    return Scales(int(raw["base_params"]), float(raw.get("score_max", 1.0))) if raw else None
+
+
+def record_hypervolume(study: Any) -> float | None:
+    """Append (seconds since the study started, hypervolume) to the study's history.
+
+    Several workers may append at once; a lost entry only thins the curve."""
+    scales = scales_of(study)
+    if scales is None:
+        return None
+    hv = front_hypervolume(study.get_trials(deepcopy=False), scales)
+    started = float(study.user_attrs.get("started_at", time.time()))
+    history = list(study.user_attrs.get("hypervolume_history", []))
+    history.append([round(time.time() - started, 3), round(hv, 6)])
+    study.set_user_attr("hypervolume_history", history)
+    study.set_user_attr("hypervolume", round(hv, 6))
+    return hv
+

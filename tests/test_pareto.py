@@ -1,0 +1,68 @@
+"""Non-dominated sorting, crowding distance and hypervolume on hand-made points."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from autopeft.pareto import (crowding_distance, hypervolume, non_dominated_mask,
+                             non_dominated_ranks, selection_keys)
+
+MIN2 = ["minimize", "minimize"]
+DIRS = ["maximize", "minimize", "minimize"]
+
+
+def test_ranks_follow_the_fronts() -> None:
+    pts = [[1, 5], [2, 3], [3, 2], [5, 1], [4, 4], [5, 5]]
+    assert non_dominated_ranks(pts, MIN2).tolist() == [0, 0, 0, 0, 1, 2]
+    assert non_dominated_mask(pts, MIN2).tolist() == [True, True, True, True, False, False]
+
+
+def test_directions_are_respected() -> None:
+    # (score max, params min, memory min): b has a higher score for the same cost.
+    a, b, c = [0.8, 100, 10], [0.9, 100, 10], [0.7, 10, 10]
+    assert non_dominated_mask([a, b, c], DIRS).tolist() == [False, True, True]
+
+
+def test_equal_points_do_not_dominate_each_other() -> None:
+    assert non_dominated_mask([[1, 1], [1, 1]], MIN2).tolist() == [True, True]
+
+
+def test_crowding_distance_by_hand() -> None:
+    pts = [[1, 5], [2, 3], [3, 2], [5, 1], [4, 4]]
+    d = crowding_distance(pts, MIN2)
+    assert math.isinf(d[0]) and math.isinf(d[3]) and math.isinf(d[4])  # ends; alone in front 1
+    # point (2,3): x neighbours 1 and 3 over range 4 -> 0.5; y neighbours 5 and 2 over 4 -> 0.75
+    assert d[1] == pytest.approx(1.25) and d[2] == pytest.approx(1.25)
+
+
+def test_selection_keys_rank_first_then_crowding() -> None:
+    pts = [[0, 10], [1, 6], [2, 5], [9, 0], [3, 3], [10, 10]]
+    keys = selection_keys(pts, MIN2)
+    order = sorted(range(len(pts)), key=lambda i: keys[i])
+    assert order[-1] == 5  # the only dominated point is last
+    assert set(order[:2]) == {0, 3}  # the ends of the front (infinite crowding) come first
+    assert keys.index(min(keys[1], keys[2], keys[4])) == 4  # the loneliest interior point
+
+
+@pytest.mark.parametrize("points, ref, expected", [
+    ([[0.5, 0.5]], [1, 1], 0.25),
+    ([[0, 0.5], [0.5, 0]], [1, 1], 0.75),
+    ([[0.5, 0.5, 0.5]], [1, 1, 1], 0.125),
+    ([[0.2, 0.8, 0.5], [0.8, 0.2, 0.5], [0.5, 0.5, 0.1]], [1, 1, 1], 0.285),  # by hand: 0.1 + 0.185
+    ([[0.5, 0.5, 0.5], [0.6, 0.6, 0.6]], [1, 1, 1], 0.125),  # a dominated point adds nothing
+    ([[1.5, 0.1, 0.1]], [1, 1, 1], 0.0),  # beyond the reference
+])
+def test_hypervolume_by_hand(points, ref, expected) -> None:
+    assert hypervolume(points, ref) == pytest.approx(expected)
+
+
+def test_hypervolume_matches_monte_carlo() -> None:
+    rng = np.random.default_rng(0)
+    pts = rng.random((25, 3))
+    samples = rng.random((100_000, 3))
+    covered = np.zeros(len(samples), dtype=bool)
+    for p in pts:
+        covered |= np.all(samples >= p, axis=1)
+    assert hypervolume(pts, [1, 1, 1]) == pytest.approx(covered.mean(), abs=0.01)

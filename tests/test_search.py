@@ -1,0 +1,162 @@
+"""The search loop's rules on a tiny model: constraints, budget end, warm start, confirmation."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from autopeft import api
+from autopeft.errors import UserError
+from autopeft.search.constraints import Limits, parse_params, parse_size
+from autopeft.search.summary import front_trials
+from autopeft.search.warmstart import RECIPES, enqueue_recipes, recipe_params
+from autopeft.space import load_space, parse_space
+
+LORA_SPACE = """
+name: lora-only
+candidates: [lora]
+learning_rate: {low: 1.0e-3, high: 1.0e-2, log: true}
+methods:
+  lora: {r: {choices: [2, 4]}, targets: [query, value]}
+"""
+
+
+def small(model: Path, data: Path, **extra) -> dict:
+    return dict(model=str(model), data_dir=str(data), study="t", batch_size=16, max_length=48,
+                **extra)
+
+
+def test_sizes_and_parameter_limits() -> None:
+    assert parse_size("16GB") == 16 * 10**9
+    assert parse_size("12GiB") == parse_size("12G") == 12 * 2**30
+    assert parse_size("800 MB") == 800 * 10**6 and parse_size("1024") == 1024
+    assert parse_params("1%", 22_700_000) == 227_000
+    assert parse_params("2M", 1) == 2_000_000 and parse_params("500k", 1) == 500_000
+    assert parse_params("1e5", 1) == 100_000
+    for bad in ("16 parsecs", "-1GB", "", "GB"):
+        with pytest.raises(UserError):
+            parse_size(bad)
+    with pytest.raises(UserError):
+        parse_params("lots", 1)
+    limits = Limits.parse("1%", "1MB", 10_000)
+    assert limits.values(50, 500_000) == {"max_params": -0.5, "max_memory": -0.5}
+    assert limits.violations(200, 2_000_000) and not limits.violations(100, 10**6)
+
+
+def test_an_infeasible_trial_is_never_on_the_front(workdir: Path) -> None:
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    from autopeft.report.show import rows
+
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    dist = {"x": FloatDistribution(0, 1)}
+    for x, values, constraint in [(0.1, [0.95, 10, 10], 0.5),  # best everywhere, infeasible
+                                  (0.2, [0.80, 100, 100], -0.1), (0.3, [0.70, 50, 100], 0.0)]:
+        study.add_trial(optuna.trial.create_trial(
+            params={"x": x}, distributions=dist, values=values,
+            system_attrs={"constraints:max_memory": constraint}))
+    assert {r.number for r in rows(study)} == {1, 2}
+    assert {t.number for t in front_trials(study)} == {1, 2}
+
+
+def test_a_max_params_violation_is_skipped_without_training(workdir: Path, tiny_model: Path,
+                                                            tiny_data: Path) -> None:
+    study = api.search("sst2", **small(tiny_model, tiny_data, n_trials=3, max_params="10"))
+    trials = [t for t in study.get_trials() if t.state.name != "WAITING"]  # recipes left queued
+    assert len(trials) == 3
+    for t in trials:
+        a = t.user_attrs
+        assert t.state.name == "PRUNED" and a["skipped"] is True
+        assert "--max-params 10" in a["prune_reason"]
+        assert "steps" not in a and "rung_scores" not in a  # never trained
+        assert t.constraints["max_params"] > 0 and a["trainable_params"] > 10
+    assert api.front(study) == []
+
+
+def test_predicted_parameter_count_is_exact(workdir: Path, tiny_model: Path, tiny_data: Path) -> None:
+    study = api.search("sst2", **small(tiny_model, tiny_data, n_trials=3, pruner="none"))
+    done = [t for t in study.get_trials() if t.state.name == "COMPLETE"]
+    assert len(done) == 3  # LoRA, BitFit, (IA)3: the warm start
+    for t in done:  # predicted before training, then recorded from the trained model
+        assert t.values[1] == t.user_attrs["trainable_params"]
+        assert t.user_attrs["predicted_memory_bytes"] <= t.values[2]  # a lower bound
+    assert study.user_attrs["hypervolume_history"][-1][1] == study.user_attrs["hypervolume"] > 0
+
+
+def test_warm_start_enqueues_the_recipes_the_space_has() -> None:
+    import optuna
+
+    space = load_space("default")
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    names = enqueue_recipes(study, space)
+    assert names == ["LoRA r=8 query/value", "BitFit", "(IA)3", "serial adapter", "prefix tuning",
+                     "full fine-tuning"]
+    waiting = study.get_trials()
+    assert [t.state.name for t in waiting] == ["WAITING"] * 6
+    lora = waiting[0].system_attrs["fixed_params"]  # what the first ask() will suggest
+    assert lora["candidate"] == "lora" and lora["lora.r"] == 8 and lora["lora.alpha"] == 16
+    assert lora["lora.targets"] == json.dumps(["query", "value"])  # lists by their JSON text
+    assert lora["lora.learning_rate"] == pytest.approx(5e-4)
+    assert waiting[5].system_attrs["fixed_params"]["full.learning_rate"] == pytest.approx(2e-5)
+    assert waiting[0].user_attrs["warm_start"] == "LoRA r=8 query/value"
+    trial = study.ask()  # the space samples exactly the recipe
+    candidate = space.sample(trial)
+    assert candidate.label == "lora" and candidate.learning_rate == pytest.approx(5e-4)
+    assert candidate.methods[0].params["targets"] == ["query", "value"]
+
+
+def test_recipes_fit_into_the_space() -> None:
+    space = parse_space({"candidates": {"lora": {"learning_rate": {"low": 1e-3, "high": 1e-2}}},
+                         "methods": {"lora": {"r": {"choices": [4, 16]}}}})
+    fixed = recipe_params(space, RECIPES[0])
+    assert fixed == {"candidate": "lora", "lora.learning_rate": 1e-3, "lora.r": 4}  # clipped, nearest
+    assert recipe_params(space, RECIPES[-1]) is None  # no full fine-tuning in this space
+
+
+def test_no_warm_start_on_a_resumed_study(workdir: Path, tiny_model: Path, tiny_data: Path) -> None:
+    (workdir / "lora.yaml").write_text(LORA_SPACE)
+    opts = small(tiny_model, tiny_data, n_trials=1, space="lora.yaml", pruner="none")
+    api.search("sst2", **opts)
+    study = api.search("sst2", **opts)
+    recipes = [t for t in study.get_trials() if "warm_start" in t.user_attrs]
+    assert len(recipes) == 1 and len(study.get_trials()) == 2
+
+
+@pytest.mark.slow
+def test_budget_end_is_respected(workdir: Path, tiny_model: Path, tiny_data: Path) -> None:
+    from autopeft.testing import enable_faults
+
+    enable_faults()  # `fault` kind sleep: each step takes 0.4 s, so a trial takes ~5 s
+    (workdir / "slow.yaml").write_text("candidates: [fault]\nmethods:\n  fault: {kind: sleep, "
+                                       "seconds: 0.4}\nlearning_rate: 1.0e-3\n")
+    start = time.monotonic()
+    study = api.search("sst2", **small(tiny_model, tiny_data, budget="3s", space="slow.yaml",
+                                       warm_start=False))
+    assert time.monotonic() - start < 3 + 15
+    trials = study.get_trials()
+    assert len(trials) == 1  # nothing else could start after the end
+    a = trials[0].user_attrs
+    assert trials[0].state.name == "PRUNED" and a["stopped_by_budget"] is True
+    assert a["pruned_at_rung"] == sum(1 for s in a["rungs"] if str(s) in a.get("rung_scores", {}))
+    assert a["steps"] < 13
+
+
+@pytest.mark.slow
+def test_confirm_seeds_replace_front_members_by_their_means(workdir: Path, tiny_model: Path,
+                                                            tiny_data: Path) -> None:
+    (workdir / "lora.yaml").write_text(LORA_SPACE)
+    study = api.search("sst2", **small(tiny_model, tiny_data, n_trials=2, space="lora.yaml",
+                                       pruner="none", confirm_seeds=2, warm_start=False))
+    confirmations = [t for t in study.get_trials() if "confirm_of" in t.user_attrs]
+    assert confirmations
+    originals = {t.user_attrs["confirm_of"] for t in confirmations}
+    front = api.front(study)
+    assert not originals & {r.number for r in front}  # the means stand in for them
+    for t in confirmations:
+        a = t.user_attrs
+        assert len(a["confirm_scores"]) == 3 and a["confirm_seeds"] == [0, 1, 2]
+        assert t.values[0] == pytest.approx(sum(a["confirm_scores"]) / 3)
+    assert {r.number for r in front} <= {t.number for t in front_trials(study)} | originals
