@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["search", "load_study", "front", "export", "load", "SearchConfig", "UserError"]
+__all__ = ["search", "load_study", "front", "select_trial", "export", "train", "plot", "load",
+           "SearchConfig", "UserError"]
 
 
 def __getattr__(name: str) -> Any:

@@ -15,8 +15,8 @@ from typing import Any
 
 from autopeft.candidate import Candidate
 from autopeft.errors import UserError
-from autopeft.export import (load, model_card, peft_native, prepare_dir, save_config_only,
-                             save_trained, write_candidate)
+from autopeft.export import (load, model_card, peft_native, prepare_dir, read_candidate,
+                             save_config_only, save_trained, write_candidate)
 from autopeft.paths import cache_dir
 from autopeft.report.show import Row, rows
 from autopeft.runner import Bench, DataSettings
@@ -24,7 +24,8 @@ from autopeft.search.storage import mask, open_storage, storage_url
 from autopeft.search.study import SearchConfig, run_search
 from autopeft.train import TrainSettings
 
-__all__ = ["search", "load_study", "front", "export", "load", "SearchConfig"]
+__all__ = ["search", "load_study", "front", "select_trial", "export", "train", "plot", "load",
+           "SearchConfig"]
 
 
 def _fields(cls: type) -> set[str]:
@@ -36,14 +37,16 @@ def search_options() -> set[str]:
     return (_fields(SearchConfig) | _fields(TrainSettings) | _fields(DataSettings)) - {"task", "model", "data", "train"}
 
 
-def search(task: str, model: str, *, progress: bool = False, **options: Any) -> Any:
+def search(task: str, model: str, *, progress: Any = False, **options: Any) -> Any:
     """Run or resume a search; returns the Optuna study.
 
+    ``progress``: False (silent), True (a live panel on a terminal, plain lines otherwise),
+    ``"live"``, ``"plain"``, ``"json"`` (one JSON object per event on stdout), or a reporter.
     ``options`` are fields of ``SearchConfig`` (budget, n_trials, study, storage, space,
     sampler, seed, ...), of ``TrainSettings`` (epochs, batch_size, max_length, device, ...)
     and of ``DataSettings`` (data_dir, train_samples, eval_samples).
     """
-    from autopeft.report.progress import ConsoleReporter
+    from autopeft.report.progress import make_reporter
 
     unknown = set(options) - search_options()
     if unknown:
@@ -53,7 +56,7 @@ def search(task: str, model: str, *, progress: bool = False, **options: Any) -> 
     data = DataSettings(task=task, **{k: v for k, v in pick(DataSettings).items() if k != "task"})
     cfg = SearchConfig(task=task, model=model, data=data, train=train,
                        **{k: v for k, v in pick(SearchConfig).items() if k not in ("task", "model")})
-    return run_search(cfg, ConsoleReporter() if progress else None)
+    return run_search(cfg, make_reporter(progress))
 
 
 def load_study(name: str, storage: str | None = None) -> Any:
@@ -88,15 +91,28 @@ def front(study: Any, storage: str | None = None, all_trials: bool = False,
     return rows(_study(study, storage), all_trials=all_trials, sort=sort)
 
 
-def export(study: Any, trial: int, out: str, *, storage: str | None = None, train: bool = False,
-           force: bool = False, data_dir: str | None = None, model: str | None = None) -> Path:
-    """Write trial ``trial``'s candidate to ``out`` (and, with ``train``, its trained weights).
+def select_trial(study: Any, trial: int | None = None, best: str | None = None,
+                 pick: str | None = None, storage: str | None = None) -> int:
+    """The trial number chosen by exactly one of: ``trial`` (a number), ``best``
+    (``score``, ``params`` or ``memory``) or ``pick`` (a rule, ``'score>=0.9,min params'``;
+    see ``autopeft.report.pick``)."""
+    from autopeft.report import pick as picking
 
-    ``data_dir`` and ``model`` override where the study's data and base model are found.
-    """
-    from autopeft.models import load_base
-
+    given = [name for name, v in (("--trial", trial), ("--best", best), ("--pick", pick))
+             if v is not None]
+    if len(given) != 1:
+        raise UserError("choose the trial with exactly one of --trial N, --best score|params|memory "
+                        f"or --pick RULE (got {', '.join(given) or 'none'})")
+    if trial is not None:
+        return int(trial)
+    rule = picking.best_rule(best) if best is not None else str(pick)
     st = _study(study, storage)
+    pool = [r for r in rows(st, all_trials=True)
+            if r.state == "COMPLETE" and r.feasible and r.superseded_by is None]
+    return picking.select(pool, rule).number
+
+
+def _info_from_trial(st: Any, trial: int, model: str | None) -> dict[str, Any]:
     trials = {t.number: t for t in st.get_trials(deepcopy=False)}
     if trial not in trials:
         raise UserError(f"study {st.study_name!r} has no trial {trial} (trials 0..{len(trials) - 1})")
@@ -106,24 +122,96 @@ def export(study: Any, trial: int, out: str, *, storage: str | None = None, trai
                         "from `autopeft show`")
     attrs = st.user_attrs
     candidate = Candidate.from_dict(t.user_attrs["candidate"])
-    info = {"study": st.study_name, "trial": trial, "model": model or attrs["model"],
+    objectives = dict(zip(("score", "trainable_params", "peak_memory_bytes"), t.values))
+    for key in ("trainable_fraction", "wall_seconds", "confirm_mean", "confirm_std", "confirm_seeds"):
+        if key in t.user_attrs:
+            objectives[key] = t.user_attrs[key]
+    return {"study": st.study_name, "trial": trial, "model": model or attrs["model"],
             "task": attrs["task"], "data": attrs["data"], "train": attrs["train"],
-            "candidate": candidate.to_dict(),
-            "objectives": dict(zip(("score", "trainable_params", "peak_memory_bytes"), t.values))}
+            "candidate": candidate.to_dict(), "objectives": objectives}
+
+
+def _train_info(info: dict[str, Any], data_dir: str | None) -> tuple[Any, dict[str, Any]]:
+    """Train the candidate in ``info`` exactly as the study did (same data, settings, seed)."""
+    data = DataSettings(**{**info["data"], **({"data_dir": data_dir} if data_dir else {})})
+    bench = Bench.load(info["model"], data, TrainSettings(**info["train"]), cache_dir())
+    outcome = bench.run(Candidate.from_dict(info["candidate"]))
+    r = outcome.result
+    trained = {"score": r.score, "trainable_params": outcome.trainable,
+               "total_params": outcome.total,
+               "trainable_fraction": outcome.trainable / max(1, outcome.total),
+               "peak_memory_bytes": r.peak_memory, "memory_method": r.memory_method,
+               "wall_seconds": round(r.seconds, 3), "steps": r.steps, "final_loss": r.final_loss,
+               "metrics": r.metrics, "seed": info["candidate"].get("seed", 0)}
+    return outcome, trained
+
+
+def _write_trained(path: Path, info: dict[str, Any], outcome: Any, trained: dict[str, Any]) -> None:
+    candidate = Candidate.from_dict(info["candidate"])
+    save_trained(path, outcome.model, candidate)
+    (path / "metrics.json").write_text(json.dumps(trained, indent=2))
+    (path / "README.md").write_text(model_card(info, trained, peft_native(candidate)))
+
+
+def export(study: Any, trial: int, out: str, *, storage: str | None = None, train: bool = False,
+           force: bool = False, data_dir: str | None = None, model: str | None = None) -> Path:
+    """Write trial ``trial``'s candidate to ``out`` (and, with ``train``, its trained weights).
+
+    ``data_dir`` and ``model`` override where the study's data and base model are found.
+    ``out/candidate.yaml`` is re-runnable: ``autopeft.train("out/candidate.yaml")``.
+    """
+    from autopeft.models import load_base
+
+    st = _study(study, storage)
+    info = _info_from_trial(st, trial, model)
+    candidate = Candidate.from_dict(info["candidate"])
     path = prepare_dir(out, force)
     write_candidate(path, info)
-    trained = None
     if train:
-        data = DataSettings(**{**attrs["data"], **({"data_dir": data_dir} if data_dir else {})})
-        bench = Bench.load(info["model"], data, TrainSettings(**attrs["train"]), cache_dir())
-        outcome = bench.run(candidate)
-        save_trained(path, outcome.model, candidate)
-        trained = {"score": outcome.result.score, "trainable_params": outcome.trainable,
-                   "peak_memory_bytes": outcome.result.peak_memory}
-        (path / "metrics.json").write_text(json.dumps(trained, indent=2))
-    else:
-        base = load_base(info["model"], DataSettings(**info["data"]).get_task())
-        save_config_only(path, base.model, candidate)
-    (path / "README.md").write_text(model_card(info, trained, peft_native(candidate)))
+        outcome, trained = _train_info(info, data_dir)
+        _write_trained(path, info, outcome, trained)
+        return path
+    base = load_base(info["model"], DataSettings(**info["data"]).get_task())
+    save_config_only(path, base.model, candidate)
+    (path / "README.md").write_text(model_card(info, None, peft_native(candidate)))
     return path
 
+
+def train(config: str | Path, out: str | None = None, *, force: bool = False,
+          data_dir: str | None = None, model: str | None = None, seed: int | None = None,
+          device: str | None = None) -> dict[str, Any]:
+    """Train exactly the candidate of an exported ``candidate.yaml`` (or its folder): the same
+    base model, data subset, training settings and seed as in the study, so on CPU the score
+    and trainable parameter count match the trial's. Returns the measurements; with ``out``
+    also writes the trained weights, ``candidate.yaml``, ``metrics.json`` and a model card.
+
+    ``seed`` re-trains with another seed (to see the spread); ``data_dir``, ``model`` and
+    ``device`` override where the data and base model are and where to train."""
+    info = read_candidate(config)
+    missing = [k for k in ("model", "task", "data", "train", "candidate")
+               if not isinstance(info, dict) or k not in info]
+    if missing:
+        raise UserError(f"{config} lacks {', '.join(missing)}; give a candidate.yaml written by "
+                        "`autopeft export`")
+    info = dict(info)
+    if model:
+        info["model"] = model
+    if seed is not None:
+        info["candidate"] = {**info["candidate"], "seed": int(seed)}
+    if device:
+        info["train"] = {**info["train"], "device": device}
+    path = prepare_dir(out, force) if out else None  # refuse a non-empty --out before training
+    outcome, trained = _train_info(info, data_dir)
+    if path is not None:
+        write_candidate(path, info)
+        _write_trained(path, info, outcome, trained)
+    return trained
+
+
+def plot(study: Any, out: str | None = None, *, storage: str | None = None) -> Any:
+    """Write the study's HTML report and PNG figures to ``out`` (default
+    ``reports/<study>/``); returns the written paths (``.html`` and ``.pngs``)."""
+    from autopeft.report.plots import write_report
+
+    st = _study(study, storage)
+    return write_report(st, Path(out) if out else Path("reports") / st.study_name)

@@ -19,7 +19,21 @@ EXAMPLES = """examples:
       --train-samples 2000 --eval-samples 872
   autopeft show sst2-roberta-base --sort params
   autopeft export sst2-roberta-base --trial 3 --out exports/best --train
+  autopeft export sst2-roberta-base --pick 'score>=0.9,min params' --out exports/small
+  autopeft train --config exports/small/candidate.yaml --out trained/small
+  autopeft plot sst2-roberta-base --open
   autopeft methods
+"""
+
+
+PICK_HELP = """picking rules (--pick): comma-separated clauses
+  filters  score>=0.9   params<1M   memory<=2GiB   fraction<1%   time<10m
+  goals    min params | max score | min memory      (first goal first; default: max score)
+  ties go to higher score, then fewer params, then less memory.
+examples:
+  autopeft export demo --best score --out exports/top
+  autopeft export demo --pick 'score>=0.9,min params' --out exports/small
+  autopeft export demo --pick 'memory<1GiB,max score' --out exports/lean --train
 """
 
 
@@ -49,7 +63,8 @@ def _study_args(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    from autopeft.search.study import SAMPLERS
+    from autopeft.search.pruner import PRUNERS
+    from autopeft.search.study import DEFAULT_SAMPLER, SAMPLERS
     from autopeft.report.show import SORT_KEYS
 
     top = argparse.ArgumentParser(
@@ -93,13 +108,30 @@ def parser() -> argparse.ArgumentParser:
                    help="recompute activations in backward: less memory, slower")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     s.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
-    s.add_argument("--sampler", default="tpe", choices=SAMPLERS)
+    s.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=SAMPLERS,
+                   help=f"how candidates are proposed (default {DEFAULT_SAMPLER})")
+    s.add_argument("--pruner", default="mo-asha", choices=PRUNERS,
+                   help="stop weak trials at rungs (1/9, 1/3 of the steps): mo-asha ranks by "
+                        "Pareto front on score, params and memory; median-score by score alone "
+                        "(default mo-asha)")
+    s.add_argument("--eta", type=int, default=3, help="rung spacing and keep ratio (default 3)")
+    s.add_argument("--no-warm-start", dest="warm_start", action="store_false",
+                   help="do not start a new study with the standard recipes (full FT, LoRA r=8, "
+                        "BitFit, (IA)3, adapter, prefix)")
+    s.add_argument("--max-memory", help="peak training memory limit, e.g. 16GB, 12GiB, 800MB")
+    s.add_argument("--max-params", help="trainable parameter limit: 1%% of the base model, or a "
+                                        "count such as 2M")
+    s.add_argument("--confirm-seeds", type=int, default=0, metavar="K",
+                   help="re-train each front member with K more seeds; the front uses the means")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub")
     s.add_argument("--force", action="store_true",
                    help="add trials to an existing study even if its settings differ")
     s.add_argument("--quiet", action="store_true", help="no progress output")
     s.add_argument("--json", action="store_true", help="print the final front as JSON on stdout")
+    s.add_argument("--json-log", action="store_true",
+                   help="one JSON object per event (trial started/finished, steps every 10 s, "
+                        "...) on stdout instead of the live panel: for CI and cluster logs")
 
     sh = sub.add_parser("show", help="print a study's Pareto front")
     _study_args(sh)
@@ -109,14 +141,40 @@ def parser() -> argparse.ArgumentParser:
     out.add_argument("--json", action="store_true", help="JSON on stdout")
     out.add_argument("--csv", action="store_true", help="CSV on stdout")
 
-    e = sub.add_parser("export", help="write a trial's configuration (and trained weights)")
+    e = sub.add_parser("export", help="write a trial's configuration (and trained weights)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=PICK_HELP)
     _study_args(e)
-    e.add_argument("--trial", type=int, required=True, help="trial number (see `autopeft show`)")
+    which = e.add_mutually_exclusive_group(required=True)
+    which.add_argument("--trial", type=int, help="trial number (see `autopeft show`)")
+    which.add_argument("--best", choices=("score", "params", "memory"),
+                       help="the complete trial best on this objective (ties: the others)")
+    which.add_argument("--pick", metavar="RULE",
+                       help="a picking rule, e.g. 'score>=0.9,min params' (see below)")
     e.add_argument("--out", required=True, help="output directory")
     e.add_argument("--train", action="store_true", help="re-train it and save the weights")
     e.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
     e.add_argument("--data-dir", help="where the study's data is now, if it moved")
     e.add_argument("--model", help="where the study's base model is now, if it moved")
+
+    tr = sub.add_parser("train", help="train an exported candidate.yaml exactly as the study did",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        epilog="example:\n  autopeft export demo --pick 'score>=0.9,min params' "
+                               "--out exports/demo\n  autopeft train --config exports/demo/"
+                               "candidate.yaml --out trained/demo")
+    tr.add_argument("--config", required=True,
+                    help="candidate.yaml written by `autopeft export` (or its folder)")
+    tr.add_argument("--out", help="save the trained weights, metrics.json and a model card here")
+    tr.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    tr.add_argument("--seed", type=int, help="train with this seed instead of the trial's")
+    tr.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: as in the study)")
+    tr.add_argument("--data-dir", help="where the study's data is now, if it moved")
+    tr.add_argument("--model", help="where the study's base model is now, if it moved")
+    tr.add_argument("--json", action="store_true", help="print the measurements as JSON")
+
+    pl = sub.add_parser("plot", help="write an HTML report and PNG figures of a study")
+    _study_args(pl)
+    pl.add_argument("--out", help="output directory (default: reports/<study>/)")
+    pl.add_argument("--open", action="store_true", help="open the HTML report in a browser")
 
     t = sub.add_parser("tasks", help="list the named tasks, their metric and inputs")
     t.add_argument("--json", action="store_true")
@@ -131,7 +189,10 @@ def _search(args: argparse.Namespace) -> int:
 
     # Every flag named like a field of SearchConfig / TrainSettings / DataSettings goes through.
     options = {k: v for k, v in vars(args).items() if k in api.search_options()}
-    study = api.search(args.task, args.model, progress=not args.quiet, **options)
+    if args.json_log and args.json:
+        raise UserError("--json-log already ends with the front (event 'finished'); drop --json")
+    progress = "json" if args.json_log else not args.quiet
+    study = api.search(args.task, args.model, progress=progress, **options)
     if args.json:
         print(json.dumps([r.to_dict() for r in api.front(study)], indent=2))
     return 0
@@ -139,7 +200,7 @@ def _search(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     from autopeft import api
-    from autopeft.report.show import table
+    from autopeft.report.show import placement, table
 
     study = api.load_study(args.study, args.storage)
     found = api.front(study, all_trials=args.all, sort=args.sort)
@@ -148,10 +209,11 @@ def _show(args: argparse.Namespace) -> int:
     elif args.csv:
         writer = csv.writer(sys.stdout)
         cols = ["number", "state", "label", "score", "trainable_params", "trainable_fraction",
-                "peak_memory_bytes", "wall_seconds", "on_front", "note"]
-        writer.writerow(cols)
+                "peak_memory_bytes", "wall_seconds", "on_front", "feasible", "seeds", "score_mean",
+                "score_std", "note"]
+        writer.writerow(cols + ["placement"])
         for r in found:
-            writer.writerow([getattr(r, c) for c in cols])
+            writer.writerow([getattr(r, c) for c in cols] + [placement(r.candidate)])
     else:
         from rich.console import Console
 
@@ -163,9 +225,41 @@ def _show(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from autopeft import api
 
-    path = api.export(args.study, args.trial, args.out, storage=args.storage, train=args.train,
-                      force=args.force, data_dir=args.data_dir, model=args.model)
-    print(f"exported trial {args.trial} to {path}")
+    study = api.load_study(args.study, args.storage)
+    number = api.select_trial(study, trial=args.trial, best=args.best, pick=args.pick)
+    path = api.export(study, number, args.out, train=args.train, force=args.force,
+                      data_dir=args.data_dir, model=args.model)
+    print(f"exported trial {number} to {path}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from autopeft import api
+    from autopeft.report.show import human_bytes, percent
+
+    m = api.train(args.config, args.out, force=args.force, data_dir=args.data_dir,
+                  model=args.model, seed=args.seed, device=args.device)
+    if args.json:
+        print(json.dumps(m, indent=2))
+    else:
+        print(f"score {m['score']:.4f}  trainable {m['trainable_params']:,} "
+              f"({percent(m['trainable_fraction'])})  peak memory "
+              f"{human_bytes(m['peak_memory_bytes'])}  {m['wall_seconds']:.0f}s  seed {m['seed']}"
+              + (f"; saved to {args.out}" if args.out else ""))
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from autopeft import api
+
+    report = api.plot(args.study, args.out, storage=args.storage)
+    print(f"wrote {report.html} and {len(report.pngs)} PNG figures in {report.html.parent}")
+    if args.open:
+        import webbrowser
+
+        if not webbrowser.open(report.html.resolve().as_uri()):
+            print("no browser found here; open the file above on a machine with one",
+                  file=sys.stderr)
     return 0
 
 
@@ -212,8 +306,8 @@ def _tasks(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"search": _search, "show": _show, "export": _export, "methods": _methods,
-            "tasks": _tasks}
+COMMANDS = {"search": _search, "show": _show, "export": _export, "train": _train, "plot": _plot,
+            "methods": _methods, "tasks": _tasks}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -103,26 +103,57 @@ def put_weights(model: Any, state: dict[str, Any], where: str = "weights") -> No
 
 
 def model_card(info: dict[str, Any], trained: dict[str, Any] | None, native: bool) -> str:
+    """The export's README.md: what it is, how well it did, how to load and re-train it."""
+    from autopeft.report.show import human_bytes, percent, placement
+
     c = Candidate.from_dict(info["candidate"])
-    lines = [f"# autopeft export: {c.label} on {info['task']}", "",
-             f"- base model: `{info['model']}`", f"- task: {info['task']}",
-             f"- method(s): {c.label}; learning rate {c.learning_rate:.2e}; seed {c.seed}",
-             f"- from study `{info['study']}`, trial {info['trial']}"]
     obj = info.get("objectives") or {}
+
+    def fmt(m: dict[str, Any]) -> list[str]:
+        score = m.get("score")
+        params = m.get("trainable_params")
+        mem = m.get("peak_memory_bytes")
+        return ["-" if score is None else f"{score:.4f}",
+                "-" if params is None else f"{int(params):,}"
+                + (f" ({percent(m['trainable_fraction'])})" if m.get("trainable_fraction") else ""),
+                "-" if mem is None else human_bytes(int(mem))]
+
+    lines = [f"# {c.label} on {info['task']} (autopeft export)", "",
+             f"- base model: `{info['model']}`", f"- task: {info['task']}",
+             f"- method(s): {c.label}: `{placement(c.to_dict())}`",
+             f"- learning rate {c.learning_rate:.2e}, seed {c.seed}",
+             f"- from study `{info.get('study', '?')}`, trial {info.get('trial', '?')}", "",
+             "| | score | trainable parameters | peak training memory |", "| --- | --- | --- | --- |"]
     if obj:
-        lines += [f"- search result: score {obj.get('score')}, trainable parameters "
-                  f"{obj.get('trainable_params')}, peak training memory {obj.get('peak_memory_bytes')} bytes"]
+        lines.append("| in the search | " + " | ".join(fmt(obj)) + " |")
     if trained:
-        lines += [f"- this export re-trained: score {trained['score']:.4f}, trainable parameters "
-                  f"{trained['trainable_params']}, peak memory {trained['peak_memory_bytes']} bytes"]
-    lines += ["", "## Load it", "", "```python", "import autopeft",
-              "model = autopeft.load(\"<this folder>\")  # base model + trained tensors", "```"]
-    if native:
-        lines += ["", "or with peft alone:", "", "```python",
-                  "from peft import PeftModel",
-                  "from transformers import AutoModelForSequenceClassification",
-                  f"base = AutoModelForSequenceClassification.from_pretrained(\"{info['model']}\", "
-                  f"num_labels=...)",
-                  "model = PeftModel.from_pretrained(base, \"<this folder>\")", "```"]
-    lines += ["", f"Re-train it: `autopeft export {info['study']} --trial {info['trial']} --out DIR --train`."]
+        lines.append("| this export (re-trained) | " + " | ".join(fmt(trained)) + " |")
+    if obj.get("confirm_mean") is not None:
+        seeds = obj.get("confirm_seeds")
+        lines += ["", f"Confirmed over {len(seeds) if isinstance(seeds, list) else seeds} seeds: "
+                      f"score {obj['confirm_mean']:.4f} ± {obj.get('confirm_std') or 0:.4f} "
+                      "(mean ± sample std); the re-training uses the first seed."]
+    train = info.get("train") or {}
+    data = info.get("data") or {}
+    lines += ["", f"Trained {train.get('epochs', '?')} epoch(s), batch {train.get('batch_size', '?')}, "
+              f"max length {train.get('max_length', '?')}"
+              + (f", on {data['train_samples']} training samples" if data.get("train_samples") else "")
+              + (f", scored on {data['eval_samples']} validation samples" if data.get("eval_samples") else "")
+              + ".", "", "## Load it", ""]
+    if trained:
+        lines += ["```python", "import autopeft",
+                  "model = autopeft.load(\"<this folder>\")  # base model + trained tensors", "```"]
+        if native:
+            lines += ["", "or with peft alone:", "", "```python",
+                      "from peft import PeftModel",
+                      "from transformers import AutoModelForSequenceClassification",
+                      f"base = AutoModelForSequenceClassification.from_pretrained(\"{info['model']}\", "
+                      f"num_labels=...)",
+                      "model = PeftModel.from_pretrained(base, \"<this folder>\")", "```"]
+    else:
+        lines += ["This export holds the configuration only (no weights): train it first (below)."]
+    lines += ["", "## Re-train it", "",
+              "`candidate.yaml` holds everything the study used (base model, data subset, training "
+              "settings, seed). On CPU this reproduces the score and parameter count:", "",
+              "```bash", "autopeft train --config candidate.yaml --out trained/", "```"]
     return "\n".join(lines) + "\n"

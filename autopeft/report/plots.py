@@ -1,0 +1,361 @@
+"""``autopeft plot``: a self-contained HTML report (plotly) and PNG figures (matplotlib).
+
+The HTML embeds plotly.js once (about 4.8 MB), so it opens offline and can be mailed or
+archived as one file. PNGs come from matplotlib's Agg backend, because plotly's own image
+export needs kaleido (a browser), which servers and CI often lack.
+
+Figures: the 3-objective front in 3-D and its three 2-D projections (front highlighted,
+points coloured by method, hover shows the candidate), score vs trainable fraction (log
+axis), hypervolume over time, and trials by state. The study is read as it is now, so a
+report of a running study shows its current state: run ``autopeft plot`` again to refresh.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autopeft.report.plotdata import STATES, Point, ReportData, collect
+from autopeft.report.show import human_bytes, percent
+
+# One colour per method combination, the same in HTML and PNG (matplotlib's tab10, then more).
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+           "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173")
+STATE_COLOURS = {"complete": "#2ca02c", "pruned": "#ff7f0e", "failed": "#d62728",
+                 "infeasible": "#7f7f7f", "running": "#1f77b4"}
+FRONT_COLOUR = "#000000"
+PNG_NAMES = ("front_3d.png", "front_2d.png", "score_vs_fraction.png", "hypervolume.png",
+             "states.png")
+AXES = {"score": "score", "params": "trainable parameters", "memory": "peak training memory",
+        "memory_mib": "peak training memory (MiB)", "fraction": "trainable fraction of the model"}
+
+
+@dataclass
+class Report:
+    html: Path
+    pngs: list[Path] = field(default_factory=list)
+    data: ReportData | None = None
+
+
+def colours(data: ReportData) -> dict[str, str]:
+    return {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(data.labels)}
+
+
+def write_report(study: Any, out: Path) -> Report:
+    """Read ``study`` now and write ``out/report.html`` and ``out/*.png``."""
+    data = collect(study)
+    out.mkdir(parents=True, exist_ok=True)
+    report = Report(html=out / "report.html", data=data)
+    report.html.write_text(render_html(data), encoding="utf-8")
+    report.pngs = write_pngs(data, out)
+    return report
+
+
+# -- HTML (plotly) ----------------------------------------------------------------------
+
+def _scatter_traces(go: Any, data: ReportData, x: str, y: str, z: str | None = None,
+                    legend: bool = True) -> list[Any]:
+    """One trace per method (coloured), infeasible trials as grey crosses, and the front as
+    open black diamonds drawn over its members."""
+    Trace = go.Scatter3d if z else go.Scatter
+    palette = colours(data)
+
+    def trace(points: list[Point], name: str, marker: dict[str, Any], show: bool, group: str) -> Any:
+        coords = {"x": [getattr(p, x) for p in points], "y": [getattr(p, y) for p in points]}
+        if z:
+            coords["z"] = [getattr(p, z) for p in points]
+        return Trace(**coords, mode="markers", name=name, legendgroup=group, showlegend=show,
+                     marker=marker, hovertext=[p.hover for p in points],
+                     hovertemplate="%{hovertext}<extra></extra>",
+                     customdata=[p.number for p in points])
+
+    size = 5 if z else 9
+    traces = []
+    for label in data.labels:
+        pts = [p for p in data.scored if p.label == label]
+        if pts:
+            traces.append(trace(pts, label, {"color": palette[label], "size": size, "opacity": 0.8},
+                                legend, label))
+    bad = [p for p in data.points if p.state == "infeasible"]
+    if bad:
+        traces.append(trace(bad, "infeasible", {"color": STATE_COLOURS["infeasible"], "size": size,
+                                                "symbol": "x"}, legend, "infeasible"))
+    if data.front:
+        ring = {"color": FRONT_COLOUR, "size": size + (4 if z else 7), "symbol": "diamond-open",
+                "line": {"color": FRONT_COLOUR, "width": 2}}
+        traces.append(trace(data.front, "Pareto front", ring, legend, "front"))
+    return traces
+
+
+def figures(data: ReportData) -> list[tuple[str, str, Any, str]]:
+    """(anchor, title, plotly figure, caption) for each section of the report."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    out: list[tuple[str, str, Any, str]] = []
+    log = {"type": "log", "dtick": 1}  # a tick per power of ten, no 2/5 minor labels
+    # The legend sits above the plot, clear of plotly's toolbar.
+    top_legend = {"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0}
+
+    fig = go.Figure(_scatter_traces(go, data, "params", "memory_mib", "score"))
+    fig.update_layout(height=640, margin={"l": 0, "r": 0, "t": 40, "b": 0}, legend=top_legend,
+                      scene={"xaxis": {**log, "title": {"text": "trainable params"}},
+                             "yaxis": {"title": {"text": "peak memory (MiB)"}},
+                             "zaxis": {"title": {"text": "score"}}, "aspectmode": "cube",
+                             "camera": {"eye": {"x": 1.6, "y": -1.4, "z": 0.35},
+                                        "center": {"x": 0, "y": 0, "z": -0.2}}})
+    out.append(("front-3d", "The front in 3-D", fig,
+                "Drag to turn, scroll to zoom; black diamonds mark the front. Hover a point to "
+                "see its trial and candidate; click a method in the legend to hide it."))
+
+    pairs = (("params", "score"), ("memory_mib", "score"), ("params", "memory_mib"))
+    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.07,
+                        subplot_titles=[f"{AXES[b].split(' (')[0]} vs {AXES[a].split(' (')[0]}"
+                                        for a, b in pairs])
+    for col, (x, y) in enumerate(pairs, start=1):
+        for tr in _scatter_traces(go, data, x, y, legend=col == 1):
+            fig.add_trace(tr, row=1, col=col)
+        fig.update_xaxes(**(log if x == "params" else {}), title_text=AXES[x], row=1, col=col)
+        fig.update_yaxes(title_text=AXES[y], row=1, col=col)
+    fig.update_layout(height=480, margin={"t": 90}, legend={**top_legend, "y": 1.12})
+    out.append(("front-2d", "The front projected on each pair of objectives", fig,
+                "A front member can look beaten in one projection: it wins on the third objective."))
+
+    fig = go.Figure(_scatter_traces(go, data, "fraction", "score"))
+    fig.update_xaxes(type="log", title_text="trainable fraction of the model (log)",
+                     tickformat=".2~p")
+    fig.update_yaxes(title_text="score")
+    fig.update_layout(height=440, margin={"t": 40}, legend=top_legend)
+    out.append(("score-fraction", "Score vs trainable-parameter fraction", fig,
+                "The share of the model's parameters that each candidate trains."))
+
+    hv = data.hypervolume
+    fig = go.Figure(go.Scatter(x=[t / 60 for t, _ in hv], y=[v for _, v in hv],
+                               mode="lines+markers", line={"shape": "hv"}, name="hypervolume",
+                               hovertemplate="%{x:.1f} min: %{y:.4f}<extra></extra>"))
+    fig.update_xaxes(title_text="minutes since the study started")
+    fig.update_yaxes(title_text="hypervolume", rangemode="tozero")
+    fig.update_layout(height=360, margin={"t": 20})
+    out.append(("hypervolume", "Hypervolume of the front over time", fig,
+                "The volume the front dominates (higher is better; flat: no new front member). "
+                f"Objectives {data.hypervolume_source}."))
+
+    labels = sorted({p.label for p in data.points})
+    fig = go.Figure([go.Bar(name=state, x=labels, marker_color=STATE_COLOURS[state],
+                            y=[sum(p.label == lab and p.state == state for p in data.points)
+                               for lab in labels])
+                     for state in STATES if data.counts.get(state)])
+    fig.update_layout(barmode="stack", height=360, margin={"t": 20},
+                      yaxis={"title": {"text": "trials"}}, xaxis={"title": {"text": "method"}})
+    counts = ", ".join(f"{n} {s}" for s, n in data.counts.items() if n)
+    out.append(("states", "Trials by state", fig, f"{counts or 'No trials yet'}; per method."))
+    return out
+
+
+def _front_table(data: ReportData) -> str:
+    head = ("trial", "method", "placement", "score", "trainable", "% of model", "peak memory", "time")
+    body = []
+    for p in data.front:
+        cells = (f"#{p.number}", p.label, p.placement, f"{p.score:.4f}", f"{p.params:,}",
+                 percent(p.fraction), human_bytes(p.memory),
+                 "-" if p.wall_seconds is None else f"{p.wall_seconds:.0f}s")
+        body.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+    if not body:
+        return "<p>No complete trial yet: the front is empty.</p>"
+    return ("<table class='front'><thead><tr>" + "".join(f"<th>{h}</th>" for h in head)
+            + "</tr></thead><tbody>" + "".join(body) + "</tbody></table>"
+            + f"<p class='hint'>Export one: <code>autopeft export {html.escape(data.study)} "
+              f"--trial N --out DIR</code> or <code>--pick 'score&gt;=0.9,min params'</code>.</p>")
+
+
+CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;
+max-width:1280px;padding:0 16px;color:#222}h1{margin-bottom:4px}.meta{color:#555}
+section{margin-top:28px}table.front{border-collapse:collapse;font-size:14px}
+table.front td,table.front th{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left}
+table.front td:nth-child(n+4){text-align:right;font-variant-numeric:tabular-nums}
+.running{background:#eef6ff;border-left:4px solid #1f77b4;padding:6px 10px}.hint{color:#555}"""
+
+
+def render_html(data: ReportData) -> str:
+    """The whole report as one HTML page with plotly.js inline."""
+    from plotly.offline import get_plotlyjs
+
+    now = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    counts = ", ".join(f"{n} {s}" for s, n in data.counts.items() if n) or "no trials yet"
+    running = (f"<p class='running'>The study is still running ({data.counts['running']} trial(s) "
+               f"in flight): this is its state at {now}. Run <code>autopeft plot "
+               f"{html.escape(data.study)}</code> again to refresh.</p>"
+               if data.counts.get("running") else "")
+    sections = [f"<section><h2>Pareto front ({len(data.front)} trials)</h2>{_front_table(data)}"
+                "</section>"]
+    config = {"displaylogo": False, "responsive": True}
+    for anchor, title, fig, caption in figures(data):
+        fig.update_layout(template="plotly_white")
+        div = fig.to_html(full_html=False, include_plotlyjs=False, config=config,
+                          div_id=f"fig-{anchor}")
+        sections.append(f"<section id='{anchor}'><h2>{html.escape(title)}</h2>"
+                        f"<p class='hint'>{html.escape(caption)}</p>{div}</section>")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>autopeft report: {html.escape(data.study)}</title><style>{CSS}</style>
+<script type="text/javascript">{get_plotlyjs()}</script></head>
+<body><h1>autopeft report: {html.escape(data.study)}</h1>
+<p class="meta">task <b>{html.escape(data.task)}</b> · model <code>{html.escape(data.model)}</code>
+ · {counts} · generated {now}</p>{running}
+{"".join(sections)}
+<p class="hint">Objectives: score (higher is better), trainable parameters and peak training
+memory (lower is better). The front holds the trials no other trial beats on all three.</p>
+</body></html>
+"""
+
+
+# -- PNG (matplotlib) -------------------------------------------------------------------
+
+def _empty(ax: Any, text: str = "no complete trial yet") -> None:
+    if hasattr(ax, "text2D"):  # 3-D axes place text in data coordinates unless told
+        ax.text2D(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="#555")
+    else:
+        ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="#555")
+
+
+def _short_count(v: float) -> str:
+    """Tick labels a person reads at a glance: 10K, 31.6K, 1M, 22.7M."""
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(v) >= size:
+            return f"{v / size:.3g}{unit}"
+    return f"{v:.3g}"
+
+
+def _human_ticks(axis: Any, what: str) -> None:
+    from matplotlib.ticker import FuncFormatter
+
+    fmt = {"params": lambda v, _: _short_count(v), "fraction": lambda v, _: percent(v)}.get(what)
+    if fmt is not None:
+        axis.set_major_formatter(FuncFormatter(fmt))
+        axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+
+
+def _scatter(ax: Any, data: ReportData, x: str, y: str, legend: bool = False) -> None:
+    palette = colours(data)
+    for label in data.labels:
+        pts = [p for p in data.scored if p.label == label]
+        ax.scatter([getattr(p, x) for p in pts], [getattr(p, y) for p in pts], s=28,
+                   color=palette[label], alpha=0.8, label=label)
+    bad = [p for p in data.points if p.state == "infeasible"]
+    if bad:
+        ax.scatter([getattr(p, x) for p in bad], [getattr(p, y) for p in bad], marker="x",
+                   color=STATE_COLOURS["infeasible"], label="infeasible")
+    front = data.front
+    ax.scatter([getattr(p, x) for p in front], [getattr(p, y) for p in front], s=110,
+               facecolors="none", edgecolors=FRONT_COLOUR, linewidths=1.5, marker="D",
+               label="Pareto front")
+    for p in front:
+        ax.annotate(str(p.number), (getattr(p, x), getattr(p, y)), textcoords="offset points",
+                    xytext=(6, 4), fontsize=8)
+    if x in ("params", "fraction"):
+        ax.set_xscale("log")
+    _human_ticks(ax.xaxis, x)
+    _human_ticks(ax.yaxis, y)
+    ax.set_xlabel(AXES[x])
+    ax.set_ylabel(AXES[y])
+    ax.grid(alpha=0.3)
+    if legend:
+        ax.legend(fontsize=8, loc="best")
+
+
+def write_pngs(data: ReportData, out: Path) -> list[Path]:
+    # Figure objects render with Agg and leave pyplot's global backend and state alone
+    # (no display needed; a notebook's backend is untouched).
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    def subplots(*grid: int, figsize: tuple[float, float]) -> tuple[Any, Any]:
+        fig = Figure(figsize=figsize)
+        return fig, fig.subplots(*grid)
+
+    has = bool(data.scored)
+    paths = [out / name for name in PNG_NAMES]
+
+    fig = Figure(figsize=(7, 6))
+    ax = fig.add_subplot(projection="3d")
+    palette = colours(data)
+    for label in data.labels:
+        pts = [p for p in data.scored if p.label == label]
+        ax.scatter(np.log10([p.params for p in pts]), [p.memory_mib for p in pts],
+                   [p.score for p in pts], color=palette[label], label=label, s=24)
+    if has:
+        f = data.front
+        ax.scatter(np.log10([p.params for p in f]), [p.memory_mib for p in f],
+                   [p.score for p in f], s=90, facecolors="none", edgecolors=FRONT_COLOUR,
+                   marker="D", label="Pareto front", depthshade=False)
+        ax.legend(fontsize=8, loc="upper left")
+    else:
+        _empty(ax)
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # log10 axis: ticks at decades
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _short_count(10 ** v)))
+    ax.set_xlabel("trainable params (log)", labelpad=8)
+    ax.set_ylabel("peak memory (MiB)", labelpad=8)
+    ax.set_zlabel("score")
+    ax.set_title(f"{data.study}: the front in 3-D")
+    fig.tight_layout()
+    fig.savefig(paths[0], dpi=110)
+
+    fig, axes = subplots(1, 3, figsize=(15, 4.6))
+    for i, (ax, (x, y)) in enumerate(zip(axes, (("params", "score"), ("memory_mib", "score"),
+                                                 ("params", "memory_mib")))):
+        if has:
+            _scatter(ax, data, x, y, legend=i == 0)
+        else:
+            _empty(ax)
+    fig.suptitle(f"{data.study}: the front projected on each pair of objectives")
+    fig.tight_layout()
+    fig.savefig(paths[1], dpi=110)
+
+    fig, ax = subplots(figsize=(7, 4.6))
+    if has and all(p.fraction for p in data.scored):
+        _scatter(ax, data, "fraction", "score", legend=True)
+    else:
+        _empty(ax)
+    ax.set_title(f"{data.study}: score vs trainable fraction")
+    fig.tight_layout()
+    fig.savefig(paths[2], dpi=110)
+
+    fig, ax = subplots(figsize=(7, 4))
+    if data.hypervolume:
+        ax.step([t / 60 for t, _ in data.hypervolume], [v for _, v in data.hypervolume],
+                where="post", marker="o")
+        ax.set_ylim(bottom=0)
+    else:
+        _empty(ax)
+    ax.set_xlabel("minutes since the study started")
+    ax.set_ylabel("hypervolume")
+    ax.set_title(f"{data.study}: hypervolume of the front over time", fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(paths[3], dpi=110)
+
+    fig, ax = subplots(figsize=(7, 4))
+    labels = sorted({p.label for p in data.points})
+    bottom = np.zeros(len(labels))
+    for state in STATES:
+        counts = np.array([sum(p.label == lab and p.state == state for p in data.points)
+                           for lab in labels], dtype=float)
+        if counts.any():
+            ax.bar(labels, counts, bottom=bottom, color=STATE_COLOURS[state], label=state)
+            bottom += counts
+    if labels:
+        ax.legend(fontsize=8)
+        ax.tick_params(axis="x", rotation=20)
+    else:
+        _empty(ax, "no trials yet")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("trials")
+    ax.set_title(f"{data.study}: trials by state")
+    fig.tight_layout()
+    fig.savefig(paths[4], dpi=110)
+    return paths

@@ -1,0 +1,259 @@
+"""The report (``autopeft plot``), the ``show`` table and the progress reporters.
+
+A real tiny study (three trials on the tiny random BERT) is run once for the module; the
+rest uses a hand-made study (``test_pick.hand_made_study``) and costs nothing.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from autopeft import api
+from autopeft.cli import main
+from autopeft.report.plotdata import collect, hypervolume_history
+from autopeft.report.plots import PNG_NAMES
+from autopeft.report.progress import (ConsoleReporter, JsonLogReporter, LiveReporter,
+                                      NullReporter)
+from test_pick import hand_made_study
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tiny_model: Path, tiny_data: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Three trials on the tiny model; the search's JSON event log is kept for a test."""
+    folder = tmp_path_factory.mktemp("report-study")
+    log = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AUTOPEFT_STUDIES_DIR", str(folder / "studies"))
+        study = api.search("sst2", str(tiny_model), data_dir=str(tiny_data), study="rep",
+                           n_trials=3, train_samples=64, eval_samples=32, batch_size=16,
+                           max_length=32, sampler="random", seed=1,
+                           progress=JsonLogReporter(stream=log, step_every=0.0))
+    return study, f"sqlite:///{folder / 'studies' / 'rep.db'}", log.getvalue()
+
+
+@pytest.fixture(scope="module")
+def report(tiny_study, tmp_path_factory: pytest.TempPathFactory):
+    study, _, _ = tiny_study
+    return api.plot(study, str(tmp_path_factory.mktemp("report") / "out"))
+
+
+def test_html_report_holds_the_front_and_works_offline(tiny_study, report) -> None:
+    study, _, _ = tiny_study
+    front = [r.number for r in api.front(study)]
+    assert front, "the tiny study must have a front"
+    text = report.html.read_text(encoding="utf-8")
+    for number in front:
+        assert f"<td>#{number}</td>" in text  # the front table
+        assert f"trial {number}" in text       # the hover text of its point
+    assert len(re.findall(r"Plotly\.newPlot", text)) == 5  # 3-D, 2-D, fraction, HV, states
+    assert "<script src=" not in text, "plotly.js must be inline: the report works offline"
+    assert 3_000_000 < report.html.stat().st_size < 8_000_000  # plotly.js (~4.8 MB) + data
+
+
+def test_each_png_is_a_valid_non_blank_image(report) -> None:
+    from PIL import Image
+
+    assert [p.name for p in report.pngs] == list(PNG_NAMES)
+    for path in report.pngs:
+        raw = path.read_bytes()
+        assert raw[:8] == PNG_SIGNATURE and len(raw) > 10_000, path.name
+        with Image.open(path) as img:
+            img.load()
+            assert img.width > 300 and img.height > 200
+            colours = img.convert("RGB").getcolors(maxcolors=1 << 20)
+            assert colours is None or len(colours) > 20, f"{path.name} looks blank"
+
+
+def test_cli_plot_writes_the_report(tiny_study, tmp_path: Path, capsys) -> None:
+    _, url, _ = tiny_study
+    assert main(["plot", "rep", "--storage", url, "--out", str(tmp_path / "r")]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert {p.name for p in (tmp_path / "r").iterdir()} == {"report.html", *PNG_NAMES}
+
+
+def test_search_json_log_is_one_object_per_event(tiny_study) -> None:
+    study, _, log = tiny_study
+    events = [json.loads(line) for line in log.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds.count("started") == 1 and kinds[-1] == "finished"
+    ended = kinds.count("trial_finished") + kinds.count("trial_failed") + kinds.count("trial_pruned")
+    assert kinds.count("trial_started") == ended == 3
+    assert "step" in kinds and all("time" in e and "elapsed" in e for e in events)
+    assert events[-1]["front"] == [r.to_dict() for r in api.front(study)]
+
+
+def test_report_of_a_running_study_shows_its_current_state(tmp_path: Path) -> None:
+    study = hand_made_study()
+    study.ask()  # a trial in flight, as another worker would leave it
+    report = api.plot(study, str(tmp_path))
+    data = report.data
+    assert data.counts == {"complete": 5, "pruned": 1, "failed": 1, "infeasible": 1, "running": 1}
+    assert {p.number for p in data.front} == {0, 1, 3, 4}
+    assert "still running (1 trial(s) in flight)" in report.html.read_text(encoding="utf-8")
+    volumes = [v for _, v in data.hypervolume]
+    assert volumes == sorted(volumes) and volumes[-1] > 0  # the front only grows
+
+
+def test_report_of_an_empty_study(tmp_path: Path) -> None:
+    import optuna
+
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    report = api.plot(study, str(tmp_path))
+    assert "the front is empty" in report.html.read_text(encoding="utf-8")
+    assert all(p.read_bytes()[:8] == PNG_SIGNATURE for p in report.pngs)
+
+
+def test_hypervolume_prefers_the_searchs_record_and_falls_back_to_its_own(tmp_path: Path) -> None:
+    study = hand_made_study()
+    own = collect(study)
+    assert own.hypervolume_source.startswith("normalised to the ranges seen")
+    assert len(own.hypervolume) == 5  # one point per complete, feasible trial
+    assert hypervolume_history([]) == []
+    study.set_user_attr("hypervolume_history", [[30.0, 0.5], [10.0, 0.2], [50.0, 0.6]])
+    recorded = collect(study)
+    assert recorded.hypervolume == [(10.0, 0.2), (30.0, 0.5), (50.0, 0.6)]  # sorted by time
+    assert recorded.hypervolume_source == "as recorded by the search"
+
+
+def test_show_table_is_readable_and_adds_seed_columns_when_confirmed(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from autopeft.report.show import rows, table
+
+    study = hand_made_study()
+    plain = Console(record=True, width=220)
+    plain.print(table(rows(study, all_trials=True), "all"))
+    text = plain.export_text()
+    assert "75.00K" in text and "0.34%" in text and "476.8 MiB" in text
+    assert "infeasible" in text and "failed" in text and "boom" in text and "seeds" not in text
+    assert "lora; lr=1.0e-03" in text  # the placement column, on a wide console
+    narrow = Console(record=True, width=80)
+    narrow.print(table(rows(study, all_trials=True), "all"))
+    lines = narrow.export_text().splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= 80
+    assert any(line.split()[:2] == ["0", "full"] and "22.00M" in line for line in lines), \
+        "numbers stay on one line in a narrow terminal"
+    assert any(line.split() == ["6", "boom"] for line in lines), "reasons are listed below"
+
+    study = hand_made_study(extra_attrs={1: {"confirm_scores": [0.91, 0.90, 0.92]}})
+    confirmed = Console(record=True, width=220)
+    confirmed.print(table(rows(study), "front"))
+    text = confirmed.export_text()
+    assert "mean ± std" in text and "seeds" in text and "0.9100 ± 0.0100" in text
+    row = next(r for r in rows(study) if r.number == 1)
+    assert (row.seeds, row.score_mean) == (3, pytest.approx(0.91))
+
+
+def test_reporters_take_every_event() -> None:
+    """The search may send rung / pruned events to any reporter, including the silent one."""
+    from rich.console import Console
+
+    from autopeft.candidate import Candidate, MethodSpec
+    from autopeft.search.budget import Budget
+
+    study = hand_made_study()
+    cand = Candidate([MethodSpec("lora", {"r": 8, "targets": ["query", "value"]})], 1e-3)
+    buf = io.StringIO()
+    for reporter in (NullReporter(), JsonLogReporter(stream=buf),
+                     LiveReporter(console=Console(file=io.StringIO(), force_terminal=True, width=150)),
+                     ConsoleReporter()):
+        reporter.started(study, "memory", Budget(60.0), 5)
+        reporter.trial_started(9, cand)
+        reporter.step(1, 4, 0.7)
+        reporter.rung(9, 2, 0.81)
+        reporter.trial_pruned(9, "below the rung's top 1/3")
+        reporter.trial_failed(10, "boom")
+        reporter.trial_finished(study, 1)
+        reporter.note("budget reached")
+        reporter.finished(study)
+    events = [json.loads(line)["event"] for line in buf.getvalue().splitlines()]
+    assert events == ["started", "trial_started", "rung", "trial_pruned", "trial_failed",
+                      "trial_finished", "note", "finished"]  # step throttled (10 s)
+
+
+def test_live_panel_shows_trial_budget_counts_and_front() -> None:
+    from rich.console import Console
+
+    from autopeft.candidate import Candidate, MethodSpec
+    from autopeft.search.budget import Budget
+
+    study = hand_made_study()
+    live = LiveReporter(console=Console(file=io.StringIO(), width=160))
+    live.started(study, "memory", Budget(600.0), None)
+    live.trial_started(8, Candidate([MethodSpec("lora", {"r": 4})], 1e-3))
+    live.step(3, 10, 0.6931)
+    live.rung(8, 3, 0.77)
+    out = Console(record=True, width=160)
+    out.print(live.render())
+    text = out.export_text()
+    live.finished(study)
+    for needle in ("trial 8", "lora r=4", "step 3/10", "loss 0.6931", "step 3: score 0.7700",
+                   "left of 10m00s", "5 complete", "1 pruned", "1 failed", "front (4 trials"):
+        assert needle in text, needle
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+# Injected into a copy of the report: records console errors and uncaught exceptions in an
+# attribute that --dump-dom prints (headless Chromium logs every console level as INFO).
+CATCH = """<script>(function(){var e=[];function keep(m){e.push(String(m));
+document.documentElement.setAttribute('data-errors', JSON.stringify(e));}
+var orig=console.error;console.error=function(){keep([].join.call(arguments,' '));
+orig.apply(console,arguments);};window.addEventListener('error',function(ev){keep(ev.message);});
+window.addEventListener('unhandledrejection',function(ev){keep(ev.reason);});})();</script>"""
+
+
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium(report, tmp_path: Path) -> None:
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    page = tmp_path / "report.html"
+    page.write_text(report.html.read_text(encoding="utf-8").replace("<head>", "<head>" + CATCH, 1),
+                    encoding="utf-8")
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+             "--no-first-run", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", "--enable-unsafe-swiftshader", f"--user-data-dir={tmp_path / 'profile'}",
+             "--enable-logging=stderr", "--v=0", "--virtual-time-budget=15000",
+             "--window-size=1300,2400"]
+    env = {**os.environ, "HOME": str(tmp_path)}
+    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True,
+                         timeout=180, env=env)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line]
+    assert not [c for c in console if "Uncaught" in c], console
+    errors = re.search(r'data-errors="([^"]*)"', dom.stdout)
+    assert errors is None, f"console errors: {errors.group(1) if errors else ''}"
+    # plotly.js drew every figure: one plot div each, with its SVG layers (WebGL for 3-D).
+    # (Count elements, not strings: the inline plotly.js source holds these names too.)
+    plots = re.findall(r'<div[^>]*class="[^"]*\bjs-plotly-plot\b', dom.stdout)
+    svgs = re.findall(r'<svg[^>]*class="main-svg"', dom.stdout)
+    assert len(plots) == 5 and len(svgs) >= 2 * 5, "plots did not render"
+    assert re.search(r'<div[^>]*class="gl-container"', dom.stdout), "the 3-D scene did not render"
+
+    shot = tmp_path / "shot.png"
+    subprocess.run([*flags, f"--screenshot={shot}", page.as_uri()], capture_output=True,
+                   timeout=180, env=env, check=True)
+    from PIL import Image
+
+    with Image.open(shot) as img:
+        colours = img.convert("RGB").getcolors(maxcolors=1 << 22)
+    assert colours is None or len(colours) > 50, "the screenshot is blank"
+
+
+def test_plot_and_train_of_unknown_things_are_one_line_errors(workdir: Path, capsys) -> None:
+    assert main(["plot", "ghost"]) == 2
+    assert main(["train", "--config", str(workdir / "nope")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "no study database" in err[0] and "no candidate.yaml in" in err[1]
