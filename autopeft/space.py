@@ -27,7 +27,7 @@ TOP_KEYS = {"name", "description", "candidates", "learning_rate", "methods", "se
 class Param:
     """One searchable value: a constant, a categorical choice, or an int/float range."""
 
-    kind: str  # const | choice | int | float
+    kind: str  # const | choice | int | float | per_layer
     value: Any = None
     choices: tuple = ()
     low: float = 0.0
@@ -37,6 +37,8 @@ class Param:
 
     def values(self) -> list[Any]:
         """Representative values for validation: every choice, or the range ends."""
+        if self.kind == "per_layer":  # every layer on (its size is known once fitted)
+            return [list(range(self.value))] if self.value else ["all"]
         if self.kind == "const":
             return [self.value]
         if self.kind == "choice":
@@ -44,6 +46,14 @@ class Param:
         return [self.low, self.high]
 
     def suggest(self, trial: Any, name: str) -> Any:
+        if self.kind == "per_layer":
+            # AutoPEFT's placement: each layer on or off (`<name>.<i>`). All off would place
+            # the method nowhere; that draw means the top layer alone.
+            if not self.value:
+                raise UserError(f"{name}: per-layer placement needs the model's layer count "
+                                "(fit the space to the model first)")
+            on = [i for i in range(self.value) if trial.suggest_categorical(f"{name}.{i}", [True, False])]
+            return on or [self.value - 1]
         if self.kind == "const":
             return self.value
         if self.kind == "choice":
@@ -96,6 +106,11 @@ def _param(where: str, raw: Any) -> Param:
         raw = _num(raw)
         return Param("const", value=raw)
     keys = set(raw)
+    if "per_layer" in keys:
+        n = raw["per_layer"]
+        if keys != {"per_layer"} or not (n is True or (isinstance(n, int) and n > 0)):
+            raise UserError(f"{where}: write per_layer: true (every layer of the model on or off)")
+        return Param("per_layer", value=None if n is True else n)
     if "choices" in keys:
         if keys - {"choices"}:
             raise UserError(f"{where}: 'choices' cannot be mixed with {sorted(keys - {'choices'})}")

@@ -13,9 +13,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from autopeft.arch import arch_for, num_layers
 from autopeft.build import build
 from autopeft.candidate import Candidate, MethodSpec
 from autopeft.errors import UserError
+from autopeft.methods import get_method
 from autopeft.space import Space
 
 
@@ -27,13 +29,28 @@ def skeleton(model: Any) -> Any:
         return type(model)(model.config)
 
 
+def with_layer_count(space: Space, n: int) -> Space:
+    """Per-layer placements (``layers: {per_layer: true}``) get the model's layer count."""
+    methods = {name: {p: (dataclasses.replace(param, value=n) if param.kind == "per_layer" else param)
+                      for p, param in params.items()}
+               for name, params in space.methods.items()}
+    return dataclasses.replace(space, methods=methods)
+
+
 def fit_space(space: Space, model: Any) -> tuple[Space, list[str]]:
     """The space restricted to entries this model can train, and a note per dropped entry.
 
     Raises ``UserError`` naming the place for a value that cannot be built."""
     meta = skeleton(model)
+    space = with_layer_count(space, num_layers(model.config))
     kept, notes = {}, []
+    family = arch_for(model.config).family
     for entry, overrides in space.candidates.items():
+        unsupported = [n for n in entry.split("+") if family not in get_method(n).families]
+        if unsupported:
+            notes.append(f"skipping {entry} for this model: {', '.join(unsupported)} does not "
+                         f"support {family} models")
+            continue
         try:
             build(meta, Candidate([MethodSpec(n) for n in entry.split("+")]))
             kept[entry] = overrides

@@ -8,12 +8,13 @@ from autopeft.build import build
 from autopeft.candidate import Candidate
 from autopeft.errors import UserError
 from autopeft.space import SPACES_DIR, load_space, parse_space
+from autopeft.validate import with_layer_count
 from families import tiny_model
 
 
 @pytest.mark.parametrize("path", sorted(SPACES_DIR.glob("*.yaml")), ids=lambda p: p.stem)
 def test_shipped_spaces_load_and_sample_buildable_candidates(path) -> None:
-    space = load_space(str(path))
+    space = with_layer_count(load_space(str(path)), 2)  # what fitting to the model does
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"],
                                 sampler=optuna.samplers.RandomSampler(seed=0))
     base = tiny_model("bert")
@@ -29,7 +30,7 @@ def test_shipped_spaces_load_and_sample_buildable_candidates(path) -> None:
         except UserError as exc:  # e.g. a rank too big for the 32-wide test model
             assert "larger than" in str(exc) or "no bias" in str(exc), exc
         study.tell(trial, [0.5, 1.0, 1.0])
-    assert len(seen) > 1
+    assert len(seen) > 1 or len(space.candidates) == 1
 
 
 def test_list_choices_are_sampled_as_lists() -> None:
