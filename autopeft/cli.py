@@ -7,7 +7,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Sequence
 
@@ -124,6 +127,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--confirm-seeds", type=int, default=0, metavar="K",
                    help="re-train each front member with K more seeds; the front uses the means")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--isolation", choices=("process", "none"),
+                   default=os.environ.get("AUTOPEFT_ISOLATION", "process"),
+                   help="train each trial in a child process, so a crash (segfault, OOM kill) "
+                        "fails one trial, not the study (default; env AUTOPEFT_ISOLATION), or "
+                        "in this process")
+    s.add_argument("--heartbeat", type=_positive_int, default=60,
+                   help="seconds between a running trial's heartbeats; a trial silent for 3 "
+                        "beats belongs to a dead worker: FAIL, retried once (default 60)")
     s.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub")
     s.add_argument("--force", action="store_true",
                    help="add trials to an existing study even if its settings differ")
@@ -310,12 +321,18 @@ COMMANDS = {"search": _search, "show": _show, "export": _export, "train": _train
             "methods": _methods, "tasks": _tasks}
 
 
+def _terminate_as_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM (a scheduler, `kill`) ends like Ctrl-C: recorded, resumable
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # Library deprecation notices (transformers, peft, optuna) are not for CLI users.
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*experimental.*")
     args = parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
         return COMMANDS[args.command](args)
     except UserError as exc:

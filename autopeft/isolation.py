@@ -88,13 +88,30 @@ def _serve(conn: Any, model: str, data: dict, settings: dict, cache_dir: str | N
 
 
 class IsolatedBench:
-    """``Bench.run`` in a child process (started on first use, restarted after a crash)."""
+    """``Bench.run`` in a child process (started on first use, restarted after a crash).
+
+    ``local`` (optional) is this process's own ``Bench`` of the same model and data: its
+    attributes (``base``, ``task``, ``train_data``, ``settings``...) answer the questions the
+    search asks before training (predictions, step counts)."""
 
     def __init__(self, model: str, data: DataSettings, settings: TrainSettings,
-                 cache_dir: str | None = None, trust_remote_code: bool = False):
+                 cache_dir: str | None = None, trust_remote_code: bool = False,
+                 local: Any = None):
         self._args = (model, asdict(data), asdict(settings), cache_dir, trust_remote_code)
         self._proc: Any = None
         self._conn: Any = None
+        self._local = local
+
+    @classmethod
+    def around(cls, bench: Any, model: str, data: DataSettings, cache_dir: str | None,
+               trust_remote_code: bool = False) -> IsolatedBench:
+        return cls(model, data, bench.settings, cache_dir, trust_remote_code, local=bench)
+
+    def __getattr__(self, name: str) -> Any:
+        local = self.__dict__.get("_local")
+        if local is None:
+            raise AttributeError(name)
+        return getattr(local, name)
 
     def start(self) -> None:
         ctx = mp.get_context("spawn")  # fork is unsafe once torch's thread pools exist

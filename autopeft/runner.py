@@ -57,6 +57,7 @@ class Bench:
     eval_data: Encoded
     settings: TrainSettings
     extra_eval: dict[str, Encoded] = field(default_factory=dict)  # e.g. MNLI mismatched
+    notes: list[str] = field(default_factory=list)  # what loading the data wants said
 
     @classmethod
     def load(cls, model: str, data: DataSettings, settings: TrainSettings,
@@ -71,7 +72,8 @@ class Bench:
 
         return cls(base, task_data.task, encode_split(task_data.train, True),
                    encode_split(task_data.validation), settings,
-                   {name: encode_split(rows) for name, rows in task_data.extra.items()})
+                   {name: encode_split(rows) for name, rows in task_data.extra.items()},
+                   [task_data.note] if task_data.note else [])
 
     def build(self, candidate: Candidate) -> Any:
         return build(self.base.model, candidate, total_steps(len(self.train_data), self.settings))

@@ -86,6 +86,7 @@ class TaskData:
     validation: Rows
     source: str
     extra: dict[str, Rows] = field(default_factory=dict)  # extra validation splits
+    note: str = ""  # what the user should know (a held-out validation split)
 
 
 @dataclass
@@ -282,6 +283,7 @@ def load_task(name: str, data_dir: str | None = None, train_samples: int | None 
     cols = [*task.text_columns, task.label_column]
     data_dir = data_dir or os.environ.get("AUTOPEFT_DATA_DIR")
     splits = [task.validation, *task.extra_validation]
+    note = ""
     if task.files:
         train = _labels(_read(task.files["train"], cols), task, task.files["train"])
         if "validation" in task.files:
@@ -293,6 +295,8 @@ def load_task(name: str, data_dir: str | None = None, train_samples: int | None 
             held = set(random.Random(seed).sample(range(n), max(1, n // 10)))
             val = {c: [v[i] for i in sorted(held)] for c, v in train.items()}
             train = {c: [v[i] for i in range(n) if i not in held] for c, v in train.items()}
+            note = (f"no --validation file: scoring on a seeded 10% of {task.files['train']} "
+                    f"({len(held)} rows) held out from training")
         loaded, source = {"train": train, task.validation: val}, task.files["train"]
     elif data_dir:
         folder = os.path.join(data_dir, task.local)
@@ -308,7 +312,8 @@ def load_task(name: str, data_dir: str | None = None, train_samples: int | None 
         loaded, source = _from_hub(task, ["train", *splits]), f"hub:{task.hub[0]}/{task.hub[1]}"
     extra = {s: _subsample(loaded[s], eval_samples, seed) for s in task.extra_validation}
     return TaskData(task, _subsample(loaded["train"], train_samples, seed),
-                    _subsample(loaded[task.validation], eval_samples, seed), source, extra)
+                    _subsample(loaded[task.validation], eval_samples, seed), source, extra,
+                    note if task.files and "validation" not in task.files else "")
 
 
 def _from_hub(task: Task, splits: list[str]) -> dict[str, Rows]:

@@ -61,5 +61,6 @@ def apply(model: Any, spec: Spec, ctx: Any) -> Any:
 def enable_faults() -> None:
     from autopeft.methods.registry import METHODS, Method
 
+    os.environ["AUTOPEFT_FAULTS"] = "1"  # trial processes started from here register it too
     METHODS["fault"] = Method(name="fault", category="baseline", spec=Spec, apply=apply,
                               summary="test-only: fails on demand")

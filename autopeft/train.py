@@ -20,6 +20,9 @@ from autopeft.data import Encoded, collate, train_order
 from autopeft.memory import PeakMemory
 
 HOOKS_ATTR = "autopeft_step_hooks"
+# A loss this many times its first value (after a few steps) has diverged: stop the trial
+# now rather than after the whole budget.
+EXPLODE_FACTOR, EXPLODE_AFTER = 50.0, 5
 
 
 @dataclass
@@ -145,7 +148,7 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, fl
     rung_scores: dict[int, float] = {}
     metrics: dict[str, float] = {}
     step, samples, loss_value, epoch = 0, 0, float("nan"), 0
-    micro = 0
+    micro, first_loss = 0, None
     while step < n_steps:
         for batch in train_order(train_enc, settings.batch_size, seed + epoch):
             inputs = to_device(collate(train_enc, batch, pad_id), device)
@@ -155,6 +158,10 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, fl
             loss_value = loss.item()
             if not math.isfinite(loss_value):
                 raise Diverged(f"loss became {loss_value} at step {step + 1}")
+            first_loss = loss_value if first_loss is None else first_loss
+            if step >= EXPLODE_AFTER and loss_value > EXPLODE_FACTOR * max(first_loss, 1.0):
+                raise Diverged(f"loss exploded to {loss_value:.3g} at step {step + 1} "
+                               f"(it started at {first_loss:.3g})")
             samples += len(batch)
             micro += 1
             if micro % settings.grad_accum:

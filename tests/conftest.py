@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# Trials run in this process unless a test asks for a child process (test_isolation.py,
+# test_survival.py): spawning one per search would add seconds to every CLI test.
+os.environ.setdefault("AUTOPEFT_ISOLATION", "none")
 SHARED_DATA = Path(os.environ.get("AUTOPEFT_TEST_DATA", ROOT.parent / "shared" / "data"))
 SST2 = SHARED_DATA / "glue" / "sst2"
 

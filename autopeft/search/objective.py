@@ -26,6 +26,25 @@ from autopeft.search.pruner import decide_from_storage, rung_steps
 from autopeft.train import total_steps
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """CUDA OOM, Python's MemoryError, or torch's CPU allocator giving up."""
+    import torch
+
+    return isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or any(
+        s in str(exc) for s in ("out of memory", "can't allocate memory"))
+
+
+def free_memory() -> None:
+    """Give memory back before the next trial (the failed one's tensors are unreachable now)."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 class StopTrial(Exception):
     """Raised from the training callbacks to end a trial at a rung (pruner) or now (budget)."""
 
@@ -84,6 +103,7 @@ class TrialRunner:
             trial.set_user_attr(key, value)
         broken = self.limits.violations(pred.trainable_params, pred.memory_bytes,
                                         "predicted memory (lower bound)")
+        broken += self._ran_out_before(pred.memory_bytes)
         if broken:
             return self._skip(trial, pred, broken)
         # Without a pruner nothing is decided at rungs: score once, at the end.
@@ -124,6 +144,9 @@ class TrialRunner:
             self._fail(trial, "interrupted")
             raise
         except Exception as exc:  # a bad candidate fails alone; the study goes on
+            if out_of_memory(exc):
+                free_memory()
+                trial.set_user_attr("out_of_memory", True)
             return self._fail(trial, f"{type(exc).__name__}: {exc}"[:500])
         record(trial, outcome)
         r = outcome.result
@@ -134,6 +157,19 @@ class TrialRunner:
         self.study.tell(trial, [r.score, outcome.trainable, r.peak_memory])
         self.reporter.trial_finished(self.study, trial.number)
         return TrialState.COMPLETE.name
+
+    def _ran_out_before(self, predicted_memory: int) -> list[str]:
+        """Without --max-memory, a candidate predicted to need at least as much memory as one
+        that already ran out is not tried blindly again."""
+        if self.limits.max_memory_bytes is not None:
+            return []
+        floors = [t.user_attrs.get("predicted_memory_bytes") for t in
+                  self.study.get_trials(deepcopy=False) if t.user_attrs.get("out_of_memory")]
+        floors = [f for f in floors if f]
+        if floors and predicted_memory >= min(floors):
+            return [f"predicted memory {predicted_memory} B >= that of trial(s) that ran out of "
+                    f"memory ({min(floors)} B)"]
+        return []
 
     # -- the other endings -------------------------------------------------------------
     def _constrain(self, trial: Any, params: float, memory: float) -> None:

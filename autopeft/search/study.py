@@ -12,6 +12,7 @@ predictions), ``warmstart.py`` (recipes), ``confirm.py`` (extra seeds for the fr
 from __future__ import annotations
 
 import gc
+import os
 import re
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -19,6 +20,7 @@ from typing import Any
 
 from autopeft.candidate import Candidate
 from autopeft.errors import UserError
+from autopeft.isolation import IsolatedBench
 from autopeft.paths import cache_dir
 from autopeft.runner import Bench, DataSettings
 from autopeft.search.budget import Budget, parse_duration
@@ -26,7 +28,8 @@ from autopeft.search.confirm import confirm_front
 from autopeft.search.constraints import Limits, parse_params, parse_size
 from autopeft.search.objective import TrialRunner
 from autopeft.search.pruner import PRUNERS
-from autopeft.search.storage import mask, open_storage, storage_url
+from autopeft.search.storage import (HEARTBEAT_SECONDS, fail_stale_trials, heartbeat, mask,
+                                     open_storage, storage_url)
 from autopeft.search.summary import Scales, record_hypervolume
 from autopeft.search.warmstart import enqueue_recipes
 from autopeft.space import Space, load_space
@@ -36,6 +39,7 @@ DIRECTIONS = ("maximize", "minimize", "minimize")
 OBJECTIVES = ("score", "trainable_params", "peak_memory_bytes")
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 DEFAULT_SAMPLER = "tpe"  # chosen by measurement: BENCHMARKS.md, "search efficiency"
+ISOLATION = ("process", "none")  # trials in a child process (crash-safe), or in this one
 CONFIRM_SHARE = 0.25  # with --confirm-seeds and --budget: the budget's last quarter confirms
 
 
@@ -62,6 +66,8 @@ class SearchConfig:
     max_memory: str | None = None  # "16GB", "12GiB": peak training memory limit
     max_params: str | None = None  # "1%" of the base model, or a count ("2M")
     confirm_seeds: int = 0  # re-train each front member with this many extra seeds
+    isolation: str = field(default_factory=lambda: os.environ.get("AUTOPEFT_ISOLATION", "process"))
+    heartbeat: int = HEARTBEAT_SECONDS  # seconds between beats of a running trial (RDB storages)
 
     def __post_init__(self) -> None:
         if self.data is None:
@@ -76,6 +82,8 @@ class SearchConfig:
             raise UserError(f"--n-trials must be at least 1, got {self.n_trials}")
         if self.pruner not in PRUNERS:
             raise UserError(f"unknown pruner {self.pruner!r}; use one of {', '.join(PRUNERS)}")
+        if self.isolation not in ISOLATION:
+            raise UserError(f"unknown isolation {self.isolation!r}; use one of {', '.join(ISOLATION)}")
         if self.eta < 2:
             raise UserError(f"--eta must be at least 2, got {self.eta}")
         if self.confirm_seeds < 0:
@@ -121,7 +129,7 @@ def open_study(cfg: SearchConfig, space: Space) -> Any:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = storage_url(cfg.study, cfg.storage)
-    storage = open_storage(url, create=True)
+    storage = open_storage(url, create=True, heartbeat=cfg.heartbeat)
     study = optuna.create_study(storage=storage, study_name=cfg.study, directions=list(DIRECTIONS),
                                 sampler=make_sampler(cfg.sampler, cfg.seed), load_if_exists=True)
     attrs = _study_attrs(cfg, space)
@@ -166,36 +174,63 @@ def prepare(study: Any, cfg: SearchConfig, space: Space, bench: Bench, budget: B
 def run_search(cfg: SearchConfig, reporter: Any = None, bench: Bench | None = None) -> Any:
     """Run (or resume) the study described by ``cfg``; returns the Optuna study."""
     from autopeft.report.progress import NullReporter
+    from autopeft.validate import fit_space
 
     reporter = reporter or NullReporter()
     budget = Budget(cfg.budget_seconds())
     if cfg.n_trials is None and budget.seconds is None:
         raise UserError("give --budget or --n-trials, or the search never ends")
     space = load_space(cfg.space)
-    study = open_study(cfg, space)
     bench = bench or Bench.load(cfg.model, cfg.data, cfg.train, cache_dir(), cfg.trust_remote_code)
+    space, notes = fit_space(space, bench.base.model)  # before any database is created
+    study = open_study(cfg, space)
+    for note in [*bench.notes, *notes]:
+        reporter.note(note)
     search_budget = budget.share(1 - CONFIRM_SHARE) if cfg.confirm_seeds else budget
     runner = prepare(study, cfg, space, bench, search_budget, reporter)
+    if cfg.isolation == "process":
+        runner.bench = IsolatedBench.around(bench, cfg.model, cfg.data, cache_dir(),
+                                            cfg.trust_remote_code)
     reporter.started(study, mask(storage_url(cfg.study, cfg.storage)), budget, cfg.n_trials)
+    try:
+        run_trials(study, cfg, space, runner, search_budget, reporter)
+        if cfg.confirm_seeds and confirm_front(study, runner.bench, cfg.confirm_seeds, budget,
+                                               reporter):
+            record_hypervolume(study)
+    finally:
+        if isinstance(runner.bench, IsolatedBench):
+            runner.bench.close()
+    reporter.finished(study)
+    return study
+
+
+def run_trials(study: Any, cfg: SearchConfig, space: Space, runner: TrialRunner, budget: Budget,
+               reporter: Any) -> None:
+    """Ask, sample, train, tell: until ``n_trials`` ran or the next trial would not fit."""
+    from optuna.trial import TrialState
+
     ran = 0
     while cfg.n_trials is None or ran < cfg.n_trials:
-        if not search_budget.fits(runner.predicted_seconds()):
+        fail_stale_trials(study)  # a dead worker's trial: FAIL, and retried once
+        if not budget.fits(runner.predicted_seconds()):
             reporter.note("budget reached: no further trial fits in the time left")
             break
-        trial = study.ask()
-        candidate = space.sample(trial)
+        with warnings.catch_warnings():  # we beat ourselves (heartbeat below), not optimize()
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            trial = study.ask()
+        try:
+            candidate = space.sample(trial)
+        except BaseException:  # e.g. a choice the study never had: leave nothing RUNNING
+            study.tell(trial, state=TrialState.FAIL)
+            raise
         trial.set_user_attr("candidate", candidate.to_dict())
         trial.set_user_attr("label", candidate.label)
         reporter.trial_started(trial.number, candidate)
-        runner.run(trial, candidate)
+        with heartbeat(study, trial):
+            runner.run(trial, candidate)
         record_hypervolume(study)
         gc.collect()
         ran += 1
-    if cfg.confirm_seeds:
-        if confirm_front(study, bench, cfg.confirm_seeds, budget, reporter):
-            record_hypervolume(study)
-    reporter.finished(study)
-    return study
 
 
 def trial_candidate(trial: Any) -> Candidate:

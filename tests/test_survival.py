@@ -1,0 +1,155 @@
+"""A search survives bad candidates, crashes, interrupts and kill -9: at most the trial in
+flight is lost, and the same command resumes. Faults are injected the real way
+(``autopeft.testing``): a real NaN loss, a real MemoryError, a real SIGSEGV."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from autopeft.cli import main
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def fault_space(folder: Path, kind: str, seconds: float = 0.0, name: str = "f.yaml") -> Path:
+    path = folder / name
+    path.write_text(f"candidates: [fault]\nlearning_rate: 1.0e-3\nmethods:\n  fault: "
+                    f"{{kind: {kind}, at_step: 1, seconds: {seconds}}}\n")
+    return path
+
+
+def args(model: Path, data: Path, space: Path, *extra: str) -> list[str]:
+    return ["search", "--task", "sst2", "--model", str(model), "--data-dir", str(data),
+            "--space", str(space), "--study", "s", "--batch-size", "16", "--train-samples", "64",
+            "--eval-samples", "32", "--max-length", "32", "--no-warm-start", "--pruner", "none",
+            "--quiet", *extra]
+
+
+def trials(workdir: Path) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name="s", storage=f"sqlite:///{workdir}/studies/s.db").trials
+
+
+@pytest.fixture(autouse=True)
+def faults() -> None:
+    from autopeft.testing import enable_faults
+
+    enable_faults()
+    yield
+    os.environ.pop("AUTOPEFT_FAULTS", None)
+
+
+def test_nan_loss_fails_the_trial_and_the_study_goes_on(workdir, tiny_model, tiny_data) -> None:
+    assert main(args(tiny_model, tiny_data, fault_space(workdir, "nan"), "--n-trials", "2")) == 0
+    ts = trials(workdir)
+    assert [t.state.name for t in ts] == ["FAIL", "FAIL"]
+    assert all("Diverged: loss became nan" in t.user_attrs["fail_reason"] for t in ts)
+
+
+def test_out_of_memory_is_remembered(workdir, tiny_model, tiny_data) -> None:
+    assert main(args(tiny_model, tiny_data, fault_space(workdir, "memory"), "--n-trials", "2")) == 0
+    first, second = trials(workdir)
+    assert first.state.name == "FAIL" and first.user_attrs["out_of_memory"] is True
+    assert "MemoryError" in first.user_attrs["fail_reason"]
+    # The same candidate again would need as much memory: skipped, not retried blindly.
+    assert second.state.name == "PRUNED" and second.user_attrs["skipped"] is True
+    assert "ran out of memory" in second.user_attrs["prune_reason"]
+
+
+@pytest.mark.slow
+def test_a_segfaulting_trial_does_not_kill_the_study(workdir, tiny_model, tiny_data) -> None:
+    space = workdir / "mix.yaml"
+    space.write_text("candidates: [fault, bitfit]\nlearning_rate: 1.0e-3\n"
+                     "methods:\n  fault: {kind: segfault, at_step: 1}\n")
+    assert main(args(tiny_model, tiny_data, space, "--n-trials", "4", "--isolation", "process",
+                     "--sampler", "random", "--seed", "2")) == 0  # fault x3, then bitfit
+    ts = trials(workdir)
+    states = {t.user_attrs["label"]: t.state.name for t in ts}
+    assert states == {"fault": "FAIL", "bitfit": "COMPLETE"}, states
+    crashed = [t for t in ts if t.state.name == "FAIL"]
+    assert all("SIGSEGV" in t.user_attrs["fail_reason"] for t in crashed)
+
+
+def start(workdir: Path, argv: list[str]) -> subprocess.Popen:
+    env = dict(os.environ, AUTOPEFT_FAULTS="1", PYTHONPATH=str(Path(__file__).parent))
+    code = "import autopeft.testing as t, autopeft.cli as c, sys; t.enable_faults(); sys.exit(c.main())"
+    return subprocess.Popen([sys.executable, "-c", code, *argv], cwd=workdir, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def wait_for(workdir: Path, proc: subprocess.Popen, done: int, timeout: float = 90) -> None:
+    """Until ``done`` trials are complete and another one is running."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        assert proc.poll() is None, proc.communicate()
+        if (workdir / "studies" / "s.db").exists():
+            try:
+                states = [t.state.name for t in trials(workdir)]
+            except Exception:  # the study is being created
+                states = []
+            if states.count("COMPLETE") >= done and states.count("RUNNING") == 1:
+                return
+        time.sleep(0.2)
+    raise AssertionError("the search never reached the state to interrupt")
+
+
+@pytest.mark.slow
+def test_kill_9_loses_only_the_trial_in_flight(workdir, tiny_model, tiny_data) -> None:
+    space = fault_space(workdir, "sleep", seconds=0.25)
+    argv = args(tiny_model, tiny_data, space, "--n-trials", "20", "--heartbeat", "1",
+                "--isolation", "process")
+    proc = start(workdir, argv)
+    wait_for(workdir, proc, done=1)
+    os.killpg(proc.pid, signal.SIGKILL)  # the search and its trial process, no cleanup
+    proc.wait()
+    before = {t.number: (t.state.name, t.values) for t in trials(workdir)}
+    running = [n for n, (s, _) in before.items() if s == "RUNNING"]
+    assert len(running) == 1
+    time.sleep(3.5)  # three missed heartbeats: the trial's worker is dead
+    rerun = args(tiny_model, tiny_data, space, "--n-trials", "2", "--heartbeat", "1",
+                 "--isolation", "none")
+    assert main(rerun) == 0
+    after = {t.number: t for t in trials(workdir)}
+    for number, (state, values) in before.items():  # every completed trial intact
+        if state == "COMPLETE":
+            assert after[number].state.name == "COMPLETE" and after[number].values == values
+    assert after[running[0]].state.name == "FAIL"  # the killed one, found stale
+    retried = [t for t in after.values() if t.system_attrs.get("failed_trial") == running[0]]
+    assert retried and retried[0].state.name == "COMPLETE"  # and run once more
+    assert len(after) == len(before) + 2
+
+
+@pytest.mark.slow
+def test_ctrl_c_records_the_trial_and_the_same_command_resumes(workdir, tiny_model,
+                                                               tiny_data) -> None:
+    space = fault_space(workdir, "sleep", seconds=0.25)
+    argv = args(tiny_model, tiny_data, space, "--n-trials", "20", "--isolation", "process")
+    proc = start(workdir, argv)
+    wait_for(workdir, proc, done=1)
+    proc.send_signal(signal.SIGINT)  # the search process only, as a terminal's Ctrl-C would
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Run the same command again to resume" in err
+    ts = trials(workdir)
+    assert "RUNNING" not in [t.state.name for t in ts]  # the database is consistent
+    assert ts[-1].state.name == "FAIL" and ts[-1].user_attrs["fail_reason"] == "interrupted"
+    n = len(ts)
+    assert main(args(tiny_model, tiny_data, space, "--n-trials", "1", "--isolation", "none")) == 0
+    assert len(trials(workdir)) == n + 1
+
+
+def test_unreachable_storage_is_one_line_with_the_password_masked(
+        workdir, tiny_model, tiny_data, capsys) -> None:
+    argv = args(tiny_model, tiny_data, fault_space(workdir, "none"), "--n-trials", "1",
+                "--storage", "postgresql://me:hunter2@127.0.0.1:9/nowhere")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot open storage" in err[0]
+    assert "hunter2" not in err[0] and "me:***@" in err[0]
