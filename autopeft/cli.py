@@ -127,6 +127,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--confirm-seeds", type=int, default=0, metavar="K",
                    help="re-train each front member with K more seeds; the front uses the means")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--max-trials", type=_positive_int,
+                   help="cap the study at this many trials, over all its workers")
+    s.add_argument("--workers", type=_positive_int, default=1,
+                   help="worker processes on this machine, this one included (one GPU each "
+                        "where there are GPUs); with workers, --n-trials caps the whole study")
     s.add_argument("--isolation", choices=("process", "none"),
                    default=os.environ.get("AUTOPEFT_ISOLATION", "process"),
                    help="train each trial in a child process, so a crash (segfault, OOM kill) "
@@ -143,6 +148,21 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--json-log", action="store_true",
                    help="one JSON object per event (trial started/finished, steps every 10 s, "
                         "...) on stdout instead of the live panel: for CI and cluster logs")
+
+    w = sub.add_parser("worker", help="join a study and run its trials (scale out)",
+                       description="Join an existing study (started by `autopeft search`) and run "
+                                   "trials until its trial cap or deadline. Task, model, data and "
+                                   "space come from the study.")
+    w.add_argument("--study", required=True, help="the study's name")
+    w.add_argument("--storage", help="its storage URL (postgresql://..., journal:PATH, "
+                                     "sqlite:///PATH; default studies/<study>.db)")
+    w.add_argument("--isolation", choices=("process", "none"),
+                   default=os.environ.get("AUTOPEFT_ISOLATION", "process"))
+    w.add_argument("--heartbeat", type=_positive_int, default=60)
+    w.add_argument("--device", help="override the study's device for this worker (cpu, cuda:N)")
+    wq = w.add_mutually_exclusive_group()
+    wq.add_argument("--quiet", action="store_true")
+    wq.add_argument("--json-log", action="store_true", help="one JSON object per event on stdout")
 
     sh = sub.add_parser("show", help="print a study's Pareto front")
     _study_args(sh)
@@ -206,6 +226,16 @@ def _search(args: argparse.Namespace) -> int:
     study = api.search(args.task, args.model, progress=progress, **options)
     if args.json:
         print(json.dumps([r.to_dict() for r in api.front(study)], indent=2))
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from autopeft.report.progress import make_reporter
+    from autopeft.search.study import run_worker
+
+    progress = "json" if args.json_log else not args.quiet
+    run_worker(args.study, args.storage, make_reporter(progress), args.isolation, args.heartbeat,
+               args.device)
     return 0
 
 
@@ -317,7 +347,7 @@ def _tasks(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"search": _search, "show": _show, "export": _export, "train": _train, "plot": _plot,
+COMMANDS = {"search": _search, "worker": _worker, "show": _show, "export": _export, "train": _train, "plot": _plot,
             "methods": _methods, "tasks": _tasks}
 
 

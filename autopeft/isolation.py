@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import gc
 import multiprocessing as mp
-import os
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -44,10 +43,6 @@ def _serve(conn: Any, model: str, data: dict, settings: dict, cache_dir: str | N
            trust_remote_code: bool) -> None:
     """The child's loop: load once, then train candidates until told to exit."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if os.environ.get("AUTOPEFT_FAULTS") == "1":
-        from autopeft.testing import enable_faults
-
-        enable_faults()
     from autopeft.runner import Bench
 
     try:

@@ -79,6 +79,7 @@ class Space:
     seed: int = 0
     source: str = ""
     digest: str = field(default="", compare=False)
+    text: str = field(default="", compare=False, repr=False)  # the YAML it came from
 
     def sample(self, trial: Any) -> Candidate:
         """Draw one candidate; parameter names are ``candidate``, ``<entry>.learning_rate``
@@ -145,7 +146,12 @@ def resolve_path(name_or_path: str) -> Path:
 
 def load_space(name_or_path: str) -> Space:
     path = resolve_path(name_or_path)
-    text = path.read_text(encoding="utf-8")
+    return space_from_text(path.read_text(encoding="utf-8"), str(path))
+
+
+def space_from_text(text: str, source: str) -> Space:
+    """A space from YAML text (a study stores its space's text, so workers need no file)."""
+    path = source
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -154,6 +160,7 @@ def load_space(name_or_path: str) -> Space:
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise UserError(f"{path}: YAML error{line}: {problem}") from None
     space = parse_space(raw, str(path))
+    space.text = text
     space.digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return space
 

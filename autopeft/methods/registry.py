@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -82,6 +83,11 @@ def _load() -> dict[str, Method]:
 
 
 METHODS: dict[str, Method] = _load()
+
+if os.environ.get("AUTOPEFT_FAULTS") == "1":  # tests only: a method that fails on demand
+    from autopeft.testing import enable_faults
+
+    enable_faults()
 
 
 def get_method(name: str) -> Method:

@@ -79,8 +79,10 @@ def _note(attrs: dict[str, Any], confirmed_as: int | None) -> str:
 
 def rows(study: Any, all_trials: bool = False, sort: str = "score") -> list[Row]:
     """The front's trials (``all_trials``: every trial), each marked whether it is on the front."""
-    # WAITING trials are only queued (warm-start recipes not yet run): not trials yet.
-    trials = [t for t in study.get_trials(deepcopy=False) if t.state.name != "WAITING"]
+    # WAITING trials are only queued (warm-start recipes not yet run), and a worker's trial
+    # past the study's cap never ran: neither is a trial to show.
+    trials = [t for t in study.get_trials(deepcopy=False)
+              if t.state.name != "WAITING" and not t.user_attrs.get("over_cap")]
     complete = [t for t in trials if t.state.name == "COMPLETE" and t.values is not None]
     done = [t for t in complete if feasible(t)]  # an infeasible trial is never on the front
     # --confirm-seeds adds a trial (confirm_of=N, values = means over seeds) that replaces N.

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -65,10 +66,13 @@ def open_storage(url: str, create: bool, heartbeat: int | None = HEARTBEAT_SECON
         if "://" not in url:
             raise UserError(f"cannot read the storage URL {mask(url)}; use sqlite:///PATH, "
                             "postgresql://USER:PASSWORD@HOST/DB or journal:PATH")
-        beat = {} if not heartbeat else dict(
-            heartbeat_interval=heartbeat, grace_period=GRACE_BEATS * heartbeat,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
-        return optuna.storages.RDBStorage(_driver(url), **beat)
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            beat = {} if not heartbeat else dict(
+                heartbeat_interval=heartbeat, grace_period=GRACE_BEATS * heartbeat,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=1))
+            return optuna.storages.RDBStorage(_driver(url), **beat)
     except UserError:
         raise
     except Exception as exc:  # bad driver, unreachable host, bad credentials
@@ -78,8 +82,6 @@ def open_storage(url: str, create: bool, heartbeat: int | None = HEARTBEAT_SECON
 
 def fail_stale_trials(study: Any) -> None:
     """Mark trials of dead workers FAIL (and enqueue their retry); a no-op without heartbeats."""
-    import warnings
-
     import optuna
 
     with warnings.catch_warnings():

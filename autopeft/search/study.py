@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import gc
 import os
+import time
 import re
+import socket
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from autopeft.candidate import Candidate
@@ -32,13 +34,16 @@ from autopeft.search.storage import (HEARTBEAT_SECONDS, fail_stale_trials, heart
                                      open_storage, storage_url)
 from autopeft.search.summary import Scales, record_hypervolume
 from autopeft.search.warmstart import enqueue_recipes
-from autopeft.space import Space, load_space
+from autopeft.search.workers import OVER_CAP, beyond_cap, cap_reached, seconds_left, start_workers
+from autopeft.space import Space, load_space, space_from_text
 from autopeft.train import TrainSettings
+from autopeft.validate import fit_space
 
 DIRECTIONS = ("maximize", "minimize", "minimize")
 OBJECTIVES = ("score", "trainable_params", "peak_memory_bytes")
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 DEFAULT_SAMPLER = "tpe"  # chosen by measurement: BENCHMARKS.md, "search efficiency"
+WORKER = f"{socket.gethostname()}:{os.getpid()}"  # which process ran a trial
 ISOLATION = ("process", "none")  # trials in a child process (crash-safe), or in this one
 CONFIRM_SHARE = 0.25  # with --confirm-seeds and --budget: the budget's last quarter confirms
 
@@ -68,6 +73,8 @@ class SearchConfig:
     confirm_seeds: int = 0  # re-train each front member with this many extra seeds
     isolation: str = field(default_factory=lambda: os.environ.get("AUTOPEFT_ISOLATION", "process"))
     heartbeat: int = HEARTBEAT_SECONDS  # seconds between beats of a running trial (RDB storages)
+    max_trials: int | None = None  # a cap over all workers of the study
+    workers: int = 1  # worker processes on this machine (this one included)
 
     def __post_init__(self) -> None:
         if self.data is None:
@@ -82,6 +89,10 @@ class SearchConfig:
             raise UserError(f"--n-trials must be at least 1, got {self.n_trials}")
         if self.pruner not in PRUNERS:
             raise UserError(f"unknown pruner {self.pruner!r}; use one of {', '.join(PRUNERS)}")
+        if self.workers < 1:
+            raise UserError(f"--workers must be at least 1, got {self.workers}")
+        if self.workers > 1 and self.max_trials is None:
+            self.max_trials = self.n_trials  # with workers, --n-trials caps the whole study
         if self.isolation not in ISOLATION:
             raise UserError(f"unknown isolation {self.isolation!r}; use one of {', '.join(ISOLATION)}")
         if self.eta < 2:
@@ -119,8 +130,10 @@ def make_sampler(name: str, seed: int) -> Any:
 
 def _study_attrs(cfg: SearchConfig, space: Space) -> dict[str, Any]:
     return {"task": cfg.task, "model": cfg.model, "space": space.source,
-            "space_digest": space.digest, "data": asdict(cfg.data), "train": asdict(cfg.train),
-            "objectives": list(OBJECTIVES)}
+            "space_digest": space.digest, "space_text": space.text, "data": asdict(cfg.data),
+            "train": asdict(cfg.train), "objectives": list(OBJECTIVES),
+            "search": {"pruner": cfg.pruner, "eta": cfg.eta, "max_memory": cfg.max_memory,
+                       "max_params": cfg.max_params, "sampler": cfg.sampler, "seed": cfg.seed}}
 
 
 def open_study(cfg: SearchConfig, space: Space) -> Any:
@@ -136,7 +149,7 @@ def open_study(cfg: SearchConfig, space: Space) -> Any:
     old = study.user_attrs
     if old:
         differs = [k for k in ("task", "model", "space_digest", "data", "train")
-                   if old.get(k) != attrs[k]]
+                   if k in old and old.get(k) != attrs[k]]
         if "space_digest" in differs:  # Optuna cannot change a study's choices, even forced
             raise UserError(f"study {cfg.study!r} in {mask(url)} exists with a different space; "
                             "use another --study name for this space")
@@ -146,6 +159,10 @@ def open_study(cfg: SearchConfig, space: Space) -> Any:
                             "--study name, or --force to add trials to it anyway")
     for key, value in attrs.items():
         study.set_user_attr(key, value)
+    # What every worker of this study obeys: the trial cap and this run's deadline.
+    study.set_user_attr("max_trials", cfg.max_trials)
+    seconds = cfg.budget_seconds()
+    study.set_user_attr("deadline", None if seconds is None else time.time() + seconds)
     return study
 
 
@@ -174,12 +191,11 @@ def prepare(study: Any, cfg: SearchConfig, space: Space, bench: Bench, budget: B
 def run_search(cfg: SearchConfig, reporter: Any = None, bench: Bench | None = None) -> Any:
     """Run (or resume) the study described by ``cfg``; returns the Optuna study."""
     from autopeft.report.progress import NullReporter
-    from autopeft.validate import fit_space
 
     reporter = reporter or NullReporter()
     budget = Budget(cfg.budget_seconds())
-    if cfg.n_trials is None and budget.seconds is None:
-        raise UserError("give --budget or --n-trials, or the search never ends")
+    if cfg.n_trials is None and budget.seconds is None and cfg.max_trials is None:
+        raise UserError("give --budget, --n-trials or --max-trials, or the search never ends")
     space = load_space(cfg.space)
     bench = bench or Bench.load(cfg.model, cfg.data, cfg.train, cache_dir(), cfg.trust_remote_code)
     space, notes = fit_space(space, bench.base.model)  # before any database is created
@@ -191,33 +207,49 @@ def run_search(cfg: SearchConfig, reporter: Any = None, bench: Bench | None = No
     if cfg.isolation == "process":
         runner.bench = IsolatedBench.around(bench, cfg.model, cfg.data, cache_dir(),
                                             cfg.trust_remote_code)
-    reporter.started(study, mask(storage_url(cfg.study, cfg.storage)), budget, cfg.n_trials)
+    url = storage_url(cfg.study, cfg.storage)
+    reporter.started(study, mask(url), budget, cfg.n_trials)
+    procs = start_workers(cfg.workers - 1, cfg.study, url, cfg.isolation, cfg.heartbeat)
     try:
-        run_trials(study, cfg, space, runner, search_budget, reporter)
+        run_trials(study, None if procs else cfg.n_trials, cfg.max_trials, space, runner,
+                   search_budget, reporter)
+        for proc in procs:  # they stop at the same cap and deadline
+            proc.wait()
         if cfg.confirm_seeds and confirm_front(study, runner.bench, cfg.confirm_seeds, budget,
                                                reporter):
             record_hypervolume(study)
     finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()  # Ctrl-C or an error here: the workers end their trials too
         if isinstance(runner.bench, IsolatedBench):
             runner.bench.close()
     reporter.finished(study)
     return study
 
 
-def run_trials(study: Any, cfg: SearchConfig, space: Space, runner: TrialRunner, budget: Budget,
-               reporter: Any) -> None:
-    """Ask, sample, train, tell: until ``n_trials`` ran or the next trial would not fit."""
+def run_trials(study: Any, n_trials: int | None, max_trials: int | None, space: Space,
+               runner: TrialRunner, budget: Budget, reporter: Any) -> None:
+    """Ask, sample, train, tell: until ``n_trials`` ran here, the study holds ``max_trials``
+    (all workers), or the next trial would not fit in the budget."""
     from optuna.trial import TrialState
 
     ran = 0
-    while cfg.n_trials is None or ran < cfg.n_trials:
+    while n_trials is None or ran < n_trials:
         fail_stale_trials(study)  # a dead worker's trial: FAIL, and retried once
+        if cap_reached(study, max_trials):
+            reporter.note(f"the study holds its {max_trials} trials")
+            break
         if not budget.fits(runner.predicted_seconds()):
             reporter.note("budget reached: no further trial fits in the time left")
             break
         with warnings.catch_warnings():  # we beat ourselves (heartbeat below), not optimize()
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
             trial = study.ask()
+        if beyond_cap(study, trial, max_trials):  # another worker took the last slot
+            trial.set_user_attr(OVER_CAP, True)
+            study.tell(trial, state=TrialState.FAIL)
+            break
         try:
             candidate = space.sample(trial)
         except BaseException:  # e.g. a choice the study never had: leave nothing RUNNING
@@ -225,12 +257,62 @@ def run_trials(study: Any, cfg: SearchConfig, space: Space, runner: TrialRunner,
             raise
         trial.set_user_attr("candidate", candidate.to_dict())
         trial.set_user_attr("label", candidate.label)
+        trial.set_user_attr("worker", WORKER)
         reporter.trial_started(trial.number, candidate)
         with heartbeat(study, trial):
             runner.run(trial, candidate)
         record_hypervolume(study)
         gc.collect()
         ran += 1
+
+
+def run_worker(study_name: str, storage: str | None = None, reporter: Any = None,
+               isolation: str | None = None, heartbeat: int = HEARTBEAT_SECONDS,
+               device: str | None = None) -> Any:
+    """Join an existing study and run its trials until its cap or deadline is reached.
+
+    Everything (task, model, data, training settings, space, pruner, limits) comes from the
+    study, so a worker needs only the study's name and storage URL."""
+    import optuna
+
+    from autopeft.report.progress import NullReporter
+
+    reporter = reporter or NullReporter()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = storage_url(study_name, storage)
+    try:
+        study = optuna.load_study(study_name=study_name,
+                                  storage=open_storage(url, create=False, heartbeat=heartbeat))
+    except KeyError:
+        raise UserError(f"no study named {study_name!r} in {mask(url)}; start it with "
+                        "`autopeft search`") from None
+    a = study.user_attrs
+    if "space_text" not in a:
+        raise UserError(f"study {study_name!r} was not made by this autopeft version's search")
+    train = TrainSettings(**{**a["train"], **({"device": device} if device else {})})
+    cfg = SearchConfig(task=a["task"], model=a["model"], study=study_name, storage=url,
+                       data=DataSettings(**a["data"]), train=train,
+                       **{k: v for k, v in a["search"].items() if k != "sampler"},
+                       isolation=isolation or os.environ.get("AUTOPEFT_ISOLATION", "process"),
+                       heartbeat=heartbeat, max_trials=a.get("max_trials"), n_trials=1)
+    if cfg.max_trials is None and a.get("deadline") is None:
+        raise UserError(f"study {study_name!r} has neither a trial cap nor a deadline: start it "
+                        "with `autopeft search ... --max-trials N` or `--budget`")
+    study.sampler = make_sampler(a["search"]["sampler"], None)  # seeds would repeat across workers
+    bench = Bench.load(cfg.model, cfg.data, cfg.train, cache_dir(), cfg.trust_remote_code)
+    space, _ = fit_space(space_from_text(a["space_text"], a["space"]), bench.base.model)
+    budget = Budget(seconds_left(study))
+    runner = prepare(study, replace(cfg, warm_start=False), space, bench, budget, reporter)
+    if cfg.isolation == "process":
+        runner.bench = IsolatedBench.around(bench, cfg.model, cfg.data, cache_dir())
+    reporter.started(study, mask(url), budget, None)
+    try:
+        run_trials(study, None, cfg.max_trials, space, runner, budget, reporter)
+    finally:
+        if isinstance(runner.bench, IsolatedBench):
+            runner.bench.close()
+    reporter.finished(study)
+    return study
 
 
 def trial_candidate(trial: Any) -> Candidate:

@@ -1,0 +1,59 @@
+"""Many workers, one study: the global trial cap, the shared deadline, and starting workers.
+
+Optuna's storage is the only coordinator (no scheduler of ours): every worker asks the
+same study for trials, and reads the study's ``max_trials`` and ``deadline`` attributes.
+
+The cap counts the trials that took a slot: every asked trial except a dead worker's
+trial that was retried (the retry takes its place) and trials marked ``over_cap``. Each
+worker checks before asking; two workers can still pass that check at the same moment, so
+after asking, a worker whose trial number falls beyond the cap marks it ``over_cap``
+(FAIL, never trained, hidden from ``show``) and stops: the cap holds exactly.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+OVER_CAP = "over_cap"
+
+
+def _slots(trials: list[Any]) -> list[Any]:
+    retried = {t.system_attrs.get("failed_trial") for t in trials} - {None}
+    return [t for t in trials if t.state.name != "WAITING" and not t.user_attrs.get(OVER_CAP)
+            and not (t.state.name == "FAIL" and t.number in retried)]
+
+
+def cap_reached(study: Any, cap: int | None) -> bool:
+    return cap is not None and len(_slots(study.get_trials(deepcopy=False))) >= cap
+
+
+def beyond_cap(study: Any, trial: Any, cap: int | None) -> bool:
+    """Whether ``trial`` (just asked) is past the cap, counting in trial-number order."""
+    if cap is None:
+        return False
+    ahead = [t for t in _slots(study.get_trials(deepcopy=False)) if t.number <= trial.number]
+    return len(ahead) > cap
+
+
+def seconds_left(study: Any) -> float | None:
+    deadline = study.user_attrs.get("deadline")
+    return None if deadline is None else max(0.0, deadline - time.time())
+
+
+def start_workers(n: int, study: str, storage: str, isolation: str, heartbeat: int) -> list[Any]:
+    """``n`` ``autopeft worker`` processes on this machine; with GPUs, one device each."""
+    import torch
+
+    gpus = torch.cuda.device_count()
+    procs = []
+    for i in range(n):
+        env = dict(os.environ)
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = str((i + 1) % gpus)  # the search itself has device 0
+        cmd = [sys.executable, "-m", "autopeft", "worker", "--study", study, "--storage", storage,
+               "--isolation", isolation, "--heartbeat", str(heartbeat), "--quiet"]
+        procs.append(subprocess.Popen(cmd, env=env))
+    return procs

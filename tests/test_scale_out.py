@@ -1,0 +1,130 @@
+"""Many workers on one study: PostgreSQL (a real server) and a journal file.
+
+The PostgreSQL URL comes from ``AUTOPEFT_TEST_POSTGRES`` (``.ci/run`` starts a server and
+sets it); locally, a server on localhost with user/password ``autopeft`` is tried. Without
+one the PostgreSQL tests skip with the reason, except under CI, where they fail."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+
+from autopeft.cli import main
+
+pytestmark = pytest.mark.slow
+LOCAL_PG = "postgresql://autopeft:autopeft@localhost:5432/autopeft_test"
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> str:
+    url = os.environ.get("AUTOPEFT_TEST_POSTGRES", LOCAL_PG)
+    try:
+        from autopeft.search.storage import open_storage
+
+        open_storage(url, create=True)
+    except Exception as exc:
+        if os.environ.get("CI"):
+            raise AssertionError(f"CI must reach PostgreSQL at {url}: {exc}")
+        pytest.skip(f"no PostgreSQL server reachable ({exc}); .ci/run starts one")
+    return url
+
+
+def sleepy_space(folder: Path) -> Path:
+    path = folder / "sleepy.yaml"  # each step sleeps: trials overlap across workers
+    path.write_text("candidates: [fault]\nlearning_rate: 1.0e-3\n"
+                    "methods:\n  fault: {kind: sleep, seconds: 0.3}\n")
+    return path
+
+
+def search(storage: str, study: str, folder: Path, model: Path, data: Path, *extra: str) -> list[str]:
+    return ["search", "--task", "sst2", "--model", str(model), "--data-dir", str(data),
+            "--storage", storage, "--study", study, "--space", str(sleepy_space(folder)),
+            "--batch-size", "16", "--train-samples", "64", "--eval-samples", "16",
+            "--max-length", "32", "--pruner", "none", "--no-warm-start", "--quiet",
+            "--isolation", "none", *extra]
+
+
+@pytest.fixture(autouse=True)
+def faults() -> None:
+    from autopeft.testing import enable_faults
+
+    enable_faults()  # sets AUTOPEFT_FAULTS=1: worker processes register `fault` too
+    yield
+    os.environ.pop("AUTOPEFT_FAULTS", None)
+
+
+def check_cap(storage: str, study: str, cap: int) -> list[optuna.trial.FrozenTrial]:
+    from autopeft.search.storage import open_storage
+
+    trials = optuna.load_study(study_name=study, storage=open_storage(storage, False)).trials
+    counted = [t for t in trials if not t.user_attrs.get("over_cap")]
+    assert [t.state.name for t in counted] == ["COMPLETE"] * cap
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers))  # unique, no duplicates
+    assert all(t.user_attrs["candidate"]["methods"] for t in counted)  # every candidate stored
+    return counted
+
+
+def three_workers(storage: str, folder: Path, model: Path, data: Path) -> None:
+    study = f"w-{uuid.uuid4().hex[:8]}"
+    assert main(search(storage, study, folder, model, data, "--workers", "3", "--n-trials", "12")) == 0
+    done = check_cap(storage, study, 12)
+    assert len({t.user_attrs["worker"] for t in done}) == 3  # all three took trials
+
+
+def test_three_workers_on_postgresql_finish_exactly_the_cap(pg_url, workdir, tiny_model,
+                                                            tiny_data) -> None:
+    three_workers(pg_url, workdir, tiny_model, tiny_data)
+
+
+def test_three_workers_on_a_journal_file(workdir, tiny_model, tiny_data) -> None:
+    three_workers(f"journal:{workdir / 'study.journal'}", workdir, tiny_model, tiny_data)
+
+
+def test_a_killed_worker_s_trial_fails_is_retried_and_the_cap_holds(pg_url, workdir, tiny_model,
+                                                                    tiny_data) -> None:
+    study = f"k-{uuid.uuid4().hex[:8]}"
+    base = search(pg_url, study, workdir, tiny_model, tiny_data, "--heartbeat", "1")
+    assert main(base + ["--max-trials", "5", "--n-trials", "1"]) == 0  # creates it, one trial
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent))
+    code = "import autopeft.testing as t, autopeft.cli as c, sys; t.enable_faults(); sys.exit(c.main())"
+    worker = subprocess.Popen([sys.executable, "-c", code, "worker", "--study", study, "--storage",
+                               pg_url, "--heartbeat", "1", "--isolation", "none", "--quiet"],
+                              env=env, start_new_session=True)
+    from autopeft.search.storage import open_storage
+
+    storage = open_storage(pg_url, False)
+    end = time.monotonic() + 90
+    while time.monotonic() < end:
+        states = [t.state.name for t in optuna.load_study(study_name=study, storage=storage).trials]
+        if "RUNNING" in states:
+            break
+        time.sleep(0.2)
+    os.killpg(worker.pid, signal.SIGKILL)  # mid-trial, no cleanup
+    worker.wait()
+    trials = optuna.load_study(study_name=study, storage=storage).trials
+    killed = [t.number for t in trials if t.state.name == "RUNNING"]
+    assert len(killed) == 1
+    time.sleep(3.5)  # three missed beats
+    assert main(["worker", "--study", study, "--storage", pg_url, "--heartbeat", "1",
+                 "--isolation", "none", "--quiet"]) == 0
+    trials = optuna.load_study(study_name=study, storage=storage).trials
+    by_number = {t.number: t for t in trials}
+    assert by_number[killed[0]].state.name == "FAIL"
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == killed[0]]
+    assert len(retry) == 1 and retry[0].state.name == "COMPLETE"
+    assert sum(t.state.name == "COMPLETE" for t in trials if not t.user_attrs.get("over_cap")) == 5
+
+
+def test_storage_passwords_are_masked_everywhere() -> None:
+    from autopeft.search.storage import mask
+
+    assert mask("postgresql://me:s3cr3t@db:5432/x") == "postgresql://me:***@db:5432/x"
+    assert mask("cannot connect to postgresql://a:b@c/d: refused") == "cannot connect to postgresql://a:***@c/d: refused"
