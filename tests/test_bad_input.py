@@ -99,7 +99,7 @@ def test_show_and_export_of_unknown_things(workdir: Path, capsys: pytest.Capture
 def test_no_budget_and_no_trial_count(workdir: Path, tiny_model: Path, tiny_data: Path,
                                       capsys: pytest.CaptureFixture) -> None:
     args = [a for a in base_args(tiny_model, tiny_data) if a not in ("--n-trials", "1")]
-    assert "--budget or --n-trials" in run(capsys, args)
+    assert "give --budget, --n-trials or --max-trials" in run(capsys, args)
 
 
 def test_resuming_with_other_settings_needs_force(workdir: Path, tiny_model: Path, tiny_data: Path,
