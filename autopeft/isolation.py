@@ -43,7 +43,10 @@ def _serve(conn: Any, model: str, data: dict, settings: dict, cache_dir: str | N
            trust_remote_code: bool) -> None:
     """The child's loop: load once, then train candidates until told to exit."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from autopeft.models import quiet_libraries
     from autopeft.runner import Bench
+
+    quiet_libraries()
 
     try:
         bench = Bench.load(model, DataSettings(**data), TrainSettings(**settings), cache_dir,

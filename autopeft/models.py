@@ -20,6 +20,18 @@ class BaseModel:
     name: str
 
 
+def quiet_libraries() -> None:
+    """Library chatter is not for autopeft's users: deprecation notices (transformers, peft,
+    optuna), load reports and progress bars, bitsandbytes' optional-kernel notice."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*experimental.*")
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
+
 def _quiet_transformers() -> None:
     import transformers
 

@@ -48,6 +48,11 @@ def _duration(seconds: float | None) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
+def _ran(study: Any) -> int:
+    """Trials that ran before (queued warm-start recipes are not trials yet)."""
+    return sum(t.state.name != "WAITING" for t in study.get_trials(deepcopy=False))
+
+
 class NullReporter:
     """Silent. New events get a no-op default here, so every reporter accepts them."""
 
@@ -95,7 +100,7 @@ class ConsoleReporter(NullReporter):
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.budget = budget
-        done = len(study.trials)
+        done = _ran(study)
         self.console.print(f"[bold]study[/] {escape(study.study_name)} at {escape(url)}"
                            + (f" (resuming: {done} trials already)" if done else ""))
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
@@ -220,7 +225,7 @@ class LiveReporter(NullReporter):
         from rich.live import Live
 
         self.study, self.budget, self.n_trials = study, budget, n_trials
-        done = len(study.trials)
+        done = _ran(study)
         self.console.print(f"[bold]study[/] {escape(study.study_name)} at {escape(url)}"
                            + (f" (resuming: {done} trials already)" if done else ""))
         self._refresh_counts()
@@ -296,7 +301,7 @@ class JsonLogReporter(NullReporter):
     def started(self, study: Any, url: str, budget: Any, n_trials: int | None) -> None:
         self.budget = budget
         self.emit("started", study=study.study_name, storage=url, budget_seconds=budget.seconds,
-                  n_trials=n_trials, existing_trials=len(study.trials))
+                  n_trials=n_trials, existing_trials=_ran(study))
 
     def trial_started(self, number: int, candidate: Any) -> None:
         self.number = number
