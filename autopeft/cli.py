@@ -328,19 +328,19 @@ def _tasks(args: argparse.Namespace) -> int:
     from autopeft.tasks import TASKS
 
     rows = [{"name": t.name, "kind": t.kind, "labels": t.num_labels, "metric": t.metric,
-             "inputs": list(t.text_columns), "validation": t.validation, "summary": t.summary}
-            for t in TASKS.values()]
+             "family": t.family, "inputs": list(t.text_columns), "validation": t.validation,
+             "summary": t.summary} for t in TASKS.values()]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="tasks (own data: --task csv:PATH, tsv:PATH or jsonl:PATH)")
-    for col in ("name", "kind", "labels", "metric", "inputs", "summary"):
+    table = Table(title="tasks (own data: --task csv:PATH, tsv:PATH, jsonl:PATH, instruct:PATH)")
+    for col in ("name", "kind", "metric", "model family", "inputs", "summary"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["name"], r["kind"], str(r["labels"]), r["metric"], ", ".join(r["inputs"]),
+        table.add_row(r["name"], r["kind"], r["metric"], r["family"], ", ".join(r["inputs"]),
                       r["summary"])
     Console().print(table)
     return 0

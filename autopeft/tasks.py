@@ -39,7 +39,8 @@ class Task:
     label_names: tuple[str, ...] = ()  # own data with string labels: index -> name
     prefix: str = ""  # put before the input text (T5's task prefix)
     hub_splits: dict[str, str] = field(default_factory=dict)  # our split -> the hub's name
-    family: str = "encoder"  # the model family the task expects (for `autopeft tasks`)
+    family: str = "encoder"  # the model family it is meant for (`autopeft tasks`); any
+    # sequence-classification model works for classification tasks
 
     @property
     def is_lm(self) -> bool:

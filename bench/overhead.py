@@ -10,7 +10,9 @@ final evaluation (model loading and tokenisation are shown apart as start-up):
        to (c) is autopeft's own overhead (copy, build, memory accounting, hooks, eval);
   (b) trainer: Hugging Face Trainer + peft, same data collator;
   (c) autopeft: one trial (Bench.run: fresh copy, build, train, memory accounting, eval);
-  (d) autopeft x10: ten trials in one worker (mean per trial).
+  (d) autopeft x10: ten trials in one worker (mean per trial);
+  (e) autopeft, isolated: trials in a child process (the default `--isolation process`);
+      its one-off start-up (spawn, imports, model load, cached tokens) is shown apart.
 
     python bench/overhead.py --quick     # ~2 minutes on 2 cores
     python bench/overhead.py             # the numbers in BENCHMARKS.md
@@ -147,6 +149,22 @@ def arm_autopeft(bench, trials: int) -> tuple[float, float, float]:
     return total / trials, startup / trials, score
 
 
+def arm_isolated(model: str, data, settings, trials: int) -> tuple[float, float]:
+    """(start-up seconds, mean seconds per trial) of trials in a child process."""
+    from autopeft.isolation import IsolatedBench
+
+    iso = IsolatedBench(model, data, settings, os.path.join(os.environ["AUTOPEFT_STUDIES_DIR"], ".cache"))
+    t0 = time.perf_counter()
+    iso.start()
+    startup = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(trials):
+        iso.run(autopeft_candidate())
+    per_trial = (time.perf_counter() - t0) / trials
+    iso.close()
+    return startup, per_trial
+
+
 def profile(bench) -> str:
     """Top operators of one trial by self CPU time (torch profiler)."""
     from torch.profiler import ProfilerActivity, profile as torch_profile
@@ -175,8 +193,11 @@ def main() -> None:
 
     os.environ.setdefault("AUTOPEFT_STUDIES_DIR", "/tmp/autopeft-bench")
     t0 = time.perf_counter()
-    bench = Bench.load(minilm(), DataSettings("sst2", args.data_dir, n_train, 872),
-                       TrainSettings(batch_size=BATCH, max_length=MAXLEN, eval_batch_size=128))
+    data_settings = DataSettings("sst2", args.data_dir, n_train, 872)
+    train_settings = TrainSettings(batch_size=BATCH, max_length=MAXLEN, eval_batch_size=128)
+    from autopeft.paths import cache_dir
+
+    bench = Bench.load(minilm(), data_settings, train_settings, cache_dir())
     load_s = time.perf_counter() - t0
     data = load_task("sst2", args.data_dir, n_train, 872)
     train, val = hf_datasets(bench.base.tokenizer, data.train, data.validation)
@@ -190,6 +211,8 @@ def main() -> None:
     results["autopeft"] = one
     many, startup, _ = arm_autopeft(bench, n_repeat)
     results[f"autopeft x{n_repeat}"] = many
+    iso_startup, results["isolated"] = arm_isolated(minilm(), data_settings, train_settings,
+                                                    max(2, n_repeat // 3))
 
     base = results["bare"]
     lines = [f"Command: `python bench/overhead.py{' --quick' if args.quick else ''}` "
@@ -200,12 +223,16 @@ def main() -> None:
              "| --- | ---: | ---: | ---: |"]
     names = {"bare": "(a) bare PyTorch loop", "bare-same": "(a') bare loop, autopeft's batches",
              "trainer": "(b) HF Trainer + peft",
-             "autopeft": "(c) one autopeft trial", f"autopeft x{n_repeat}": f"(d) {n_repeat} autopeft trials in one worker (mean)"}
+             "autopeft": "(c) one autopeft trial", f"autopeft x{n_repeat}": f"(d) {n_repeat} autopeft trials in one worker (mean)",
+             "isolated": "(e) autopeft trials in a child process (mean, after start-up)"}
     for key, secs in results.items():
         lines.append(f"| {names[key]} | {secs:.2f} | {n_train / secs:.0f} | {secs / base:.2f}x |")
     lines += ["", f"autopeft's own overhead, (c) vs (a'): {results['autopeft'] / results['bare-same']:.3f}x. "
               "(a) and (b) pad random batches; autopeft groups batches by length, which is "
               "where most of its lead over them comes from.",
+              "", f"Isolation (`--isolation process`, the default): the child's one-off start-up "
+              f"(spawn, imports, model load, tokens from the disk cache) took {iso_startup:.1f} s; "
+              f"a trial then costs {results['isolated'] / many:.3f}x an in-process one.",
               "", f"Trial start-up (Bench.run called -> first optimiser step done, includes that "
               f"step): {startup:.2f} s mean over {n_repeat} trials. Worker start-up (model load + "
               f"tokenisation, once per worker): {load_s:.1f} s. autopeft accuracy: {score:.3f}.",

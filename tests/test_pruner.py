@@ -8,7 +8,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
 
 from autopeft.search.pruner import (RungEntry, decide, median_score, mo_asha, rung_steps,
                                     rung_table)

@@ -64,6 +64,26 @@ class BottleneckFields:
         return self.bottleneck or max(1, hidden_size // self.reduction_factor)
 
 
+@dataclass
+class LycorisFields:
+    """Rank, scale and the two dropouts of peft's LyCORIS methods (LoHa, LoKr)."""
+
+    r: int = 8
+    alpha: float = 8.0
+    rank_dropout: float = 0.0  # drops rank components of the update during training
+    module_dropout: float = 0.0  # drops the whole update of a module during training
+
+    def check_lycoris(self, method: str) -> None:
+        positive_int("r", self.r, method)
+        positive("alpha", self.alpha, method)
+        in_unit_interval("rank_dropout", self.rank_dropout, method)
+        in_unit_interval("module_dropout", self.module_dropout, method)
+
+    def lycoris_kwargs(self) -> dict[str, Any]:
+        return dict(r=self.r, alpha=self.alpha, rank_dropout=self.rank_dropout,
+                    module_dropout=self.module_dropout)
+
+
 def placement(method: str, layers: Any, targets: Any = None) -> None:
     try:
         check_placement(layers, targets)

@@ -11,25 +11,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from autopeft.methods._common import (attach_peft, exact_regex, in_unit_interval, linear_only,
-                                      placement, positive, positive_int, target_modules, unwrap)
+from autopeft.methods._common import (LycorisFields, attach_peft, exact_regex, linear_only,
+                                      placement, target_modules, unwrap)
 from autopeft.methods.registry import Method
 
 
 @dataclass
-class Spec:
-    r: int = 8
-    alpha: float = 8.0
-    rank_dropout: float = 0.0  # drops rank components of the update during training
-    module_dropout: float = 0.0  # drops the whole update of a module during training
+class Spec(LycorisFields):
     targets: list[str] = field(default_factory=lambda: ["query", "value"])
     layers: Any = "all"
 
     def __post_init__(self) -> None:
-        positive_int("r", self.r, "loha")
-        positive("alpha", self.alpha, "loha")
-        in_unit_interval("rank_dropout", self.rank_dropout, "loha")
-        in_unit_interval("module_dropout", self.module_dropout, "loha")
+        self.check_lycoris("loha")
         placement("loha", self.layers, self.targets)
 
 
@@ -38,8 +31,7 @@ def peft_config(model: Any, spec: Spec, ctx: Any) -> Any:
 
     names = target_modules(model, ctx, spec.targets, spec.layers, "loha")
     linear_only(model, names, "loha")
-    return LoHaConfig(r=spec.r, alpha=spec.alpha, rank_dropout=spec.rank_dropout,
-                      module_dropout=spec.module_dropout, target_modules=exact_regex(names))
+    return LoHaConfig(**spec.lycoris_kwargs(), target_modules=exact_regex(names))
 
 
 def apply(model: Any, spec: Spec, ctx: Any) -> Any:

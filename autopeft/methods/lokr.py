@@ -13,32 +13,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autopeft.errors import UserError
-from autopeft.methods._common import (attach_peft, exact_regex, in_unit_interval, linear_only,
-                                      placement, positive, positive_int, target_modules, unwrap)
+from autopeft.methods._common import (LycorisFields, attach_peft, exact_regex, linear_only,
+                                      placement, positive_int, target_modules, unwrap)
 from autopeft.methods.registry import Method
 
 
 @dataclass
-class Spec:
-    r: int = 8
-    alpha: float = 8.0
+class Spec(LycorisFields):
     decompose_factor: int = -1  # -1: factor each dimension near its square root
     decompose_both: bool = False  # also make W1 low-rank
-    rank_dropout: float = 0.0
-    module_dropout: float = 0.0
     targets: list[str] = field(default_factory=lambda: ["query", "value"])
     layers: Any = "all"
 
     def __post_init__(self) -> None:
-        positive_int("r", self.r, "lokr")
-        positive("alpha", self.alpha, "lokr")
+        self.check_lycoris("lokr")
         if self.decompose_factor != -1:
             positive_int("decompose_factor (or -1)", self.decompose_factor, "lokr")
         if not isinstance(self.decompose_both, bool):
             raise UserError("lokr: decompose_both must be true or false, got "
                             f"{self.decompose_both!r}")
-        in_unit_interval("rank_dropout", self.rank_dropout, "lokr")
-        in_unit_interval("module_dropout", self.module_dropout, "lokr")
         placement("lokr", self.layers, self.targets)
 
 
@@ -47,9 +40,8 @@ def peft_config(model: Any, spec: Spec, ctx: Any) -> Any:
 
     names = target_modules(model, ctx, spec.targets, spec.layers, "lokr")
     linear_only(model, names, "lokr")
-    return LoKrConfig(r=spec.r, alpha=spec.alpha, decompose_factor=spec.decompose_factor,
-                      decompose_both=spec.decompose_both, rank_dropout=spec.rank_dropout,
-                      module_dropout=spec.module_dropout, target_modules=exact_regex(names))
+    return LoKrConfig(**spec.lycoris_kwargs(), decompose_factor=spec.decompose_factor,
+                      decompose_both=spec.decompose_both, target_modules=exact_regex(names))
 
 
 def apply(model: Any, spec: Spec, ctx: Any) -> Any:
