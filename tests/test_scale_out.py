@@ -94,7 +94,10 @@ def test_a_killed_worker_s_trial_fails_is_retried_and_the_cap_holds(pg_url, work
     base = search(pg_url, study, workdir, tiny_model, tiny_data, "--heartbeat", "1")
     assert main(base + ["--max-trials", "5", "--n-trials", "1"]) == 0  # creates it, one trial
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent))
-    code = "import autopeft.testing as t, autopeft.cli as c, sys; t.enable_faults(); sys.exit(c.main())"
+    # As a terminal's foreground job would: SIGINT raises KeyboardInterrupt (a background
+    # job of a non-interactive shell, as under CI, inherits SIGINT ignored).
+    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "import autopeft.testing as t, autopeft.cli as c; t.enable_faults(); sys.exit(c.main())")
     worker = subprocess.Popen([sys.executable, "-c", code, "worker", "--study", study, "--storage",
                                pg_url, "--heartbeat", "1", "--isolation", "none", "--quiet"],
                               env=env, start_new_session=True)

@@ -78,7 +78,10 @@ def test_a_segfaulting_trial_does_not_kill_the_study(workdir, tiny_model, tiny_d
 
 def start(workdir: Path, argv: list[str]) -> subprocess.Popen:
     env = dict(os.environ, AUTOPEFT_FAULTS="1", PYTHONPATH=str(Path(__file__).parent))
-    code = "import autopeft.testing as t, autopeft.cli as c, sys; t.enable_faults(); sys.exit(c.main())"
+    # As a terminal's foreground job would: SIGINT raises KeyboardInterrupt (a background
+    # job of a non-interactive shell, as under CI, inherits SIGINT ignored).
+    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "import autopeft.testing as t, autopeft.cli as c; t.enable_faults(); sys.exit(c.main())")
     return subprocess.Popen([sys.executable, "-c", code, *argv], cwd=workdir, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
