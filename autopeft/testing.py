@@ -3,7 +3,8 @@
 Not registered unless ``enable_faults()`` is called (or ``AUTOPEFT_FAULTS=1`` is set in
 a trial process), so users never see it. Kinds: ``raise`` (a RuntimeError), ``memory``
 (a real MemoryError from an impossible allocation), ``nan`` (weights set to NaN, so the
-loss really becomes NaN), ``segfault`` (the process dies by SIGSEGV), ``sleep`` (slow
+loss really becomes NaN), ``explode`` (trained weights scaled up: the loss really explodes),
+``segfault`` (the process dies by SIGSEGV), ``sleep`` (slow
 steps, for budget and interrupt tests).
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-FAULTS = ("raise", "memory", "nan", "segfault", "sleep", "none")
+FAULTS = ("raise", "memory", "nan", "explode", "segfault", "sleep", "none")
 
 
 @dataclass
@@ -44,6 +45,13 @@ class _Fault:
             with torch.no_grad():
                 for p in self.model.parameters():
                     p.fill_(float("nan"))
+        if kind == "explode":  # trained weights x1e5: huge logits, a huge but finite loss
+            import torch
+
+            with torch.no_grad():
+                for p in self.model.parameters():
+                    if p.requires_grad:
+                        p.mul_(1e5)
         if kind == "segfault":
             os.kill(os.getpid(), signal.SIGSEGV)
 

@@ -15,6 +15,7 @@ SPACES = {
     "hybrid": ("candidates: [full+lora]\n", "'full' cannot be combined with 'lora'"),
     "role": ("candidates: [lora]\nmethods:\n  lora: {targets: [querry]}\n", "unknown target role"),
     "empty": ("candidates: []\n", "at least one"),
+    "rank": ("candidates: [lora]\nmethods:\n  lora: {r: 64}\n", "rank 64 is larger than module"),
 }
 
 
@@ -51,6 +52,8 @@ def test_yaml_error_names_the_line(workdir: Path, tiny_model: Path, tiny_data: P
     (["--task", "mnli2"], "unknown task 'mnli2'"),
     (["--budget", "soon"], "cannot read the budget 'soon'"),
     (["--space", "nosuchspace"], "search space 'nosuchspace'"),
+    (["--max-memory", "lots"], "lots"),
+    (["--max-params", "most"], "most"),
 ])
 def test_bad_search_flags(argv: list[str], expected: str, workdir: Path, tiny_model: Path,
                           tiny_data: Path, capsys: pytest.CaptureFixture) -> None:

@@ -52,6 +52,13 @@ def test_nan_loss_fails_the_trial_and_the_study_goes_on(workdir, tiny_model, tin
     assert all("Diverged: loss became nan" in t.user_attrs["fail_reason"] for t in ts)
 
 
+def test_an_exploding_loss_stops_the_trial_early(workdir, tiny_model, tiny_data) -> None:
+    assert main(args(tiny_model, tiny_data, fault_space(workdir, "explode"), "--n-trials", "1",
+                     "--epochs", "4")) == 0
+    (t,) = trials(workdir)
+    assert t.state.name == "FAIL" and "loss exploded" in t.user_attrs["fail_reason"]
+
+
 def test_out_of_memory_is_remembered(workdir, tiny_model, tiny_data) -> None:
     assert main(args(tiny_model, tiny_data, fault_space(workdir, "memory"), "--n-trials", "2")) == 0
     first, second = trials(workdir)
