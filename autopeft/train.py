@@ -70,6 +70,15 @@ def register_step_hook(model: Any, hook: Any) -> None:
     hooks.append(hook)
 
 
+def optimizer_step(optimizer: torch.optim.Optimizer, hooks: Sequence[Any], step: int) -> None:
+    """One optimiser step, with the methods' step hooks just before and after it."""
+    for hook in hooks:
+        getattr(hook, "before_optimizer_step", lambda s: None)(step)
+    optimizer.step()
+    for hook in hooks:
+        getattr(hook, "after_optimizer_step", lambda s: None)(step)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -167,11 +176,7 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, fl
             if micro % settings.grad_accum:
                 continue
             torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
-            for hook in hooks:
-                getattr(hook, "before_optimizer_step", lambda s: None)(step)
-            optimizer.step()
-            for hook in hooks:
-                getattr(hook, "after_optimizer_step", lambda s: None)(step)
+            optimizer_step(optimizer, hooks, step)
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1

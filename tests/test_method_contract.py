@@ -14,7 +14,7 @@ from autopeft.build import build, trainable_parameters
 from autopeft.candidate import Candidate, MethodSpec
 from autopeft.export import put_weights, trained_state
 from autopeft.methods import METHODS
-from autopeft.train import HOOKS_ATTR
+from autopeft.train import HOOKS_ATTR, optimizer_step
 from families import FAMILIES, batch, tiny_model
 
 CASES = [(name, fam) for name, m in METHODS.items() for fam, kind in FAMILIES.items()
@@ -31,11 +31,7 @@ def two_steps(model: torch.nn.Module) -> list[float]:
         loss = model(**batch(seed=step)).loss
         loss.backward()
         losses.append(loss.item())
-        for h in hooks:
-            getattr(h, "before_optimizer_step", lambda s: None)(step)
-        opt.step()
-        for h in hooks:
-            getattr(h, "after_optimizer_step", lambda s: None)(step)
+        optimizer_step(opt, hooks, step)
         opt.zero_grad()
     return losses
 

@@ -16,7 +16,7 @@ from autopeft.candidate import Candidate, MethodSpec
 from autopeft.data import Encoded
 from autopeft.errors import UserError
 from autopeft.methods import make_spec
-from autopeft.train import HOOKS_ATTR, TrainSettings, total_steps, train
+from autopeft.train import HOOKS_ATTR, TrainSettings, optimizer_step, total_steps, train
 from families import VOCAB, batch, tiny_model
 
 H, L, F, LABELS = 32, 2, 64, 2
@@ -153,9 +153,7 @@ def one_step(model: torch.nn.Module, step: int, seed: int = 0, adam: bool = Fals
     opt = torch.optim.Adam(params, lr=1e-2) if adam else torch.optim.SGD(params, lr=0.1)
     model.train()
     model(**batch(seed=seed)).loss.backward()
-    for h in getattr(model, HOOKS_ATTR, []):
-        getattr(h, "before_optimizer_step", lambda s: None)(step)
-    opt.step()
+    optimizer_step(opt, getattr(model, HOOKS_ATTR, []), step)
     opt.zero_grad()
 
 
