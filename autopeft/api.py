@@ -107,8 +107,10 @@ def select_trial(study: Any, trial: int | None = None, best: str | None = None,
         return int(trial)
     rule = picking.best_rule(best) if best is not None else str(pick)
     st = _study(study, storage)
-    pool = [r for r in rows(st, all_trials=True)
-            if r.state == "COMPLETE" and r.feasible and r.superseded_by is None]
+    from autopeft.results import front_pool, records
+
+    comparable = {r.number for r in front_pool(records(st.get_trials(deepcopy=False)))}
+    pool = [r for r in rows(st, all_trials=True) if r.number in comparable]
     return picking.select(pool, rule).number
 
 

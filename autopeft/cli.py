@@ -124,7 +124,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--max-params", help="trainable parameter limit: 1%% of the base model, or a "
                                         "count such as 2M")
     s.add_argument("--confirm-seeds", type=int, default=0, metavar="K",
-                   help="re-train each front member with K more seeds; the front uses the means")
+                   help="the refit re-trains each front member with K more seeds; the front "
+                        "uses the means")
+    s.add_argument("--trial-steps", type=_positive_int,
+                   help="override the plan: a search trial trains at most this many steps")
+    s.add_argument("--rungs", help="override the plan: the steps at which trials are scored, "
+                                   "e.g. 30,90,270 (the last is the trial's length)")
+    s.add_argument("--refit-share", type=float,
+                   help="override the plan: the share of the budget kept for re-training the "
+                        "front (default 0.25 where a longer refit fits)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--max-trials", type=_positive_int,
                    help="cap the study at this many trials, over all its workers")

@@ -38,6 +38,16 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.input_ids)
 
+    def subset(self, rows: np.ndarray) -> Encoded:
+        """These rows only (e.g. the fixed validation subset scored at rungs)."""
+        pick = [int(i) for i in rows]
+        labels = ([self.labels[i] for i in pick] if isinstance(self.labels, list)
+                  else self.labels[pick])
+        return Encoded([self.input_ids[i] for i in pick],
+                       None if self.token_type_ids is None else [self.token_type_ids[i] for i in pick],
+                       labels, None if self.references is None else [self.references[i] for i in pick],
+                       self.choice_ids)
+
     def lengths(self) -> np.ndarray:
         return np.fromiter((len(x) for x in self.input_ids), dtype=np.int64, count=len(self))
 

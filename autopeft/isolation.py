@@ -23,7 +23,7 @@ from typing import Any
 
 from autopeft.candidate import Candidate
 from autopeft.errors import UserError
-from autopeft.runner import DataSettings, Outcome
+from autopeft.runner import DataSettings, Fidelity, Outcome
 from autopeft.train import Diverged, TrainResult, TrainSettings
 
 
@@ -61,7 +61,7 @@ def _serve(conn: Any, model: str, data: dict, settings: dict, cache_dir: str | N
             return
         if msg[0] != "run":  # a "stop" that arrived after the trial had already ended
             continue
-        _, cand, eval_at = msg
+        _, cand, eval_at, fidelity = msg
 
         def on_step(step: int, total: int, loss: float) -> None:
             conn.send(("step", step, total, loss))
@@ -74,7 +74,8 @@ def _serve(conn: Any, model: str, data: dict, settings: dict, cache_dir: str | N
                 raise _Stop
 
         try:
-            out = bench.run(Candidate.from_dict(cand), on_step, eval_at, on_eval)
+            out = bench.run(Candidate.from_dict(cand), on_step, eval_at, on_eval,
+                            Fidelity(**fidelity))
             reply: tuple = ("done", asdict(out.result), out.trainable, out.total)
             del out
         except _Stop:
@@ -142,10 +143,11 @@ class IsolatedBench:
     def run(self, candidate: Candidate,
             on_step: Callable[[int, int, float], None] | None = None,
             eval_at: Sequence[int] = (),
-            on_eval: Callable[[int, float], None] | None = None) -> Outcome:
+            on_eval: Callable[[int, float], None] | None = None,
+            fidelity: Fidelity | None = None) -> Outcome:
         if self._proc is None or not self._proc.is_alive():
             self.start()
-        self._conn.send(("run", candidate.to_dict(), list(eval_at)))
+        self._conn.send(("run", candidate.to_dict(), list(eval_at), asdict(fidelity or Fidelity())))
         while True:
             try:
                 msg = self._recv()

@@ -18,46 +18,60 @@ def _as_minimisation(values: Sequence[Sequence[float]], directions: Sequence[str
     return arr * signs
 
 
-def dominates(a: np.ndarray, b: np.ndarray) -> bool:
-    """True if ``a`` is no worse than ``b`` everywhere and better somewhere (minimisation)."""
-    return bool(np.all(a <= b) and np.any(a < b))
+Tolerance = Sequence[float] | None  # per objective: differences up to this are ties (noise)
 
 
-def non_dominated_mask(values: Sequence[Sequence[float]], directions: Sequence[str]) -> np.ndarray:
+def dominates(a: np.ndarray, b: np.ndarray, tolerance: Tolerance = None) -> bool:
+    """True if ``a`` is no worse than ``b`` everywhere and better somewhere (minimisation).
+
+    With a ``tolerance``, differences within it are ties: ``a`` may be worse by up to the
+    tolerance and still count as no worse, and is better only by more than it. So a
+    cheaper candidate whose score is inside the noise of a dearer one dominates it."""
+    tol = np.zeros(len(a)) if tolerance is None else np.asarray(tolerance, dtype=float)
+    return bool(np.all(a <= b + tol) and np.any(a < b - tol))
+
+
+def non_dominated_mask(values: Sequence[Sequence[float]], directions: Sequence[str],
+                       tolerance: Tolerance = None) -> np.ndarray:
     """Boolean mask of the points no other point dominates."""
     pts = _as_minimisation(values, directions)
     n = len(pts)
     mask = np.ones(n, dtype=bool)
     for i in range(n):
         for j in range(n):
-            if i != j and dominates(pts[j], pts[i]):
+            if i != j and dominates(pts[j], pts[i], tolerance):
                 mask[i] = False
                 break
+    if n and not mask.any():  # ties within the tolerance can form a cycle: keep the plain front
+        return non_dominated_mask(values, directions)
     return mask
 
 
-def non_dominated_ranks(values: Sequence[Sequence[float]], directions: Sequence[str]) -> np.ndarray:
+def non_dominated_ranks(values: Sequence[Sequence[float]], directions: Sequence[str],
+                        tolerance: Tolerance = None) -> np.ndarray:
     """Front number of each point: 0 for the Pareto front, 1 for the next, and so on."""
     pts = _as_minimisation(values, directions)
     ranks = np.full(len(pts), -1, dtype=int)
     remaining = np.arange(len(pts))
     rank = 0
     while remaining.size:
-        sub = non_dominated_mask(pts[remaining], [MINIMIZE] * pts.shape[1])
+        sub = non_dominated_mask(pts[remaining], [MINIMIZE] * pts.shape[1], tolerance)
         ranks[remaining[sub]] = rank
         remaining = remaining[~sub]
         rank += 1
     return ranks
 
 
-def crowding_distance(values: Sequence[Sequence[float]], directions: Sequence[str]) -> np.ndarray:
+def crowding_distance(values: Sequence[Sequence[float]], directions: Sequence[str],
+                      tolerance: Tolerance = None) -> np.ndarray:
     """NSGA-II crowding distance of each point *within its own front* (Deb et al. 2002).
 
     Larger is lonelier; the ends of each objective's range get ``inf`` so a front keeps its
     extremes. Used to break ties between points of the same front rank.
     """
     pts = _as_minimisation(values, directions)
-    ranks = non_dominated_ranks(pts, [MINIMIZE] * pts.shape[1]) if len(pts) else np.array([], int)
+    ranks = (non_dominated_ranks(pts, [MINIMIZE] * pts.shape[1], tolerance) if len(pts)
+             else np.array([], int))
     dist = np.zeros(len(pts))
     for rank in set(ranks.tolist()):
         idx = np.flatnonzero(ranks == rank)
@@ -72,13 +86,13 @@ def crowding_distance(values: Sequence[Sequence[float]], directions: Sequence[st
     return dist
 
 
-def selection_keys(values: Sequence[Sequence[float]],
-                   directions: Sequence[str]) -> list[tuple[int, float]]:
+def selection_keys(values: Sequence[Sequence[float]], directions: Sequence[str],
+                   tolerance: Tolerance = None) -> list[tuple[int, float]]:
     """Sort keys, smaller is better: (front rank, -crowding distance). NSGA-II's order."""
     if not len(values):
         return []
-    ranks = non_dominated_ranks(values, directions)
-    crowd = crowding_distance(values, directions)
+    ranks = non_dominated_ranks(values, directions, tolerance)
+    crowd = crowding_distance(values, directions, tolerance)
     return [(int(r), float(-c)) for r, c in zip(ranks, crowd)]
 
 

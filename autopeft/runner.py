@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from autopeft.build import build, count_total, count_trainable
 from autopeft.candidate import Candidate
 from autopeft.data import Encoded, encode
@@ -39,6 +41,25 @@ class DataSettings:
 
     def get_task(self) -> Task:
         return get_task(self.task, self.own())
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """How long one run trains and what its rungs score (the search's plan decides).
+
+    ``schedule_steps``: the learning-rate schedule's length (None: the data's epochs);
+    ``stop_at``: stop after this many steps (None: the schedule's end); ``rung_rows``: score
+    the rungs before the end on this many validation rows (a fixed seeded subset; None: all).
+    """
+
+    schedule_steps: int | None = None
+    stop_at: int | None = None
+    rung_rows: int | None = None
+
+
+def seeded_subset(n: int, k: int, seed: int = 0) -> np.ndarray:
+    """``k`` of ``range(n)``, the same for every process and trial (sorted)."""
+    return np.sort(np.random.default_rng(seed).choice(n, size=min(k, n), replace=False))
 
 
 @dataclass
@@ -75,24 +96,36 @@ class Bench:
                    {name: encode_split(rows) for name, rows in task_data.extra.items()},
                    [task_data.note] if task_data.note else [])
 
-    def build(self, candidate: Candidate) -> Any:
-        return build(self.base.model, candidate, total_steps(len(self.train_data), self.settings))
+    def build(self, candidate: Candidate, schedule_steps: int | None = None) -> Any:
+        """The candidate on a fresh copy; ``schedule_steps``: how long it will train (methods
+        with schedules, e.g. AdaLoRA; default the data's epochs)."""
+        return build(self.base.model, candidate,
+                     schedule_steps or total_steps(len(self.train_data), self.settings))
 
     def run(self, candidate: Candidate,
             on_step: Callable[[int, int, float], None] | None = None,
             eval_at: Sequence[int] = (),
-            on_eval: Callable[[int, float], None] | None = None) -> Outcome:
-        """Train ``candidate`` on a fresh copy of the base model and score it."""
+            on_eval: Callable[[int, float], None] | None = None,
+            fidelity: Fidelity | None = None) -> Outcome:
+        """Train ``candidate`` on a fresh copy of the base model and score it (``fidelity``:
+        how long, and on what the rungs in ``eval_at`` are scored)."""
         import torch
 
         torch.manual_seed(candidate.seed)  # adapter initialisation is seeded too
-        model = self.build(candidate)
+        fid = fidelity or Fidelity()
+        model = self.build(candidate, fid.schedule_steps)
         trainable, total = count_trainable(model), count_total(model)
         device = resolve_device(self.settings.device)
         tok = self.base.tokenizer
         evaluate = make_evaluator(self.task, self.eval_data, self.settings, tok, device)
+        evaluate_rung = None
+        if fid.rung_rows and fid.rung_rows < len(self.eval_data):
+            rows = seeded_subset(len(self.eval_data), fid.rung_rows)
+            evaluate_rung = make_evaluator(self.task, self.eval_data.subset(rows), self.settings,
+                                           tok, device)
         result = train(model, self.train_data, evaluate, candidate.learning_rate, candidate.seed,
-                       self.settings, tok.pad_token_id, on_step, eval_at, on_eval)
+                       self.settings, tok.pad_token_id, on_step, eval_at, on_eval,
+                       fid.schedule_steps, fid.stop_at, evaluate_rung)
         model.eval()
         for split, enc in self.extra_eval.items():
             extra = make_evaluator(self.task, enc, self.settings, tok, device)(model)

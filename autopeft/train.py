@@ -132,11 +132,18 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, fl
           seed: int, settings: TrainSettings, pad_id: int,
           on_step: Callable[[int, int, float], None] | None = None,
           eval_at: Sequence[int] = (),
-          on_eval: Callable[[int, float], None] | None = None) -> TrainResult:
-    """Train ``model`` for ``settings.epochs`` and score it with ``evaluate(model)``.
+          on_eval: Callable[[int, float], None] | None = None,
+          schedule_steps: int | None = None, stop_at: int | None = None,
+          evaluate_rung: Callable[[Any], dict[str, float]] | None = None) -> TrainResult:
+    """Train ``model`` and score it with ``evaluate(model)``.
 
-    ``on_step(step, total, loss)`` reports progress; at each step in ``eval_at`` the model
-    is scored and ``on_eval(step, score)`` called (it may raise to stop the trial early).
+    The learning-rate schedule (warm-up, linear decay) is planned for ``schedule_steps``
+    (default: ``settings.epochs`` over the data); training stops after ``stop_at`` steps
+    (default: the schedule's end), so a short run is the exact start of a longer one.
+    ``on_step(step, total, loss)`` reports progress; at each step in ``eval_at`` before the
+    end the model is scored with ``evaluate_rung`` (default ``evaluate``: e.g. a validation
+    subset) and ``on_eval(step, score)`` called (it may raise to stop the trial early); the
+    end is scored with ``evaluate``.
     """
     start = time.perf_counter()
     torch.manual_seed(seed)
@@ -146,7 +153,8 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, fl
         _checkpointing(model)
     model.train()
     optimizer = _optimizer(model, lr, settings.weight_decay)
-    n_steps = total_steps(len(train_enc), settings)
+    n_steps = schedule_steps or total_steps(len(train_enc), settings)
+    end = min(n_steps, stop_at or n_steps)
     warmup = int(settings.warmup_ratio * n_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup
@@ -158,7 +166,7 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, fl
     metrics: dict[str, float] = {}
     step, samples, loss_value, epoch = 0, 0, float("nan"), 0
     micro, first_loss = 0, None
-    while step < n_steps:
+    while step < end:
         for batch in train_order(train_enc, settings.batch_size, seed + epoch):
             inputs = to_device(collate(train_enc, batch, pad_id), device)
             with memory.step(), autocast(device, settings.precision):
@@ -181,17 +189,15 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, fl
             optimizer.zero_grad(set_to_none=True)
             step += 1
             if on_step:
-                on_step(step, n_steps, loss_value)
-            if step in eval_at:
-                metrics = _scored(model, evaluate)
+                on_step(step, end, loss_value)
+            if step in eval_at or step == end:
+                metrics = _scored(model, evaluate if step == end else evaluate_rung or evaluate)
                 rung_scores[step] = metrics["score"]
-                if on_eval:
+                if on_eval and step in eval_at:
                     on_eval(step, rung_scores[step])
-            if step >= n_steps:
+            if step >= end:
                 break
         epoch += 1
-    if step not in rung_scores:
-        metrics = _scored(model, evaluate)
     return TrainResult(score=metrics["score"], steps=step, samples=samples,
                        seconds=time.perf_counter() - start, peak_memory=memory.bytes(),
                        memory_method=memory.method, final_loss=loss_value,

@@ -131,4 +131,4 @@ def test_a_confirmation_stands_in_for_the_trial_it_confirms() -> None:
     everything = {r.number: r for r in rows(study, all_trials=True)}
     assert everything[1].superseded_by == 8 and not everything[1].on_front
     assert everything[8].on_front and everything[8].seeds == 3
-    assert everything[8].note == "confirms trial 1"
+    assert everything[8].note == "refit of trial 1"

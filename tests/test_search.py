@@ -134,7 +134,7 @@ def test_budget_end_is_respected(workdir: Path, tiny_model: Path, tiny_data: Pat
                                        "seconds: 0.4}\nlearning_rate: 1.0e-3\n")
     start = time.monotonic()
     study = api.search("sst2", **small(tiny_model, tiny_data, budget="3s", space="slow.yaml",
-                                       warm_start=False))
+                                       warm_start=False, trial_steps=13, refit_share=0.0))
     assert time.monotonic() - start < 3 + 15
     trials = study.get_trials()
     assert len(trials) == 1  # nothing else could start after the end

@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 
 from autopeft.pareto import hypervolume, non_dominated_mask
-from autopeft.report.show import confirmation, feasible, human_bytes, percent, placement, rows
+from autopeft.report.show import human_bytes, percent, placement, rows
+from autopeft.results import feasible, records
 
-STATES = ("complete", "pruned", "failed", "infeasible", "running")
+STATES = ("complete", "provisional", "pruned", "failed", "infeasible", "running")
 
 
 @dataclass
@@ -68,7 +69,7 @@ class ReportData:
 
     @property
     def scored(self) -> list[Point]:
-        return [p for p in self.points if p.state == "complete"]
+        return [p for p in self.points if p.state in ("complete", "provisional")]
 
     @property
     def front(self) -> list[Point]:
@@ -87,38 +88,43 @@ def state_of(trial: Any) -> str:
 
 
 def collect(study: Any) -> ReportData:
-    """Read every trial as it is now. The front is ``show``'s: complete, feasible trials,
-    a confirmation standing in for the trial it confirms."""
+    """Read every trial as it is now. The front is ``show``'s (``autopeft/results.py``): a
+    refit trial stands in for the search trial it re-trains; provisional scores (the last
+    rung of a trial that did not finish) are drawn only when no trial completed."""
     trials = study.get_trials(deepcopy=False)
     front = {r.number for r in rows(study)}
-    notes = {r.number: r.note for r in rows(study, all_trials=True)}
-    superseded = {t.user_attrs["confirm_of"] for t in trials if "confirm_of" in t.user_attrs}
+    recs = {r.number: r for r in records(trials)}
     starts = [t.datetime_start for t in trials if t.datetime_start is not None]
     t0 = min(starts) if starts else None
     attrs = study.user_attrs
     data = ReportData(study=study.study_name, task=str(attrs.get("task", "")),
                       model=str(attrs.get("model", "")))
     for t in trials:
-        a = t.user_attrs
-        p = Point(number=t.number, state=state_of(t), label=a.get("label", "?"),
-                  placement=placement(a.get("candidate", {})),
-                  note=notes.get(t.number, ""), on_front=t.number in front,
-                  wall_seconds=a.get("wall_seconds"), fraction=a.get("trainable_fraction"))
-        seeds, mean, std = confirmation(a)
-        if mean is not None:
-            p.spread = f"{mean:.4f} ± {std or 0:.4f} over {seeds or '?'} seeds"
-        if t.state.name == "COMPLETE" and t.values is not None:
-            p.score, p.params, p.memory = float(t.values[0]), int(t.values[1]), int(t.values[2])
+        r = recs.get(t.number)
+        if r is None:  # queued, never started
+            continue
+        p = Point(number=t.number, state=state_of(t), label=r.label,
+                  placement=placement(r.candidate), note=r.note, on_front=t.number in front,
+                  wall_seconds=r.wall_seconds, fraction=r.trainable_fraction)
+        if r.fidelity == "refit":
+            p.spread = (f"refit at {r.steps} steps: {r.score:.4f} ± {r.score_std or 0:.4f} over "
+                        f"{r.seeds or '?'} seed(s); search score {r.search_score}")
+        if r.score is not None and (r.fidelity != "provisional" or p.on_front):
+            p.score, p.params, p.memory = r.values[0], r.trainable_params, r.peak_memory_bytes
+            if r.provisional:
+                p.state = "provisional"
+                p.spread = f"provisional: last rung reached, step {r.steps}"
         if t0 is not None and t.datetime_complete is not None:
             p.finished_s = (t.datetime_complete - t0).total_seconds()
         data.points.append(p)
-    data.counts = {s: sum(p.state == s for p in data.points) for s in STATES}
+    data.counts = {s: n for s in STATES
+                   if (n := sum(p.state == s for p in data.points)) or s != "provisional"}
     recorded = _recorded_hypervolume(attrs)
     if recorded:
         data.hypervolume, data.hypervolume_source = recorded, "as recorded by the search"
     else:
         data.hypervolume = hypervolume_history([p for p in data.scored
-                                                if p.number not in superseded])
+                                                if recs[p.number].superseded_by is None])
         data.hypervolume_source = ("normalised to the ranges seen (score, log10 params, "
                                    "log10 memory) with the reference point at 1.1")
     return data

@@ -25,7 +25,7 @@ STATE_WORDS = ("complete", "pruned", "failed", "infeasible", "running")
 
 def state_counts(study: Any) -> dict[str, int]:
     """How many trials are complete / pruned / failed / infeasible / running right now."""
-    from autopeft.report.show import feasible
+    from autopeft.results import feasible
 
     counts = dict.fromkeys(STATE_WORDS, 0)
     for t in study.get_trials(deepcopy=False):

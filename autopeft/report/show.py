@@ -4,9 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from autopeft.pareto import non_dominated_mask
-
-DIRECTIONS = ("maximize", "minimize", "minimize")
+from autopeft.results import front, records, score_noise
 SORT_KEYS = {"score": ("score", True), "params": ("trainable_params", False),
              "memory": ("peak_memory_bytes", False), "trial": ("number", False)}
 
@@ -29,86 +27,34 @@ class Row:
     seeds: int | None = None
     score_mean: float | None = None
     score_std: float | None = None
-    superseded_by: int | None = None  # its confirmation trial, which stands in for it
+    superseded_by: int | None = None  # its refit trial, which stands in for it
+    fidelity: str = ""  # refit | search | provisional (autopeft/results.py)
+    steps: int | None = None  # training steps behind the score
+    search_score: float | None = None  # a refit trial: the score the search measured
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def feasible(trial: Any) -> bool:
-    """Optuna's rule: every constraint value <= 0 (stored as system attrs ``constraints*``)."""
-    for key, value in trial.system_attrs.items():
-        if key == "constraints" or key.startswith("constraints:"):
-            values = value if isinstance(value, (list, tuple)) else [value]
-            if any(v is not None and float(v) > 0 for v in values):
-                return False
-    return True
-
-
-def confirmation(attrs: dict[str, Any]) -> tuple[int | None, float | None, float | None]:
-    """(seeds, mean, std) of a confirmed trial, read generically from ``confirm_*`` user attrs
-    (``confirm_scores`` as a list, or ``confirm_mean`` / ``confirm_std`` / ``confirm_seeds``)."""
-    scores = attrs.get("confirm_scores")
-    if isinstance(scores, dict):
-        scores = list(scores.values())
-    if isinstance(scores, (list, tuple)) and scores:
-        vals = [float(v) for v in scores]
-        mean = sum(vals) / len(vals)
-        std = (sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5 if len(vals) > 1 else 0.0
-        return len(vals), attrs.get("confirm_mean", mean), attrs.get("confirm_std", std)
-    if attrs.get("confirm_mean") is None:
-        return None, None, None
-    seeds = attrs.get("confirm_seeds", attrs.get("confirm_n"))
-    if isinstance(seeds, (list, tuple)):
-        seeds = len(seeds)
-    return (None if seeds is None else int(seeds)), float(attrs["confirm_mean"]), (
-        None if attrs.get("confirm_std") is None else float(attrs["confirm_std"]))
-
-
-def _note(attrs: dict[str, Any], confirmed_as: int | None) -> str:
-    """Why a trial is not (or is specially) on the front, in a few words."""
-    if confirmed_as is not None:
-        return f"superseded by its confirmation, trial {confirmed_as}"
-    if "confirm_of" in attrs:
-        return f"confirms trial {attrs['confirm_of']}"
-    for key in ("fail_reason", "prune_reason", "infeasible_reason"):
-        if attrs.get(key):
-            return str(attrs[key])
-    return ""
-
-
 def rows(study: Any, all_trials: bool = False, sort: str = "score") -> list[Row]:
-    """The front's trials (``all_trials``: every trial), each marked whether it is on the front."""
-    # WAITING trials are only queued (warm-start recipes not yet run), and a worker's trial
-    # past the study's cap never ran: neither is a trial to show.
-    trials = [t for t in study.get_trials(deepcopy=False)
-              if t.state.name != "WAITING" and not t.user_attrs.get("over_cap")]
-    complete = [t for t in trials if t.state.name == "COMPLETE" and t.values is not None]
-    done = [t for t in complete if feasible(t)]  # an infeasible trial is never on the front
-    # --confirm-seeds adds a trial (confirm_of=N, values = means over seeds) that replaces N.
-    confirmed_as = {t.user_attrs["confirm_of"]: t.number for t in trials if "confirm_of" in t.user_attrs}
-    superseded = set(confirmed_as)
-    done = [t for t in done if t.number not in superseded]
-    mask = non_dominated_mask([t.values for t in done], DIRECTIONS) if done else []
-    front = {t.number for t, m in zip(done, mask) if m}
+    """The front's trials (``all_trials``: every trial), each marked whether it is on the
+    front. What a result means (fidelity, refit, provisional, feasible) is read from
+    ``autopeft/results.py``."""
+    recs = records(study.get_trials(deepcopy=False))
+    on_front = {r.number for r in front(recs, score_noise(study.user_attrs, recs))}
     out = []
-    for t in trials if all_trials else done:
-        if not all_trials and t.number not in front:
+    for r in recs:
+        if not all_trials and r.number not in on_front:
             continue
-        a = t.user_attrs
-        values = t.values if t.state.name == "COMPLETE" else None
-        seeds, mean, std = confirmation(a)
-        out.append(Row(number=t.number, state=t.state.name, label=a.get("label", "?"),
-                       score=values[0] if values else None,
-                       # a pruned trial still knows its size (it is fixed before training)
-                       trainable_params=int(values[1]) if values else a.get("trainable_params"),
-                       trainable_fraction=a.get("trainable_fraction"),
-                       peak_memory_bytes=int(values[2]) if values else None,
-                       wall_seconds=a.get("wall_seconds"), on_front=t.number in front,
-                       candidate=a.get("candidate", {}),
-                       note=_note(a, confirmed_as.get(t.number)), feasible=feasible(t),
-                       seeds=seeds, score_mean=mean, score_std=std,
-                       superseded_by=confirmed_as.get(t.number)))
+        out.append(Row(number=r.number, state=r.state, label=r.label, score=r.score,
+                       trainable_params=r.trainable_params,
+                       trainable_fraction=r.trainable_fraction,
+                       peak_memory_bytes=r.peak_memory_bytes, wall_seconds=r.wall_seconds,
+                       on_front=r.number in on_front, candidate=r.candidate, note=r.note,
+                       feasible=r.feasible, seeds=r.seeds,
+                       score_mean=r.score_mean,
+                       score_std=r.score_std, superseded_by=r.superseded_by,
+                       fidelity=r.fidelity, steps=r.steps, search_score=r.search_score))
     key, descending = SORT_KEYS[sort]
     present = [r for r in out if getattr(r, key) is not None]
     missing = [r for r in out if getattr(r, key) is None]
@@ -182,7 +128,7 @@ def percent(fraction: float | None) -> str:
 def status_word(r: Row) -> str:
     """front / complete / infeasible / pruned / failed / running."""
     if r.on_front:
-        return "front"
+        return "front (provisional)" if r.fidelity == "provisional" else "front"
     if r.state == "COMPLETE" and not r.feasible:
         return "infeasible"
     return {"FAIL": "failed"}.get(r.state, r.state.lower())
@@ -221,6 +167,7 @@ def _table(study_rows: list[Row], title: str, with_placement: bool) -> Any:
     from rich.text import Text
 
     confirmed = any(r.seeds or r.score_mean is not None for r in study_rows)
+    refit = any(r.fidelity == "refit" for r in study_rows)
     t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
               collapse_padding=True)
     t.add_column("trial", justify="right", no_wrap=True)
@@ -229,6 +176,9 @@ def _table(study_rows: list[Row], title: str, with_placement: bool) -> Any:
     if confirmed:
         t.add_column("mean ± std", justify="right", no_wrap=True)
         t.add_column("seeds", justify="right", no_wrap=True)
+    if refit:
+        t.add_column("search", justify="right", no_wrap=True)
+    t.add_column("steps", justify="right", no_wrap=True)
     t.add_column("trainable", justify="right", no_wrap=True)
     t.add_column("%", justify="right", no_wrap=True)
     t.add_column("peak mem", justify="right", no_wrap=True)
@@ -242,6 +192,9 @@ def _table(study_rows: list[Row], title: str, with_placement: bool) -> Any:
             spread = "-" if r.score_mean is None else (
                 f"{r.score_mean:.4f}" + ("" if r.score_std is None else f" ± {r.score_std:.4f}"))
             cells += [spread, "-" if r.seeds is None else str(r.seeds)]
+        if refit:
+            cells.append("-" if r.search_score is None else f"{r.search_score:.4f}")
+        cells.append("-" if r.steps is None else str(r.steps))
         cells += [human_count(r.trainable_params), percent(r.trainable_fraction),
                   human_bytes(r.peak_memory_bytes),
                   "-" if r.wall_seconds is None else f"{r.wall_seconds:.0f}s", status_word(r)]

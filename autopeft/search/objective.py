@@ -10,7 +10,12 @@ Every outcome is recorded on the trial (user attributes) before ``study.tell``:
   ``prune_reason`` and the ``rung_decisions`` that led there;
 * stopped by the budget: state PRUNED, ``stopped_by_budget: true``, ``pruned_at_rung`` is
   the last rung it completed (0: none); its ``rung_scores`` keep what it reached;
+* a duplicate: state PRUNED, ``duplicate_of`` (a complete or running trial with the same
+  candidate and seed: the same score, so it is not trained again);
 * failed: state FAIL, ``fail_reason``.
+
+How long a trial trains and where its rungs are come from the study's plan
+(``search/plan.py``); the warm-start recipes go through the same rungs as every trial.
 """
 from __future__ import annotations
 
@@ -19,11 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from autopeft.candidate import Candidate
-from autopeft.runner import Bench, Outcome
+from autopeft.runner import Bench, Fidelity, Outcome
 from autopeft.search.budget import Budget, predict_seconds
 from autopeft.search.constraints import Limits, Prediction, predict
-from autopeft.search.pruner import decide_from_storage, rung_steps
-from autopeft.train import total_steps
+from autopeft.search.plan import Plan
+from autopeft.search.pruner import decide_from_storage
 
 
 def out_of_memory(exc: BaseException) -> bool:
@@ -78,22 +83,47 @@ class TrialRunner:
     limits: Limits
     budget: Budget
     reporter: Any
+    plan: Plan
+    rung_noise: float = 0.0  # scores at an intermediate rung closer than this are ties
 
     @property
-    def total_steps(self) -> int:
-        return total_steps(len(self.bench.train_data), self.bench.settings)
+    def rungs(self) -> list[int]:
+        # Without a pruner nothing is decided at rungs: score once, at the end.
+        return [self.plan.trial_steps] if self.pruner == "none" else list(self.plan.rungs)
+
+    @property
+    def fidelity(self) -> Fidelity:
+        return Fidelity(schedule_steps=self.plan.refit_steps, stop_at=self.plan.trial_steps,
+                        rung_rows=self.plan.rung_eval_rows)
 
     def predicted_seconds(self) -> float | None:
         """How long the next full trial should take (None: nothing measured yet)."""
         return predict_seconds((t.user_attrs for t in self.study.get_trials(deepcopy=False)
-                                if t.state.name in ("COMPLETE", "PRUNED")), self.total_steps)
+                                if t.state.name in ("COMPLETE", "PRUNED")), self.plan.trial_steps)
+
+    def duplicate_of(self, trial: Any, candidate: Candidate) -> int | None:
+        """A trial of this study that trained or is training the same candidate (same seed):
+        it would score the same, so this one is not trained again. A trial the budget cut
+        short does not count (it may get further now)."""
+        mine = candidate.to_dict()
+        for t in self.study.get_trials(deepcopy=False):
+            a = t.user_attrs
+            if t.number == trial.number or a.get("candidate") != mine or a.get("duplicate_of") is not None:
+                continue
+            if t.state.name in ("COMPLETE", "RUNNING") or (
+                    t.state.name == "PRUNED" and not a.get("stopped_by_budget")):
+                return t.number
+        return None
 
     def run(self, trial: Any, candidate: Candidate) -> str:
         """Run ``trial`` (already sampled as ``candidate``) and tell the study; returns the state."""
         from optuna.trial import TrialState
 
+        same = self.duplicate_of(trial, candidate)
+        if same is not None:
+            return self._duplicate(trial, same)
         try:
-            pred = predict(self.skeleton, self.bench.base.model, candidate, self.total_steps)
+            pred = predict(self.skeleton, self.bench.base.model, candidate, self.plan.refit_steps)
         except Exception as exc:  # cannot even be built: fails alone, the study goes on
             return self._fail(trial, f"{type(exc).__name__}: {exc}"[:500])
         for key, value in {"trainable_params": pred.trainable_params,
@@ -106,11 +136,8 @@ class TrialRunner:
         broken += self._ran_out_before(pred.memory_bytes)
         if broken:
             return self._skip(trial, pred, broken)
-        # Without a pruner nothing is decided at rungs: score once, at the end.
-        rungs = ([self.total_steps] if self.pruner == "none"
-                 else rung_steps(self.total_steps, self.eta))
+        rungs = self.rungs
         trial.set_user_attr("rungs", rungs)
-        exempt = "warm_start" in trial.user_attrs  # the recipes always finish
         scores: dict[str, float] = {}
         decisions: dict[str, Any] = {}
 
@@ -126,9 +153,10 @@ class TrialRunner:
             scores[str(step)] = score
             trial.set_user_attr("rung_scores", dict(scores))  # other workers see it now
             self.reporter.rung(trial.number, step, score)
-            if step >= rungs[-1] or exempt or self.pruner == "none":
+            if step >= rungs[-1] or self.pruner == "none":
                 return
-            decision = decide_from_storage(self.study, self.pruner, trial.number, step, self.eta)
+            decision = decide_from_storage(self.study, self.pruner, trial.number, step, self.eta,
+                                           self.rung_noise)
             decisions[str(step)] = decision.to_dict()
             trial.set_user_attr("rung_decisions", dict(decisions))
             if not decision.keep:
@@ -137,7 +165,8 @@ class TrialRunner:
 
         start = time.perf_counter()
         try:
-            outcome = self.bench.run(candidate, on_step=on_step, eval_at=rungs, on_eval=on_eval)
+            outcome = self.bench.run(candidate, on_step=on_step, eval_at=rungs, on_eval=on_eval,
+                                     fidelity=self.fidelity)
         except StopTrial as stop:
             return self._stopped(trial, pred, stop, time.perf_counter() - start)
         except KeyboardInterrupt:
@@ -183,6 +212,16 @@ class TrialRunner:
         self.study.tell(trial, state=TrialState.FAIL)
         self.reporter.trial_failed(trial.number, reason)
         return TrialState.FAIL.name
+
+    def _duplicate(self, trial: Any, same: int) -> str:
+        from optuna.trial import TrialState
+
+        reason = f"same candidate as trial {same}: not trained again"
+        trial.set_user_attr("duplicate_of", same)
+        trial.set_user_attr("prune_reason", reason)
+        self.study.tell(trial, state=TrialState.PRUNED)
+        self.reporter.trial_pruned(trial.number, reason)
+        return TrialState.PRUNED.name
 
     def _skip(self, trial: Any, pred: Prediction, broken: list[str]) -> str:
         from optuna.trial import TrialState

@@ -59,12 +59,14 @@ class Decision:
         return asdict(self)
 
 
-def mo_asha(table: Sequence[RungEntry], number: int, eta: int = 3) -> Decision:
+def mo_asha(table: Sequence[RungEntry], number: int, eta: int = 3,
+            score_noise: float = 0.0) -> Decision:
     """Keep ``number`` if fewer than ``max(1, n // eta)`` trials are strictly better placed
     by (front rank, crowding distance). Tied trials are treated alike, so the outcome does
     not depend on the order the trials arrived in; with fewer than eta trials at the rung
-    only the best placed (often several: each non-dominated one) go on, as in ASHA."""
-    keys = selection_keys([e.objectives() for e in table], RUNG_DIRECTIONS)
+    only the best placed (often several: each non-dominated one) go on, as in ASHA.
+    Scores within ``score_noise`` of each other are ties (the plan's noise at this rung)."""
+    keys = selection_keys([e.objectives() for e in table], RUNG_DIRECTIONS, (score_noise, 0, 0))
     mine = keys[[e.number for e in table].index(number)]
     ahead = sum(1 for k in keys if k < mine)
     allowed = max(1, len(table) // eta)
@@ -90,11 +92,12 @@ def median_score(table: Sequence[RungEntry], number: int,
     return Decision(keep, why, sum(1 for s in others if s > mine.score), len(table), len(table))
 
 
-def decide(pruner: str, table: Sequence[RungEntry], number: int, eta: int = 3) -> Decision:
+def decide(pruner: str, table: Sequence[RungEntry], number: int, eta: int = 3,
+           score_noise: float = 0.0) -> Decision:
     if pruner == "none":
         return Decision(True, "no pruner")
     if pruner == "mo-asha":
-        return mo_asha(table, number, eta)
+        return mo_asha(table, number, eta, score_noise)
     if pruner == "median-score":
         return median_score(table, number)
     raise ValueError(f"unknown pruner {pruner!r}")
@@ -114,9 +117,10 @@ def rung_table(trials: Iterable[Any], step: int) -> list[RungEntry]:
     return out
 
 
-def decide_from_storage(study: Any, pruner: str, number: int, step: int, eta: int = 3) -> Decision:
+def decide_from_storage(study: Any, pruner: str, number: int, step: int, eta: int = 3,
+                        score_noise: float = 0.0) -> Decision:
     """The decision for trial ``number`` at ``step``, from the trials in the storage now."""
     table = rung_table(study.get_trials(deepcopy=False), step)
     if number not in {e.number for e in table}:
         raise ValueError(f"trial {number} has no score at step {step} in the storage")
-    return decide(pruner, table, number, eta)
+    return decide(pruner, table, number, eta, score_noise)

@@ -6,8 +6,10 @@ measurements as user attributes, so it can be rebuilt and exported from the stor
 
 The loop stays short; the parts live beside it: ``objective.py`` (one trial: predict, skip,
 rungs, prune, budget stop), ``pruner.py`` (MO-ASHA / median), ``constraints.py`` (limits and
-predictions), ``warmstart.py`` (recipes), ``confirm.py`` (extra seeds for the front),
-``summary.py`` (front and hypervolume), ``budget.py`` (deadline and time predictions).
+predictions), ``warmstart.py`` (recipes),
+``summary.py`` (hypervolume), ``budget.py`` (deadline and time predictions), ``plan.py``
+(how long trials train, the rungs, the refit's share) with ``probe.py`` (its measured costs),
+``refit.py`` (the front re-trained at the end). What a result means: ``autopeft/results.py``.
 """
 from __future__ import annotations
 
@@ -20,18 +22,19 @@ import warnings
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from autopeft.candidate import Candidate
 from autopeft.errors import UserError
 from autopeft.isolation import IsolatedBench
 from autopeft.paths import cache_dir
+from autopeft.results import DIRECTIONS, OBJECTIVES
 from autopeft.runner import Bench, DataSettings
 from autopeft.search.budget import Budget, parse_duration
-from autopeft.search.confirm import confirm_front
 from autopeft.search.constraints import Limits, parse_params, parse_size
 from autopeft.search.objective import TrialRunner
+from autopeft.search.plan import Plan, make_plan, parse_rungs
 from autopeft.search.pruner import PRUNERS
 from autopeft.search.storage import (HEARTBEAT_SECONDS, fail_stale_trials, heartbeat, mask,
                                      open_storage, storage_url)
+from autopeft.search.refit import refit_front
 from autopeft.search.summary import Scales, record_hypervolume
 from autopeft.search.warmstart import enqueue_recipes
 from autopeft.search.workers import OVER_CAP, beyond_cap, cap_reached, seconds_left, start_workers
@@ -39,13 +42,10 @@ from autopeft.space import Space, load_space, space_from_text
 from autopeft.train import TrainSettings
 from autopeft.validate import fit_space
 
-DIRECTIONS = ("maximize", "minimize", "minimize")
-OBJECTIVES = ("score", "trainable_params", "peak_memory_bytes")
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 DEFAULT_SAMPLER = "tpe"  # chosen by measurement: BENCHMARKS.md, "search efficiency"
 WORKER = f"{socket.gethostname()}:{os.getpid()}"  # which process ran a trial
 ISOLATION = ("process", "none")  # trials in a child process (crash-safe), or in this one
-CONFIRM_SHARE = 0.25  # with --confirm-seeds and --budget: the budget's last quarter confirms
 
 
 @dataclass
@@ -70,7 +70,11 @@ class SearchConfig:
     warm_start: bool = True  # enqueue the standard recipes on a fresh study
     max_memory: str | None = None  # "16GB", "12GiB": peak training memory limit
     max_params: str | None = None  # "1%" of the base model, or a count ("2M")
-    confirm_seeds: int = 0  # re-train each front member with this many extra seeds
+    confirm_seeds: int = 0  # the refit re-trains each front member with this many extra seeds
+    # The fidelity plan (search/plan.py) is made from the budget; these override it:
+    trial_steps: int | None = None  # a search trial trains at most this many steps
+    rungs: str | None = None  # "30,90,270": the steps at which trials are scored
+    refit_share: float | None = None  # of the budget, kept for re-training the front
     isolation: str = field(default_factory=lambda: os.environ.get("AUTOPEFT_ISOLATION", "process"))
     heartbeat: int = HEARTBEAT_SECONDS  # seconds between beats of a running trial (RDB storages)
     max_trials: int | None = None  # a cap over all workers of the study
@@ -103,6 +107,11 @@ class SearchConfig:
             parse_size(self.max_memory)  # fail before any database is created
         if self.max_params is not None:
             parse_params(self.max_params, 1)
+        if self.trial_steps is not None and self.trial_steps < 1:
+            raise UserError(f"--trial-steps must be at least 1, got {self.trial_steps}")
+        parse_rungs(self.rungs)
+        if self.refit_share is not None and not 0 <= self.refit_share < 1:
+            raise UserError(f"--refit-share must be in [0, 1), got {self.refit_share}")
 
     def budget_seconds(self) -> float | None:
         if self.budget is None or isinstance(self.budget, (int, float)):
@@ -144,7 +153,10 @@ def open_study(cfg: SearchConfig, space: Space) -> Any:
     url = storage_url(cfg.study, cfg.storage)
     storage = open_storage(url, create=True, heartbeat=cfg.heartbeat)
     study = optuna.create_study(storage=storage, study_name=cfg.study, directions=list(DIRECTIONS),
-                                sampler=make_sampler(cfg.sampler, cfg.seed), load_if_exists=True)
+                                load_if_exists=True)
+    # A resumed study (or a second process) must not draw the same candidates again: the
+    # sampler's seed moves on with the trials the study already holds.
+    study.sampler = make_sampler(cfg.sampler, cfg.seed + len(study.get_trials(deepcopy=False)))
     attrs = _study_attrs(cfg, space)
     old = study.user_attrs
     if old:
@@ -159,15 +171,40 @@ def open_study(cfg: SearchConfig, space: Space) -> Any:
                             "--study name, or --force to add trials to it anyway")
     for key, value in attrs.items():
         study.set_user_attr(key, value)
-    # What every worker of this study obeys: the trial cap and this run's deadline.
-    study.set_user_attr("max_trials", cfg.max_trials)
-    seconds = cfg.budget_seconds()
-    study.set_user_attr("deadline", None if seconds is None else time.time() + seconds)
+    study.set_user_attr("max_trials", cfg.max_trials)  # every worker obeys the cap
     return study
 
 
+def plan_for(study: Any, cfg: SearchConfig, bench: Bench, budget: Budget) -> Plan:
+    """The study's stored plan (a resumed study keeps its rungs, so rung tables stay
+    comparable), or a new one from the budget and costs measured now (``probe``)."""
+    from autopeft.results import sampling_noise
+    from autopeft.search.plan import RUNG_EVAL_ROWS
+    from autopeft.search.probe import probe
+    from autopeft.train import total_steps
+
+    rungs = parse_rungs(cfg.rungs)
+    trial_steps = rungs[-1] if rungs else cfg.trial_steps
+    stored = study.user_attrs.get("plan")
+    if stored and trial_steps is None and cfg.refit_share is None:
+        plan = Plan.from_dict(stored)
+        plan.source = "study"
+        return plan
+    max_steps = total_steps(len(bench.train_data), bench.settings)
+    fixed = trial_steps is not None and cfg.refit_share is not None  # nothing left to fit
+    costs = probe(bench, RUNG_EVAL_ROWS) if budget.seconds is not None and not fixed else None
+    plan = make_plan(max_steps, budget.left(), costs, cfg.eta, 1 + cfg.confirm_seeds,
+                     trial_steps, cfg.refit_share, rungs)
+    study.set_user_attr("plan", plan.to_dict())
+    rows = len(bench.eval_data)
+    study.set_user_attr("noise", {
+        "rung": sampling_noise(bench.task.metric, min(rows, plan.rung_eval_rows or rows)),
+        "final": sampling_noise(bench.task.metric, rows)})
+    return plan
+
+
 def prepare(study: Any, cfg: SearchConfig, space: Space, bench: Bench, budget: Budget,
-            reporter: Any) -> TrialRunner:
+            reporter: Any, plan: Plan) -> TrialRunner:
     """Resolve the limits, note the hypervolume scales, warm-start a fresh study."""
     import time
 
@@ -184,8 +221,9 @@ def prepare(study: Any, cfg: SearchConfig, space: Space, bench: Bench, budget: B
         names = enqueue_recipes(study, space)
         if names:
             reporter.note(f"warm start: {', '.join(names)} first")
+    noise = float((study.user_attrs.get("noise") or {}).get("rung", 0.0))
     return TrialRunner(study, bench, skeleton(bench.base.model), cfg.pruner, cfg.eta, limits,
-                       budget, reporter)
+                       budget, reporter, plan, noise)
 
 
 def run_search(cfg: SearchConfig, reporter: Any = None, bench: Bench | None = None) -> Any:
@@ -202,8 +240,13 @@ def run_search(cfg: SearchConfig, reporter: Any = None, bench: Bench | None = No
     study = open_study(cfg, space)
     for note in [*bench.notes, *notes]:
         reporter.note(note)
-    search_budget = budget.share(1 - CONFIRM_SHARE) if cfg.confirm_seeds else budget
-    runner = prepare(study, cfg, space, bench, search_budget, reporter)
+    plan = plan_for(study, cfg, bench, budget)
+    reporter.note(plan.describe())
+    search_budget = budget.share(1 - plan.refit_share)
+    # Every worker of this study stops searching at the same time: the refit's share is left.
+    left = search_budget.left()
+    study.set_user_attr("deadline", None if left is None else time.time() + left)
+    runner = prepare(study, cfg, space, bench, search_budget, reporter, plan)
     if cfg.isolation == "process":
         runner.bench = IsolatedBench.around(bench, cfg.model, cfg.data, cache_dir(),
                                             cfg.trust_remote_code)
@@ -215,8 +258,8 @@ def run_search(cfg: SearchConfig, reporter: Any = None, bench: Bench | None = No
                    search_budget, reporter)
         for proc in procs:  # they stop at the same cap and deadline
             proc.wait()
-        if cfg.confirm_seeds and confirm_front(study, runner.bench, cfg.confirm_seeds, budget,
-                                               reporter):
+        if (plan.refit_steps > plan.trial_steps or cfg.confirm_seeds) and refit_front(
+                study, runner.bench, plan, cfg.confirm_seeds, budget, reporter):
             record_hypervolume(study)
     finally:
         for proc in procs:
@@ -302,7 +345,8 @@ def run_worker(study_name: str, storage: str | None = None, reporter: Any = None
     bench = Bench.load(cfg.model, cfg.data, cfg.train, cache_dir(), cfg.trust_remote_code)
     space, _ = fit_space(space_from_text(a["space_text"], a["space"]), bench.base.model)
     budget = Budget(seconds_left(study))
-    runner = prepare(study, replace(cfg, warm_start=False), space, bench, budget, reporter)
+    plan = Plan.from_dict(a["plan"])
+    runner = prepare(study, replace(cfg, warm_start=False), space, bench, budget, reporter, plan)
     if cfg.isolation == "process":
         runner.bench = IsolatedBench.around(bench, cfg.model, cfg.data, cache_dir())
     reporter.started(study, mask(url), budget, None)
@@ -313,7 +357,3 @@ def run_worker(study_name: str, storage: str | None = None, reporter: Any = None
             runner.bench.close()
     reporter.finished(study)
     return study
-
-
-def trial_candidate(trial: Any) -> Candidate:
-    return Candidate.from_dict(trial.user_attrs["candidate"])

@@ -10,9 +10,9 @@ Hypervolume is measured on normalised objectives, all minimised and in [0, 1]:
   fp32 weights, gradients and AdamW state take): monotone, never clipped.
 
 The reference point is ``(1.1, 1.1, 1.1)``: 10% beyond the worst normalised value, so a
-boundary point such as full fine-tuning (params = 1) still adds volume. Only complete,
-feasible trials count; a trial re-trained with ``--confirm-seeds`` counts by its
-confirmation (the mean over seeds) instead. The history is the study user attribute
+boundary point such as full fine-tuning (params = 1) still adds volume. The points are the
+reported front's pool (``autopeft/results.py``): feasible refit records if the refit ran,
+else complete search trials, else the provisional ones. The history is the study user attribute
 ``hypervolume_history``: ``[[seconds since the study started, hypervolume], ...]``.
 """
 from __future__ import annotations
@@ -22,9 +22,9 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from autopeft.pareto import hypervolume, non_dominated_mask
+from autopeft.pareto import hypervolume
+from autopeft.results import front_pool, records
 
-DIRECTIONS = ("maximize", "minimize", "minimize")
 REFERENCE = (1.1, 1.1, 1.1)
 MEMORY_BYTES_PER_PARAM = 16  # fp32 weights + gradients + two AdamW moments
 
@@ -51,29 +51,19 @@ class Scales:
                 "memory_scale_bytes": MEMORY_BYTES_PER_PARAM * self.base_params}
 
 
-def is_feasible(trial: Any) -> bool:
-    """Optuna's rule: every constraint value <= 0."""
-    return all(v <= 0 for v in trial.constraints.values())
-
-
-def front_pool(trials: list[Any]) -> list[Any]:
-    """Trials that may be on the front: complete, feasible, not superseded by a confirmation."""
-    superseded = {t.user_attrs["confirm_of"] for t in trials if "confirm_of" in t.user_attrs}
-    return [t for t in trials if t.state.name == "COMPLETE" and t.values is not None
-            and is_feasible(t) and t.number not in superseded]
+def front_hypervolume(trials: list[Any], scales: Scales) -> float:
+    """Hypervolume of the reported front's pool (``autopeft/results.py``: refit records if
+    any, else complete search trials, else provisional ones)."""
+    pool = front_pool(records(trials))
+    return hypervolume([scales.normalise(r.values) for r in pool], REFERENCE) if pool else 0.0
 
 
 def front_trials(study: Any) -> list[Any]:
-    pool = front_pool(study.get_trials(deepcopy=False))
-    if not pool:
-        return []
-    mask = non_dominated_mask([t.values for t in pool], DIRECTIONS)
-    return [t for t, m in zip(pool, mask) if m]
+    """The study's reported front (records), ties within the score noise resolved."""
+    from autopeft.results import front, score_noise
 
-
-def front_hypervolume(trials: list[Any], scales: Scales) -> float:
-    pool = front_pool(trials)
-    return hypervolume([scales.normalise(t.values) for t in pool], REFERENCE) if pool else 0.0
+    recs = records(study.get_trials(deepcopy=False))
+    return front(recs, score_noise(study.user_attrs, recs))
 
 
 def scales_of(study: Any) -> Scales | None:

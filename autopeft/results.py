@@ -1,0 +1,198 @@
+"""One read model of a study's results: an Optuna trial becomes a typed ``Record``, and the
+front is computed from records. ``show``, the report, ``export --pick``, the refit and the
+hypervolume all ask this module what a trial's result means, so it is defined once.
+
+* **Objectives**, in order: score (maximise), trainable parameters (minimise), peak training
+  memory in bytes (minimise).
+* **Feasible**: every constraint value <= 0 (Optuna's rule; ``--max-memory``/``--max-params``).
+* **Fidelity** of a record's score:
+  ``refit``: a trial the refit added (user attr ``confirm_of`` names the search trial it
+  re-trains at the refit's fidelity, with one or more seeds; its score is their mean);
+  ``search``: a complete search trial, scored at the end of its search fidelity;
+  ``provisional``: a trial that stopped before its end (pruned, or the budget ended): its
+  score is that of the last rung it reached, its memory the pre-training lower bound.
+* **Superseded**: a search trial that a refit trial stands in for.
+* **The front**: the non-dominated feasible records of the best fidelity present: refit
+  records if the refit re-trained any, else complete search trials, else (a budget that ended
+  before any trial completed) provisional records, marked so everywhere. Scores that differ
+  by less than the noise (``score_noise``) are ties, so a cheaper candidate inside the noise
+  of a dearer one replaces it.
+
+A leaf: no optuna, no torch imports; trials are read through their attributes only.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from autopeft.pareto import non_dominated_mask
+
+DIRECTIONS = ("maximize", "minimize", "minimize")
+OBJECTIVES = ("score", "trainable_params", "peak_memory_bytes")
+FIDELITY_ORDER = ("refit", "search", "provisional")
+# Metrics whose score is a share of validation rows right: their sampling noise is known.
+PROPORTIONS = ("accuracy",)
+
+
+@dataclass
+class Record:
+    number: int
+    state: str  # COMPLETE, PRUNED, FAIL, RUNNING, WAITING
+    label: str
+    candidate: dict[str, Any]
+    score: float | None
+    trainable_params: int | None
+    peak_memory_bytes: int | None
+    feasible: bool = True
+    fidelity: str = ""  # refit | search | provisional | "" (no score)
+    steps: int | None = None  # steps behind the score
+    trainable_fraction: float | None = None
+    wall_seconds: float | None = None
+    rung_scores: dict[int, float] = field(default_factory=dict)
+    refit_of: int | None = None  # a refit record: the search trial it re-trains
+    superseded_by: int | None = None  # a search trial: the refit record standing in for it
+    search_score: float | None = None  # a refit record: the search trial's score
+    seeds: int | None = None  # runs with several seeds (the refit): how many
+    score_mean: float | None = None  # ... their mean (a refit record's score)
+    score_std: float | None = None  # ... and their sample standard deviation
+    note: str = ""
+
+    @property
+    def values(self) -> tuple[float, float, float]:
+        return (float(self.score), float(self.trainable_params or 0),
+                float(self.peak_memory_bytes or 0))
+
+    @property
+    def provisional(self) -> bool:
+        return self.fidelity == "provisional"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def feasible(trial: Any) -> bool:
+    """Optuna's rule: every constraint value <= 0 (stored as system attrs ``constraints*``)."""
+    for key, value in trial.system_attrs.items():
+        if key == "constraints" or key.startswith("constraints:"):
+            values = value if isinstance(value, (list, tuple)) else [value]
+            if any(v is not None and float(v) > 0 for v in values):
+                return False
+    return True
+
+
+def _seeds(attrs: dict[str, Any]) -> tuple[int | None, float | None, float | None]:
+    """(runs, mean, sample std) of the scores of several seeds (``confirm_scores``)."""
+    scores = attrs.get("confirm_scores")
+    if isinstance(scores, (list, tuple)) and scores:
+        vals = [float(v) for v in scores]
+        return (len(vals), statistics.fmean(vals),
+                statistics.stdev(vals) if len(vals) > 1 else 0.0)
+    return None, attrs.get("confirm_mean"), attrs.get("confirm_std")
+
+
+def _note(attrs: dict[str, Any], superseded_by: int | None) -> str:
+    if superseded_by is not None:
+        return f"re-trained by the refit as trial {superseded_by}"
+    if "confirm_of" in attrs:
+        return f"refit of trial {attrs['confirm_of']}"
+    if attrs.get("duplicate_of") is not None:
+        return f"same candidate as trial {attrs['duplicate_of']}: not trained again"
+    for key in ("fail_reason", "prune_reason", "infeasible_reason"):
+        if attrs.get(key):
+            return str(attrs[key])
+    return ""
+
+
+def record(trial: Any, superseded_by: int | None = None) -> Record:
+    """What one trial's result means (see the module docstring)."""
+    a = trial.user_attrs
+    state = trial.state.name
+    rungs = {int(k): float(v) for k, v in (a.get("rung_scores") or {}).items()}
+    r = Record(number=trial.number, state=state, label=a.get("label", "?"),
+               candidate=a.get("candidate", {}), score=None,
+               trainable_params=a.get("trainable_params"), peak_memory_bytes=None,
+               feasible=feasible(trial), trainable_fraction=a.get("trainable_fraction"),
+               wall_seconds=a.get("wall_seconds"), rung_scores=rungs,
+               superseded_by=superseded_by, note=_note(a, superseded_by))
+    if state == "COMPLETE" and trial.values is not None:
+        r.score, params, memory = trial.values
+        r.trainable_params, r.peak_memory_bytes = int(params), int(memory)
+        r.steps = a.get("steps")
+        r.seeds, r.score_mean, r.score_std = _seeds(a)
+        if "confirm_of" in a:
+            r.fidelity, r.refit_of = "refit", int(a["confirm_of"])
+            r.search_score = a.get("search_score")
+            r.steps = a.get("refit_steps", r.steps)
+        else:
+            r.fidelity = "search"
+    elif state == "PRUNED" and rungs and a.get("duplicate_of") is None:
+        last = max(rungs)
+        r.score, r.steps, r.fidelity = rungs[last], last, "provisional"
+        r.peak_memory_bytes = a.get("peak_memory_bytes") or a.get("predicted_memory_bytes")
+    return r
+
+
+def records(trials: Iterable[Any]) -> list[Record]:
+    """Every trial of a study as a record, in trial order. WAITING trials (queued, never
+    started) and a worker's trial past the study's cap (never trained) are left out."""
+    trials = [t for t in trials if t.state.name != "WAITING" and not t.user_attrs.get("over_cap")]
+    refit_as = {t.user_attrs["confirm_of"]: t.number for t in trials if "confirm_of" in t.user_attrs}
+    return [record(t, refit_as.get(t.number)) for t in trials]
+
+
+def front_pool(recs: Sequence[Record]) -> list[Record]:
+    """The records that compete for the front: feasible, with a score, of the best fidelity
+    present (refit, else search, else provisional), none superseded."""
+    scored = [r for r in recs if r.score is not None and r.feasible and r.superseded_by is None
+              and r.trainable_params is not None]
+    for level in FIDELITY_ORDER:
+        pool = [r for r in scored if r.fidelity == level]
+        if pool:
+            return pool
+    return []
+
+
+def front(recs: Sequence[Record], score_noise: float = 0.0) -> list[Record]:
+    """The Pareto front of ``recs`` (see the module docstring), best score first."""
+    pool = front_pool(recs)
+    if not pool:
+        return []
+    mask = non_dominated_mask([r.values for r in pool], DIRECTIONS, (score_noise, 0.0, 0.0))
+    return sorted((r for r, m in zip(pool, mask) if m), key=lambda r: -r.values[0])
+
+
+def sampling_noise(metric: str, rows: int | None) -> float:
+    """Standard error of a share measured on ``rows`` validation rows (at p = 0.5, the
+    largest): what two scores on the same rows can differ by from the rows alone. 0 for
+    metrics that are not shares (BLEU, correlations, loss)."""
+    if metric not in PROPORTIONS or not rows:
+        return 0.0
+    return 0.5 / math.sqrt(rows)
+
+
+def score_noise(study_attrs: dict[str, Any], recs: Sequence[Record] = ()) -> float:
+    """How far apart two final scores must be to differ: the largest of the validation
+    split's sampling noise (stored with the plan) and the seed spread the refit measured
+    (pooled over members re-trained with several seeds)."""
+    noise = float((study_attrs.get("noise") or {}).get("final", 0.0))
+    stds = [r.score_std for r in recs if r.fidelity == "refit" and (r.seeds or 0) > 1
+            and r.score_std is not None]
+    if stds:
+        noise = max(noise, math.sqrt(statistics.fmean(s * s for s in stds)))
+    return noise
+
+
+def rank_correlation(recs: Sequence[Record]) -> float | None:
+    """Spearman correlation between refit scores and the search scores of the same
+    candidates (None below 3 refit records): how well the search fidelity ranked them."""
+    pairs = [(r.search_score, r.score) for r in recs
+             if r.fidelity == "refit" and r.search_score is not None]
+    if len(pairs) < 3:
+        return None
+    from scipy.stats import spearmanr
+
+    value = spearmanr([p[0] for p in pairs], [p[1] for p in pairs]).statistic
+    return None if value != value else float(value)  # NaN: all scores tied

@@ -1,0 +1,145 @@
+"""The refit: the last share of the budget re-trains the front at the refit's fidelity.
+
+Search trials are scored at the search fidelity (the plan's ``trial_steps``), which ranks
+candidates but flatters or hides some of them. The refit takes the search front's members,
+most promising first (the largest share of the front's hypervolume each one alone adds), and
+trains each at ``refit_steps`` with the candidate's seed and ``--confirm-seeds`` more. A run
+whose length the search trial already trained is not repeated: same candidate, same seed,
+same score. The result is added to the study as a *refit trial*: same parameters and
+candidate, values = the means over the runs, user attributes ``confirm_of`` (the search
+trial), ``confirm_scores``, ``confirm_seeds``, ``confirm_mean``, ``confirm_std`` (sample
+standard deviation), ``refit_steps`` and ``search_score``. Finished Optuna trials cannot
+change, so the search trial stays as it was and is superseded: the reported front is the
+refit one (``autopeft/results.py``). A member the budget cuts short keeps the seeds it
+finished; one with no finished run is left out of the refit front.
+"""
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from typing import Any
+
+from autopeft.candidate import Candidate
+from autopeft.results import Record, front, rank_correlation, records
+from autopeft.runner import Fidelity
+from autopeft.search.budget import Budget
+from autopeft.search.objective import StopTrial
+from autopeft.search.plan import Plan
+from autopeft.search.summary import scales_of
+
+CARRIED = ("candidate", "label", "trainable_params", "total_params", "trainable_fraction",
+           "trained_params", "stored_params", "predicted_memory_bytes", "memory_method")
+
+
+def _search_front(study: Any) -> list[Record]:
+    """The front among search-fidelity records (complete, else provisional)."""
+    recs = [r for r in records(study.get_trials(deepcopy=False)) if r.fidelity != "refit"
+            and r.superseded_by is None]
+    return front(recs)
+
+
+def by_promise(members: list[Record], study: Any) -> list[Record]:
+    """Members ordered by the hypervolume each adds alone (largest first), then by score."""
+    from autopeft.pareto import hypervolume
+    from autopeft.search.summary import REFERENCE
+
+    scales = scales_of(study)
+    if scales is None or len(members) < 2:
+        return sorted(members, key=lambda r: -r.values[0])
+    points = [scales.normalise(r.values) for r in members]
+    total = hypervolume(points, REFERENCE)
+    alone = [total - hypervolume(points[:i] + points[i + 1:], REFERENCE) for i in range(len(points))]
+    order = sorted(range(len(members)), key=lambda i: (-alone[i], -members[i].values[0]))
+    return [members[i] for i in order]
+
+
+def refit_front(study: Any, bench: Any, plan: Plan, seeds: int, budget: Budget,
+                reporter: Any) -> int:
+    """Refit the search front's members (see the module docstring); returns how many."""
+    done: set[int] = {r.refit_of for r in records(study.get_trials(deepcopy=False))
+                      if r.refit_of is not None}
+    refitted = 0
+    while True:
+        todo = [m for m in by_promise(_search_front(study), study) if m.number not in done]
+        if not todo or budget.left() == 0:
+            break
+        member = todo[0]
+        done.add(member.number)
+        trial = next(t for t in study.get_trials(deepcopy=False) if t.number == member.number)
+        runs = _runs(trial, member, bench, plan, seeds, budget, reporter)
+        if runs:
+            added = _add_refit(study, trial, member, runs, plan.refit_steps)
+            refitted += 1
+            a = added.user_attrs
+            reporter.note(f"refit of trial {member.number} ({member.label}) at {plan.refit_steps} "
+                          f"steps, {len(runs)} seed(s): {a['confirm_mean']:.4f} ± "
+                          f"{a['confirm_std']:.4f} (search {member.score:.4f})")
+    if refitted:
+        rho = rank_correlation(records(study.get_trials(deepcopy=False)))
+        study.set_user_attr("refit_rank_correlation", rho)
+        if rho is not None:
+            reporter.note(f"rank correlation of search and refit scores (Spearman): {rho:.2f}")
+    return refitted
+
+
+def _runs(trial: Any, member: Record, bench: Any, plan: Plan, seeds: int, budget: Budget,
+          reporter: Any) -> list[dict[str, Any]]:
+    base = Candidate.from_dict(trial.user_attrs["candidate"])
+    runs = []
+    if member.fidelity == "search" and member.steps == plan.refit_steps:
+        runs.append({"seed": base.seed, "score": member.score,
+                     "peak_memory_bytes": member.peak_memory_bytes,
+                     "wall_seconds": member.wall_seconds or 0.0})  # already trained this long
+    rate = (member.wall_seconds or 0.0) / max(1, member.steps or 1)
+    for k in range(len(runs), seeds + 1):
+        if not budget.fits(rate * plan.refit_steps):
+            reporter.note(f"budget reached while re-training trial {member.number}")
+            break
+        run = _train(bench, dataclasses.replace(base, seed=base.seed + k), plan, budget)
+        if run is None:
+            break
+        runs.append(run)
+    return runs
+
+
+def _add_refit(study: Any, original: Any, member: Record, runs: list[dict[str, Any]],
+               steps: int) -> Any:
+    import optuna
+
+    scores = [r["score"] for r in runs]
+    memory = [r["peak_memory_bytes"] or 0 for r in runs]
+    mean = statistics.fmean(scores)
+    attrs = {k: original.user_attrs[k] for k in CARRIED if k in original.user_attrs}
+    attrs.update(confirm_of=original.number, confirm_scores=scores,
+                 confirm_seeds=[r["seed"] for r in runs], confirm_mean=mean,
+                 confirm_std=statistics.stdev(scores) if len(scores) > 1 else 0.0,
+                 peak_memory_bytes=int(statistics.fmean(memory)), refit_steps=steps,
+                 search_score=member.score, search_fidelity=member.fidelity,
+                 wall_seconds=round(statistics.fmean(r["wall_seconds"] for r in runs), 3),
+                 steps=steps)
+    constraints = {k: v for k, v in original.system_attrs.items() if k.startswith("constraints")}
+    trial = optuna.trial.create_trial(
+        params=original.params, distributions=original.distributions,
+        values=[mean, float(member.trainable_params or 0), statistics.fmean(memory)],
+        user_attrs=attrs, system_attrs=constraints)
+    study.add_trial(trial)
+    return trial
+
+
+def _train(bench: Any, candidate: Candidate, plan: Plan, budget: Budget) -> dict[str, Any] | None:
+    """One run at the refit's fidelity; None if the budget ended during it (or it failed)."""
+    def on_step(step: int, total: int, loss: float) -> None:
+        if budget.left() == 0:
+            raise StopTrial("budget ended", 0, step, by_budget=True)
+
+    fidelity = Fidelity(schedule_steps=plan.refit_steps, stop_at=plan.refit_steps)
+    try:
+        outcome = bench.run(candidate, on_step=on_step, fidelity=fidelity)
+    except StopTrial:
+        return None
+    except Exception:  # a seed that diverges is not a refit run; the others still count
+        return None
+    r = outcome.result
+    return {"seed": candidate.seed, "score": r.score, "peak_memory_bytes": r.peak_memory,
+            "wall_seconds": r.seconds}
+
