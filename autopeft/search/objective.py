@@ -104,13 +104,15 @@ class TrialRunner:
     def duplicate_of(self, trial: Any, candidate: Candidate) -> int | None:
         """A trial of this study that trained or is training the same candidate (same seed):
         it would score the same, so this one is not trained again. A trial the budget cut
-        short does not count (it may get further now)."""
+        short does not count (it may get further now); of two running at once, the earlier
+        one trains."""
         mine = candidate.to_dict()
         for t in self.study.get_trials(deepcopy=False):
             a = t.user_attrs
             if t.number == trial.number or a.get("candidate") != mine or a.get("duplicate_of") is not None:
                 continue
-            if t.state.name in ("COMPLETE", "RUNNING") or (
+            # Two processes that drew the same candidate at once: the later trial gives way.
+            if t.state.name == "COMPLETE" or (t.state.name == "RUNNING" and t.number < trial.number) or (
                     t.state.name == "PRUNED" and not a.get("stopped_by_budget")):
                 return t.number
         return None

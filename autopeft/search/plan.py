@@ -9,23 +9,24 @@ The rule (all in steps of the optimiser; every number below is a module constant
 
 * **Full fidelity** ``max_steps`` is what ``--epochs`` over ``--train-samples`` gives: the
   most any run trains.
-* **Search fidelity** ``trial_steps``: the largest number of steps (<= ``max_steps``) at
-  which ``TARGET_CANDIDATES`` candidates fit in the search share of the budget, counting
-  successive halving (a candidate reaches rung k with probability ``eta^-k``), the rung
-  evaluations and a start-up per trial; never below ``MIN_TRIAL_STEPS`` (then fewer
-  candidates fit, and the plan says how many).
+* **Search fidelity** ``trial_steps`` and **refit fidelity** ``refit_steps = min(max_steps,
+  eta x trial_steps)`` (one rung further): the longest trial at which ``TARGET_CANDIDATES``
+  candidates (counting successive halving: a candidate reaches rung k with probability
+  ``eta^-k``, the rung evaluations and a start-up per trial) *and* the refit of
+  ``REFIT_MEMBERS`` members (times the seeds asked for) fit in the budget; never below
+  ``MIN_TRIAL_STEPS`` (then fewer candidates fit, the plan says how many, and the refit gets
+  ``REFIT_SHARE`` of the budget at the length that share affords). The refit's share of the
+  budget is what it costs. When the search trials already train everything and one seed is
+  asked for, there is nothing to refit: the whole budget searches.
 * **Rungs**: ``trial_steps / eta^k`` for k = 2, 1, 0, dropping any below ``MIN_RUNG_STEPS``
   (scores after fewer steps are chance: BENCHMARKS.md, "fidelity"). Intermediate rungs are
   scored on a fixed seeded subset of ``RUNG_EVAL_ROWS`` validation rows; the last rung and
   the refit on the whole validation split.
 * **Cut**: a trial follows the learning-rate schedule of the refit (warm-up and decay
   planned for ``refit_steps``) and stops at ``trial_steps``: "steps within one long
-  schedule", which ranked candidates like their refit scores better than short schedules
-  (BENCHMARKS.md, "fidelity"). With the same seed a trial is the exact start of its refit.
-* **Refit**: ``REFIT_SHARE`` of the budget re-trains the front at ``refit_steps``: what
-  ``REFIT_MEMBERS`` members (times the seeds asked for) can afford, at least
-  ``trial_steps`` and at most ``max_steps``. When that is no longer than the search trials
-  and one seed is asked for, nothing would change: the refit's share goes to the search.
+  schedule" (BENCHMARKS.md, "fidelity", compares it with short schedules). With the same
+  seed a trial is the exact start of its refit.
+* The refit re-trains the front's members, most promising first, while the budget lasts.
 * Without a budget: every trial may train ``max_steps``; the refit only adds seeds.
 
 No torch, no optuna here: costs are measured by the caller (``probe`` in ``search/study.py``)
@@ -43,7 +44,7 @@ TARGET_CANDIDATES = 24  # candidates a budget should let the search look at
 MIN_TRIAL_STEPS = 100  # a search trial trains at least this much (or max_steps if fewer)
 MIN_RUNG_STEPS = 30  # no rung before this step: earlier scores are noise
 RUNG_EVAL_ROWS = 512  # validation rows scored at intermediate rungs (fixed, seeded subset)
-REFIT_SHARE = 0.25  # of the budget, kept for re-training the front
+REFIT_SHARE = 0.25  # of the budget for the refit, when even the shortest search leaves less
 REFIT_MEMBERS = 3  # the refit share is sized to re-train this many front members
 
 
@@ -129,40 +130,65 @@ def make_plan(max_steps: int, budget_seconds: float | None, costs: Costs | None,
         return Plan(max_steps, t, refit, rungs or ladder(t, eta),
                     refit_share=refit_share or 0.0,
                     source="override" if overridden else "no budget")
-    share = REFIT_SHARE if refit_share is None else refit_share
-    search = budget_seconds * (1 - share)
-    t = trial_steps or _fit_trial_steps(max_steps, search, eta, costs)
-    t = min(t, max_steps)
-    per_member = share * budget_seconds / (REFIT_MEMBERS * seeds)
-    affordable = int((per_member - costs.eval_seconds - costs.start_seconds) / costs.step_seconds)
-    refit = min(max_steps, max(t, affordable))
     notes = []
-    if refit == t and seeds == 1 and refit_share is None:
-        share, search = 0.0, budget_seconds  # a refit would repeat the search trials exactly
+    t = min(max_steps, trial_steps or _fit_trial_steps(max_steps, budget_seconds, eta, costs, seeds))
+    refit = _refit_steps(t, max_steps, eta)
+    if refit == t and seeds == 1:
+        share = 0.0  # a refit would repeat the search trials exactly
+    else:
+        share = _refit_seconds(refit, costs, seeds) / budget_seconds
+        if share > REFIT_SHARE and trial_steps is None and t == _floor(max_steps):
+            # Even the shortest search leaves too little: the refit gets its share, shorter.
+            share = REFIT_SHARE
+            per_run = share * budget_seconds / (REFIT_MEMBERS * seeds)
+            refit = max(t, min(refit, int((per_run - costs.eval_seconds - costs.start_seconds)
+                                          / costs.step_seconds)))
+            if refit == t and seeds == 1:
+                share = 0.0
+    if refit_share is not None:
+        share = refit_share
+    if share == 0.0 and refit > t and refit_share is None:
+        refit = t
+    if share == 0.0:
         notes.append("no refit: the budget affords no longer training than the search trials")
-    expected = max(1, int(search / candidate_seconds(t, eta, costs)))
+    expected = max(1, int(budget_seconds * (1 - share) / candidate_seconds(t, eta, costs)))
     if expected < TARGET_CANDIDATES:
         notes.append(f"the budget fits about {expected} candidates at the minimum fidelity "
                      f"({t} steps); a longer --budget looks at more")
-    return Plan(max_steps, t, refit, rungs or ladder(t, eta), refit_share=share,
+    return Plan(max_steps, t, refit, rungs or ladder(t, eta), refit_share=round(share, 4),
                 expected_candidates=expected, costs=costs,
                 source="override" if overridden else "budget", notes=notes)
 
 
-def _fit_trial_steps(max_steps: int, search_seconds: float, eta: int, costs: Costs) -> int:
-    """The largest trial length at which TARGET_CANDIDATES fit (bisection; cost grows with
-    steps), at least MIN_TRIAL_STEPS."""
-    floor = min(max_steps, MIN_TRIAL_STEPS)
-    per_candidate = search_seconds / TARGET_CANDIDATES
-    if candidate_seconds(max_steps, eta, costs) <= per_candidate:
+def _floor(max_steps: int) -> int:
+    return min(max_steps, MIN_TRIAL_STEPS)
+
+
+def _refit_steps(trial_steps: int, max_steps: int, eta: int) -> int:
+    """The refit trains one rung further than the search: ``eta`` times, at most everything."""
+    return min(max_steps, eta * trial_steps)
+
+
+def _refit_seconds(refit_steps: int, costs: Costs, seeds: int) -> float:
+    return REFIT_MEMBERS * seeds * (refit_steps * costs.step_seconds + costs.eval_seconds
+                                    + costs.start_seconds)
+
+
+def _fit_trial_steps(max_steps: int, budget: float, eta: int, costs: Costs, seeds: int) -> int:
+    """The longest trial at which TARGET_CANDIDATES candidates and the refit of
+    REFIT_MEMBERS members (``eta`` times longer) fit in ``budget``; at least the floor."""
+    def total(t: int) -> float:
+        refit = _refit_steps(t, max_steps, eta)
+        spare = refit == t and seeds == 1
+        return (TARGET_CANDIDATES * candidate_seconds(t, eta, costs)
+                + (0.0 if spare else _refit_seconds(refit, costs, seeds)))
+
+    if total(max_steps) <= budget:
         return max_steps
-    lo, hi = floor, max_steps
-    while lo < hi:
+    lo, hi = _floor(max_steps), max_steps - 1
+    while lo < hi:  # total() grows with t below max_steps
         mid = (lo + hi + 1) // 2
-        if candidate_seconds(mid, eta, costs) <= per_candidate:
-            lo = mid
-        else:
-            hi = mid - 1
+        lo, hi = (mid, hi) if total(mid) <= budget else (lo, mid - 1)
     return lo
 
 
