@@ -192,7 +192,8 @@ def rank_correlation(recs: Sequence[Record]) -> float | None:
              if r.fidelity == "refit" and r.search_score is not None]
     if len(pairs) < 3:
         return None
+    if len({p[0] for p in pairs}) < 2 or len({p[1] for p in pairs}) < 2:
+        return None  # all tied: no ranking to compare
     from scipy.stats import spearmanr
 
-    value = spearmanr([p[0] for p in pairs], [p[1] for p in pairs]).statistic
-    return None if value != value else float(value)  # NaN: all scores tied
+    return float(spearmanr([p[0] for p in pairs], [p[1] for p in pairs]).statistic)

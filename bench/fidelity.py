@@ -15,7 +15,7 @@ Reported: Spearman rank correlation of each cut's scores with the refit scores, 
 seed spread (sample std) per recipe and rung. Scores only, so the machine's load does not
 change them; wall times are reported but are not the point.
 
-    python bench/fidelity.py            # about 40 minutes on 2 cores
+    python bench/fidelity.py            # about 60 minutes on an idle 2-core machine
     python bench/fidelity.py --quick    # a few minutes, fewer steps and candidates
 """
 from __future__ import annotations
@@ -107,6 +107,7 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=270)
     ap.add_argument("--sampled", type=int, default=4)
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--seeded", type=int, default=3, help="recipes measured with every seed")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "bench" / "fidelity.json"))
     args = ap.parse_args()
@@ -134,7 +135,7 @@ def main() -> None:
             res["short"][r] = run(short, cand, 0, r, [r])["scores"].get(r)
         results[name] = res
         print(name, json.dumps(res), flush=True)
-    seeded = [n for n, _ in cands[:4] if n != "BitFit"][:3]  # LoRA, (IA)3, adapter
+    seeded = [n for n, _ in cands[:4] if n != "BitFit"][:args.seeded]  # LoRA, (IA)3, adapter
     spread: dict[str, dict[int, list[float]]] = {}
     for name, cand in cands:
         if name not in seeded:

@@ -1,0 +1,129 @@
+"""What a search's result means: the refit front, the provisional front of a budget that
+ended early, noise ties, and no candidate trained twice (resumed, or two processes)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from autopeft import api
+from autopeft.results import Record, front, rank_correlation, records, sampling_noise
+
+ONE_LORA = """
+name: one-lora
+candidates: [lora]
+learning_rate: {choices: [1.0e-3, 3.0e-3]}
+methods:
+  lora: {r: {choices: [2, 4]}, targets: [query, value]}
+"""
+
+
+def small(model: Path, data: Path, **extra) -> dict:
+    return dict(model=str(model), data_dir=str(data), batch_size=16, max_length=48,
+                warm_start=False, **extra)
+
+
+def rec(n: int, score: float, params: int, memory: int = 100, fidelity: str = "search",
+        **kw) -> Record:
+    return Record(n, "COMPLETE", "x", {}, score, params, memory, fidelity=fidelity, **kw)
+
+
+def test_scores_inside_the_noise_are_ties_so_the_cheaper_candidate_wins() -> None:
+    full, adapter = rec(0, 0.819, 22_000_000, 400), rec(1, 0.801, 220_000, 200)
+    assert {r.number for r in front([full, adapter])} == {0, 1}
+    assert [r.number for r in front([full, adapter], score_noise=0.02)] == [1]
+    assert sampling_noise("accuracy", 872) == pytest.approx(0.0169, abs=1e-4)
+    assert sampling_noise("bleu", 872) == 0.0
+
+
+def test_the_front_is_of_the_best_fidelity_present() -> None:
+    search = [rec(0, 0.70, 100), rec(1, 0.80, 1000)]
+    refit = [rec(2, 0.85, 100, fidelity="refit", refit_of=0, search_score=0.70)]
+    provisional = [Record(3, "PRUNED", "y", {}, 0.9, 10, 10, fidelity="provisional")]
+    assert [r.number for r in front(search + provisional)] == [1, 0]
+    assert [r.number for r in front(search + refit + provisional)] == [2]
+    assert [r.number for r in front(provisional)] == [3]
+    assert rank_correlation(refit) is None  # fewer than 3 pairs
+
+
+@pytest.mark.slow
+def test_the_refit_retrains_the_front_longer_and_stands_in_for_it(
+        workdir: Path, tiny_model: Path, tiny_data: Path) -> None:
+    (workdir / "one.yaml").write_text(ONE_LORA)
+    study = api.search("sst2", study="refit", n_trials=3, space="one.yaml", pruner="none",
+                       trial_steps=4, **small(tiny_model, tiny_data))
+    plan = study.user_attrs["plan"]
+    assert (plan["trial_steps"], plan["refit_steps"]) == (4, 13)
+    trials = study.get_trials()
+    searched = [t for t in trials if "confirm_of" not in t.user_attrs and t.state.name == "COMPLETE"]
+    refits = [t for t in trials if "confirm_of" in t.user_attrs]
+    assert searched and refits and all(t.user_attrs["steps"] == 4 for t in searched)
+    by_number = {t.number: t for t in trials}
+    for t in refits:
+        a = t.user_attrs
+        original = by_number[a["confirm_of"]]
+        assert a["refit_steps"] == 13 and a["search_score"] == original.values[0]
+        assert a["confirm_seeds"] == [0] and t.values[0] == a["confirm_scores"][0]
+    shown = api.front(study)
+    assert shown and all(r.fidelity == "refit" and r.search_score is not None for r in shown)
+    assert {r.number for r in shown} <= {t.number for t in refits}
+    everything = {r.number: r for r in api.front(study, all_trials=True)}
+    assert all(everything[t.user_attrs["confirm_of"]].superseded_by == t.number for t in refits)
+
+
+@pytest.mark.slow
+def test_a_budget_that_ends_before_any_trial_completes_still_gives_a_provisional_front(
+        workdir: Path, tiny_model: Path, tiny_data: Path) -> None:
+    from autopeft.testing import enable_faults
+
+    enable_faults()  # each step sleeps 1 s: a 13-step trial cannot finish in 10 s
+    (workdir / "slow.yaml").write_text("candidates: [fault]\nmethods:\n  fault: {kind: sleep, "
+                                       "seconds: 1.0}\nlearning_rate: 1.0e-3\n")
+    study = api.search("sst2", study="short", budget="10s", space="slow.yaml", rungs="2,13",
+                       refit_share=0.0, **small(tiny_model, tiny_data))
+    assert not [t for t in study.get_trials() if t.state.name == "COMPLETE"]
+    shown = api.front(study)
+    assert shown and all(r.fidelity == "provisional" and r.steps == 2 for r in shown)
+    assert shown[0].score == study.get_trials()[0].user_attrs["rung_scores"]["2"]
+
+
+@pytest.mark.slow
+def test_a_resumed_search_never_trains_a_complete_candidate_again(
+        workdir: Path, tiny_model: Path, tiny_data: Path) -> None:
+    (workdir / "one.yaml").write_text(ONE_LORA)
+    opts = small(tiny_model, tiny_data, study="again", space="one.yaml", pruner="none")
+    api.search("sst2", n_trials=3, **opts)
+    study = api.search("sst2", n_trials=4, **opts)  # only 4 candidates exist in this space
+    trained: dict[str, int] = {}
+    for t in study.get_trials():
+        if "confirm_of" in t.user_attrs or "steps" not in t.user_attrs:
+            continue
+        key = repr(t.user_attrs["candidate"])
+        assert key not in trained, f"trial {t.number} re-trained trial {trained.get(key)}"
+        trained[key] = t.number
+    dups = [t for t in study.get_trials() if t.user_attrs.get("duplicate_of") is not None]
+    assert all("steps" not in t.user_attrs for t in dups)
+
+
+@pytest.mark.slow
+def test_two_processes_on_one_study_do_not_train_the_same_candidate(
+        workdir: Path, tiny_model: Path, tiny_data: Path) -> None:
+    (workdir / "one.yaml").write_text(ONE_LORA)
+    api.search("sst2", n_trials=1, study="pair", space="one.yaml", pruner="none",
+               **small(tiny_model, tiny_data))  # the study exists before both start
+    argv = ["search", "--task", "sst2", "--model", str(tiny_model), "--data-dir", str(tiny_data),
+            "--study", "pair", "--space", "one.yaml", "--pruner", "none", "--no-warm-start",
+            "--batch-size", "16", "--max-length", "48", "--n-trials", "3", "--quiet",
+            "--isolation", "none"]
+    procs = [subprocess.Popen([sys.executable, "-m", "autopeft", *argv], cwd=workdir,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+    study = api.load_study("pair")
+    trained = [repr(t.user_attrs["candidate"]) for t in study.get_trials()
+               if "steps" in t.user_attrs and "confirm_of" not in t.user_attrs]
+    assert len(trained) == len(set(trained))
