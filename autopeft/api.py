@@ -19,7 +19,7 @@ from autopeft.export import (load, model_card, peft_native, prepare_dir, read_ca
                              save_config_only, save_trained, write_candidate)
 from autopeft.paths import cache_dir
 from autopeft.report.show import Row, rows
-from autopeft.runner import Bench, DataSettings
+from autopeft.runner import Bench, DataSettings, Fidelity
 from autopeft.search.storage import mask, open_storage, storage_url
 from autopeft.search.study import SearchConfig, run_search
 from autopeft.train import TrainSettings
@@ -118,26 +118,40 @@ def _info_from_trial(st: Any, trial: int, model: str | None) -> dict[str, Any]:
     trials = {t.number: t for t in st.get_trials(deepcopy=False)}
     if trial not in trials:
         raise UserError(f"study {st.study_name!r} has no trial {trial} (trials 0..{len(trials) - 1})")
+    from autopeft.results import record
+    from autopeft.search.plan import Plan
+
     t = trials[trial]
-    if t.state.name != "COMPLETE" or "candidate" not in t.user_attrs:
-        raise UserError(f"trial {trial} is {t.state.name.lower()}, not complete; pick a trial "
+    r = record(t)
+    if r.fidelity not in ("refit", "search", "provisional") or "candidate" not in t.user_attrs:
+        raise UserError(f"trial {trial} is {t.state.name.lower()} with no score; pick a trial "
                         "from `autopeft show`")
     attrs = st.user_attrs
     candidate = Candidate.from_dict(t.user_attrs["candidate"])
-    objectives = dict(zip(("score", "trainable_params", "peak_memory_bytes"), t.values))
-    for key in ("trainable_fraction", "wall_seconds", "confirm_mean", "confirm_std", "confirm_seeds"):
+    objectives = {"score": r.score, "trainable_params": r.trainable_params,
+                  "peak_memory_bytes": r.peak_memory_bytes, "fidelity": r.fidelity,
+                  "steps": r.steps}
+    for key in ("trainable_fraction", "wall_seconds", "confirm_mean", "confirm_std",
+                "confirm_seeds", "search_score"):
         if key in t.user_attrs:
             objectives[key] = t.user_attrs[key]
-    return {"study": st.study_name, "trial": trial, "model": model or attrs["model"],
+    info = {"study": st.study_name, "trial": trial, "model": model or attrs["model"],
             "task": attrs["task"], "data": attrs["data"], "train": attrs["train"],
             "candidate": candidate.to_dict(), "objectives": objectives}
+    if attrs.get("plan"):  # how long it trained, so `export --train` gets the same score
+        plan = Plan.from_dict(attrs["plan"])
+        steps = r.steps if r.fidelity == "refit" else plan.trial_steps
+        schedule = r.steps if r.fidelity == "refit" else plan.refit_steps
+        info["fidelity"] = {"schedule_steps": schedule, "stop_at": steps}
+    return info
 
 
 def _train_info(info: dict[str, Any], data_dir: str | None) -> tuple[Any, dict[str, Any]]:
     """Train the candidate in ``info`` exactly as the study did (same data, settings, seed)."""
     data = DataSettings(**{**info["data"], **({"data_dir": data_dir} if data_dir else {})})
     bench = Bench.load(info["model"], data, TrainSettings(**info["train"]), cache_dir())
-    outcome = bench.run(Candidate.from_dict(info["candidate"]))
+    outcome = bench.run(Candidate.from_dict(info["candidate"]),
+                        fidelity=Fidelity(**info.get("fidelity") or {}))
     r = outcome.result
     trained = {"score": r.score, "trainable_params": outcome.trainable,
                "total_params": outcome.total,
