@@ -20,7 +20,18 @@ from autopeft.candidate import Candidate, MethodSpec
 from autopeft.errors import UserError
 from autopeft.methods import check_combination, get_method, make_spec
 
-SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
+def _spaces_dir() -> Path:
+    """Where the shipped spaces are: the source tree's ``search_spaces/`` (a checkout), else
+    the package data ``autopeft.search_spaces`` (a wheel or a non-editable install)."""
+    source = Path(__file__).resolve().parents[1] / "search_spaces"
+    if (source / "default.yaml").is_file():
+        return source
+    from importlib.resources import files
+
+    return Path(str(files("autopeft.search_spaces")))
+
+
+SPACES_DIR = _spaces_dir()
 TOP_KEYS = {"name", "description", "candidates", "learning_rate", "methods", "seed"}
 
 
