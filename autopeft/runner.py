@@ -82,10 +82,9 @@ class Bench:
             on_step: Callable[[int, int, float], None] | None = None,
             eval_at: Sequence[int] = (),
             on_eval: Callable[[int, float], None] | None = None) -> Outcome:
-        """Train ``candidate`` on a fresh copy of the base model and score it."""
-        import torch
-
-        torch.manual_seed(candidate.seed)  # adapter initialisation is seeded too
+        """Train ``candidate`` on a fresh copy of the base model and score it. Everything
+        random comes from ``candidate.seed``: the new head and the methods' tensors (``build``),
+        dropout and the data order (``train``)."""
         model = self.build(candidate)
         trainable, total = count_trainable(model), count_total(model)
         device = resolve_device(self.settings.device)
