@@ -34,7 +34,8 @@ def build(base: Any, candidate: Candidate, total_steps: int | None = None) -> An
     ``total_steps`` is how long it will train (methods with schedules, e.g. AdaLoRA).
     Everything new (the task head ``from_pretrained`` created, the methods' tensors) is drawn
     from the candidate's seed, so a candidate builds the same in every process; torch's
-    global generator is left as it was."""
+    CPU generator is left as it was (forking CUDA's too would start CUDA in processes that
+    only build to count)."""
     import torch
 
     check_combination([m.name for m in candidate.methods])
@@ -42,7 +43,7 @@ def build(base: Any, candidate: Candidate, total_steps: int | None = None) -> An
     model = copy.deepcopy(base)
     ctx = context_for(model, total_steps)
     model.requires_grad_(False)
-    with torch.random.fork_rng():
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(candidate.seed)
         reinit_new_parameters(model)
         for method, spec in sorted(specs, key=lambda ms: ms[0].build_order):
