@@ -55,10 +55,14 @@ def headless_bert(folder: Path) -> Path:
 
     full = make_tiny_bert(folder / "full")
     AutoModel.from_pretrained(full).save_pretrained(folder / "encoder")
-    for name in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
-        if (full / name).is_file():
-            (folder / "encoder" / name).write_bytes((full / name).read_bytes())
-    return folder / "encoder"
+    return with_tokenizer(folder / "encoder", full)
+
+
+def with_tokenizer(model_dir: Path, source: Path) -> Path:
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(source).save_pretrained(model_dir)
+    return model_dir
 
 
 @pytest.fixture(scope="module")
@@ -102,10 +106,7 @@ def test_load_base_names_the_parameters_it_created(headless: Path, tiny_model: P
     three = tmp_path / "three"
     AutoModelForSequenceClassification.from_pretrained(
         tiny_model, num_labels=3, ignore_mismatched_sizes=True).save_pretrained(three)
-    for name in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
-        if (tiny_model / name).is_file():
-            (three / name).write_bytes((tiny_model / name).read_bytes())
-    assert getattr(load_base(str(three), sst2).model, NEW_PARAMETERS_ATTR) == (
+    assert getattr(load_base(str(with_tokenizer(three, tiny_model)), sst2).model, NEW_PARAMETERS_ATTR) == (
         "classifier.bias", "classifier.weight")
 
 
@@ -119,7 +120,7 @@ def test_the_seed_draws_the_head_and_nothing_else(headless: Path) -> None:
 
     base = load_base(str(headless), get_task("sst2")).model
 
-    def head(seed: int) -> tuple[torch.Tensor, Candidate]:
+    def head(seed: int) -> tuple[torch.Tensor, torch.nn.Module]:
         torch.manual_seed(1000 + seed * 7)  # whatever the global generator holds
         model = build(base, Candidate([MethodSpec("bitfit")], 1e-3, seed=seed))
         return model.classifier.weight.detach().clone(), model
