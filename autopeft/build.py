@@ -12,6 +12,7 @@ from autopeft.arch import arch_for, num_layers
 from autopeft.candidate import Candidate
 from autopeft.methods import check_combination, get_method, make_spec
 from autopeft.methods._common import BuildContext, entry_counts, unwrap
+from autopeft.models import reinit_new_parameters
 
 
 def context_for(model: Any, total_steps: int | None = None) -> BuildContext:
@@ -30,14 +31,23 @@ def context_for(model: Any, total_steps: int | None = None) -> BuildContext:
 def build(base: Any, candidate: Candidate, total_steps: int | None = None) -> Any:
     """A fresh trainable copy of ``base`` with the candidate's methods applied.
 
-    ``total_steps`` is how long it will train (methods with schedules, e.g. AdaLoRA)."""
+    ``total_steps`` is how long it will train (methods with schedules, e.g. AdaLoRA).
+    Everything new (the task head ``from_pretrained`` created, the methods' tensors) is drawn
+    from the candidate's seed, so a candidate builds the same in every process; torch's
+    CPU generator is left as it was (forking CUDA's too would start CUDA in processes that
+    only build to count)."""
+    import torch
+
     check_combination([m.name for m in candidate.methods])
     specs = [(get_method(m.name), make_spec(m.name, m.params)) for m in candidate.methods]
     model = copy.deepcopy(base)
     ctx = context_for(model, total_steps)
     model.requires_grad_(False)
-    for method, spec in sorted(specs, key=lambda ms: ms[0].build_order):
-        model = method.apply(model, spec, ctx)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(candidate.seed)
+        reinit_new_parameters(model)
+        for method, spec in sorted(specs, key=lambda ms: ms[0].build_order):
+            model = method.apply(model, spec, ctx)
     inner = unwrap(model)
     if inner is model:  # no peft wrapper: train the task head ourselves
         for head in ctx.arch.head_names(inner):

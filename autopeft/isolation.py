@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
+import torch
+
 from autopeft.candidate import Candidate
 from autopeft.errors import UserError
 from autopeft.runner import DataSettings, Fidelity, Outcome
@@ -40,8 +42,12 @@ ERRORS: dict[str, type[BaseException]] = {"Diverged": Diverged, "MemoryError": M
 
 
 def _serve(conn: Any, model: str, data: dict, settings: dict, cache_dir: str | None,
-           trust_remote_code: bool) -> None:
-    """The child's loop: load once, then train candidates until told to exit."""
+           trust_remote_code: bool, threads: int) -> None:
+    """The child's loop: load once, then train candidates until told to exit.
+
+    ``threads`` is the parent's torch thread count: CPU results are bit-identical only for
+    the same count, so a trial scores in the child exactly as it would in the parent."""
+    torch.set_num_threads(threads)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from autopeft.models import quiet_libraries
     from autopeft.runner import Bench
@@ -115,7 +121,8 @@ class IsolatedBench:
     def start(self) -> None:
         ctx = mp.get_context("spawn")  # fork is unsafe once torch's thread pools exist
         parent, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(child, *self._args), daemon=True)
+        self._proc = ctx.Process(target=_serve, args=(child, *self._args, torch.get_num_threads()),
+                                 daemon=True)
         self._proc.start()
         child.close()
         self._conn = parent

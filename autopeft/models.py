@@ -13,6 +13,11 @@ from autopeft.errors import UserError
 from autopeft.tasks import Task
 
 
+# The attribute on a loaded model naming the parameters ``from_pretrained`` created rather
+# than read (a new task head): ``build`` re-draws them from the candidate's seed.
+NEW_PARAMETERS_ATTR = "autopeft_new_parameters"
+
+
 @dataclass
 class BaseModel:
     model: Any
@@ -66,7 +71,8 @@ def load_base(name: str, task: Task, trust_remote_code: bool = False) -> BaseMod
         # A checkpoint's own classifier may have another label count: the head is always
         # re-initialised and trained, so a size mismatch there is expected.
         head = {} if task.is_lm else {"num_labels": task.num_labels, "ignore_mismatched_sizes": True}
-        model = cls.from_pretrained(path, trust_remote_code=trust_remote_code, **head)
+        model, info = cls.from_pretrained(path, trust_remote_code=trust_remote_code,
+                                          output_loading_info=True, **head)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"cannot load model {name!r}: {first} (offline? pass a local model "
@@ -76,4 +82,51 @@ def load_base(name: str, task: Task, trust_remote_code: bool = False) -> BaseMod
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     model.eval()
+    setattr(model, NEW_PARAMETERS_ATTR, new_parameters(model, info))
     return BaseModel(model=model, tokenizer=tokenizer, name=name)
+
+
+def new_parameters(model: Any, info: dict[str, Any]) -> tuple[str, ...]:
+    """Parameters ``from_pretrained`` initialised itself (missing from the checkpoint, or of
+    another size there). It draws them from the process's unseeded generator, so without
+    re-drawing them every process would train a different head. A name that shares its
+    tensor with a loaded parameter (tied weights) is not new."""
+    missing = set(info.get("missing_keys", ())) | {k[0] for k in info.get("mismatched_keys", ())}
+    by_id: dict[int, set[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        by_id.setdefault(id(param), set()).add(name)
+    return tuple(sorted(name for names in by_id.values() if names <= missing for name in names))
+
+
+def reinit_new_parameters(model: Any) -> None:
+    """Re-draw the parameters ``from_pretrained`` created, from torch's generator (``build``
+    seeds it with the candidate's seed), with the model's own init scheme: ``_init_weights``
+    of the nearest pretrained (sub)model, as loading does. Other tensors of the same modules
+    keep their loaded values."""
+    import torch
+
+    names = set(getattr(model, NEW_PARAMETERS_ATTR, ()))
+    with torch.no_grad():
+        for owner_name in sorted({n.rpartition(".")[0] for n in names}):
+            owner = model.get_submodule(owner_name)
+            if any(p.is_meta for p in owner.parameters(recurse=False)):
+                continue
+            own = [*owner.named_parameters(recurse=False), *owner.named_buffers(recurse=False)]
+            keep = {k: t.detach().clone() for k, t in own
+                    if (f"{owner_name}.{k}" if owner_name else k) not in names}
+            _initialiser(model, owner_name)._init_weights(owner)
+            for k, value in keep.items():
+                getattr(owner, k).copy_(value)
+
+
+def _initialiser(model: Any, module_name: str) -> Any:
+    """The deepest pretrained model on the path to ``module_name`` (composite models)."""
+    from transformers import PreTrainedModel
+
+    found, path = model, ""
+    for part in module_name.split(".") if module_name else ():
+        path = f"{path}.{part}" if path else part
+        sub = model.get_submodule(path)
+        if isinstance(sub, PreTrainedModel):
+            found = sub
+    return found

@@ -108,10 +108,9 @@ class Bench:
             on_eval: Callable[[int, float], None] | None = None,
             fidelity: Fidelity | None = None) -> Outcome:
         """Train ``candidate`` on a fresh copy of the base model and score it (``fidelity``:
-        how long, and on what the rungs in ``eval_at`` are scored)."""
-        import torch
-
-        torch.manual_seed(candidate.seed)  # adapter initialisation is seeded too
+        how long, and on what the rungs in ``eval_at`` are scored). Everything random comes
+        from ``candidate.seed``: the new head and the methods' tensors (``build``), dropout
+        and the data order (``train``)."""
         fid = fidelity or Fidelity()
         model = self.build(candidate, fid.schedule_steps)
         trainable, total = count_trainable(model), count_total(model)
