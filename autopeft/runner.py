@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from autopeft.build import build, count_total, count_trainable
+from autopeft.build import build, count_stored, count_total, count_trainable
 from autopeft.candidate import Candidate
 from autopeft.data import Encoded, encode
 from autopeft.models import BaseModel, load_base
@@ -44,9 +44,10 @@ class DataSettings:
 @dataclass
 class Outcome:
     result: TrainResult
-    trainable: int
+    trainable: int  # the parameter objective: parameters stored (``build.count_stored``)
     total: int
     model: Any  # the trained model, for export
+    trained: int | None = None  # parameters that train (``build.count_trainable``)
 
 
 @dataclass
@@ -87,7 +88,7 @@ class Bench:
 
         torch.manual_seed(candidate.seed)  # adapter initialisation is seeded too
         model = self.build(candidate)
-        trainable, total = count_trainable(model), count_total(model)
+        stored, trained, total = count_stored(model), count_trainable(model), count_total(model)
         device = resolve_device(self.settings.device)
         tok = self.base.tokenizer
         evaluate = make_evaluator(self.task, self.eval_data, self.settings, tok, device)
@@ -97,4 +98,4 @@ class Bench:
         for split, enc in self.extra_eval.items():
             extra = make_evaluator(self.task, enc, self.settings, tok, device)(model)
             result.metrics.update({f"{split}/{k}": v for k, v in extra.items()})
-        return Outcome(result, trainable, total, model)
+        return Outcome(result, stored, total, model, trained)
