@@ -98,7 +98,8 @@ def _modules() -> tuple[type, type, type]:
             k = max(1, round((1 - self.sparsity) * scores.numel()))
             hard = torch.zeros_like(magnitude).flatten()
             hard[torch.topk(magnitude.flatten(), k).indices] = 1.0
-            return hard.view_as(scores) + magnitude - magnitude.detach()
+            # (m - m.detach()) is exactly 0: the forward mask stays exactly 0/1
+            return hard.view_as(scores) + (magnitude - magnitude.detach())
 
         def masks(self) -> list[torch.Tensor]:
             return [self.mask(s) for s in self.scores]
