@@ -154,6 +154,7 @@ def _train_info(info: dict[str, Any], data_dir: str | None) -> tuple[Any, dict[s
                         fidelity=Fidelity(**info.get("fidelity") or {}))
     r = outcome.result
     trained = {"score": r.score, "trainable_params": outcome.trainable,
+               "trained_params": outcome.trained, "stored_params": outcome.trainable,
                "total_params": outcome.total,
                "trainable_fraction": outcome.trainable / max(1, outcome.total),
                "peak_memory_bytes": r.peak_memory, "memory_method": r.memory_method,

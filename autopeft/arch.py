@@ -38,6 +38,11 @@ class Arch:
     heads: tuple[str, ...]
     layers_attr: str = "num_hidden_layers"
     self_attention: tuple[str, ...] = ()
+    # Layer norms inside a layer (Houlsby adapters train them); the norm that follows the
+    # FFN's residual add in post-LN models (none in pre-LN models: there the layer's output
+    # is that sum). Where AdapterHub's Pfeiffer adapter reads its input.
+    norms: tuple[str, ...] = ()
+    ffn_norm: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     def layer_of(self, module_name: str) -> tuple[int, str] | None:
@@ -82,6 +87,8 @@ _BERT_LIKE = dict(
            "ffn_in": ("intermediate.dense",), "ffn_out": ("output.dense",)},
     heads=("classifier",),
     self_attention=("attention.self",),
+    norms=("attention.output.LayerNorm", "output.LayerNorm"),
+    ffn_norm=("output.LayerNorm",),
 )
 
 ARCHS: dict[str, Arch] = {
@@ -95,19 +102,22 @@ ARCHS: dict[str, Arch] = {
                "value": ("attention.v_lin",), "attn_out": ("attention.out_lin",),
                "ffn_in": ("ffn.lin1",), "ffn_out": ("ffn.lin2",)},
         heads=("pre_classifier", "classifier"), layers_attr="n_layers",
-        self_attention=("attention",)),
+        self_attention=("attention",), norms=("sa_layer_norm", "output_layer_norm"),
+        ffn_norm=("output_layer_norm",)),
     "llama": Arch(
         family="decoder", layer_prefix=r"layers\.(?P<idx>\d+)",
         roles={"query": ("self_attn.q_proj",), "key": ("self_attn.k_proj",),
                "value": ("self_attn.v_proj",), "attn_out": ("self_attn.o_proj",),
                "ffn_in": ("mlp.gate_proj", "mlp.up_proj"), "ffn_out": ("mlp.down_proj",)},
-        heads=("score",), self_attention=("self_attn",)),
+        heads=("score",), self_attention=("self_attn",),
+        norms=("input_layernorm", "post_attention_layernorm")),
     "gpt2": Arch(
         family="decoder", layer_prefix=r"h\.(?P<idx>\d+)",
         # GPT-2 fuses q, k and v into one Conv1D: each of the three roles selects it.
         roles={"query": ("attn.c_attn",), "key": ("attn.c_attn",), "value": ("attn.c_attn",),
                "attn_out": ("attn.c_proj",), "ffn_in": ("mlp.c_fc",), "ffn_out": ("mlp.c_proj",)},
-        heads=("score",), layers_attr="n_layer", self_attention=("attn",)),
+        heads=("score",), layers_attr="n_layer", self_attention=("attn",),
+        norms=("ln_1", "ln_2")),
     "t5": Arch(
         family="encoder-decoder", layer_prefix=r"block\.(?P<idx>\d+)",
         # Encoder blocks: layer.0 self-attention, layer.1 FFN. Decoder blocks: layer.0
@@ -121,7 +131,8 @@ ARCHS: dict[str, Arch] = {
                           "layer.2.DenseReluDense.wi_0", "layer.2.DenseReluDense.wi_1"),
                "ffn_out": ("layer.1.DenseReluDense.wo", "layer.2.DenseReluDense.wo")},
         heads=("classification_head",), layers_attr="num_layers",
-        self_attention=("layer.0.SelfAttention",)),
+        self_attention=("layer.0.SelfAttention",),
+        norms=("layer.0.layer_norm", "layer.1.layer_norm", "layer.2.layer_norm")),
 }
 ARCHS["mistral"] = ARCHS["qwen2"] = ARCHS["llama"]
 

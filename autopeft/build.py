@@ -11,7 +11,7 @@ from typing import Any
 from autopeft.arch import arch_for, num_layers
 from autopeft.candidate import Candidate
 from autopeft.methods import check_combination, get_method, make_spec
-from autopeft.methods._common import BuildContext, entry_counts, unwrap
+from autopeft.methods._common import BuildContext, entry_counts, stored_counts, unwrap
 from autopeft.models import reinit_new_parameters
 
 
@@ -66,11 +66,23 @@ def trainable_parameters(model: Any) -> list[tuple[str, Any]]:
 
 
 def count_trainable(model: Any) -> int:
-    """The trainable-parameter objective: elements of every tensor the optimiser updates,
-    except where a method lets only some entries of a tensor change (Child-Tuning's gradient
-    masks): those count the entries it lets through (``_common.count_entries_as``)."""
+    """Parameters that train: elements of every tensor the optimiser updates, except where a
+    method lets only some entries of a tensor change (Child-Tuning's gradient masks): those
+    count the entries it lets through (``_common.count_entries_as``). Recorded as
+    ``trained_params``."""
     counts = entry_counts(model)
     return sum(counts.get(id(p), p.numel()) for _, p in trainable_parameters(model))
+
+
+def count_stored(model: Any) -> int:
+    """Parameters a user stores after training, in 32-bit-parameter equivalents: what trains
+    (``count_trainable``), except tensors a method stores differently
+    (``_common.count_stored_as``): ProPETL's masks as bits (``ceil(entries / 32)``), prefix
+    tuning's reparameterisation MLP as the prefix values it produces. The parameter
+    objective of the search (``trainable_params``) is this count, for every method."""
+    trained, stored = entry_counts(model), stored_counts(model)
+    return sum(stored.get(id(p), trained.get(id(p), p.numel()))
+               for _, p in trainable_parameters(model))
 
 
 def count_total(model: Any) -> int:

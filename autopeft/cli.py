@@ -322,7 +322,10 @@ def _methods(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title="PEFT methods")
+    t = Table(title="PEFT methods", caption=(
+        "Parameter objective = what a user stores (stored_params); what trains is recorded as "
+        "trained_params. They differ for propetl (masks stored as bits) and prefix tuning's "
+        "MLP (stored as the prefix). Papers and differences: docs/methods.md"))
     for col in ("name", "category", "engine", "peft export", "parameters (defaults)", "summary"):
         t.add_column(col)
     for m in METHODS.values():

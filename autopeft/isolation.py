@@ -82,7 +82,7 @@ def _serve(conn: Any, model: str, data: dict, settings: dict, cache_dir: str | N
         try:
             out = bench.run(Candidate.from_dict(cand), on_step, eval_at, on_eval,
                             Fidelity(**fidelity))
-            reply: tuple = ("done", asdict(out.result), out.trainable, out.total)
+            reply: tuple = ("done", asdict(out.result), out.trainable, out.total, out.trained)
             del out
         except _Stop:
             reply = ("stopped",)
@@ -162,7 +162,7 @@ class IsolatedBench:
                 self.close()
                 raise
             if msg[0] == "done":
-                return Outcome(TrainResult(**msg[1]), msg[2], msg[3], model=None)
+                return Outcome(TrainResult(**msg[1]), msg[2], msg[3], None, msg[4])
             if msg[0] == "error":
                 name, text = msg[1], msg[2]
                 raise ERRORS.get(name, RuntimeError)(text if name in ERRORS else f"{name}: {text}")

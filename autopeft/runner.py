@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from autopeft.build import build, count_total, count_trainable
+from autopeft.build import build, count_stored, count_total, count_trainable
 from autopeft.candidate import Candidate
 from autopeft.data import Encoded, encode
 from autopeft.models import BaseModel, load_base
@@ -65,9 +65,10 @@ def seeded_subset(n: int, k: int, seed: int = 0) -> np.ndarray:
 @dataclass
 class Outcome:
     result: TrainResult
-    trainable: int
+    trainable: int  # the parameter objective: parameters stored (``build.count_stored``)
     total: int
     model: Any  # the trained model, for export
+    trained: int | None = None  # parameters that train (``build.count_trainable``)
 
 
 @dataclass
@@ -113,7 +114,7 @@ class Bench:
         and the data order (``train``)."""
         fid = fidelity or Fidelity()
         model = self.build(candidate, fid.schedule_steps)
-        trainable, total = count_trainable(model), count_total(model)
+        stored, trained, total = count_stored(model), count_trainable(model), count_total(model)
         device = resolve_device(self.settings.device)
         tok = self.base.tokenizer
         evaluate = make_evaluator(self.task, self.eval_data, self.settings, tok, device)
@@ -129,4 +130,4 @@ class Bench:
         for split, enc in self.extra_eval.items():
             extra = make_evaluator(self.task, enc, self.settings, tok, device)(model)
             result.metrics.update({f"{split}/{k}": v for k, v in extra.items()})
-        return Outcome(result, trainable, total, model)
+        return Outcome(result, stored, total, model, trained)

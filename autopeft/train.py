@@ -107,11 +107,17 @@ def _scored(model: Any, evaluate: Callable[[Any], dict[str, float]]) -> dict[str
 
 
 def _optimizer(model: Any, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    params = [p for _, p in trainable_parameters(model)]
-    decay = [p for p in params if p.ndim >= 2]  # no decay on biases, norms, scaling vectors
-    rest = [p for p in params if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+    """AdamW; tensors a method gives their own learning rate (``_common.set_lr``, e.g.
+    ProPETL's mask scores) get a group of their own (the schedule scales every group)."""
+    from autopeft.methods._common import learning_rates
+
+    own = learning_rates(model)
+    groups: dict[tuple[float, float], list] = {}
+    for _, p in trainable_parameters(model):
+        decay = weight_decay if p.ndim >= 2 else 0.0  # none on biases, norms, scaling vectors
+        groups.setdefault((own.get(id(p), lr), decay), []).append(p)
+    return torch.optim.AdamW([{"params": ps, "lr": g_lr, "weight_decay": wd}
+                              for (g_lr, wd), ps in groups.items()], lr=lr)
 
 
 def total_steps(n_examples: int, settings: TrainSettings) -> int:

@@ -49,8 +49,10 @@ def bottleneck(b: int, gated: bool = False) -> int:
 def test_serial_adapter_counts() -> None:
     # reduction_factor 16: bottleneck 32 / 16 = 2; Pfeiffer: one adapter per layer (FFN).
     assert count("adapter") == L * bottleneck(2) + HEAD
-    # Houlsby: after attention output and after FFN output.
-    assert count("adapter", placement="houlsby", bottleneck=4) == L * 2 * bottleneck(4) + HEAD
+    # Houlsby: after attention output and after FFN output, and the layer's two LayerNorms
+    # (weight and bias, H each) train.
+    assert count("adapter", placement="houlsby", bottleneck=4) \
+        == L * (2 * bottleneck(4) + 2 * 2 * H) + HEAD
     assert count("adapter", bottleneck=4, layers=[1]) == bottleneck(4) + HEAD
 
 
@@ -80,10 +82,11 @@ def test_hybrid_counts() -> None:
     prefix = p * L * 2 * H
     assert count("mam", num_virtual_tokens=p, bottleneck=b) == prefix + L * bottleneck(b) + HEAD
     # UniPELT per layer: gated LoRA on query and value (r*H + H*r, no biases, gate H+1),
-    # gated adapter on the FFN output, a prefix gate Linear(H, 2) (keys, values).
+    # gated adapter after the FFN, one prefix gate Linear(H, 1) (keys and values share it).
     lora = 2 * (r * H + H * r + H + 1)
-    per_layer = lora + bottleneck(b, gated=True) + (2 * H + 2)
-    assert count("unipelt", r=r, num_virtual_tokens=p, bottleneck=b) == prefix + L * per_layer + HEAD
+    per_layer = lora + bottleneck(b, gated=True) + (H + 1)
+    assert count("unipelt", r=r, num_virtual_tokens=p, bottleneck=b, prefix_projection=False) \
+        == prefix + L * per_layer + HEAD
 
 
 # --- prefix tuning with the installed transformers ----------------------------------------

@@ -216,7 +216,7 @@ def test_propetl_layers_use_different_masks_of_one_prototype() -> None:
     model = built("propetl", bottleneck=4, sparsity=0.5)
     masks = [m for n, m in model.named_modules() if n.endswith("propetl_mask")]
     assert len(masks) == L and masks[0].prototype is masks[1].prototype
-    a, b = (m.mask(m.down_scores).detach() for m in masks)
+    a, b = (m.mask(m.scores[0]).detach() for m in masks)
     assert int(a.sum()) == int(b.sum()) == H * 4 // 2
     assert not torch.equal(a, b)
 

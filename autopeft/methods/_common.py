@@ -52,7 +52,7 @@ class BottleneckFields:
 
     reduction_factor: int = 16
     bottleneck: int | None = None
-    activation: str = "gelu"  # no dead units at init (a ReLU can start with none active)
+    activation: str = "relu"  # the papers' choice (Pfeiffer, He et al., ProPETL, UniPELT)
 
     def check_bottleneck(self, method: str) -> None:
         positive_int("reduction_factor", self.reduction_factor, method)
@@ -179,22 +179,58 @@ def linear_only(model: Any, names: list[str], method: str) -> None:
                             "nn.Linear); use lora, ia3 or vera on this model")
 
 
-# Methods that let only part of a trainable tensor's entries change (Child-Tuning's gradient
-# masks) tell the trainable-parameter count how many entries they let through; any other
-# trainable tensor counts whole. Kept as (parameter, count) pairs on the model, so a deep
-# copy of the model carries them to the copied parameters.
+# Per-tensor bookkeeping a method leaves on the model for the counts and the optimiser.
+# Kept as (parameter, value) pairs in attributes of the model, so a deep copy of the model
+# carries them to the copied parameters. Always on the transformers model (``unwrap``), so
+# a later peft wrapper does not hide them.
 COUNTED_ATTR = "autopeft_counted_entries"
+STORED_ATTR = "autopeft_stored_entries"
+LR_ATTR = "autopeft_learning_rates"
+
+
+def _pairs(model: Any, attr: str) -> list[tuple[Any, Any]]:
+    inner = unwrap(model)
+    pairs = getattr(inner, attr, None)
+    if pairs is None:
+        pairs = []
+        object.__setattr__(inner, attr, pairs)
+    return pairs
 
 
 def count_entries_as(model: Any, param: Any, entries: int) -> None:
-    """Count ``entries`` of ``param`` (not all of it) as trainable."""
-    pairs = getattr(model, COUNTED_ATTR, None)
-    if pairs is None:
-        pairs = []
-        object.__setattr__(model, COUNTED_ATTR, pairs)
-    pairs.append((param, int(entries)))
+    """Count ``entries`` of ``param`` (not all of it) as trained: methods that let only part
+    of a tensor change (Child-Tuning's gradient masks)."""
+    _pairs(model, COUNTED_ATTR).append((param, int(entries)))
+
+
+def count_stored_as(model: Any, param: Any, stored: int) -> None:
+    """Count ``param`` as ``stored`` parameters in what a user keeps after training, in
+    32-bit-parameter equivalents (a tensor kept as bits counts ``ceil(entries / 32)``;
+    a training-only tensor, e.g. prefix tuning's MLP, counts 0). Tensors without an
+    override are stored as they train (``entry_counts`` or whole)."""
+    _pairs(model, STORED_ATTR).append((param, int(stored)))
+
+
+def set_lr(model: Any, param: Any, lr: float) -> None:
+    """Train ``param`` at its own learning rate ``lr`` (instead of the candidate's), e.g.
+    ProPETL's mask scores; the trainer puts such tensors in their own optimiser group."""
+    _pairs(model, LR_ATTR).append((param, float(lr)))
+
+
+def _by_id(model: Any, attr: str) -> dict[int, Any]:
+    return {id(p): v for p, v in getattr(unwrap(model), attr, ())}
 
 
 def entry_counts(model: Any) -> dict[int, int]:
-    """``id(parameter) -> trainable entries`` for the tensors a method counts in part."""
-    return {id(p): entries for p, entries in getattr(model, COUNTED_ATTR, ())}
+    """``id(parameter) -> trained entries`` for the tensors a method counts in part."""
+    return _by_id(model, COUNTED_ATTR)
+
+
+def stored_counts(model: Any) -> dict[int, int]:
+    """``id(parameter) -> stored parameters`` for the tensors a method stores differently."""
+    return _by_id(model, STORED_ATTR)
+
+
+def learning_rates(model: Any) -> dict[int, float]:
+    """``id(parameter) -> learning rate`` for the tensors a method trains at their own rate."""
+    return _by_id(model, LR_ATTR)

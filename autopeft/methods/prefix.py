@@ -5,6 +5,11 @@ Not per-layer (peft puts a prefix in every layer), so no ``layers``. Sequence
 classification needs the shim in ``_peft_compat`` with transformers >= 5.24; ``apply``
 installs it. T5 is not offered: its sequence-classification model rejects the longer key
 length (position bias of the query length only).
+
+With ``prefix_projection`` the prefix is an embedding through an MLP while it trains; Li &
+Liang keep only the prefix values it produces (``num_layers * 2 * tokens * hidden``), so the
+stored count (the search's parameter objective) counts those and not the MLP; the trained
+count keeps the MLP (``_common.count_stored_as``).
 """
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from autopeft.errors import UserError
-from autopeft.methods._common import attach_peft, positive_int
+from autopeft.methods._common import attach_peft, count_stored_as, positive_int
 from autopeft.methods.registry import Method
 
 
@@ -45,6 +50,12 @@ def apply(model: Any, spec: Spec, ctx: Any) -> Any:
     _peft_compat.install()
     model = attach_peft(model, peft_config(spec, ctx), ctx, "prefix")
     _peft_compat.read_only_cache_layers(model)
+    if spec.prefix_projection:
+        for encoder in model.prompt_encoder.values():
+            values = spec.num_virtual_tokens * encoder.transform[-1].out_features
+            count_stored_as(model, encoder.embedding.weight, values)
+            for param in encoder.transform.parameters():
+                count_stored_as(model, param, 0)
     return model
 
 

@@ -1,52 +1,108 @@
-"""ProPETL (Zeng et al., 2023): one prototype bottleneck adapter shared by every layer; each
-layer uses its own binary mask over the prototype's weight matrices, so layers get different
-sub-networks of one small set of weights.
+"""ProPETL (Zeng et al., 2023, "One Network, Many Masks"): one prototype PETL module shared
+by every layer; each layer applies its own binary mask to the prototype's weights, so
+layers use different sub-networks of one small set of weights. Follows the reference code
+(github.com/ChaosCodes/ProPETL, RoBERTa part):
 
-The adapter is serial, on the output of each chosen layer's FFN output projection (role
-``ffn_out``, before the residual add): ``h <- h + up(act(down(h)))`` with the layer's masked
-``down``/``up`` weights (biases are shared unmasked). Masks are learned as in the paper: each
-layer holds real-valued scores of the weights' shapes; its mask keeps the top
-``1 - sparsity`` share of its scores (hard 0/1 forward), and the straight-through estimator
-passes the mask's gradient to the scores unchanged. ``up`` starts at zero, so a fresh model
-computes what the base model computes; scores start random, so layers start with different
-sub-networks.
+* masks: real-valued scores of the weights' shapes, Kaiming-uniform initialised; a layer's
+  mask keeps the top ``1 - sparsity`` share of ``|scores|`` (hard 0/1 forward) and the
+  straight-through estimator passes the mask's gradient to the scores (the reference's
+  ``GetSubnet``; its ``sparsity`` is the share *kept*, ours the share dropped);
+* scores train at their own learning rate ``mask_lr`` (the reference's
+  ``--mask_learning_rate``: 3e-3 for the adapter, 3e-2 for LoRA) in their own optimiser
+  group, whatever the candidate's learning rate (the prototype's);
+* ``variant="adapter"`` (default): a Pfeiffer adapter (the reference's ``pfeiffer``
+  config), placed after the FFN's LayerNorm (``_modules.AfterFfn``); biases shared
+  unmasked; ``up`` starts at 0, so a fresh model computes what the base model computes;
+* ``variant="lora"``: one LoRA prototype (``A``: r x in, ``B``: out x r, ``B`` at 0) per
+  target role shared by the layers, scaled ``alpha / r``, masked per layer and module
+  (reference defaults r 32, alpha 48, 10% of the entries kept: sparsity 0.9). The paper
+  shares the LoRA prototype across layers; the released RoBERTa code appears to keep one
+  LoRA per layer (``add_shared_adapter -> add_adapter``): we follow the paper;
+* the reference's prefix variant is not offered (peft builds the prefix; masking its
+  per-layer values would need our own prefix implementation).
 
-Masks are derived from score parameters, so autopeft's saved form (every trained tensor)
-restores them exactly. The prototype lives on the transformers model as ``propetl``;
-each layer's scores live in the layer (``<layer>.propetl_mask``), so a placement's tensors
-are found in its layers.
+Counts: the prototype and the per-layer scores train (32-bit each); what a user stores is
+the prototype plus the masks as bits, ``ceil(entries / 32)`` 32-bit-parameter equivalents
+per mask tensor (``_common.count_stored_as``), the search's parameter objective.
 
-Trainable parameters: the prototype (``2*H*b + b + H``) plus, per chosen layer, one score
-per prototype weight entry (``2*H*b``), plus the task head. The paper stores a mask as bits
-and counts it so; the optimiser updates 32-bit scores, and those are what we count. By this
-count ProPETL costs about what one adapter per layer costs; its saving is in what an export
-stores (the prototype and 1-bit masks), which the objective does not measure.
+The prototype lives on the transformers model as ``propetl``; each layer's (adapter) or
+module's (LoRA) scores live there as ``propetl_mask``, so a placement's tensors are found
+in its layers, and the saved form (every trained tensor) restores the masks exactly.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Any
 
 from autopeft.errors import UserError
-from autopeft.methods._common import BottleneckFields, in_unit_interval, placement, unwrap
+from autopeft.methods._common import (BottleneckFields, count_stored_as, in_unit_interval,
+                                      one_of, placement, positive, positive_int, set_lr,
+                                      target_modules, unwrap)
 from autopeft.methods.registry import Method
+
+# The reference's settings per variant (scripts/run_adapter.sh, run_lora.sh).
+DEFAULTS = {"adapter": {"sparsity": 0.5, "mask_lr": 3e-3},
+            "lora": {"sparsity": 0.9, "mask_lr": 3e-2}}
 
 
 @dataclass
 class Spec(BottleneckFields):
-    sparsity: float = 0.5  # share of the prototype's weights each layer's mask drops
+    variant: str = "adapter"  # adapter | lora
+    sparsity: float | None = None  # share each mask drops; None: the reference's (above)
+    mask_lr: float | None = None  # the scores' learning rate; None: the reference's
+    r: int = 32  # lora variant: rank and scale (the reference's)
+    alpha: float = 48.0
+    targets: list[str] = field(default_factory=lambda: ["query", "value"])  # lora variant
     layers: Any = "all"
 
     def __post_init__(self) -> None:
         self.check_bottleneck("propetl")
-        in_unit_interval("sparsity", self.sparsity, "propetl")
-        placement("propetl", self.layers)
+        one_of("variant", self.variant, tuple(DEFAULTS), "propetl")
+        if self.sparsity is not None:
+            in_unit_interval("sparsity", self.sparsity, "propetl")
+        if self.mask_lr is not None:
+            positive("mask_lr", self.mask_lr, "propetl")
+        positive_int("r", self.r, "propetl")
+        positive("alpha", self.alpha, "propetl")
+        placement("propetl", self.layers, self.targets)
+
+    def setting(self, name: str) -> float:
+        value = getattr(self, name)
+        return DEFAULTS[self.variant][name] if value is None else value
 
 
-def _modules() -> tuple[type, type]:
+def _modules() -> tuple[type, type, type]:
     """The torch modules, defined on first use so that the spec imports without torch."""
     import torch
     from torch import nn
+
+    from autopeft.methods._modules import AfterFfn
+
+    class Masks(nn.Module):
+        """One layer's scores over some prototype weights; ``masks()`` gives their masks."""
+
+        def __init__(self, weights: list[torch.Tensor], sparsity: float) -> None:
+            super().__init__()
+            self.scores = nn.ParameterList()
+            for w in weights:
+                s = nn.Parameter(torch.empty(w.shape, device=w.device))
+                if s.device.type != "meta":
+                    nn.init.kaiming_uniform_(s, a=math.sqrt(5))
+                self.scores.append(s)
+            self.sparsity = sparsity
+
+        def mask(self, scores: torch.Tensor) -> torch.Tensor:
+            """Hard top-k of ``|scores|`` forward, identity gradient (straight-through)."""
+            magnitude = scores.abs()
+            k = max(1, round((1 - self.sparsity) * scores.numel()))
+            hard = torch.zeros_like(magnitude).flatten()
+            hard[torch.topk(magnitude.flatten(), k).indices] = 1.0
+            # (m - m.detach()) is exactly 0: the forward mask stays exactly 0/1
+            return hard.view_as(scores) + (magnitude - magnitude.detach())
+
+        def masks(self) -> list[torch.Tensor]:
+            return [self.mask(s) for s in self.scores]
 
     class Prototype(nn.Module):
         """The shared bottleneck: weights masked per layer, biases shared."""
@@ -64,57 +120,94 @@ def _modules() -> tuple[type, type]:
                 return x
             return getattr(nn.functional, self.activation)(x)
 
-    class LayerMask(nn.Module):
-        """One layer's scores over the prototype's weights, and the hook that applies them."""
+    class AdapterMask(AfterFfn, Masks):
+        """One layer's masks over the prototype adapter, and its forward (``AfterFfn`` hooks)."""
 
         def __init__(self, prototype: Prototype, sparsity: float) -> None:
-            super().__init__()
-            self.down_scores = nn.Parameter(torch.rand_like(prototype.down.weight))
-            self.up_scores = nn.Parameter(torch.rand_like(prototype.up.weight))
-            self.sparsity = sparsity
+            super().__init__([prototype.down.weight, prototype.up.weight], sparsity)
             object.__setattr__(self, "prototype", prototype)  # shared: not a submodule here
-
-        def mask(self, scores: torch.Tensor) -> torch.Tensor:
-            """Hard top-k mask forward, identity gradient to the scores (straight-through)."""
-            k = max(1, round((1 - self.sparsity) * scores.numel()))
-            hard = torch.zeros_like(scores).flatten()
-            hard[torch.topk(scores.flatten(), k).indices] = 1.0
-            hard = hard.view_as(scores)
-            return hard + scores - scores.detach()
 
         def forward(self, h: torch.Tensor) -> torch.Tensor:
             p = self.prototype
-            x = h.to(p.down.weight.dtype)
-            down = p.down.weight * self.mask(self.down_scores)
-            z = p.act(nn.functional.linear(x, down, p.down.bias))
-            return nn.functional.linear(z, p.up.weight * self.mask(self.up_scores), p.up.bias)
+            down, up = self.masks()
+            z = p.act(nn.functional.linear(h.to(p.down.weight.dtype), p.down.weight * down,
+                                           p.down.bias))
+            return nn.functional.linear(z, p.up.weight * up, p.up.bias)
 
-        def hook(self, module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
-            return output + self(output).to(output.dtype)
+    class LoraMask(Masks):
+        """One module's masks over its role's LoRA prototype, added beside the module."""
 
-    return Prototype, LayerMask
+        def __init__(self, a: nn.Parameter, b: nn.Parameter, scaling: float,
+                     sparsity: float) -> None:
+            super().__init__([a, b], sparsity)
+            object.__setattr__(self, "prototype", (a, b))
+            self.scaling = scaling
+
+        def parallel_hook(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+            (a, b), (ma, mb) = self.prototype, self.masks()
+            x = args[0].to(a.dtype)
+            return output + (x @ (a * ma).T @ (b * mb).T * self.scaling).to(output.dtype)
+
+    return Prototype, AdapterMask, LoraMask
+
+
+def _register(model: Any, masks: Any, lr: float) -> None:
+    for scores in masks.scores:
+        count_stored_as(model, scores, math.ceil(scores.numel() / 32))
+        set_lr(model, scores, lr)
 
 
 def apply(model: Any, spec: Spec, ctx: Any) -> Any:
-    from autopeft.arch import resolve_layers
+    import torch
+    from torch import nn
+
+    from autopeft.methods._modules import after_ffn_hosts, dims
 
     inner = unwrap(model)
-    names = ctx.arch.find(inner, ["ffn_out"], resolve_layers(spec.layers, ctx.num_layers))
-    if not names:
-        raise UserError(f"propetl: no FFN output in layers {spec.layers!r} of this model")
-    hidden = ctx.hidden_size  # the FFN output projection writes the residual stream
-    Prototype, LayerMask = _modules()
-    prototype = Prototype(hidden, spec.bottleneck_size(hidden), spec.activation)
-    ref = next(inner.get_submodule(names[0]).parameters())
-    prototype.to(device=ref.device)
-    inner.add_module("propetl", prototype)
-    for name in names:
-        mask = LayerMask(prototype, spec.sparsity).to(device=ref.device)
-        inner.get_submodule(ctx.arch.layer_path(name)).add_module("propetl_mask", mask)
-        inner.get_submodule(name).register_forward_hook(mask.hook)
+    sparsity, lr = spec.setting("sparsity"), spec.setting("mask_lr")
+    Prototype, AdapterMask, LoraMask = _modules()
+    ref = next(inner.parameters())
+    if spec.variant == "adapter":
+        hosts = after_ffn_hosts(inner, ctx, spec.layers)
+        if not hosts:
+            raise UserError(f"propetl: no FFN in layers {spec.layers!r} of this model")
+        hidden = ctx.hidden_size
+        prototype = Prototype(hidden, spec.bottleneck_size(hidden), spec.activation)
+        inner.add_module("propetl", prototype.to(device=ref.device))
+        for name, kind in hosts:
+            mask = AdapterMask(prototype, sparsity).to(device=ref.device)
+            layer = name if kind == "layer" else ctx.arch.layer_path(name)
+            inner.get_submodule(layer).add_module("propetl_mask", mask)
+            mask.attach_after_ffn(inner.get_submodule(name), kind)
+            _register(model, mask, lr)
+        return model
+    prototypes = nn.ParameterDict()
+    inner.add_module("propetl", prototypes)
+    seen: set[str] = set()  # GPT-2's fused c_attn plays query, key and value: one LoRA
+    for role in spec.targets:
+        names = [n for n in target_modules(inner, ctx, [role], spec.layers, "propetl")
+                 if n not in seen]
+        if not names:
+            continue
+        seen.update(names)
+        d_in, d_out = dims(inner.get_submodule(names[0]))
+        if spec.r > min(d_in, d_out):
+            raise UserError(f"propetl: rank {spec.r} is larger than {role} ({d_in} -> {d_out})")
+        a = nn.Parameter(torch.empty(spec.r, d_in, device=ref.device))
+        if a.device.type != "meta":
+            nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+        prototypes[f"{role}_A"] = a
+        prototypes[f"{role}_B"] = nn.Parameter(torch.zeros(d_out, spec.r, device=ref.device))
+        for name in names:
+            mask = LoraMask(a, prototypes[f"{role}_B"], spec.alpha / spec.r, sparsity)
+            host = inner.get_submodule(name)
+            host.add_module("propetl_mask", mask.to(device=ref.device))
+            host.register_forward_hook(mask.parallel_hook)
+            _register(model, mask, lr)
     return model
 
 
 # T5 has one FFN per block (encoder and decoder blocks of the same index both get a mask).
 METHOD = Method(name="propetl", category="unified", spec=Spec, apply=apply,
-                summary="ProPETL: one prototype adapter shared by all layers, per-layer masks")
+                summary="ProPETL: one prototype (adapter or LoRA) shared by all layers, "
+                        "per-layer binary masks (stored as bits)")

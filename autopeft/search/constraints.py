@@ -3,7 +3,9 @@
 Before a trial trains, the candidate is built on a *meta-device* skeleton of the base model
 (shapes only, no weights, well under a second), which gives
 
-* its trainable parameter count, exactly (the same counting as after training);
+* its parameter count, exactly (the same counting as after training: ``trainable_params``
+  is the objective, what a user stores, ``build.count_stored``; ``trained_params`` what
+  trains, ``build.count_trainable``);
 * a memory estimate: the static part of a training step, ``weights + gradients + AdamW's
   two moments`` (bytes of every parameter, plus three times the bytes of the trainable
   ones). Activations are left out, so it is a lower bound of the measured peak (on CPU the
@@ -89,9 +91,10 @@ class Limits:
 
 @dataclass(frozen=True)
 class Prediction:
-    trainable_params: int
+    trainable_params: int  # the parameter objective: stored parameters (``count_stored``)
     total_params: int
     memory_bytes: int  # static part of a training step: a lower bound of the peak
+    trained_params: int = 0  # parameters that train (``count_trainable``)
 
 
 def static_memory(model: Any) -> int:
@@ -110,7 +113,7 @@ def static_memory(model: Any) -> int:
 def predict(skeleton: Any, real_base: Any, candidate: Any, total_steps: int) -> Prediction:
     """Build ``candidate`` on the meta skeleton (or, if a method cannot build there, on a
     real copy) and count. Raises what ``build`` raises for a candidate that cannot build."""
-    from autopeft.build import build, count_total, count_trainable
+    from autopeft.build import build, count_stored, count_total, count_trainable
 
     try:
         model = build(skeleton, candidate, total_steps)
@@ -119,6 +122,7 @@ def predict(skeleton: Any, real_base: Any, candidate: Any, total_steps: int) -> 
     except Exception:  # a method that needs real weights to build (e.g. data-dependent masks)
         model = build(real_base, candidate, total_steps)
     try:
-        return Prediction(count_trainable(model), count_total(model), static_memory(model))
+        return Prediction(count_stored(model), count_total(model), static_memory(model),
+                          count_trainable(model))
     finally:
         del model

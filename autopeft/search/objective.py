@@ -59,9 +59,12 @@ class StopTrial(Exception):
 
 
 def record(trial: Any, outcome: Outcome) -> None:
+    """``trainable_params`` is the parameter objective: what a user stores
+    (``build.count_stored``, = ``stored_params``); ``trained_params`` what trains."""
     r = outcome.result
     for key, value in {
         "trainable_params": outcome.trainable, "total_params": outcome.total,
+        "trained_params": outcome.trained, "stored_params": outcome.trainable,
         "trainable_fraction": outcome.trainable / max(1, outcome.total),
         "peak_memory_bytes": r.peak_memory, "memory_method": r.memory_method,
         "wall_seconds": round(r.seconds, 3), "steps": r.steps, "samples": r.samples,
@@ -129,6 +132,8 @@ class TrialRunner:
         except Exception as exc:  # cannot even be built: fails alone, the study goes on
             return self._fail(trial, f"{type(exc).__name__}: {exc}"[:500])
         for key, value in {"trainable_params": pred.trainable_params,
+                           "trained_params": pred.trained_params,
+                           "stored_params": pred.trainable_params,
                            "total_params": pred.total_params,
                            "trainable_fraction": pred.trainable_params / max(1, pred.total_params),
                            "predicted_memory_bytes": pred.memory_bytes}.items():
