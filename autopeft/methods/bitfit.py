@@ -41,6 +41,7 @@ def apply(model: Any, spec: Spec, ctx: Any) -> Any:
     return model
 
 
-# Families: encoders; GPT-2 has biases too, LLaMA and T5 have none (apply says so).
-METHOD = Method(name="bitfit", category="partial", spec=Spec, apply=apply, families=("encoder",),
+# Every family: encoders and GPT-2 have biases; LLaMA and T5 have none, which apply says (a
+# space drops it there with that reason).
+METHOD = Method(name="bitfit", category="partial", spec=Spec, apply=apply,
                 summary="BitFit: train only the bias terms")
