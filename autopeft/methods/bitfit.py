@@ -27,9 +27,10 @@ def apply(model: Any, spec: Spec, ctx: Any) -> Any:
     inner = unwrap(model)
     keep = set(resolve_layers(spec.layers, ctx.num_layers))
     every_layer = spec.layers == "all"
+    heads = tuple(h + "." for h in ctx.arch.head_names(inner))  # the head trains anyway
     found = 0
     for name, param in inner.named_parameters():
-        if not name.endswith("bias"):
+        if not name.endswith("bias") or name.startswith(heads):
             continue
         where = ctx.arch.layer_of(name.rsplit(".", 1)[0])
         if (where is None and every_layer) or (where is not None and where[0] in keep):
