@@ -246,7 +246,7 @@ def test_ptuning_defaults_to_the_papers_lstm_and_counts_as_peft() -> None:
     n, h = 5, 32  # virtual tokens; the model's width (the encoder's too, by default)
     model = build(tiny_model("bert"), Candidate([MethodSpec("ptuning", {"num_virtual_tokens": n})],
                                                 1e-3))
-    assert model.peft_config["default"].encoder_reparameterization_type.value == "LSTM"
+    assert model.peft_config["default"].encoder_reparameterization_type == "LSTM"
     head = h * 2 + 2
     # Embedding; two-layer bidirectional LSTM (gates 4h, two biases per direction); MLP head.
     lstm = 2 * (4 * h * (h + h) + 8 * h) + 2 * (4 * h * (2 * h + h) + 8 * h)

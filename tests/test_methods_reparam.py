@@ -74,11 +74,12 @@ def test_child_tuning_counts_the_entries_its_mask_lets_through() -> None:
     assert layer == 4 * 307 + 4 * 10 + 4 * 10 + 614 + 19 + 614 + 10
     numel = 4 * (H * H + H) + 4 * H + F * H + F + H * F + H  # 8544
     # F: the expected entries of each tensor per step; D: one global top share.
-    assert count("child_tuning", mode="F", reserve_p=p, layers=[1], embeddings="frozen") == layer + HEAD
-    assert count("child_tuning", mode="F", reserve_p=p, embeddings="frozen") == L * layer + HEAD
-    assert count("child_tuning", mode="D", reserve_p=p, layers=[1], embeddings="frozen") == kept(numel) + HEAD
-    assert count("child_tuning", mode="D", reserve_p=p, embeddings="frozen") == kept(L * numel) + HEAD
-    assert count("child_tuning", mode="D", rule="per_tensor", reserve_p=p, embeddings="frozen") == L * layer + HEAD
+    frozen = dict(reserve_p=p, embeddings="frozen")
+    assert count("child_tuning", mode="F", layers=[1], **frozen) == layer + HEAD
+    assert count("child_tuning", mode="F", **frozen) == L * layer + HEAD
+    assert count("child_tuning", mode="D", layers=[1], **frozen) == kept(numel) + HEAD
+    assert count("child_tuning", mode="D", **frozen) == kept(L * numel) + HEAD
+    assert count("child_tuning", mode="D", rule="per_tensor", **frozen) == L * layer + HEAD
     # The optimiser still gets every weight of the layers (the masks act on gradients).
     model = built("child_tuning", reserve_p=p, layers=[1], embeddings="frozen")
     assert sum(t.numel() for _, t in trainable_parameters(model)) == numel + HEAD

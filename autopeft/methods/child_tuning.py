@@ -36,8 +36,9 @@ count whole. The masks are not saved (they only shape training); the trained wei
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from autopeft.arch import resolve_layers
 from autopeft.errors import UserError
