@@ -25,6 +25,13 @@ def _batches(enc: Encoded, settings: TrainSettings, pad_id: int, device: torch.d
         yield batch, to_device(collate(enc, batch, pad_id), device)
 
 
+def token_logits(model: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """A language model's logits at the input's positions. peft's prompt tuning and P-tuning
+    put their virtual tokens before a decoder's input and return their logits too: dropped."""
+    logits = model(**inputs).logits.float()
+    return logits[:, logits.shape[1] - inputs["input_ids"].shape[1]:]
+
+
 @torch.no_grad()
 def classify(model: Any, enc: Encoded, metric: str, settings: TrainSettings, pad_id: int,
              device: torch.device) -> dict[str, float]:
@@ -61,7 +68,7 @@ def lm_loss(model: Any, enc: Encoded, settings: TrainSettings, pad_id: int,
     for _, inputs in _batches(enc, settings, pad_id, device):
         labels = inputs.pop("labels")
         with autocast(device, settings.precision):
-            logits = model(**inputs).logits.float()
+            logits = token_logits(model, inputs)
         shift_logits, shift_labels = logits[:, :-1], labels[:, 1:]
         nll = torch.nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]),
                                                 shift_labels.reshape(-1), ignore_index=-100,
@@ -82,7 +89,7 @@ def multiple_choice(model: Any, enc: Encoded, settings: TrainSettings, pad_id: i
     for batch, inputs in _batches(enc, settings, pad_id, device):
         inputs.pop("labels")
         with autocast(device, settings.precision):
-            logits = model(**inputs).logits.float()
+            logits = token_logits(model, inputs)
         last = inputs["attention_mask"].sum(1) - 1  # right padding: the prompt's last token
         next_token = logits[torch.arange(len(batch), device=device), last]
         preds[batch] = next_token[:, letters].argmax(-1).cpu().numpy()

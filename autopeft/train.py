@@ -62,7 +62,10 @@ class Diverged(RuntimeError):
 
 
 def register_step_hook(model: Any, hook: Any) -> None:
-    """``hook`` may define ``before_optimizer_step(step)`` and/or ``after_optimizer_step(step)``."""
+    """``hook`` may define ``before_optimizer_step(step)`` and/or ``after_optimizer_step(step)``,
+    and ``before_training(model, batches)``: called once before the first step with an
+    iterator over one epoch of training batches (on the device), for methods that look at
+    the data first (Child-Tuning D's Fisher pass); it takes no optimiser step."""
     hooks = getattr(model, HOOKS_ATTR, None)
     if hooks is None:
         hooks = []
@@ -167,6 +170,12 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, fl
         else max(0.0, (n_steps - s) / max(1, n_steps - warmup)))
     memory = PeakMemory(model, optimizer, device)
     hooks = getattr(model, HOOKS_ATTR, [])
+    for hook in hooks:
+        if hasattr(hook, "before_training"):
+            batches = (to_device(collate(train_enc, b, pad_id), device)
+                       for b in train_order(train_enc, settings.batch_size, seed))
+            with autocast(device, settings.precision):
+                hook.before_training(model, batches)
     params = [p for _, p in trainable_parameters(model)]
     rung_scores: dict[int, float] = {}
     metrics: dict[str, float] = {}

@@ -4,9 +4,11 @@ Some mistakes only show with the model at hand: a LoRA rank larger than a layer,
 placement that selects no module, BitFit on a model without biases. Each candidate entry
 and each parameter value (every choice, both ends of a range) is built once on a
 *meta-device* skeleton of the model (shapes only, no memory, no weights), so the check
-costs well under a second. Entries that cannot apply to this model at all (BitFit on
-LLaMA) are dropped with a note, so one space serves every family; a parameter value that
-cannot be built stops the search with one line naming it.
+costs well under a second. Entries that cannot apply to this model at all are dropped
+with a note giving the reason, so one space serves every family and task kind: BitFit on
+LLaMA or T5 (no biases), prompt methods on a decoder's or T5's classification model (their
+language models, for generation tasks, train them). A parameter value that cannot be built
+stops the search with one line naming it.
 """
 from __future__ import annotations
 
@@ -14,10 +16,11 @@ import dataclasses
 from typing import Any
 
 from autopeft.arch import arch_for, num_layers
-from autopeft.build import build
+from autopeft.build import build, context_for
 from autopeft.candidate import Candidate, MethodSpec
 from autopeft.errors import UserError
 from autopeft.methods import get_method
+from autopeft.methods.registry import check_model_kind
 from autopeft.space import Space
 
 
@@ -45,13 +48,11 @@ def fit_space(space: Space, model: Any) -> tuple[Space, list[str]]:
     space = with_layer_count(space, num_layers(model.config))
     kept, notes = {}, []
     family = arch_for(model.config).family
+    classification = context_for(model).peft_task_type == "SEQ_CLS"
     for entry, overrides in space.candidates.items():
-        unsupported = [n for n in entry.split("+") if family not in get_method(n).families]
-        if unsupported:
-            notes.append(f"skipping {entry} for this model: {', '.join(unsupported)} does not "
-                         f"support {family} models")
-            continue
         try:
+            for name in entry.split("+"):
+                check_model_kind(get_method(name), family, classification)
             build(meta, Candidate([MethodSpec(n) for n in entry.split("+")]))
             kept[entry] = overrides
         except UserError as exc:

@@ -72,8 +72,9 @@ def test_prefix_counts() -> None:
 def test_prompt_and_ptuning_counts() -> None:
     p, e = 5, 16
     assert count("prompt", num_virtual_tokens=p) == p * H + HEAD
-    # P-tuning's MLP: Linear(H, e), ReLU, Linear(e, e), ReLU, Linear(e, H).
-    assert count("ptuning", num_virtual_tokens=p, encoder_hidden_size=e) \
+    # P-tuning's MLP encoder: Linear(H, e), ReLU, Linear(e, e), ReLU, Linear(e, H) (the LSTM,
+    # its default, is counted in test_method_fidelity_b.py).
+    assert count("ptuning", num_virtual_tokens=p, encoder_hidden_size=e, encoder_type="MLP") \
         == p * H + (H * e + e) + (e * e + e) + (e * H + H) + HEAD
 
 

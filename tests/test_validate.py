@@ -20,7 +20,7 @@ def test_entries_that_cannot_apply_are_dropped_with_a_note() -> None:
     space = parse_space({"candidates": ["bitfit", "lora", "lora+bitfit"]}, "s.yaml")
     fitted, notes = fit_space(space, tiny_model("llama"))
     assert list(fitted.candidates) == ["lora"]
-    assert len(notes) == 2 and all("bitfit does not support decoder" in n for n in notes)
+    assert len(notes) == 2 and all("bitfit: this model has no bias terms" in n for n in notes)
     with pytest.raises(UserError, match="no candidate of this space applies"):
         fit_space(parse_space({"candidates": ["bitfit"]}, "s.yaml"), tiny_model("llama"))
 

@@ -27,9 +27,10 @@ def apply(model: Any, spec: Spec, ctx: Any) -> Any:
     inner = unwrap(model)
     keep = set(resolve_layers(spec.layers, ctx.num_layers))
     every_layer = spec.layers == "all"
+    heads = tuple(h + "." for h in ctx.arch.head_names(inner))  # the head trains anyway
     found = 0
     for name, param in inner.named_parameters():
-        if not name.endswith("bias"):
+        if not name.endswith("bias") or name.startswith(heads):
             continue
         where = ctx.arch.layer_of(name.rsplit(".", 1)[0])
         if (where is None and every_layer) or (where is not None and where[0] in keep):
@@ -41,6 +42,7 @@ def apply(model: Any, spec: Spec, ctx: Any) -> Any:
     return model
 
 
-# Families: encoders; GPT-2 has biases too, LLaMA and T5 have none (apply says so).
-METHOD = Method(name="bitfit", category="partial", spec=Spec, apply=apply, families=("encoder",),
+# Every family: encoders and GPT-2 have biases; LLaMA and T5 have none, which apply says (a
+# space drops it there with that reason).
+METHOD = Method(name="bitfit", category="partial", spec=Spec, apply=apply,
                 summary="BitFit: train only the bias terms")

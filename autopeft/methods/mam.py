@@ -39,4 +39,5 @@ def apply(model: Any, spec: Spec, ctx: Any) -> Any:
 
 METHOD = Method(name="mam", category="hybrid", spec=Spec, apply=apply, engine="peft+autopeft",
                 prompt_learning=True, families=prefix.METHOD.families,
+                no_classification=prefix.METHOD.no_classification,
                 summary="MAM adapter: prefix tuning + scaled parallel adapter on the FFN")

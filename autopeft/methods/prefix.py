@@ -3,8 +3,8 @@ prepended to every attention layer.
 
 Not per-layer (peft puts a prefix in every layer), so no ``layers``. Sequence
 classification needs the shim in ``_peft_compat`` with transformers >= 5.24; ``apply``
-installs it. T5 is not offered: its sequence-classification model rejects the longer key
-length (position bias of the query length only).
+installs it. Every family's language model trains with it (T5 for translation too); T5's
+sequence-classification model does not (``no_classification``).
 
 With ``prefix_projection`` the prefix is an embedding through an MLP while it trains; Li &
 Liang keep only the prefix values it produces (``num_layers * 2 * tokens * hidden``), so the
@@ -60,5 +60,8 @@ def apply(model: Any, spec: Spec, ctx: Any) -> Any:
 
 
 METHOD = Method(name="prefix", category="additive", spec=Spec, apply=apply, engine="peft",
-                peft_native=True, prompt_learning=True, families=("encoder", "decoder"),
+                peft_native=True, prompt_learning=True,
+                no_classification=(("encoder-decoder", "T5's classification model rejects the "
+                                    "longer key length: its position bias covers the query "
+                                    "length only"),),
                 summary="prefix tuning: trained keys and values prepended in every layer")

@@ -1,10 +1,13 @@
 """Prompt tuning (Lester et al., 2021) through peft: trained embeddings of virtual tokens
 prepended to the input.
 
-Encoders only: with the prompt in front, peft passes embeddings (not token ids) to the
-model, so a decoder's classification head cannot find the last real token and pools the
-last position, a pad under right padding (autopeft pads right); T5's classification
-model refuses embeddings.
+Lester et al. define it on T5 as a seq2seq model, and it runs on every family's language
+model here (T5 for translation, GPT-2 / LLaMA for instruction tuning and MMLU; peft
+prepends the tokens to a seq2seq model's encoder and decoder inputs). On a decoder the
+logits of the virtual tokens come back too; the evaluators drop them
+(``evaluation.token_logits``), and peft gives them label -100 in training. Not on two
+classification models (``NO_CLASSIFICATION``): peft passes embeddings, not token ids, and
+their heads need the ids to find the token they pool.
 """
 from __future__ import annotations
 
@@ -12,9 +15,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from autopeft.methods._common import attach_peft, one_of, positive_int
-from autopeft.methods.registry import Method
+from autopeft.methods.registry import Method, check_model_kind
 
 INITS = ("random", "sample_vocab")
+
+NO_CLASSIFICATION = (
+    ("decoder", "its classification head pools the last non-pad token, found from the token "
+                "ids; given embeddings it pools the last position, a pad under autopeft's right "
+                "padding"),
+    ("encoder-decoder", "T5's classification model pools the end-of-sequence token, found from "
+                        "the token ids, and refuses embeddings"),
+)
 
 
 @dataclass
@@ -27,14 +38,22 @@ class Spec:
         one_of("init", self.init, INITS, "prompt")
 
 
+def check_task(name: str, ctx: Any) -> None:
+    """Refuse, with the reason, a model kind a virtual-token method cannot train."""
+    from autopeft.methods import get_method
+
+    check_model_kind(get_method(name), ctx.arch.family, ctx.peft_task_type == "SEQ_CLS")
+
+
 def apply(model: Any, spec: Spec, ctx: Any) -> Any:
     from peft import PromptTuningConfig
 
+    check_task("prompt", ctx)
     config = PromptTuningConfig(num_virtual_tokens=spec.num_virtual_tokens,
                                 prompt_tuning_init=spec.init.upper())
     return attach_peft(model, config, ctx, "prompt")
 
 
 METHOD = Method(name="prompt", category="additive", spec=Spec, apply=apply, engine="peft",
-                peft_native=True, prompt_learning=True, families=("encoder",),
+                peft_native=True, prompt_learning=True, no_classification=NO_CLASSIFICATION,
                 summary="prompt tuning: trained virtual-token embeddings before the input")

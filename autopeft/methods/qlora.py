@@ -4,8 +4,10 @@ NormalFloat (NF4, bitsandbytes), with double quantisation of the scales.
 The base model arrives in fp32 (loaded once per worker, deep-copied per candidate), so
 ``apply`` quantises the copy itself: every linear layer outside the task head becomes a
 frozen ``bnb.nn.Linear4bit`` (GPT-2's ``Conv1D`` too, its weight transposed; those the model
-keeps in fp32, T5's ``wo``, and a language model's output projection stay), then peft puts
-LoRA on the targets (peft dispatches to its 4-bit LoRA layer). The LoRA fields are LoRA's;
+keeps in fp32, T5's ``wo``, and a language model's output projection stay), ``prepare``
+readies it as peft's k-bit training expects, then peft puts its 4-bit LoRA layer
+(``peft.tuners.lora.bnb.Linear4bit``) on the targets, so ``merge_and_unload()`` of an
+exported candidate de-quantises, adds the LoRA product and re-quantises. The LoRA fields are LoRA's;
 the LoRA targets default to every linear role, as in the paper.
 
 CUDA is the real target: the 4-bit matmuls de-quantise to ``compute_dtype`` (``auto``: bf16
@@ -127,7 +129,25 @@ def apply(model: Any, spec: Spec, ctx: Any) -> Any:
     if next(inner.parameters()).device.type != "meta":
         if not quantize(inner, spec, ctx, bnb, device):
             raise UserError("qlora: this model has no linear layer outside its head to quantise")
+        prepare(inner)
     return attach_peft(model, config, ctx, "qlora")
+
+
+def prepare(inner: Any) -> None:
+    """Mark and prepare the quantised model as peft's k-bit training expects: with
+    ``is_loaded_in_4bit`` (what transformers' 4-bit loading sets) peft puts its 4-bit LoRA
+    layer (``peft.tuners.lora.bnb.Linear4bit``, which merges by de-quantising) on the
+    targets instead of the generic ``lora.Linear``; ``prepare_model_for_kbit_training``
+    casts 16-bit weights to fp32 and freezes the base. Its gradient checkpointing is left to
+    the study's ``gradient_checkpointing`` setting (non-reentrant, so inputs need no grad).
+    What trained before (a prompt method's head copy) trains again."""
+    from peft import prepare_model_for_kbit_training
+
+    trainable = [p for p in inner.parameters() if p.requires_grad]
+    inner.is_loaded_in_4bit = True
+    prepare_model_for_kbit_training(inner, use_gradient_checkpointing=False)
+    for param in trainable:
+        param.requires_grad_(True)
 
 
 # Without bitsandbytes it runs on no model: no family (so the method contract skips it).

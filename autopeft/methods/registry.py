@@ -42,6 +42,9 @@ class Method:
     peft_native: bool = False  # alone in a candidate, it exports to peft's own format
     exclusive: bool = False  # cannot be combined with any other method (full fine-tuning)
     families: tuple[str, ...] = ("encoder", "decoder", "encoder-decoder")
+    # (family, reason) for families above whose sequence-classification model it cannot
+    # train (their language models it can): a space drops it there with the reason.
+    no_classification: tuple[tuple[str, str], ...] = ()
     # Adds virtual tokens through peft's prompt learning (prefix, prompt, P-tuning, and the
     # hybrids built on prefix): it must be the outer PeftModel, and one per candidate.
     prompt_learning: bool = False
@@ -66,6 +69,16 @@ class Method:
             else:
                 out[f.name] = None
         return out
+
+
+def check_model_kind(method: Method, family: str, classification: bool) -> None:
+    """A ``UserError`` with the reason where ``method`` cannot train this kind of model."""
+    if family not in method.families:
+        raise UserError(f"{method.name} does not support {family} models")
+    reason = dict(method.no_classification).get(family) if classification else None
+    if reason:
+        raise UserError(f"{method.name} does not support {family} classification models "
+                        f"({reason}); it trains their language models (generation tasks)")
 
 
 def _load() -> dict[str, Method]:

@@ -54,5 +54,5 @@ def apply(model: Any, spec: Spec, ctx: Any) -> Any:
 
 
 METHOD = Method(name="unipelt", category="hybrid", spec=Spec, apply=apply, engine="peft+autopeft",
-                prompt_learning=True, families=prefix.METHOD.families,
+                prompt_learning=True, families=("encoder", "decoder"),  # T5: its gates fail
                 summary="UniPELT: gated LoRA + prefix tuning (MLP) + Pfeiffer adapter")
