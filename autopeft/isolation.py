@@ -41,7 +41,18 @@ ERRORS: dict[str, type[BaseException]] = {"Diverged": Diverged, "MemoryError": M
 
 def _serve(conn: Any, model: str, data: dict, settings: dict, cache_dir: str | None,
            trust_remote_code: bool) -> None:
-    """The child's loop: load once, then train candidates until told to exit."""
+    """The child's loop: load once, then train candidates until told to exit.
+
+    A parent that died (kill -9) closes the pipe: the child then ends quietly, without a
+    ``BrokenPipeError`` traceback in the search's log."""
+    try:
+        _serve_until_exit(conn, model, data, settings, cache_dir, trust_remote_code)
+    except (BrokenPipeError, ConnectionResetError, EOFError):
+        pass
+
+
+def _serve_until_exit(conn: Any, model: str, data: dict, settings: dict,
+                      cache_dir: str | None, trust_remote_code: bool) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from autopeft.models import quiet_libraries
     from autopeft.runner import Bench
@@ -80,6 +91,8 @@ def _serve(conn: Any, model: str, data: dict, settings: dict, cache_dir: str | N
             del out
         except _Stop:
             reply = ("stopped",)
+        except (BrokenPipeError, ConnectionResetError, EOFError):
+            raise  # the parent is gone: nobody to report to
         except Exception as exc:  # reported to the parent; the child lives on
             reply = ("error", type(exc).__name__, str(exc))
         gc.collect()
