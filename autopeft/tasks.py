@@ -119,6 +119,9 @@ def get_task(name: str, own: OwnData | None = None) -> Task:
 
 # --- reading files -------------------------------------------------------------------------
 
+# Own files are read with the csv module, not ``datasets.load_dataset("csv", ...)``: on SST-2's
+# 67k-row train.tsv it takes 0.03 s against 1.5 s (0.6 s of import), and load_dataset writes
+# an Arrow cache outside studies/ and guesses column types ("NA" becomes a missing value).
 FIELD_LIMIT = 64 * 2**20  # one CSV/TSV field (the csv module's default, 128 KiB, is too small)
 
 

@@ -20,16 +20,9 @@ import pytest
 from autopeft.cli import main
 from autopeft.search.storage import mask
 from conftest import ROOT, sst2_rows
+from test_bad_input import run as one_line_error
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def one_line_error(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("autopeft: error: "), err
-    return err[0]
 
 
 def own(model: Path, task: str, *extra: str) -> list[str]:
