@@ -4,8 +4,9 @@ Tokenised splits are cached in memory and on disk (``<studies dir>/.cache``), ke
 tokenizer, the max length and a hash of the text, so every trial of a study, and a resumed
 study, reuses them. The disk cache is only a speed-up: a folder that cannot be written
 (read-only, disk full) means no disk cache, with a ``CacheWarning``; a damaged file
-(truncated, garbage) is discarded and rebuilt. Training batches are length-grouped: shuffled, then sorted by length
-within chunks of 50 batches, so padding stays small without losing randomness.
+(truncated, garbage) is discarded and rebuilt. Training batches are length-grouped:
+shuffled, then sorted by length within chunks of 50 batches, so padding stays small
+without losing randomness.
 """
 from __future__ import annotations
 
