@@ -184,7 +184,8 @@ def test_damaged_cache_files_are_rebuilt(damage, workdir, tiny_model, tiny_data)
             np.savez(f, ids=np.arange(3), lens=np.array([3]), labels=np.array([1]))
     data_mod._MEMORY.clear()
     assert main(argv) == 0  # resumed, not stopped by the cache
-    assert [t.state.name for t in trials(workdir)] == ["COMPLETE", "COMPLETE"]
+    states = [t.state.name for t in trials(workdir)]  # the second: the same candidate again
+    assert len(states) == 2 and states[0] == "COMPLETE" and not {"FAIL", "RUNNING"} & set(states)
     for f in files:  # rebuilt with the same content
         with np.load(f) as z, np.load(_bytes_file(workdir, good[f])) as ref:
             assert all(np.array_equal(z[k], ref[k]) for k in ref.files)
