@@ -95,6 +95,9 @@ def parser() -> argparse.ArgumentParser:
                                         "seeded 10%% of train)")
     s.add_argument("--task-type", choices=("classification", "regression"),
                    help="own data: override what the labels suggest")
+    s.add_argument("--no-header", action="store_true",
+                   help="own CSV/TSV data without a header line: give columns by index, "
+                        "e.g. --text-column 0 --label-column 1")
     s.add_argument("--train-samples", type=_positive_int, help="train on a seeded subset of this size")
     s.add_argument("--eval-samples", type=_positive_int, help="score on a seeded subset of this size")
     s.add_argument("--epochs", type=_positive_float, default=1.0, help="epochs per trial (default 1)")
@@ -378,6 +381,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"autopeft: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("autopeft: interrupted; the trial in flight is recorded as failed. Run the same "
-              "command again to resume.", file=sys.stderr)
+        print("autopeft: interrupted; " + (
+            "the trial in flight is recorded as failed. Run the same command again to resume."
+            if args.command in ("search", "worker") else "nothing was finished."), file=sys.stderr)
         return 130
+    except Exception as exc:  # a full or read-only disk is no bug: one line, not a traceback
+        from autopeft.search.storage import disk_problem
+
+        problem = disk_problem(exc)
+        if problem is None:
+            raise
+        print(f"autopeft: error: {problem}", file=sys.stderr)
+        return 2

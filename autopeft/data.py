@@ -2,14 +2,20 @@
 
 Tokenised splits are cached in memory and on disk (``<studies dir>/.cache``), keyed by the
 tokenizer, the max length and a hash of the text, so every trial of a study, and a resumed
-study, reuses them. Training batches are length-grouped: shuffled, then sorted by length
-within chunks of 50 batches, so padding stays small without losing randomness.
+study, reuses them. The disk cache is only a speed-up: a folder that cannot be written
+(read-only, disk full) means no disk cache, with a ``CacheWarning``; a damaged file
+(truncated, garbage) is discarded and rebuilt. Training batches are length-grouped:
+shuffled, then sorted by length within chunks of 50 batches, so padding stays small
+without losing randomness.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import random
+import warnings
+import zipfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +61,10 @@ class Encoded:
 _MEMORY: dict[str, Encoded] = {}
 
 
+class CacheWarning(UserWarning):
+    """The disk cache of tokenised data was skipped or rebuilt (the run goes on)."""
+
+
 def _key(tokenizer: Any, task: Task, rows: Rows, max_length: int) -> str:
     h = hashlib.sha256()
     h.update(f"{type(tokenizer).__name__}|{getattr(tokenizer, 'name_or_path', '')}|"
@@ -69,16 +79,44 @@ def _save(path: str, enc: Encoded) -> None:
     arrays = {"ids": np.concatenate(enc.input_ids), "lens": enc.lengths(), "labels": enc.labels}
     if enc.token_type_ids is not None:
         arrays["tt"] = np.concatenate(enc.token_type_ids)
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written cache
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)  # atomic: a crash never leaves a half-written cache
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
 
 
-def _load(path: str) -> Encoded:
-    with np.load(path) as z:
-        splits = np.cumsum(z["lens"])[:-1]
-        ids = np.split(z["ids"], splits)
-        tt = np.split(z["tt"], splits) if "tt" in z else None
-        return Encoded(ids, tt, z["labels"])
+def _load(path: str, n_rows: int) -> Encoded | None:
+    """The cached split, or None (the file was damaged: removed, to be rebuilt)."""
+    try:
+        with np.load(path) as z:
+            lens, flat, labels = z["lens"], z["ids"], z["labels"]
+            tt_flat = z["tt"] if "tt" in z else None
+        if (len(lens) != n_rows or len(labels) != n_rows or int(lens.sum()) != len(flat)
+                or (tt_flat is not None and len(tt_flat) != len(flat))):
+            raise ValueError("sizes do not match")
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        warnings.warn(CacheWarning(f"discarded a damaged token cache file {path} "
+                                   f"({type(exc).__name__}); tokenising again"), stacklevel=3)
+        with contextlib.suppress(OSError):
+            os.remove(path)
+        return None
+    splits = np.cumsum(lens)[:-1]
+    tt = np.split(tt_flat, splits) if tt_flat is not None else None
+    return Encoded(np.split(flat, splits), tt, labels)
+
+
+def _store(cache_dir: str, path: str, enc: Encoded) -> None:
+    """Write the cache file; a folder that cannot be written only costs the speed-up."""
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+        _save(path, enc)
+    except OSError as exc:
+        warnings.warn(CacheWarning(f"cannot write the token cache in {cache_dir} "
+                                   f"({exc.strerror or exc}); going on without a disk cache"),
+                      stacklevel=3)
 
 
 def encode(tokenizer: Any, task: Task, rows: Rows, max_length: int,
@@ -95,9 +133,8 @@ def encode(tokenizer: Any, task: Task, rows: Rows, max_length: int,
     if key in _MEMORY:
         return _MEMORY[key]
     path = os.path.join(cache_dir, f"tokens-{key}.npz") if cache_dir else None
-    if path and os.path.isfile(path):
-        enc = _load(path)
-    else:
+    enc = _load(path, len(rows[task.label_column])) if path and os.path.isfile(path) else None
+    if enc is None:
         texts = [rows[c] for c in task.text_columns]
         out = tokenizer(*texts, truncation=True, max_length=max_length)
         ids = [np.asarray(x, dtype=np.int64) for x in out["input_ids"]]
@@ -105,8 +142,7 @@ def encode(tokenizer: Any, task: Task, rows: Rows, max_length: int,
         tt = [np.asarray(x, dtype=np.int64) for x in tt] if tt is not None else None
         enc = Encoded(ids, tt, np.asarray(rows[task.label_column]))
         if path:
-            os.makedirs(cache_dir, exist_ok=True)
-            _save(path, enc)
+            _store(cache_dir, path, enc)
     _MEMORY[key] = enc
     return enc
 

@@ -46,8 +46,18 @@ def _serve(conn: Any, model: str, data: dict, settings: dict, cache_dir: str | N
     """The child's loop: load once, then train candidates until told to exit.
 
     ``threads`` is the parent's torch thread count: CPU results are bit-identical only for
-    the same count, so a trial scores in the child exactly as it would in the parent."""
+    the same count, so a trial scores in the child exactly as it would in the parent. A
+    parent that died (kill -9) closes the pipe: the child then ends quietly, without a
+    ``BrokenPipeError`` traceback in the search's log."""
     torch.set_num_threads(threads)
+    try:
+        _serve_until_exit(conn, model, data, settings, cache_dir, trust_remote_code)
+    except (BrokenPipeError, ConnectionResetError, EOFError):
+        pass
+
+
+def _serve_until_exit(conn: Any, model: str, data: dict, settings: dict,
+                      cache_dir: str | None, trust_remote_code: bool) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from autopeft.models import quiet_libraries
     from autopeft.runner import Bench
@@ -86,6 +96,8 @@ def _serve(conn: Any, model: str, data: dict, settings: dict, cache_dir: str | N
             del out
         except _Stop:
             reply = ("stopped",)
+        except (BrokenPipeError, ConnectionResetError, EOFError):
+            raise  # the parent is gone: nobody to report to
         except Exception as exc:  # reported to the parent; the child lives on
             reply = ("error", type(exc).__name__, str(exc))
         gc.collect()

@@ -3,6 +3,7 @@ on a fresh copy each time. Used by the search, by ``export --train`` and by benc
 No optuna here."""
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,7 +12,7 @@ import numpy as np
 
 from autopeft.build import build, count_stored, count_total, count_trainable
 from autopeft.candidate import Candidate
-from autopeft.data import Encoded, encode
+from autopeft.data import CacheWarning, Encoded, encode
 from autopeft.models import BaseModel, load_base
 from autopeft.tasks import OwnData, Rows, Task, get_task, load_task
 from autopeft.evaluation import make_evaluator
@@ -32,12 +33,14 @@ class DataSettings:
     label_column: str | None = None
     validation: str | None = None
     task_type: str | None = None
+    no_header: bool = False  # own CSV/TSV without a header line: columns given by index
 
     def own(self) -> OwnData:
         defaults = OwnData()
         return OwnData(text_columns=tuple(self.text_columns or defaults.text_columns),
                        label_column=self.label_column or defaults.label_column,
-                       validation=self.validation, kind=self.task_type)
+                       validation=self.validation, kind=self.task_type,
+                       header=not self.no_header)
 
     def get_task(self) -> Task:
         return get_task(self.task, self.own())
@@ -92,10 +95,18 @@ class Bench:
             return encode(base.tokenizer, task_data.task, rows, settings.max_length, cache_dir,
                           for_training)
 
-        return cls(base, task_data.task, encode_split(task_data.train, True),
-                   encode_split(task_data.validation), settings,
-                   {name: encode_split(rows) for name, rows in task_data.extra.items()},
-                   [task_data.note] if task_data.note else [])
+        with warnings.catch_warnings(record=True) as caught:  # cache trouble: said, not fatal
+            warnings.simplefilter("always", CacheWarning)
+            bench = cls(base, task_data.task, encode_split(task_data.train, True),
+                        encode_split(task_data.validation), settings,
+                        {name: encode_split(rows) for name, rows in task_data.extra.items()},
+                        [task_data.note] if task_data.note else [])
+        for w in caught:
+            if issubclass(w.category, CacheWarning) and str(w.message) not in bench.notes:
+                bench.notes.append(str(w.message))
+            elif not issubclass(w.category, CacheWarning):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return bench
 
     def build(self, candidate: Candidate, schedule_steps: int | None = None) -> Any:
         """The candidate on a fresh copy; ``schedule_steps``: how long it will train (methods

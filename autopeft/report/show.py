@@ -40,9 +40,11 @@ def rows(study: Any, all_trials: bool = False, sort: str = "score") -> list[Row]
     """The front's trials (``all_trials``: every trial), each marked whether it is on the
     front. What a result means (fidelity, refit, provisional, feasible) is read from
     ``autopeft/results.py``."""
-    recs = records(study.get_trials(deepcopy=False))
+    trials = study.get_trials(deepcopy=False)
+    recs = records(trials)
     on_front = {r.number for r in front(recs, score_noise(study.user_attrs, recs))}
-    out = []
+    notes = _storage_notes(trials)
+    out = _queued(trials, notes) if all_trials else []
     for r in recs:
         if not all_trials and r.number not in on_front:
             continue
@@ -50,7 +52,8 @@ def rows(study: Any, all_trials: bool = False, sort: str = "score") -> list[Row]
                        trainable_params=r.trainable_params,
                        trainable_fraction=r.trainable_fraction,
                        peak_memory_bytes=r.peak_memory_bytes, wall_seconds=r.wall_seconds,
-                       on_front=r.number in on_front, candidate=r.candidate, note=r.note,
+                       on_front=r.number in on_front, candidate=r.candidate,
+                       note=r.note or notes.get(r.number, ""),
                        feasible=r.feasible, seeds=r.seeds,
                        score_mean=r.score_mean,
                        score_std=r.score_std, superseded_by=r.superseded_by,
@@ -59,6 +62,42 @@ def rows(study: Any, all_trials: bool = False, sort: str = "score") -> list[Row]
     present = [r for r in out if getattr(r, key) is not None]
     missing = [r for r in out if getattr(r, key) is None]
     return sorted(present, key=lambda r: getattr(r, key), reverse=descending) + missing
+
+
+def _storage_notes(trials: list[Any]) -> dict[int, str]:
+    """What the storage did to a trial, which no user attribute of ours says: queued
+    (WAITING: a warm-start recipe, a retry), or failed by the heartbeat check (its worker
+    died: ``search/storage.py``) and retried by Optuna (``retry_history``)."""
+    retried_as = {n: t.number for t in trials for n in t.system_attrs.get("retry_history", [])}
+    notes = {}
+    for t in trials:
+        retry = t.system_attrs.get("failed_trial")
+        if t.state.name == "WAITING":
+            notes[t.number] = (f"queued: retry of trial {retry}" if retry is not None else
+                               "queued: warm-start recipe" if "warm_start" in t.user_attrs
+                               else "queued")
+        elif (t.state.name == "FAIL" and not t.user_attrs.get("fail_reason")
+              and (t.number in retried_as or retry is not None)):
+            again = retried_as.get(t.number)
+            notes[t.number] = ("its worker stopped sending heartbeats (killed or lost)"
+                               + (f"; retried as trial {again}" if again is not None else ""))
+    return notes
+
+
+def _queued(trials: list[Any], notes: dict[int, str]) -> list[Row]:
+    """WAITING trials (never started, so not results): listed by ``show --all`` only."""
+    out = []
+    for t in trials:
+        a = t.user_attrs
+        if t.state.name != "WAITING" or a.get("over_cap"):
+            continue
+        out.append(Row(number=t.number, state="WAITING",
+                       label=a.get("label") or a.get("warm_start") or "?", score=None,
+                       trainable_params=a.get("trainable_params"),
+                       trainable_fraction=a.get("trainable_fraction"), peak_memory_bytes=None,
+                       wall_seconds=None, on_front=False, candidate=a.get("candidate", {}),
+                       note=notes.get(t.number, "")))
+    return out
 
 
 def human_bytes(n: int | None) -> str:

@@ -29,6 +29,7 @@ from autopeft.search.budget import Budget, predict_seconds
 from autopeft.search.constraints import Limits, Prediction, predict
 from autopeft.search.plan import Plan
 from autopeft.search.pruner import decide_from_storage
+from autopeft.search.storage import disk_problem
 
 
 def out_of_memory(exc: BaseException) -> bool:
@@ -180,6 +181,8 @@ class TrialRunner:
             self._fail(trial, "interrupted")
             raise
         except Exception as exc:  # a bad candidate fails alone; the study goes on
+            if disk_problem(exc):  # not the candidate's fault: storage.heartbeat ends the search
+                raise
             if out_of_memory(exc):
                 free_memory()
                 trial.set_user_attr("out_of_memory", True)

@@ -10,10 +10,15 @@ Heartbeats (RDB storages): a running trial beats every ``heartbeat`` seconds; on
 for three beats belongs to a dead worker (SIGKILL, lost machine) and becomes FAIL, and
 Optuna's retry callback enqueues it once more, so no candidate is lost silently. The
 journal storage has no heartbeat in Optuna: a killed worker's trial stays RUNNING there.
+
+Disk trouble (a full disk, a read-only study file or folder) is not a candidate's fault:
+the trial in flight becomes FAIL where the storage still takes it, and the search stops
+with one line (``disk_problem``). Printed and stored URLs go through ``mask``.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import warnings
@@ -32,13 +37,40 @@ def storage_url(study: str, storage: str | None = None) -> str:
     if storage:
         return storage
     folder = studies_dir()
-    os.makedirs(folder, exist_ok=True)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the studies folder {folder} ({exc.strerror}); make it "
+                        "writable or set AUTOPEFT_STUDIES_DIR") from None
     return f"sqlite:///{os.path.abspath(os.path.join(folder, study + '.db'))}"
 
 
+SECRET_KEYS = ("password", "passwd", "pwd", "pass", "sslpassword", "secret", "token", "api_key")
+# user:password@ after a scheme; the password may hold spaces and '@' (up to the last '@').
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:@/?#\s'\"]*):[^/?#'\"\n]*@")
+_QUERY = re.compile(r"(?i)([?&;](?:%s)=)[^&;#\s'\"]*" % "|".join(SECRET_KEYS))
+
+
 def mask(text: str) -> str:
-    """``text`` with every URL password replaced by ``***``: safe to print or store."""
-    return re.sub(r"(://[^:/@\s]+:)[^@\s]*@", r"\1***@", text)
+    """``text`` with every URL password replaced by ``***``: safe to print or store.
+
+    Passwords in the user part (``user:pw@``, ``:pw@``, with spaces) and in the query
+    (``?password=pw``). A whole URL is also parsed and rendered by SQLAlchemy with the
+    password hidden; free text (an error message quoting a URL) is masked by pattern."""
+    out = _QUERY.sub(r"\1***", _USERINFO.sub(r"\1:***@", text))
+    if "://" not in text or any(c.isspace() for c in text.strip()):
+        return out
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(out.strip())
+    except Exception:  # not a URL SQLAlchemy reads: the pattern's answer stands
+        return out
+    hidden = {k: "***" for k in url.query if k.lower() in SECRET_KEYS}
+    if url.password is None and not hidden:
+        return out
+    return url.update_query_dict(hidden).render_as_string(hide_password=True).replace(
+        "%2A%2A%2A", "***")
 
 
 def _driver(url: str) -> str:
@@ -49,7 +81,8 @@ def _driver(url: str) -> str:
 
 
 def open_storage(url: str, create: bool, heartbeat: int | None = HEARTBEAT_SECONDS) -> Any:
-    """An Optuna storage for ``url``. A SQLite or journal file must exist unless ``create``."""
+    """An Optuna storage for ``url``. A SQLite or journal file must exist unless ``create``;
+    with ``create`` (a search, a worker) it must be writable."""
     import optuna
 
     for prefix in ("sqlite:///", "journal:"):
@@ -58,6 +91,8 @@ def open_storage(url: str, create: bool, heartbeat: int | None = HEARTBEAT_SECON
             if not create and not os.path.isfile(path):
                 raise UserError(f"no study database at {path}; run `autopeft search` first, or "
                                 "pass --storage with the study's URL")
+            if create:
+                _check_writable(path)
     try:
         if url.startswith("journal:"):
             from optuna.storages.journal import JournalFileBackend, JournalStorage
@@ -80,6 +115,62 @@ def open_storage(url: str, create: bool, heartbeat: int | None = HEARTBEAT_SECON
         raise UserError(f"cannot open storage {mask(url)}: {mask(first)}") from None
 
 
+def _check_writable(path: str) -> None:
+    """A search writes the study file and, beside it, SQLite's journal: both must be allowed."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isfile(path) and not os.access(path, os.W_OK):
+        raise UserError(f"the study database {path} is read-only; make it writable (or copy "
+                        "it elsewhere and pass --storage) to resume")
+    if os.path.isdir(folder) and not os.access(folder, os.W_OK):
+        raise UserError(f"the folder {folder} is read-only and the study database needs to "
+                        "write there; make it writable (or copy the study elsewhere and pass "
+                        "--storage)")
+
+
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+SQLITE_DISK = ("readonly database", "disk is full", "unable to open database file",
+               "disk i/o error")
+
+
+def disk_problem(exc: BaseException) -> str | None:
+    """One line saying what the disk refused, when ``exc`` (or its cause) is a full disk,
+    a read-only file or folder, or a refused write; None for anything else."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno in DISK_ERRNOS:
+            where = f" ({cur.filename})" if cur.filename else ""
+            return (f"cannot write to disk: {cur.strerror}{where}; free space or make it "
+                    "writable, then run the same command again")
+        text = str(getattr(cur, "orig", None) or cur).strip().splitlines()
+        if text and type(cur).__name__ == "OperationalError" and any(
+                s in text[0].lower() for s in SQLITE_DISK):
+            return (f"cannot write the study database ({mask(text[0])}); free space or make "
+                    "the database and its folder writable, then run the same command again")
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+def end_trial_failed(study: Any, trial: Any, reason: str) -> bool:
+    """Best effort: the trial becomes FAIL with ``reason`` if it is still RUNNING (the
+    storage may refuse: a full disk). True if it is no longer RUNNING afterwards."""
+    from optuna.trial import TrialState
+
+    def state() -> Any:
+        return study._storage.get_trial(trial._trial_id).state
+
+    with contextlib.suppress(Exception):
+        if state() != TrialState.RUNNING:
+            return True
+        with contextlib.suppress(Exception):
+            trial.set_user_attr("fail_reason", reason[:500])
+        study.tell(trial, state=TrialState.FAIL)
+    with contextlib.suppress(Exception):
+        return state() != TrialState.RUNNING
+    return False
+
+
 def fail_stale_trials(study: Any) -> None:
     """Mark trials of dead workers FAIL (and enqueue their retry); a no-op without heartbeats."""
     import optuna
@@ -91,8 +182,20 @@ def fail_stale_trials(study: Any) -> None:
 
 @contextlib.contextmanager
 def heartbeat(study: Any, trial: Any) -> Iterator[None]:
-    """Beat for ``trial`` while it runs (Optuna does this in ``optimize``; we ask and tell)."""
+    """Beat for ``trial`` while it runs (Optuna does this in ``optimize``; we ask and tell).
+
+    An error that escapes the trial never leaves it RUNNING: it becomes FAIL first. A disk
+    problem (``disk_problem``) then ends the search with one line instead of a traceback."""
     from optuna.storages._heartbeat import get_heartbeat_thread
 
-    with get_heartbeat_thread(trial._trial_id, study._storage):
-        yield
+    try:
+        with get_heartbeat_thread(trial._trial_id, study._storage):
+            yield
+    except BaseException as exc:
+        problem = disk_problem(exc)
+        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else (
+            problem or f"{type(exc).__name__}: {exc}")
+        end_trial_failed(study, trial, reason)
+        if problem:
+            raise UserError(problem) from None
+        raise

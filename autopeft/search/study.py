@@ -36,7 +36,7 @@ from autopeft.search.storage import (HEARTBEAT_SECONDS, fail_stale_trials, heart
                                      open_storage, storage_url)
 from autopeft.search.refit import refit_front
 from autopeft.search.summary import Scales, record_hypervolume
-from autopeft.search.warmstart import enqueue_recipes
+from autopeft.search.warmstart import enqueue_recipes, requeue_interrupted
 from autopeft.search.workers import OVER_CAP, beyond_cap, cap_reached, seconds_left, start_workers
 from autopeft.space import Space, load_space, space_from_text
 from autopeft.train import TrainSettings
@@ -221,6 +221,8 @@ def prepare(study: Any, cfg: SearchConfig, space: Space, bench: Bench, budget: B
         names = enqueue_recipes(study, space)
         if names:
             reporter.note(f"warm start: {', '.join(names)} first")
+    elif cfg.warm_start and (names := requeue_interrupted(study)):
+        reporter.note(f"warm start: retrying the interrupted recipe(s) {', '.join(names)}")
     noise = float((study.user_attrs.get("noise") or {}).get("rung", 0.0))
     return TrialRunner(study, bench, skeleton(bench.base.model), cfg.pruner, cfg.eta, limits,
                        budget, reporter, plan, noise)

@@ -9,7 +9,8 @@ in the space, and only through the space's own parameter names (``candidate``,
 ``<entry>.learning_rate``, ``<method>.<param>``): a value outside a range is clipped to it,
 a value that is not among a choice's options is replaced by the nearest number or left to
 the sampler. Enqueued trials carry the user attribute ``warm_start`` (the recipe's name);
-the pruner lets them finish.
+the pruner lets them finish. A recipe whose trial was interrupted (Ctrl-C, SIGTERM) is
+queued again when the search resumes (``requeue_interrupted``).
 """
 from __future__ import annotations
 
@@ -96,4 +97,27 @@ def enqueue_recipes(study: Any, space: Space) -> list[str]:
             continue
         study.enqueue_trial(fixed, user_attrs={"warm_start": recipe.name}, skip_if_exists=True)
         names.append(recipe.name)
+    return names
+
+
+def requeue_interrupted(study: Any) -> list[str]:
+    """Queue again every recipe whose last trial was interrupted and that has no other trial
+    done, running or queued; returns their names. Call when a search resumes."""
+    latest: dict[str, Any] = {}
+    settled = set()
+    for t in study.get_trials(deepcopy=False):
+        name = t.user_attrs.get("warm_start")
+        if name is None:
+            continue
+        if t.state.name != "FAIL":
+            settled.add(name)
+        latest[name] = t
+    names = []
+    for name, t in latest.items():
+        if (name in settled or t.user_attrs.get("fail_reason") != "interrupted"
+                or "fixed_params" not in t.system_attrs):
+            continue
+        study.enqueue_trial(t.system_attrs["fixed_params"], user_attrs={"warm_start": name},
+                            skip_if_exists=False)
+        names.append(name)
     return names
