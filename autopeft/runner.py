@@ -11,6 +11,7 @@ import numpy as np
 
 from autopeft.build import build, count_total, count_trainable
 from autopeft.candidate import Candidate
+from autopeft.checks import at_least, check_max_length, check_types
 from autopeft.data import Encoded, encode
 from autopeft.models import BaseModel, load_base
 from autopeft.tasks import OwnData, Rows, Task, get_task, load_task
@@ -32,6 +33,11 @@ class DataSettings:
     label_column: str | None = None
     validation: str | None = None
     task_type: str | None = None
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        at_least(self, 1, ["train_samples", "eval_samples"])
+        at_least(self, 0, ["seed"])
 
     def own(self) -> OwnData:
         defaults = OwnData()
@@ -86,6 +92,7 @@ class Bench:
         task_data = load_task(data.task, data.data_dir, data.train_samples, data.eval_samples,
                               data.seed, data.own())
         base = load_base(model, task_data.task, trust_remote_code)
+        check_max_length(base.tokenizer, task_data.task, settings.max_length)
 
         def encode_split(rows: Rows, for_training: bool = False) -> Encoded:
             return encode(base.tokenizer, task_data.task, rows, settings.max_length, cache_dir,
