@@ -32,7 +32,8 @@ def peft_native(candidate: Candidate) -> bool:
 # What an export (or `train --out`) writes: all that `--force` may replace.
 EXPORT_FILES = frozenset({CANDIDATE_FILE, WEIGHTS_FILE, "README.md", "metrics.json",
                           "adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"})
-INFO_KEYS = ("study", "trial", "model", "task", "data", "train", "candidate", "objectives")
+INFO_KEYS = ("study", "trial", "model", "task", "data", "train", "candidate", "objectives",
+             "fidelity")
 
 
 def prepare_dir(out: str | os.PathLike, force: bool) -> Path:
@@ -100,7 +101,7 @@ def read_candidate(path: str | os.PathLike) -> dict[str, Any]:
 
 def check_info(info: dict[str, Any], source: str) -> None:
     """Build every part of ``info`` once (the same checks as flags); errors name the part."""
-    from autopeft.runner import DataSettings
+    from autopeft.runner import DataSettings, Fidelity
     from autopeft.train import TrainSettings
 
     unknown = sorted(str(k) for k in info if k not in INFO_KEYS)
@@ -115,8 +116,11 @@ def check_info(info: dict[str, Any], source: str) -> None:
             raise UserError(f"{source}: {key} must be a non-empty string, got {info[key]!r}")
     parts = {"data": lambda d: DataSettings(**known_keys(d, DataSettings, "data")),
              "train": lambda d: TrainSettings(**known_keys(d, TrainSettings, "train")),
-             "candidate": Candidate.from_dict}
+             "candidate": Candidate.from_dict,
+             "fidelity": lambda d: Fidelity(**known_keys(d or {}, Fidelity, "fidelity"))}
     for key, make in parts.items():
+        if key not in info and key == "fidelity":
+            continue
         try:
             made = make(info[key])
         except UserError as exc:
@@ -125,7 +129,8 @@ def check_info(info: dict[str, Any], source: str) -> None:
             raise UserError(f"{source}: data.task {made.task!r} differs from task {info['task']!r}")
     objectives = info.get("objectives") or {}
     if not isinstance(objectives, dict) or not all(
-            v is None or isinstance(v, (int, float, list)) for v in objectives.values()):
+            v is None or isinstance(v, (int, float, list)) or (k == "fidelity" and isinstance(v, str))
+            for k, v in objectives.items()):
         raise UserError(f"{source}: objectives must map names to numbers, got {objectives!r}")
 
 

@@ -62,6 +62,10 @@ class Fidelity:
     stop_at: int | None = None
     rung_rows: int | None = None
 
+    def __post_init__(self) -> None:
+        check_types(self)
+        at_least(self, 1, ["schedule_steps", "stop_at", "rung_rows"])
+
 
 def seeded_subset(n: int, k: int, seed: int = 0) -> np.ndarray:
     """``k`` of ``range(n)``, the same for every process and trial (sorted)."""

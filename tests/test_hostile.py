@@ -180,6 +180,7 @@ TAMPERED = {
     "param": (lambda i: i["candidate"]["methods"][0]["params"].update(rank=4), "no parameter(s) rank"),
     "samples": (lambda i: i["data"].update(train_samples=0), "train_samples must be >= 1"),
     "not-a-map": (lambda i: i.update(train=[1, 2]), "train must be a mapping"),
+    "fidelity": (lambda i: i.update(fidelity={"stop_at": -1}), "fidelity: stop_at must be >= 1"),
 }
 
 
