@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from autopeft.candidate import Candidate
+from autopeft.checks import plain_name
 from autopeft.errors import UserError
-from autopeft.export import (load, model_card, peft_native, prepare_dir, read_candidate,
+from autopeft.export import (check_info, load, model_card, peft_native, prepare_dir, read_candidate,
                              save_config_only, save_trained, write_candidate)
 from autopeft.paths import cache_dir
 from autopeft.report.show import Row, rows
@@ -74,7 +75,7 @@ def load_study(name: str, storage: str | None = None) -> Any:
 def _existing_default(name: str) -> str:
     from autopeft.paths import studies_dir
 
-    path = Path(studies_dir()) / f"{name}.db"
+    path = Path(studies_dir()) / f"{plain_name(name)}.db"
     if not path.is_file():
         raise UserError(f"no study database {path}; run `autopeft search` first, or pass "
                         "--storage with the study's URL")
@@ -181,6 +182,7 @@ def export(study: Any, trial: int, out: str, *, storage: str | None = None, trai
 
     st = _study(study, storage)
     info = _info_from_trial(st, trial, model)
+    check_info(info, f"study {st.study_name!r}")  # e.g. its device is not on this machine
     candidate = Candidate.from_dict(info["candidate"])
     path = prepare_dir(out, force)
     write_candidate(path, info)
@@ -204,19 +206,14 @@ def train(config: str | Path, out: str | None = None, *, force: bool = False,
 
     ``seed`` re-trains with another seed (to see the spread); ``data_dir``, ``model`` and
     ``device`` override where the data and base model are and where to train."""
-    info = read_candidate(config)
-    missing = [k for k in ("model", "task", "data", "train", "candidate")
-               if not isinstance(info, dict) or k not in info]
-    if missing:
-        raise UserError(f"{config} lacks {', '.join(missing)}; give a candidate.yaml written by "
-                        "`autopeft export`")
-    info = dict(info)
+    info = dict(read_candidate(config))
     if model:
         info["model"] = model
     if seed is not None:
-        info["candidate"] = {**info["candidate"], "seed": int(seed)}
+        info["candidate"] = {**info["candidate"], "seed": seed}
     if device:
         info["train"] = {**info["train"], "device": device}
+    check_info(info, str(config))  # the overrides too, before anything is written
     path = prepare_dir(out, force) if out else None  # refuse a non-empty --out before training
     outcome, trained = _train_info(info, data_dir)
     if path is not None:
@@ -231,4 +228,11 @@ def plot(study: Any, out: str | None = None, *, storage: str | None = None) -> A
     from autopeft.report.plots import write_report
 
     st = _study(study, storage)
-    return write_report(st, Path(out) if out else Path("reports") / st.study_name)
+    folder = Path(out) if out else Path("reports") / plain_name(st.study_name)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder} exists and is not a folder; choose another --out")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the folder {folder}: {exc.strerror or exc}") from None
+    return write_report(st, folder)

@@ -8,6 +8,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from autopeft.checks import at_least, check_types, known_keys, positive
+from autopeft.errors import UserError
+
 
 @dataclass
 class MethodSpec:
@@ -15,6 +18,9 @@ class MethodSpec:
 
     name: str
     params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_types(self)
 
 
 @dataclass
@@ -24,6 +30,13 @@ class Candidate:
     methods: list[MethodSpec]
     learning_rate: float = 1e-4
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        positive(self, ["learning_rate"])
+        at_least(self, 0, ["seed"])
+        if not self.methods:
+            raise UserError("methods must list at least one method")
 
     @property
     def label(self) -> str:
@@ -35,6 +48,14 @@ class Candidate:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Candidate:
-        methods = [MethodSpec(m["name"], dict(m.get("params", {}))) for m in data["methods"]]
-        return cls(methods=methods, learning_rate=float(data["learning_rate"]),
-                   seed=int(data.get("seed", 0)))
+        """A candidate from stored or hand-edited data, every method and value checked."""
+        from autopeft.methods.registry import check_combination, make_spec
+
+        data = known_keys(data, cls, "candidate")
+        if not isinstance(data.get("methods"), list):
+            raise UserError(f"methods must be a list of methods, got {data.get('methods')!r}")
+        methods = [MethodSpec(**known_keys(m, MethodSpec, "a method")) for m in data["methods"]]
+        for m in methods:
+            make_spec(m.name, m.params)  # unknown method or parameter, bad value
+        check_combination([m.name for m in methods])
+        return cls(**data | {"methods": methods})

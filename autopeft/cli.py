@@ -7,11 +7,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
+from typing import NoReturn
 
 from autopeft.errors import UserError
 
@@ -54,9 +56,16 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value}")
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
     return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line like every other user error (exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"autopeft: error: {self.prog}: {message} (see `{self.prog} --help`)\n")
 
 
 def _study_args(p: argparse.ArgumentParser) -> None:
@@ -69,7 +78,7 @@ def parser() -> argparse.ArgumentParser:
     from autopeft.search.study import DEFAULT_SAMPLER, SAMPLERS
     from autopeft.report.show import SORT_KEYS
 
-    top = argparse.ArgumentParser(
+    top = _Parser(
         prog="autopeft", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
         description="Search parameter-efficient fine-tuning configurations: the Pareto front of "
                     "task score vs trainable parameters vs peak training memory.")
@@ -240,9 +249,12 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from autopeft.checks import plain_name
     from autopeft.report.progress import make_reporter
     from autopeft.search.study import run_worker
 
+    if not args.storage:
+        plain_name(args.study)  # it names the file studies/<study>.db
     progress = "json" if args.json_log else not args.quiet
     run_worker(args.study, args.storage, make_reporter(progress), args.isolation, args.heartbeat,
                args.device)
@@ -267,9 +279,10 @@ def _show(args: argparse.Namespace) -> int:
             writer.writerow([getattr(r, c) for c in cols] + [placement(r.candidate)])
     else:
         from rich.console import Console
+        from rich.markup import escape
 
         what = "all trials" if args.all else "Pareto front"
-        Console().print(table(found, f"{study.study_name}: {what} ({len(found)} trials)"))
+        Console().print(table(found, f"{escape(study.study_name)}: {what} ({len(found)} trials)"))
     return 0
 
 

@@ -10,7 +10,6 @@ candidate. A ``README.md`` model card says what it is and how to load it.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import yaml
 
 from autopeft.build import build, trainable_parameters
 from autopeft.candidate import Candidate
+from autopeft.checks import NumberLoader, known_keys, load_yaml
 from autopeft.errors import UserError
 from autopeft.methods import get_method
 
@@ -29,14 +29,52 @@ def peft_native(candidate: Candidate) -> bool:
     return len(candidate.methods) == 1 and get_method(candidate.methods[0].name).peft_native
 
 
+# What an export (or `train --out`) writes: all that `--force` may replace.
+EXPORT_FILES = frozenset({CANDIDATE_FILE, WEIGHTS_FILE, "README.md", "metrics.json",
+                          "adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"})
+INFO_KEYS = ("study", "trial", "model", "task", "data", "train", "candidate", "objectives",
+             "fidelity")
+
+
 def prepare_dir(out: str | os.PathLike, force: bool) -> Path:
+    """An empty folder at ``out``. ``force`` replaces a previous export there, and nothing
+    else: never the working folder, one above it, the studies folder, or foreign files."""
     path = Path(out)
-    if path.exists() and any(path.iterdir()):
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path} exists and is not a folder; choose another --out")
+    if path.is_dir() and any(path.iterdir()):
         if not force:
             raise UserError(f"{path} exists and is not empty; choose another --out or pass --force")
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
+        for entry in replaceable(path):
+            entry.unlink()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the folder {path}: {exc.strerror or exc}") from None
     return path
+
+
+def replaceable(path: Path) -> list[Path]:
+    """The files of the previous export in ``path``; refuses any other folder."""
+    from autopeft.paths import studies_dir
+
+    here, cwd = path.resolve(), Path.cwd().resolve()
+    if here == cwd or here in cwd.parents:
+        raise UserError(f"--force will not replace {path}: it is the working folder or one "
+                        "above it; give a folder of its own, e.g. --out exports/NAME")
+    studies = Path(studies_dir()).resolve()
+    if here == studies or here in studies.parents:
+        raise UserError(f"--force will not replace {path}: it holds the study databases "
+                        f"({studies_dir()}); give a folder of its own, e.g. --out exports/NAME")
+    entries = list(path.iterdir())
+    foreign = sorted(e.name for e in entries
+                     if e.name not in EXPORT_FILES or e.is_symlink() or not e.is_file())
+    if foreign or not (path / CANDIDATE_FILE).is_file():
+        what = f"it also holds {', '.join(foreign[:3])}" + (" ..." if len(foreign) > 3 else "") \
+            if foreign else f"it has no {CANDIDATE_FILE}"
+        raise UserError(f"--force only replaces a previous export, and {path} is not one ({what}); "
+                        "choose another --out or empty it yourself")
+    return entries
 
 
 def write_candidate(path: Path, info: dict[str, Any]) -> None:
@@ -45,11 +83,55 @@ def write_candidate(path: Path, info: dict[str, Any]) -> None:
 
 
 def read_candidate(path: str | os.PathLike) -> dict[str, Any]:
+    """An export's ``candidate.yaml``, every part checked as the CLI checks its flags."""
     file = Path(path) / CANDIDATE_FILE if Path(path).is_dir() else Path(path)
     if not file.is_file():
         raise UserError(f"no {CANDIDATE_FILE} in {path}; give a directory written by `autopeft export`")
-    with open(file, encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {file}: {exc}") from None
+    info = load_yaml(text, str(file), NumberLoader)
+    if not isinstance(info, dict):
+        raise UserError(f"{file}: not a candidate.yaml written by `autopeft export` (a mapping "
+                        f"with {', '.join(INFO_KEYS[2:7])})")
+    check_info(info, str(file))
+    return info
+
+
+def check_info(info: dict[str, Any], source: str) -> None:
+    """Build every part of ``info`` once (the same checks as flags); errors name the part."""
+    from autopeft.runner import DataSettings, Fidelity
+    from autopeft.train import TrainSettings
+
+    unknown = sorted(str(k) for k in info if k not in INFO_KEYS)
+    missing = [k for k in INFO_KEYS[2:7] if k not in info]
+    if unknown or missing:
+        raise UserError(f"{source}: " + "; ".join(
+            ([f"unknown key(s) {', '.join(unknown)}"] if unknown else [])
+            + ([f"lacks {', '.join(missing)}"] if missing else []))
+            + "; give a candidate.yaml written by `autopeft export`")
+    for key in ("model", "task"):
+        if not isinstance(info[key], str) or not info[key]:
+            raise UserError(f"{source}: {key} must be a non-empty string, got {info[key]!r}")
+    parts = {"data": lambda d: DataSettings(**known_keys(d, DataSettings, "data")),
+             "train": lambda d: TrainSettings(**known_keys(d, TrainSettings, "train")),
+             "candidate": Candidate.from_dict,
+             "fidelity": lambda d: Fidelity(**known_keys(d or {}, Fidelity, "fidelity"))}
+    for key, make in parts.items():
+        if key not in info and key == "fidelity":
+            continue
+        try:
+            made = make(info[key])
+        except UserError as exc:
+            raise UserError(f"{source}: {key}: {exc}") from None
+        if key == "data" and made.task != info["task"]:
+            raise UserError(f"{source}: data.task {made.task!r} differs from task {info['task']!r}")
+    objectives = info.get("objectives") or {}
+    if not isinstance(objectives, dict) or not all(
+            v is None or isinstance(v, (int, float, list)) or (k == "fidelity" and isinstance(v, str))
+            for k, v in objectives.items()):
+        raise UserError(f"{source}: objectives must map names to numbers, got {objectives!r}")
 
 
 def save_trained(path: Path, model: Any, candidate: Candidate) -> None:

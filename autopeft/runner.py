@@ -12,6 +12,7 @@ import numpy as np
 
 from autopeft.build import build, count_stored, count_total, count_trainable
 from autopeft.candidate import Candidate
+from autopeft.checks import at_least, check_max_length, check_types
 from autopeft.data import CacheWarning, Encoded, encode
 from autopeft.models import BaseModel, load_base
 from autopeft.tasks import OwnData, Rows, Task, get_task, load_task
@@ -34,6 +35,11 @@ class DataSettings:
     validation: str | None = None
     task_type: str | None = None
     no_header: bool = False  # own CSV/TSV without a header line: columns given by index
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        at_least(self, 1, ["train_samples", "eval_samples"])
+        at_least(self, 0, ["seed"])
 
     def own(self) -> OwnData:
         defaults = OwnData()
@@ -58,6 +64,10 @@ class Fidelity:
     schedule_steps: int | None = None
     stop_at: int | None = None
     rung_rows: int | None = None
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        at_least(self, 1, ["schedule_steps", "stop_at", "rung_rows"])
 
 
 def seeded_subset(n: int, k: int, seed: int = 0) -> np.ndarray:
@@ -90,6 +100,7 @@ class Bench:
         task_data = load_task(data.task, data.data_dir, data.train_samples, data.eval_samples,
                               data.seed, data.own())
         base = load_base(model, task_data.task, trust_remote_code)
+        check_max_length(base.tokenizer, task_data.task, settings.max_length)
 
         def encode_split(rows: Rows, for_training: bool = False) -> Encoded:
             return encode(base.tokenizer, task_data.task, rows, settings.max_length, cache_dir,

@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from autopeft.candidate import Candidate, MethodSpec
+from autopeft.checks import load_yaml
 from autopeft.errors import UserError
 from autopeft.methods import check_combination, get_method, make_spec
 
@@ -163,13 +162,7 @@ def load_space(name_or_path: str) -> Space:
 def space_from_text(text: str, source: str) -> Space:
     """A space from YAML text (a study stores its space's text, so workers need no file)."""
     path = source
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" at line {mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise UserError(f"{path}: YAML error{line}: {problem}") from None
+    raw = load_yaml(text, str(path))
     space = parse_space(raw, str(path))
     space.text = text
     space.digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]

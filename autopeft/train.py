@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from autopeft.build import trainable_parameters
+from autopeft.checks import at_least, check_device, check_types, one_of, positive
 from autopeft.data import Encoded, collate, train_order
 from autopeft.memory import PeakMemory
 
@@ -23,6 +24,8 @@ HOOKS_ATTR = "autopeft_step_hooks"
 # A loss this many times its first value (after a few steps) has diverged: stop the trial
 # now rather than after the whole budget.
 EXPLODE_FACTOR, EXPLODE_AFTER = 50.0, 5
+PRECISIONS = ("auto", "fp32", "bf16")
+MAX_EPOCHS = 1e6  # far beyond any use; keeps the step count a finite whole number
 
 
 @dataclass
@@ -42,6 +45,18 @@ class TrainSettings:
     max_new_tokens: int = 64
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 autocast on CUDA where supported, else fp32) | fp32 | bf16
+
+    def __post_init__(self) -> None:
+        """The same checks for flags, the API, a stored study and a candidate.yaml."""
+        check_types(self)
+        positive(self, ["epochs"], maximum=MAX_EPOCHS)
+        positive(self, ["max_grad_norm"])
+        at_least(self, 1, ["batch_size", "eval_batch_size", "max_length", "grad_accum",
+                           "num_beams", "max_new_tokens"])
+        at_least(self, 0, ["warmup_ratio"], maximum=1)
+        at_least(self, 0, ["weight_decay"])
+        one_of(self, "precision", PRECISIONS)
+        check_device(self.device)
 
 
 @dataclass
@@ -182,7 +197,11 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, fl
     step, samples, loss_value, epoch = 0, 0, float("nan"), 0
     micro, first_loss = 0, None
     while step < end:
-        for batch in train_order(train_enc, settings.batch_size, seed + epoch):
+        batches = train_order(train_enc, settings.batch_size, seed + epoch)
+        if not batches:  # else this loop would spin for ever
+            raise ValueError(f"the training data yields no batches ({len(train_enc)} examples, "
+                             f"batch size {settings.batch_size})")
+        for batch in batches:
             inputs = to_device(collate(train_enc, batch, pad_id), device)
             with memory.step(), autocast(device, settings.precision):
                 loss = model(**inputs).loss

@@ -79,8 +79,8 @@ def _done_line(study: Any) -> str:
     c = state_counts(study)
     return (f"done: {c['complete']} complete, {c['failed']} failed, {c['pruned']} pruned"
             + (f", {c['infeasible']} infeasible" if c["infeasible"] else "")
-            + f"; `autopeft show {study.study_name}` prints the front, "
-              f"`autopeft plot {study.study_name}` draws it")
+            + f"; `autopeft show {escape(study.study_name)}` prints the front, "
+              f"`autopeft plot {escape(study.study_name)}` draws it")
 
 
 class ConsoleReporter(NullReporter):

@@ -1,6 +1,7 @@
 """Wall-clock budgets: parse ``30m`` / ``4h`` / ``1h30m`` and decide whether a trial fits."""
 from __future__ import annotations
 
+import math
 import re
 import statistics
 import time
@@ -14,16 +15,23 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in ``text``: ``90s``, ``30m``, ``4h``, ``1h30m``, ``2d``; a bare number is minutes."""
+    """Seconds in ``text``: ``90s``, ``30m``, ``4h``, ``1h30m``, ``2d``; a bare number is minutes.
+
+    Zero is refused (a search that runs nothing), and so is a number too large to be a
+    finite float: any finite budget is safe (deadlines are float seconds)."""
     s = str(text).strip().lower().replace(" ", "")
     if re.fullmatch(r"\d+(\.\d+)?", s):
-        return float(s) * 60
-    parts = re.findall(r"(\d+(?:\.\d+)?)([smhd])", s)
-    if not s or not parts or "".join(n + u for n, u in parts) != s:
-        raise UserError(f"cannot read the budget {text!r}; use e.g. 30m, 4h, 1h30m or 90s")
+        parts = [(s, "m")]
+    else:
+        parts = re.findall(r"(\d+(?:\.\d+)?)([smhd])", s)
+        if not s or not parts or "".join(n + u for n, u in parts) != s:
+            raise UserError(f"cannot read the budget {text!r}; use e.g. 30m, 4h, 1h30m or 90s "
+                            "(a bare number is minutes)")
     seconds = sum(float(n) * _UNITS[u] for n, u in parts)
     if seconds <= 0:
-        raise UserError(f"the budget {text!r} is zero; give a positive duration")
+        raise UserError(f"the budget {text!r} is zero; give a positive duration, e.g. 30m")
+    if not math.isfinite(seconds):
+        raise UserError(f"the budget {text!r} is too large; give a duration such as 30d")
     return seconds
 
 

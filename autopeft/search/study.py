@@ -16,12 +16,12 @@ from __future__ import annotations
 import gc
 import os
 import time
-import re
 import socket
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from autopeft.checks import at_least, check_types, one_of, plain_name, positive, safe_name
 from autopeft.errors import UserError
 from autopeft.isolation import IsolatedBench
 from autopeft.paths import cache_dir
@@ -83,40 +83,39 @@ class SearchConfig:
     def __post_init__(self) -> None:
         if self.data is None:
             self.data = DataSettings(task=self.task)
-        self.data.get_task()  # fail before any database is created
-        if self.study is None:
-            model = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.model.rstrip("/").split("/")[-1])
-            self.study = f"{self.task}-{model}"
-        if self.sampler not in SAMPLERS:
-            raise UserError(f"unknown sampler {self.sampler!r}; use one of {', '.join(SAMPLERS)}")
-        if self.n_trials is not None and self.n_trials < 1:
-            raise UserError(f"--n-trials must be at least 1, got {self.n_trials}")
-        if self.pruner not in PRUNERS:
-            raise UserError(f"unknown pruner {self.pruner!r}; use one of {', '.join(PRUNERS)}")
-        if self.workers < 1:
-            raise UserError(f"--workers must be at least 1, got {self.workers}")
+        check_search_config(self)  # everything, before any database is created
         if self.workers > 1 and self.max_trials is None:
             self.max_trials = self.n_trials  # with workers, --n-trials caps the whole study
-        if self.isolation not in ISOLATION:
-            raise UserError(f"unknown isolation {self.isolation!r}; use one of {', '.join(ISOLATION)}")
-        if self.eta < 2:
-            raise UserError(f"--eta must be at least 2, got {self.eta}")
-        if self.confirm_seeds < 0:
-            raise UserError(f"--confirm-seeds must be 0 or more, got {self.confirm_seeds}")
-        if self.max_memory is not None:
-            parse_size(self.max_memory)  # fail before any database is created
-        if self.max_params is not None:
-            parse_params(self.max_params, 1)
-        if self.trial_steps is not None and self.trial_steps < 1:
-            raise UserError(f"--trial-steps must be at least 1, got {self.trial_steps}")
-        parse_rungs(self.rungs)
-        if self.refit_share is not None and not 0 <= self.refit_share < 1:
-            raise UserError(f"--refit-share must be in [0, 1), got {self.refit_share}")
 
     def budget_seconds(self) -> float | None:
         if self.budget is None or isinstance(self.budget, (int, float)):
             return self.budget
         return parse_duration(self.budget)
+
+
+def check_search_config(cfg: SearchConfig) -> None:
+    """Every search setting, as the CLI, the API and a joining worker give it."""
+    check_types(cfg)
+    cfg.data.get_task()
+    if cfg.study is None:
+        cfg.study = safe_name(f"{cfg.task}-{cfg.model.rstrip('/').split('/')[-1]}")
+    plain_name(cfg.study)
+    for name, choices in (("sampler", SAMPLERS), ("pruner", PRUNERS), ("isolation", ISOLATION)):
+        one_of(cfg, name, choices)
+    at_least(cfg, 1, ["n_trials", "workers", "heartbeat", "max_trials", "trial_steps"])
+    at_least(cfg, 2, ["eta"])
+    at_least(cfg, 0, ["confirm_seeds", "seed"])
+    if isinstance(cfg.budget, (int, float)):
+        positive(cfg, ["budget"])
+    cfg.budget_seconds()
+    if cfg.max_memory is not None:
+        parse_size(cfg.max_memory)
+    if cfg.max_params is not None:
+        parse_params(cfg.max_params, 1)
+    parse_rungs(cfg.rungs)
+    at_least(cfg, 0, ["refit_share"], maximum=1)
+    if cfg.refit_share == 1:
+        raise UserError("refit_share must be below 1 (the search needs some of the budget)")
 
 
 def make_sampler(name: str, seed: int) -> Any:
