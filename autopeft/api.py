@@ -16,17 +16,29 @@ from typing import Any
 from autopeft.candidate import Candidate
 from autopeft.checks import plain_name
 from autopeft.errors import UserError
-from autopeft.export import (check_info, load, model_card, peft_native, prepare_dir, read_candidate,
-                             save_config_only, save_trained, write_candidate)
-from autopeft.paths import cache_dir
 from autopeft.report.show import Row, rows
-from autopeft.runner import Bench, DataSettings, Fidelity
 from autopeft.search.storage import mask, open_storage, storage_url
-from autopeft.search.study import SearchConfig, run_search
-from autopeft.train import TrainSettings
+
+# torch, transformers and the search are imported inside the functions that train, so that
+# reading a study (`autopeft show`, `load_study`, `front`) starts in a fraction of a second.
 
 __all__ = ["search", "load_study", "front", "select_trial", "export", "train", "plot", "load",
            "SearchConfig"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SearchConfig":
+        from autopeft.search.study import SearchConfig
+
+        return SearchConfig
+    raise AttributeError(f"module 'autopeft.api' has no attribute {name!r}")
+
+
+def load(path: str | Path, **kwargs: Any) -> Any:
+    """An export folder's trained model (``autopeft.export.load``)."""
+    from autopeft.export import load as load_export
+
+    return load_export(path, **kwargs)
 
 
 def _fields(cls: type) -> set[str]:
@@ -35,6 +47,10 @@ def _fields(cls: type) -> set[str]:
 
 def search_options() -> set[str]:
     """Names ``search`` accepts as options (besides task and model)."""
+    from autopeft.runner import DataSettings
+    from autopeft.search.study import SearchConfig
+    from autopeft.train import TrainSettings
+
     return (_fields(SearchConfig) | _fields(TrainSettings) | _fields(DataSettings)) - {"task", "model", "data", "train"}
 
 
@@ -48,6 +64,9 @@ def search(task: str, model: str, *, progress: Any = False, **options: Any) -> A
     and of ``DataSettings`` (data_dir, train_samples, eval_samples).
     """
     from autopeft.report.progress import make_reporter
+    from autopeft.runner import DataSettings
+    from autopeft.search.study import SearchConfig, run_search
+    from autopeft.train import TrainSettings
 
     unknown = set(options) - search_options()
     if unknown:
@@ -149,6 +168,10 @@ def _info_from_trial(st: Any, trial: int, model: str | None) -> dict[str, Any]:
 
 def _train_info(info: dict[str, Any], data_dir: str | None) -> tuple[Any, dict[str, Any]]:
     """Train the candidate in ``info`` exactly as the study did (same data, settings, seed)."""
+    from autopeft.paths import cache_dir
+    from autopeft.runner import Bench, DataSettings, Fidelity
+    from autopeft.train import TrainSettings
+
     data = DataSettings(**{**info["data"], **({"data_dir": data_dir} if data_dir else {})})
     bench = Bench.load(info["model"], data, TrainSettings(**info["train"]), cache_dir())
     outcome = bench.run(Candidate.from_dict(info["candidate"]),
@@ -165,6 +188,8 @@ def _train_info(info: dict[str, Any], data_dir: str | None) -> tuple[Any, dict[s
 
 
 def _write_trained(path: Path, info: dict[str, Any], outcome: Any, trained: dict[str, Any]) -> None:
+    from autopeft.export import model_card, peft_native, save_trained
+
     candidate = Candidate.from_dict(info["candidate"])
     save_trained(path, outcome.model, candidate)
     (path / "metrics.json").write_text(json.dumps(trained, indent=2))
@@ -178,6 +203,9 @@ def export(study: Any, trial: int, out: str, *, storage: str | None = None, trai
     ``data_dir`` and ``model`` override where the study's data and base model are found.
     ``out/candidate.yaml`` is re-runnable: ``autopeft.train("out/candidate.yaml")``.
     """
+    from autopeft.export import (check_info, model_card, peft_native, prepare_dir,
+                                 save_config_only, write_candidate)
+    from autopeft.runner import DataSettings
     from autopeft.models import load_base
 
     st = _study(study, storage)
@@ -206,6 +234,7 @@ def train(config: str | Path, out: str | None = None, *, force: bool = False,
 
     ``seed`` re-trains with another seed (to see the spread); ``data_dir``, ``model`` and
     ``device`` override where the data and base model are and where to train."""
+    from autopeft.export import check_info, prepare_dir, read_candidate, write_candidate
     info = dict(read_candidate(config))
     if model:
         info["model"] = model

@@ -11,7 +11,8 @@ from typing import Any
 from autopeft.arch import arch_for, num_layers
 from autopeft.candidate import Candidate
 from autopeft.methods import check_combination, get_method, make_spec
-from autopeft.methods._common import BuildContext, entry_counts, stored_counts, unwrap
+from autopeft.contract import entry_counts, stored_counts, trainable_parameters, unwrap  # noqa: F401
+from autopeft.methods._common import BuildContext
 from autopeft.models import reinit_new_parameters
 
 
@@ -53,16 +54,6 @@ def build(base: Any, candidate: Candidate, total_steps: int | None = None) -> An
         for head in ctx.arch.head_names(inner):
             inner.get_submodule(head).requires_grad_(True)
     return model
-
-
-def trainable_parameters(model: Any) -> list[tuple[str, Any]]:
-    """Every tensor the optimiser updates (shared tensors once)."""
-    seen, out = set(), []
-    for name, param in model.named_parameters():
-        if param.requires_grad and id(param) not in seen:
-            seen.add(id(param))
-            out.append((name, param))
-    return out
 
 
 def count_trainable(model: Any) -> int:

@@ -75,7 +75,7 @@ def _study_args(p: argparse.ArgumentParser) -> None:
 
 def parser() -> argparse.ArgumentParser:
     from autopeft.search.pruner import PRUNERS
-    from autopeft.search.study import DEFAULT_SAMPLER, SAMPLERS
+    from autopeft.search.samplers import DEFAULT_SAMPLER, SAMPLERS
     from autopeft.report.show import SORT_KEYS
 
     top = _Parser(

@@ -28,7 +28,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from autopeft.pareto import non_dominated_mask
 
 DIRECTIONS = ("maximize", "minimize", "minimize")
 OBJECTIVES = ("score", "trainable_params", "peak_memory_bytes")
@@ -157,6 +156,8 @@ def front_pool(recs: Sequence[Record]) -> list[Record]:
 
 def front(recs: Sequence[Record], score_noise: float = 0.0) -> list[Record]:
     """The Pareto front of ``recs`` (see the module docstring), best score first."""
+    from autopeft.pareto import non_dominated_mask  # numpy: `show --help` does without
+
     pool = front_pool(recs)
     if not pool:
         return []

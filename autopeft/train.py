@@ -15,12 +15,12 @@ from typing import Any
 
 import torch
 
-from autopeft.build import trainable_parameters
+from autopeft.contract import (HOOKS_ATTR, learning_rates, register_step_hook,  # noqa: F401
+                               trainable_parameters)
 from autopeft.checks import at_least, check_device, check_types, one_of, positive
 from autopeft.data import Encoded, collate, train_order
 from autopeft.memory import PeakMemory
 
-HOOKS_ATTR = "autopeft_step_hooks"
 # A loss this many times its first value (after a few steps) has diverged: stop the trial
 # now rather than after the whole budget.
 EXPLODE_FACTOR, EXPLODE_AFTER = 50.0, 5
@@ -76,18 +76,6 @@ class Diverged(RuntimeError):
     """The loss became NaN or infinite: the candidate cannot train at this learning rate."""
 
 
-def register_step_hook(model: Any, hook: Any) -> None:
-    """``hook`` may define ``before_optimizer_step(step)`` and/or ``after_optimizer_step(step)``,
-    and ``before_training(model, batches)``: called once before the first step with an
-    iterator over one epoch of training batches (on the device), for methods that look at
-    the data first (Child-Tuning D's Fisher pass); it takes no optimiser step."""
-    hooks = getattr(model, HOOKS_ATTR, None)
-    if hooks is None:
-        hooks = []
-        object.__setattr__(model, HOOKS_ATTR, hooks)
-    hooks.append(hook)
-
-
 def optimizer_step(optimizer: torch.optim.Optimizer, hooks: Sequence[Any], step: int) -> None:
     """One optimiser step, with the methods' step hooks just before and after it."""
     for hook in hooks:
@@ -127,7 +115,6 @@ def _scored(model: Any, evaluate: Callable[[Any], dict[str, float]]) -> dict[str
 def _optimizer(model: Any, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     """AdamW; tensors a method gives their own learning rate (``_common.set_lr``, e.g.
     ProPETL's mask scores) get a group of their own (the schedule scales every group)."""
-    from autopeft.methods._common import learning_rates
 
     own = learning_rates(model)
     groups: dict[tuple[float, float], list] = {}

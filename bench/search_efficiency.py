@@ -116,7 +116,7 @@ def fmt(v: float | None, digits: int = 4) -> str:
 
 
 def arms(folder: Path, sizes: Sizes) -> list[ArmResult]:
-    from autopeft.search.study import DEFAULT_SAMPLER
+    from autopeft.search.samplers import DEFAULT_SAMPLER
     from autopeft.search.warmstart import RECIPES, recipe_params
     from autopeft.space import load_space
 

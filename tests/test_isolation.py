@@ -20,12 +20,14 @@ SETTINGS = TrainSettings(batch_size=16, max_length=32)
 def isolated(tiny_model: Path, tiny_data: Path, tmp_path_factory):
     import os
 
-    os.environ["AUTOPEFT_FAULTS"] = "1"  # the child registers the test-only `fault` method
+    from faults import enable_faults
+
+    enable_faults()  # the child registers the test-only `fault` method too
     bench = IsolatedBench(str(tiny_model), DataSettings("sst2", str(tiny_data), **DATA), SETTINGS,
                           str(tmp_path_factory.mktemp("cache")))
     yield bench
     bench.close()
-    os.environ.pop("AUTOPEFT_FAULTS")
+    os.environ.pop("AUTOPEFT_PLUGINS")
 
 
 def fault(kind: str, at_step: int = 1) -> Candidate:

@@ -76,7 +76,7 @@ def test_the_refit_retrains_the_front_longer_and_stands_in_for_it(
 @pytest.mark.slow
 def test_a_budget_that_ends_before_any_trial_completes_still_gives_a_provisional_front(
         workdir: Path, tiny_model: Path, tiny_data: Path) -> None:
-    from autopeft.testing import enable_faults
+    from faults import enable_faults
 
     enable_faults()  # each step sleeps 1 s: a 13-step trial cannot finish in 10 s
     (workdir / "slow.yaml").write_text("candidates: [fault]\nmethods:\n  fault: {kind: sleep, "

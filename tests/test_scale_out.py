@@ -53,11 +53,11 @@ def search(storage: str, study: str, folder: Path, model: Path, data: Path, *ext
 
 @pytest.fixture(autouse=True)
 def faults() -> None:
-    from autopeft.testing import enable_faults
+    from faults import enable_faults
 
-    enable_faults()  # sets AUTOPEFT_FAULTS=1: worker processes register `fault` too
+    enable_faults()  # names tests/faults.py in AUTOPEFT_PLUGINS: workers register `fault` too
     yield
-    os.environ.pop("AUTOPEFT_FAULTS", None)
+    os.environ.pop("AUTOPEFT_PLUGINS", None)
 
 
 def check_cap(storage: str, study: str, cap: int) -> list[optuna.trial.FrozenTrial]:
@@ -97,7 +97,7 @@ def test_a_killed_worker_s_trial_fails_is_retried_and_the_cap_holds(pg_url, work
     # As a terminal's foreground job would: SIGINT raises KeyboardInterrupt (a background
     # job of a non-interactive shell, as under CI, inherits SIGINT ignored).
     code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-            "import autopeft.testing as t, autopeft.cli as c; t.enable_faults(); sys.exit(c.main())")
+            "import faults as t, autopeft.cli as c; t.enable_faults(); sys.exit(c.main())")
     worker = subprocess.Popen([sys.executable, "-c", code, "worker", "--study", study, "--storage",
                                pg_url, "--heartbeat", "1", "--isolation", "none", "--quiet"],
                               env=env, start_new_session=True)

@@ -127,7 +127,7 @@ def test_no_warm_start_on_a_resumed_study(workdir: Path, tiny_model: Path, tiny_
 
 @pytest.mark.slow
 def test_budget_end_is_respected(workdir: Path, tiny_model: Path, tiny_data: Path) -> None:
-    from autopeft.testing import enable_faults
+    from faults import enable_faults
 
     enable_faults()  # `fault` kind sleep: each step takes 0.4 s, so a trial takes ~5 s
     (workdir / "slow.yaml").write_text("candidates: [fault]\nmethods:\n  fault: {kind: sleep, "

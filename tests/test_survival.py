@@ -1,6 +1,6 @@
 """A search survives bad candidates, crashes, interrupts and kill -9: at most the trial in
 flight is lost, and the same command resumes. Faults are injected the real way
-(``autopeft.testing``): a real NaN loss, a real MemoryError, a real SIGSEGV."""
+(``tests/faults.py``): a real NaN loss, a real MemoryError, a real SIGSEGV."""
 from __future__ import annotations
 
 import os
@@ -38,11 +38,11 @@ def trials(workdir: Path) -> list[optuna.trial.FrozenTrial]:
 
 @pytest.fixture(autouse=True)
 def faults() -> None:
-    from autopeft.testing import enable_faults
+    from faults import enable_faults
 
     enable_faults()
     yield
-    os.environ.pop("AUTOPEFT_FAULTS", None)
+    os.environ.pop("AUTOPEFT_PLUGINS", None)
 
 
 def test_nan_loss_fails_the_trial_and_the_study_goes_on(workdir, tiny_model, tiny_data) -> None:
@@ -84,11 +84,11 @@ def test_a_segfaulting_trial_does_not_kill_the_study(workdir, tiny_model, tiny_d
 
 
 def start(workdir: Path, argv: list[str]) -> subprocess.Popen:
-    env = dict(os.environ, AUTOPEFT_FAULTS="1", PYTHONPATH=str(Path(__file__).parent))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent))
     # As a terminal's foreground job would: SIGINT raises KeyboardInterrupt (a background
     # job of a non-interactive shell, as under CI, inherits SIGINT ignored).
     code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-            "import autopeft.testing as t, autopeft.cli as c; t.enable_faults(); sys.exit(c.main())")
+            "import faults as t, autopeft.cli as c; t.enable_faults(); sys.exit(c.main())")
     return subprocess.Popen([sys.executable, "-c", code, *argv], cwd=workdir, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)

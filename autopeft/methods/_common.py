@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from autopeft.arch import Arch, check_placement, resolve_layers
+from autopeft.contract import (count_entries_as, count_stored_as, entry_counts,  # noqa: F401
+                               learning_rates, set_lr, stored_counts, unwrap)
 from autopeft.errors import UserError
 
 
@@ -106,12 +108,6 @@ def exact_regex(names: list[str]) -> str:
     return "^(?:" + "|".join(re.escape(n) for n in names) + ")$"
 
 
-def unwrap(model: Any) -> Any:
-    """The transformers model inside a ``PeftModel`` (or the model itself)."""
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
-
-
 def attach_peft(model: Any, config: Any, ctx: BuildContext, method: str = "") -> Any:
     """Add a peft adapter: wrap with ``get_peft_model`` the first time (so the result saves
     in peft's format, task head included), inject beside it for a later peft method.
@@ -177,60 +173,3 @@ def linear_only(model: Any, names: list[str], method: str) -> None:
         if type(module).__name__ == "Conv1D":
             raise UserError(f"{method}: peft's {method} cannot wrap {name} (GPT-2's Conv1D, not "
                             "nn.Linear); use lora, ia3 or vera on this model")
-
-
-# Per-tensor bookkeeping a method leaves on the model for the counts and the optimiser.
-# Kept as (parameter, value) pairs in attributes of the model, so a deep copy of the model
-# carries them to the copied parameters. Always on the transformers model (``unwrap``), so
-# a later peft wrapper does not hide them.
-COUNTED_ATTR = "autopeft_counted_entries"
-STORED_ATTR = "autopeft_stored_entries"
-LR_ATTR = "autopeft_learning_rates"
-
-
-def _pairs(model: Any, attr: str) -> list[tuple[Any, Any]]:
-    inner = unwrap(model)
-    pairs = getattr(inner, attr, None)
-    if pairs is None:
-        pairs = []
-        object.__setattr__(inner, attr, pairs)
-    return pairs
-
-
-def count_entries_as(model: Any, param: Any, entries: int) -> None:
-    """Count ``entries`` of ``param`` (not all of it) as trained: methods that let only part
-    of a tensor change (Child-Tuning's gradient masks)."""
-    _pairs(model, COUNTED_ATTR).append((param, int(entries)))
-
-
-def count_stored_as(model: Any, param: Any, stored: int) -> None:
-    """Count ``param`` as ``stored`` parameters in what a user keeps after training, in
-    32-bit-parameter equivalents (a tensor kept as bits counts ``ceil(entries / 32)``;
-    a training-only tensor, e.g. prefix tuning's MLP, counts 0). Tensors without an
-    override are stored as they train (``entry_counts`` or whole)."""
-    _pairs(model, STORED_ATTR).append((param, int(stored)))
-
-
-def set_lr(model: Any, param: Any, lr: float) -> None:
-    """Train ``param`` at its own learning rate ``lr`` (instead of the candidate's), e.g.
-    ProPETL's mask scores; the trainer puts such tensors in their own optimiser group."""
-    _pairs(model, LR_ATTR).append((param, float(lr)))
-
-
-def _by_id(model: Any, attr: str) -> dict[int, Any]:
-    return {id(p): v for p, v in getattr(unwrap(model), attr, ())}
-
-
-def entry_counts(model: Any) -> dict[int, int]:
-    """``id(parameter) -> trained entries`` for the tensors a method counts in part."""
-    return _by_id(model, COUNTED_ATTR)
-
-
-def stored_counts(model: Any) -> dict[int, int]:
-    """``id(parameter) -> stored parameters`` for the tensors a method stores differently."""
-    return _by_id(model, STORED_ATTR)
-
-
-def learning_rates(model: Any) -> dict[int, float]:
-    """``id(parameter) -> learning rate`` for the tensors a method trains at their own rate."""
-    return _by_id(model, LR_ATTR)

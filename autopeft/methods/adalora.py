@@ -120,7 +120,7 @@ class _Reallocate:
 def apply(model: Any, spec: Spec, ctx: Any) -> Any:
     from peft import PeftModel
 
-    from autopeft.train import register_step_hook
+    from autopeft.contract import register_step_hook
 
     if isinstance(model, PeftModel):
         raise UserError("adalora: must be the first peft method of a candidate (peft keeps its "

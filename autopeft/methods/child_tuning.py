@@ -192,7 +192,7 @@ def _split(model: Any, spec: Spec, ctx: Any) -> tuple[list[Any], list[Any]]:
 
 
 def apply(model: Any, spec: Spec, ctx: Any) -> Any:
-    from autopeft.train import register_step_hook
+    from autopeft.contract import register_step_hook
 
     masked, whole = _split(model, spec, ctx)
     if not masked:

@@ -81,26 +81,38 @@ def check_model_kind(method: Method, family: str, classification: bool) -> None:
                         f"({reason}); it trains their language models (generation tasks)")
 
 
+PLUGINS_ENV = "AUTOPEFT_PLUGINS"  # comma-separated modules that register more methods
+
+
+def register(method: Method, methods: dict[str, Method] | None = None) -> Method:
+    """Add ``method`` to the catalogue: its name must be new and its category known."""
+    methods = METHODS if methods is None else methods
+    if method.category not in CATEGORIES:
+        raise ValueError(f"method {method.name!r}: unknown category {method.category!r}; "
+                         f"use one of {', '.join(CATEGORIES)}")
+    if method.name in methods:
+        raise ValueError(f"a method named {method.name!r} is already registered")
+    methods[method.name] = method
+    return method
+
+
 def _load() -> dict[str, Method]:
+    """Every ``autopeft/methods/<name>.py`` module's ``METHOD``, in category order, then the
+    modules named in ``AUTOPEFT_PLUGINS`` (imported, they call ``register``; the variable
+    reaches trial and worker processes, so they have the same catalogue)."""
     import autopeft.methods as package
 
-    found = []
+    found: dict[str, Method] = {}
     for info in pkgutil.iter_modules(package.__path__):
         if info.name.startswith("_") or info.name == "registry":
             continue
-        method = importlib.import_module(f"autopeft.methods.{info.name}").METHOD
-        assert method.category in CATEGORIES, method
-        found.append(method)
-    found.sort(key=lambda m: (_ORDER[m.category], m.name))
-    return {m.name: m for m in found}
+        register(importlib.import_module(f"autopeft.methods.{info.name}").METHOD, found)
+    return dict(sorted(found.items(), key=lambda kv: (_ORDER[kv[1].category], kv[0])))
 
 
 METHODS: dict[str, Method] = _load()
-
-if os.environ.get("AUTOPEFT_FAULTS") == "1":  # tests only: a method that fails on demand
-    from autopeft.testing import enable_faults
-
-    enable_faults()
+for _plugin in filter(None, os.environ.get(PLUGINS_ENV, "").split(",")):
+    importlib.import_module(_plugin.strip())
 
 
 def get_method(name: str) -> Method:

@@ -21,10 +21,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from autopeft.pareto import MAXIMIZE, MINIMIZE, selection_keys
 
 PRUNERS = ("none", "mo-asha", "median-score")
-RUNG_DIRECTIONS = (MAXIMIZE, MINIMIZE, MINIMIZE)
+RUNG_DIRECTIONS = ("maximize", "minimize", "minimize")
 MEDIAN_MIN_PEERS = 2  # median-score waits for this many other trials at the rung
 
 
@@ -66,6 +65,8 @@ def mo_asha(table: Sequence[RungEntry], number: int, eta: int = 3,
     not depend on the order the trials arrived in; with fewer than eta trials at the rung
     only the best placed (often several: each non-dominated one) go on, as in ASHA.
     Scores within ``score_noise`` of each other are ties (the plan's noise at this rung)."""
+    from autopeft.pareto import selection_keys  # numpy: not needed to list the pruners
+
     keys = selection_keys([e.objectives() for e in table], RUNG_DIRECTIONS, (score_noise, 0, 0))
     mine = keys[[e.number for e in table].index(number)]
     ahead = sum(1 for k in keys if k < mine)

@@ -32,6 +32,7 @@ from autopeft.search.constraints import Limits, parse_params, parse_size
 from autopeft.search.objective import TrialRunner
 from autopeft.search.plan import Plan, make_plan, parse_rungs
 from autopeft.search.pruner import PRUNERS
+from autopeft.search.samplers import DEFAULT_SAMPLER, SAMPLERS, make_sampler
 from autopeft.search.storage import (HEARTBEAT_SECONDS, fail_stale_trials, heartbeat, mask,
                                      open_storage, storage_url)
 from autopeft.search.refit import refit_front
@@ -42,8 +43,6 @@ from autopeft.space import Space, load_space, space_from_text
 from autopeft.train import TrainSettings
 from autopeft.validate import fit_space
 
-SAMPLERS = ("tpe", "nsga2", "gp", "random")
-DEFAULT_SAMPLER = "tpe"  # chosen by measurement: BENCHMARKS.md, "search efficiency"
 WORKER = f"{socket.gethostname()}:{os.getpid()}"  # which process ran a trial
 ISOLATION = ("process", "none")  # trials in a child process (crash-safe), or in this one
 
@@ -116,24 +115,6 @@ def check_search_config(cfg: SearchConfig) -> None:
     at_least(cfg, 0, ["refit_share"], maximum=1)
     if cfg.refit_share == 1:
         raise UserError("refit_share must be below 1 (the search needs some of the budget)")
-
-
-def make_sampler(name: str, seed: int) -> Any:
-    import optuna
-
-    if name == "tpe":  # conditional space: multivariate TPE that groups co-occurring params
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(multivariate=True, group=True, seed=seed,
-                                              n_startup_trials=8)
-    if name == "nsga2":  # small generations: a budget of tens of trials still evolves
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=10)
-    if name == "gp":  # conditional parameters fall back to random sampling (intersection space)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=8,
-                                             warn_independent_sampling=False)
-    return optuna.samplers.RandomSampler(seed=seed)
 
 
 def _study_attrs(cfg: SearchConfig, space: Space) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Fault injection for tests: a ``fault`` method that fails on demand, the real way.
 
-Not registered unless ``enable_faults()`` is called (or ``AUTOPEFT_FAULTS=1`` is set in
-a trial process), so users never see it. Kinds: ``raise`` (a RuntimeError), ``memory``
+Test code, so not in the package: ``enable_faults()`` registers it through the registry's
+public ``register`` and names this module in ``AUTOPEFT_PLUGINS`` (with this folder on
+``PYTHONPATH``), so trial and worker processes started from here register it too. Kinds: ``raise`` (a RuntimeError), ``memory``
 (a real MemoryError from an impossible allocation), ``nan`` (weights set to NaN, so the
 loss really becomes NaN), ``explode`` (trained weights scaled up: the loss really explodes),
 ``segfault`` (the process dies by SIGSEGV), ``sleep`` (slow
@@ -14,9 +15,6 @@ import signal
 import time
 from dataclasses import dataclass
 from typing import Any
-
-FAULTS = ("raise", "memory", "nan", "explode", "segfault", "sleep", "none")
-
 
 @dataclass
 class Spec:
@@ -57,7 +55,7 @@ class _Fault:
 
 
 def apply(model: Any, spec: Spec, ctx: Any) -> Any:
-    from autopeft.train import register_step_hook
+    from autopeft.contract import register_step_hook
 
     for name, p in model.named_parameters():  # train the head so there is a step to take
         if any(name.startswith(h) for h in ctx.arch.head_names(model)):
@@ -66,9 +64,26 @@ def apply(model: Any, spec: Spec, ctx: Any) -> Any:
     return model
 
 
-def enable_faults() -> None:
-    from autopeft.methods.registry import METHODS, Method
+METHOD = None  # set on registration
 
-    os.environ["AUTOPEFT_FAULTS"] = "1"  # trial processes started from here register it too
-    METHODS["fault"] = Method(name="fault", category="baseline", spec=Spec, apply=apply,
-                              summary="test-only: fails on demand")
+
+def _register() -> None:
+    global METHOD
+    from autopeft.methods.registry import METHODS, Method, register
+
+    if "fault" not in METHODS:
+        METHOD = register(Method(name="fault", category="baseline", spec=Spec, apply=apply,
+                                 summary="test-only: fails on demand"))
+
+
+def enable_faults() -> None:
+    here = os.path.dirname(os.path.abspath(__file__))
+    os.environ["AUTOPEFT_PLUGINS"] = "faults"  # trial processes started from here register it
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if here not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [here, *paths] if p)
+    _register()
+
+
+if os.environ.get("AUTOPEFT_PLUGINS", "").split(",").count("faults"):
+    _register()  # imported as a plugin by the registry of a trial or worker process
