@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 FULL_SPACE = """
 name: full-only
 candidates: [full]
-learning_rate: 1.0e-4
+learning_rate: {low: 5.0e-5, high: 1.0e-4, log: true}  # two different candidates
 """
 
 

@@ -38,7 +38,8 @@ def pg_url() -> str:
 
 def sleepy_space(folder: Path) -> Path:
     path = folder / "sleepy.yaml"  # each step sleeps: trials overlap across workers
-    path.write_text("candidates: [fault]\nlearning_rate: 1.0e-3\n"
+    # A learning-rate range: each trial is a new candidate (an identical one is not re-trained).
+    path.write_text("candidates: [fault]\nlearning_rate: {low: 1.0e-4, high: 1.0e-3}\n"
                     "methods:\n  fault: {kind: sleep, seconds: 0.3}\n")
     return path
 

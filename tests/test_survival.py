@@ -20,7 +20,9 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 def fault_space(folder: Path, kind: str, seconds: float = 0.0, name: str = "f.yaml") -> Path:
     path = folder / name
-    path.write_text(f"candidates: [fault]\nlearning_rate: 1.0e-3\nmethods:\n  fault: "
+    # A learning-rate range: each trial is a new candidate (an identical one is not re-trained).
+    path.write_text(f"candidates: [fault]\nlearning_rate: {{low: 1.0e-4, high: 1.0e-3}}\n"
+                    "methods:\n  fault: "
                     f"{{kind: {kind}, at_step: 1, seconds: {seconds}}}\n")
     return path
 

@@ -100,10 +100,8 @@ def _load() -> dict[str, Method]:
     """Every ``autopeft/methods/<name>.py`` module's ``METHOD``, in category order, then the
     modules named in ``AUTOPEFT_PLUGINS`` (imported, they call ``register``; the variable
     reaches trial and worker processes, so they have the same catalogue)."""
-    import autopeft.methods as package
-
     found: dict[str, Method] = {}
-    for info in pkgutil.iter_modules(package.__path__):
+    for info in pkgutil.iter_modules([os.path.dirname(os.path.abspath(__file__))]):
         if info.name.startswith("_") or info.name == "registry":
             continue
         register(importlib.import_module(f"autopeft.methods.{info.name}").METHOD, found)

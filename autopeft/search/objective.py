@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from autopeft.candidate import Candidate
-from autopeft.runner import Bench, Fidelity, Outcome
+from autopeft.protocols import Reporter, Trainer
+from autopeft.runner import Fidelity, Outcome
 from autopeft.search.budget import Budget, predict_seconds
 from autopeft.search.constraints import Limits, Prediction, predict
 from autopeft.search.plan import Plan
@@ -80,13 +81,13 @@ class TrialRunner:
     """What every trial of one search shares."""
 
     study: Any
-    bench: Bench
+    bench: Trainer  # runner.Bench, or isolation.IsolatedBench (a child process)
     skeleton: Any  # the base model on the meta device, for predictions
     pruner: str
     eta: int
     limits: Limits
     budget: Budget
-    reporter: Any
+    reporter: Reporter
     plan: Plan
     rung_noise: float = 0.0  # scores at an intermediate rung closer than this are ties
 

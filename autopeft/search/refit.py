@@ -20,6 +20,7 @@ import statistics
 from typing import Any
 
 from autopeft.candidate import Candidate
+from autopeft.protocols import Reporter, Trainer
 from autopeft.results import Record, front, rank_correlation, records
 from autopeft.runner import Fidelity
 from autopeft.search.budget import Budget
@@ -53,8 +54,8 @@ def by_promise(members: list[Record], study: Any) -> list[Record]:
     return [members[i] for i in order]
 
 
-def refit_front(study: Any, bench: Any, plan: Plan, seeds: int, budget: Budget,
-                reporter: Any) -> int:
+def refit_front(study: Any, bench: Trainer, plan: Plan, seeds: int, budget: Budget,
+                reporter: Reporter) -> int:
     """Refit the search front's members (see the module docstring); returns how many."""
     done: set[int] = {r.refit_of for r in records(study.get_trials(deepcopy=False))
                       if r.refit_of is not None}
@@ -82,8 +83,8 @@ def refit_front(study: Any, bench: Any, plan: Plan, seeds: int, budget: Budget,
     return refitted
 
 
-def _runs(trial: Any, member: Record, bench: Any, plan: Plan, seeds: int, budget: Budget,
-          reporter: Any) -> list[dict[str, Any]]:
+def _runs(trial: Any, member: Record, bench: Trainer, plan: Plan, seeds: int, budget: Budget,
+          reporter: Reporter) -> list[dict[str, Any]]:
     base = Candidate.from_dict(trial.user_attrs["candidate"])
     runs = []
     if member.fidelity == "search" and member.steps == plan.refit_steps:
@@ -126,7 +127,7 @@ def _add_refit(study: Any, original: Any, member: Record, runs: list[dict[str, A
     return trial
 
 
-def _train(bench: Any, candidate: Candidate, plan: Plan, budget: Budget) -> dict[str, Any] | None:
+def _train(bench: Trainer, candidate: Candidate, plan: Plan, budget: Budget) -> dict[str, Any] | None:
     """One run at the refit's fidelity; None if the budget ended during it (or it failed)."""
     def on_step(step: int, total: int, loss: float) -> None:
         if budget.left() == 0:

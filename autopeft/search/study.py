@@ -25,6 +25,7 @@ from autopeft.checks import at_least, check_types, one_of, plain_name, positive,
 from autopeft.errors import UserError
 from autopeft.isolation import IsolatedBench
 from autopeft.paths import cache_dir
+from autopeft.protocols import NullReporter, Reporter, Trainer
 from autopeft.results import DIRECTIONS, OBJECTIVES
 from autopeft.runner import Bench, DataSettings
 from autopeft.search.budget import Budget, parse_duration
@@ -184,7 +185,7 @@ def plan_for(study: Any, cfg: SearchConfig, bench: Bench, budget: Budget) -> Pla
 
 
 def prepare(study: Any, cfg: SearchConfig, space: Space, bench: Bench, budget: Budget,
-            reporter: Any, plan: Plan) -> TrialRunner:
+            reporter: Reporter, plan: Plan) -> TrialRunner:
     """Resolve the limits, note the hypervolume scales, warm-start a fresh study."""
     import time
 
@@ -208,10 +209,8 @@ def prepare(study: Any, cfg: SearchConfig, space: Space, bench: Bench, budget: B
                        budget, reporter, plan, noise)
 
 
-def run_search(cfg: SearchConfig, reporter: Any = None, bench: Bench | None = None) -> Any:
+def run_search(cfg: SearchConfig, reporter: Reporter | None = None, bench: Bench | None = None) -> Any:
     """Run (or resume) the study described by ``cfg``; returns the Optuna study."""
-    from autopeft.report.progress import NullReporter
-
     reporter = reporter or NullReporter()
     budget = Budget(cfg.budget_seconds())
     if cfg.n_trials is None and budget.seconds is None and cfg.max_trials is None:
@@ -254,7 +253,7 @@ def run_search(cfg: SearchConfig, reporter: Any = None, bench: Bench | None = No
 
 
 def run_trials(study: Any, n_trials: int | None, max_trials: int | None, space: Space,
-               runner: TrialRunner, budget: Budget, reporter: Any) -> None:
+               runner: TrialRunner, budget: Budget, reporter: Reporter) -> None:
     """Ask, sample, train, tell: until ``n_trials`` ran here, the study holds ``max_trials``
     (all workers), or the next trial would not fit in the budget."""
     from optuna.trial import TrialState
@@ -291,7 +290,7 @@ def run_trials(study: Any, n_trials: int | None, max_trials: int | None, space: 
         ran += 1
 
 
-def run_worker(study_name: str, storage: str | None = None, reporter: Any = None,
+def run_worker(study_name: str, storage: str | None = None, reporter: Reporter | None = None,
                isolation: str | None = None, heartbeat: int = HEARTBEAT_SECONDS,
                device: str | None = None) -> Any:
     """Join an existing study and run its trials until its cap or deadline is reached.
@@ -299,8 +298,6 @@ def run_worker(study_name: str, storage: str | None = None, reporter: Any = None
     Everything (task, model, data, training settings, space, pruner, limits) comes from the
     study, so a worker needs only the study's name and storage URL."""
     import optuna
-
-    from autopeft.report.progress import NullReporter
 
     reporter = reporter or NullReporter()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
