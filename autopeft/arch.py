@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from autopeft.errors import UserError
 
 ROLES = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
-ATTENTION = ("query", "key", "value", "attn_out")
 FFN = ("ffn_in", "ffn_out")
 LAYER_SETS = ("all", "upper_half", "lower_half", "first", "last")
 
@@ -43,7 +42,6 @@ class Arch:
     # is that sum). Where AdapterHub's Pfeiffer adapter reads its input.
     norms: tuple[str, ...] = ()
     ffn_norm: tuple[str, ...] = ()
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def layer_of(self, module_name: str) -> tuple[int, str] | None:
         """``(layer index, path inside the layer)`` for a module inside a layer, else None."""

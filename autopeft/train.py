@@ -15,8 +15,7 @@ from typing import Any
 
 import torch
 
-from autopeft.contract import (HOOKS_ATTR, learning_rates, register_step_hook,  # noqa: F401
-                               trainable_parameters)
+from autopeft.contract import HOOKS_ATTR, learning_rates, trainable_parameters
 from autopeft.checks import at_least, check_device, check_types, one_of, positive
 from autopeft.data import Encoded, collate, train_order
 from autopeft.memory import PeakMemory

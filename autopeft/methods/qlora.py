@@ -11,7 +11,7 @@ exported candidate de-quantises, adds the LoRA product and re-quantises. The LoR
 the LoRA targets default to every linear role, as in the paper.
 
 CUDA is the real target: the 4-bit matmuls de-quantise to ``compute_dtype`` (``auto``: bf16
-on CUDA, fp32 on CPU). bitsandbytes also runs 4-bit on CPU (DESIGN.md 3), about 15x slower
+on CUDA, fp32 on CPU). bitsandbytes (0.50.2) also runs 4-bit on CPU, measured about 15x slower
 than fp32 LoRA, so QLoRA is offered there with a one-time warning. Without bitsandbytes
 (``pip install 'autopeft[qlora]'``) building a candidate is a ``UserError``.
 

@@ -67,9 +67,6 @@ class Limits:
         return cls(None if max_params in (None, "") else parse_params(max_params, base_params),
                    None if max_memory in (None, "") else parse_size(max_memory))
 
-    def active(self) -> bool:
-        return self.max_params is not None or self.max_memory_bytes is not None
-
     def values(self, params: float, memory: float) -> dict[str, float]:
         """Optuna constraint values (<= 0 feasible), one per limit given."""
         out = {}

@@ -25,7 +25,7 @@ from autopeft.checks import at_least, check_types, one_of, plain_name, positive,
 from autopeft.errors import UserError
 from autopeft.isolation import IsolatedBench
 from autopeft.paths import cache_dir
-from autopeft.protocols import NullReporter, Reporter, Trainer
+from autopeft.protocols import NullReporter, Reporter
 from autopeft.results import DIRECTIONS, OBJECTIVES
 from autopeft.runner import Bench, DataSettings
 from autopeft.search.budget import Budget, parse_duration
