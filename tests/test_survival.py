@@ -96,12 +96,26 @@ def start(workdir: Path, argv: list[str]) -> subprocess.Popen:
                             start_new_session=True)
 
 
+def _created(db: Path) -> bool:
+    """The search has finished creating its database (read-only look: opening it through
+    Optuna while it is being created would race the search to create its tables)."""
+    import sqlite3
+
+    if not db.exists():
+        return False
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            return bool(conn.execute("SELECT count(*) FROM alembic_version").fetchone()[0])
+    except sqlite3.Error:
+        return False
+
+
 def wait_for(workdir: Path, proc: subprocess.Popen, done: int, timeout: float = 90) -> None:
     """Until ``done`` trials are complete and another one is running."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         assert proc.poll() is None, proc.communicate()
-        if (workdir / "studies" / "s.db").exists():
+        if _created(workdir / "studies" / "s.db"):
             try:
                 states = [t.state.name for t in trials(workdir)]
             except Exception:  # the study is being created
