@@ -161,8 +161,7 @@ def _info_from_trial(st: Any, trial: int, model: str | None) -> dict[str, Any]:
     if attrs.get("plan"):  # how long it trained, so `export --train` gets the same score
         plan = Plan.from_dict(attrs["plan"])
         steps = r.steps if r.fidelity == "refit" else plan.trial_steps
-        schedule = r.steps if r.fidelity == "refit" else plan.refit_steps
-        info["fidelity"] = {"schedule_steps": schedule, "stop_at": steps}
+        info["fidelity"] = {"schedule_steps": plan.schedule_steps, "stop_at": steps}
     return info
 
 

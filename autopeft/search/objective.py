@@ -98,7 +98,7 @@ class TrialRunner:
 
     @property
     def fidelity(self) -> Fidelity:
-        return Fidelity(schedule_steps=self.plan.refit_steps, stop_at=self.plan.trial_steps,
+        return Fidelity(schedule_steps=self.plan.schedule_steps, stop_at=self.plan.trial_steps,
                         rung_rows=self.plan.rung_eval_rows)
 
     def predicted_seconds(self) -> float | None:
@@ -130,7 +130,7 @@ class TrialRunner:
         if same is not None:
             return self._duplicate(trial, same)
         try:
-            pred = predict(self.skeleton, self.bench.base.model, candidate, self.plan.refit_steps)
+            pred = predict(self.skeleton, self.bench.base.model, candidate, self.plan.schedule_steps)
         except Exception as exc:  # cannot even be built: fails alone, the study goes on
             return self._fail(trial, f"{type(exc).__name__}: {exc}"[:500])
         for key, value in {"trainable_params": pred.trainable_params,

@@ -133,7 +133,7 @@ def _train(bench: Trainer, candidate: Candidate, plan: Plan, budget: Budget) -> 
         if budget.left() == 0:
             raise StopTrial("budget ended", 0, step, by_budget=True)
 
-    fidelity = Fidelity(schedule_steps=plan.refit_steps, stop_at=plan.refit_steps)
+    fidelity = Fidelity(schedule_steps=plan.schedule_steps, stop_at=plan.refit_steps)
     try:
         outcome = bench.run(candidate, on_step=on_step, fidelity=fidelity)
     except StopTrial:
