@@ -32,7 +32,13 @@ from typing import Any
 DIRECTIONS = ("maximize", "minimize", "minimize")
 OBJECTIVES = ("score", "trainable_params", "peak_memory_bytes")
 FIDELITY_ORDER = ("refit", "search", "provisional")
-# Metrics whose score is a share of validation rows right: their sampling noise is known.
+# How far two runs of one candidate that differ only in the seed (new head, adapter init,
+# data order, dropout) land apart: the sample standard deviation over 5 seeds, pooled over
+# the LoRA and (IA)3 recipes, at an intermediate rung (90 of 270 steps) and at the end
+# (bench/fidelity.py; BENCHMARKS.md, "fidelity": MiniLM, SST-2, 872 validation rows).
+# Scores closer than this are ties. Used for accuracy-like metrics, where it was measured;
+# a study's refit with --confirm-seeds measures its own.
+SEED_NOISE = {"rung": 0.009, "final": 0.006}
 PROPORTIONS = ("accuracy",)
 
 
@@ -165,19 +171,16 @@ def front(recs: Sequence[Record], score_noise: float = 0.0) -> list[Record]:
     return sorted((r for r, m in zip(pool, mask) if m), key=lambda r: -r.values[0])
 
 
-def sampling_noise(metric: str, rows: int | None) -> float:
-    """Standard error of a share measured on ``rows`` validation rows (at p = 0.5, the
-    largest): what two scores on the same rows can differ by from the rows alone. 0 for
-    metrics that are not shares (BLEU, correlations, loss)."""
-    if metric not in PROPORTIONS or not rows:
-        return 0.0
-    return 0.5 / math.sqrt(rows)
+def default_noise(metric: str) -> dict[str, float]:
+    """The seed noise a study starts with: ``SEED_NOISE`` for accuracy-like metrics (measured
+    on MiniLM / SST-2), none for others until the refit measures it."""
+    return dict(SEED_NOISE) if metric in PROPORTIONS else {"rung": 0.0, "final": 0.0}
 
 
 def score_noise(study_attrs: dict[str, Any], recs: Sequence[Record] = ()) -> float:
-    """How far apart two final scores must be to differ: the largest of the validation
-    split's sampling noise (stored with the plan) and the seed spread the refit measured
-    (pooled over members re-trained with several seeds)."""
+    """How far apart two final scores must be to differ: the study's seed noise (stored
+    when it was created: ``default_noise``), or, where its refit re-trained members with
+    several seeds, the spread it measured (pooled), whichever is larger."""
     noise = float((study_attrs.get("noise") or {}).get("final", 0.0))
     stds = [r.score_std for r in recs if r.fidelity == "refit" and (r.seeds or 0) > 1
             and r.score_std is not None]

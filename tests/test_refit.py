@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from autopeft import api
-from autopeft.results import Record, front, rank_correlation, records, sampling_noise
+from autopeft.results import (SEED_NOISE, Record, default_noise, front, rank_correlation,
+                              score_noise)
 
 ONE_LORA = """
 name: one-lora
@@ -34,8 +35,11 @@ def test_scores_inside_the_noise_are_ties_so_the_cheaper_candidate_wins() -> Non
     full, adapter = rec(0, 0.819, 22_000_000, 400), rec(1, 0.801, 220_000, 200)
     assert {r.number for r in front([full, adapter])} == {0, 1}
     assert [r.number for r in front([full, adapter], score_noise=0.02)] == [1]
-    assert sampling_noise("accuracy", 872) == pytest.approx(0.0169, abs=1e-4)
-    assert sampling_noise("bleu", 872) == 0.0
+    assert default_noise("accuracy") == SEED_NOISE and default_noise("bleu")["final"] == 0.0
+    # the refit's own measurement, where larger, replaces the default
+    refit = rec(2, 0.8, 10, fidelity="refit", seeds=3, score_std=0.03)
+    assert score_noise({"noise": SEED_NOISE}, [refit]) == pytest.approx(0.03)
+    assert score_noise({"noise": SEED_NOISE}, []) == SEED_NOISE["final"]
 
 
 def test_the_front_is_of_the_best_fidelity_present() -> None:

@@ -159,7 +159,7 @@ def open_study(cfg: SearchConfig, space: Space) -> Any:
 def plan_for(study: Any, cfg: SearchConfig, bench: Bench, budget: Budget) -> Plan:
     """The study's stored plan (a resumed study keeps its rungs, so rung tables stay
     comparable), or a new one from the budget and costs measured now (``probe``)."""
-    from autopeft.results import sampling_noise
+    from autopeft.results import default_noise
     from autopeft.search.plan import RUNG_EVAL_ROWS
     from autopeft.search.probe import probe
     from autopeft.train import total_steps
@@ -177,10 +177,7 @@ def plan_for(study: Any, cfg: SearchConfig, bench: Bench, budget: Budget) -> Pla
     plan = make_plan(max_steps, budget.left(), costs, cfg.eta, 1 + cfg.confirm_seeds,
                      trial_steps, cfg.refit_share, rungs)
     study.set_user_attr("plan", plan.to_dict())
-    rows = len(bench.eval_data)
-    study.set_user_attr("noise", {
-        "rung": sampling_noise(bench.task.metric, min(rows, plan.rung_eval_rows or rows)),
-        "final": sampling_noise(bench.task.metric, rows)})
+    study.set_user_attr("noise", default_noise(bench.task.metric))
     return plan
 
 
