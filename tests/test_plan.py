@@ -16,8 +16,9 @@ MINILM_CPU = Costs(step_seconds=0.2, eval_seconds=3.0, rung_eval_seconds=1.8, st
 
 
 def test_the_ladder_starts_where_scores_separate() -> None:
-    assert ladder(270, 3) == [30, 90, 270]
-    assert ladder(100, 3) == [34, 100]  # 12 steps would be chance: dropped
+    assert ladder(810, 3) == [90, 270, 810]
+    assert ladder(270, 3) == [90, 270]  # 30 steps would be chance: dropped
+    assert ladder(100, 3) == [100]
     assert ladder(7, 3) == [7]  # a tiny trial: scored once, at its end
     assert all(r >= MIN_RUNG_STEPS for r in ladder(5000, 3))
 
@@ -57,7 +58,7 @@ def test_a_short_budget_trains_the_minimum_fidelity_and_says_how_many_candidates
 
 def test_without_a_budget_trials_train_everything_and_overrides_win() -> None:
     p = make_plan(500, None, None)
-    assert (p.trial_steps, p.refit_steps, p.rungs) == (500, 500, [56, 167, 500])
+    assert (p.trial_steps, p.refit_steps, p.rungs) == (500, 500, [167, 500])
     o = make_plan(500, 600.0, MINILM_CPU, trial_steps=90)
     assert o.trial_steps == 90 and o.source == "override"
     r = make_plan(500, None, None, rungs=[10, 40])

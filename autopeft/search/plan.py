@@ -44,7 +44,8 @@ from autopeft.errors import UserError
 
 TARGET_CANDIDATES = 24  # candidates a budget should let the search look at
 MIN_TRIAL_STEPS = 100  # a search trial trains at least this much (or max_steps if fewer)
-MIN_RUNG_STEPS = 30  # no rung before this step: earlier scores are noise
+MIN_RUNG_STEPS = 90  # no rung before this step: at 30 steps every recipe still scored chance
+# on MiniLM/SST-2 and at 90 they had separated (BENCHMARKS.md, "fidelity")
 RUNG_EVAL_ROWS = 512  # validation rows scored at intermediate rungs (fixed, seeded subset)
 REFIT_SHARE = 0.25  # of the budget for the refit, when even the shortest search leaves less
 REFIT_MEMBERS = 3  # the refit share is sized to re-train this many front members
