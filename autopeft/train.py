@@ -171,10 +171,17 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, fl
         else max(0.0, (n_steps - s) / max(1, n_steps - warmup)))
     memory = PeakMemory(model, optimizer, device)
     hooks = getattr(model, HOOKS_ATTR, [])
+    def look_ahead() -> Any:
+        """One epoch of batches for a method that looks at the data before training; each
+        batch is reported as step 0, so a budget or an interrupt can stop it too."""
+        for b in train_order(train_enc, settings.batch_size, seed):
+            if on_step:
+                on_step(0, end, float("nan"))
+            yield to_device(collate(train_enc, b, pad_id), device)
+
     for hook in hooks:
         if hasattr(hook, "before_training"):
-            batches = (to_device(collate(train_enc, b, pad_id), device)
-                       for b in train_order(train_enc, settings.batch_size, seed))
+            batches = look_ahead()
             with autocast(device, settings.precision):
                 hook.before_training(model, batches)
     params = [p for _, p in trainable_parameters(model)]

@@ -11,6 +11,7 @@ Reporters share one interface (``NullReporter``'s methods), called by the search
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from typing import IO, Any
@@ -300,7 +301,8 @@ class JsonLogReporter(NullReporter):
         now = time.time()
         if step >= total or now - self._last_step >= self.step_every:
             self._last_step = now
-            self.emit("step", number=self.number, step=step, total=total, loss=loss)
+            self.emit("step", number=self.number, step=step, total=total,
+                      loss=loss if math.isfinite(loss) else None)  # step 0: a look at the data
 
     def rung(self, number: int, step: int, score: float) -> None:
         self.emit("rung", number=number, step=step, score=score)
