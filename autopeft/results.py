@@ -12,9 +12,10 @@ hypervolume all ask this module what a trial's result means, so it is defined on
   ``provisional``: a trial that stopped before its end (pruned, or the budget ended): its
   score is that of the last rung it reached, its memory the pre-training lower bound.
 * **Superseded**: a search trial that a refit trial stands in for.
-* **The front**: the non-dominated feasible records of the best fidelity present: refit
-  records if the refit re-trained any, else complete search trials, else (a budget that ended
-  before any trial completed) provisional records, marked so everywhere. Scores that differ
+* **The front**: the non-dominated feasible records among refit records and the complete
+  search trials they do not supersede (a member the refit did not reach keeps its search
+  score, marked ``search``); if no trial completed (a budget that ended first), among the
+  provisional records, marked so everywhere. Scores that differ
   by less than the noise (``score_noise``) are ties, so a cheaper candidate inside the noise
   of a dearer one replaces it.
 
@@ -31,7 +32,6 @@ from typing import Any
 
 DIRECTIONS = ("maximize", "minimize", "minimize")
 OBJECTIVES = ("score", "trainable_params", "peak_memory_bytes")
-FIDELITY_ORDER = ("refit", "search", "provisional")
 # How far two runs of one candidate that differ only in the seed (new head, adapter init,
 # data order, dropout) land apart: the sample standard deviation over 5 seeds, pooled over
 # the LoRA and (IA)3 recipes, at an intermediate rung (90 of 270 steps) and at the end
@@ -149,15 +149,14 @@ def records(trials: Iterable[Any]) -> list[Record]:
 
 
 def front_pool(recs: Sequence[Record]) -> list[Record]:
-    """The records that compete for the front: feasible, with a score, of the best fidelity
-    present (refit, else search, else provisional), none superseded."""
+    """The records that compete for the front: feasible, with a score, none superseded by
+    its refit; refit and complete search records together (a member the refit's budget did
+    not reach keeps its search score: nothing good is dropped, and its fidelity says it was
+    not re-trained), provisional ones only when nothing completed."""
     scored = [r for r in recs if r.score is not None and r.feasible and r.superseded_by is None
               and r.trainable_params is not None]
-    for level in FIDELITY_ORDER:
-        pool = [r for r in scored if r.fidelity == level]
-        if pool:
-            return pool
-    return []
+    done = [r for r in scored if r.fidelity in ("refit", "search")]
+    return done or [r for r in scored if r.provisional]
 
 
 def front(recs: Sequence[Record], score_noise: float = 0.0) -> list[Record]:

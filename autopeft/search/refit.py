@@ -9,8 +9,8 @@ same score. The result is added to the study as a *refit trial*: same parameters
 candidate, values = the means over the runs, user attributes ``confirm_of`` (the search
 trial), ``confirm_scores``, ``confirm_seeds``, ``confirm_mean``, ``confirm_std`` (sample
 standard deviation), ``refit_steps`` and ``search_score``. Finished Optuna trials cannot
-change, so the search trial stays as it was and is superseded: the reported front is the
-refit one (``autopeft/results.py``). A member the budget cuts short keeps the seeds it
+change, so the search trial stays as it was and is superseded: the reported front holds the
+refit trials and the members the refit did not reach (``autopeft/results.py``). A member the budget cuts short keeps the seeds it
 finished; one with no finished run is left out of the refit front.
 """
 from __future__ import annotations

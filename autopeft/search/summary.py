@@ -11,8 +11,8 @@ Hypervolume is measured on normalised objectives, all minimised and in [0, 1]:
 
 The reference point is ``(1.1, 1.1, 1.1)``: 10% beyond the worst normalised value, so a
 boundary point such as full fine-tuning (params = 1) still adds volume. The points are the
-reported front's pool (``autopeft/results.py``): feasible refit records if the refit ran,
-else complete search trials, else the provisional ones. The history is the study user attribute
+reported front's pool (``autopeft/results.py``): feasible refit records and the complete
+search trials they do not supersede, else the provisional ones. The history is the study user attribute
 ``hypervolume_history``: ``[[seconds since the study started, hypervolume], ...]``.
 """
 from __future__ import annotations
