@@ -52,8 +52,8 @@ class Scales:
 
 
 def front_hypervolume(trials: list[Any], scales: Scales) -> float:
-    """Hypervolume of the reported front's pool (``autopeft/results.py``: refit records if
-    any, else complete search trials, else provisional ones)."""
+    """Hypervolume of the reported front's pool (``autopeft/results.py``: refit records and
+    the search trials they do not supersede, else provisional ones)."""
     pool = front_pool(records(trials))
     return hypervolume([scales.normalise(r.values) for r in pool], REFERENCE) if pool else 0.0
 
