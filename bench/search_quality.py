@@ -129,7 +129,12 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=2, help="repetitions of (a) and (b)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "bench" / "search_quality.json"))
+    ap.add_argument("--resummarise", metavar="JSON",
+                    help="re-read the studies of an earlier run (its JSON names their folder) "
+                         "with the current read model and rewrite the section")
     args = ap.parse_args()
+    if args.resummarise:
+        return resummarise(Path(args.resummarise), args)
     extra: list[str] = []
     if args.quick:
         args.budget, args.reps, extra = "2m", 1, ["--train-samples", "4000", "--max-length", "64"]
@@ -138,7 +143,6 @@ def main() -> None:
     budget_s = parse_duration(args.budget)
     start = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="autopeft-quality-"))
-    env_note = f"{os.cpu_count()} cores"
     results: dict[str, list[dict]] = {"a": [], "b": [], "c": [], "d": []}
     for rep in range(args.reps):
         results["a"].append(search(work, f"a{rep}", args.budget, [*extra, "--seed", str(rep)]))
@@ -151,15 +155,33 @@ def main() -> None:
     if not args.quick:
         results["d"].append(search(work, "d", "4m", []))
         print("d", json.dumps(results["d"][-1]), flush=True)
+    results.update(workdir=str(work), command=" ".join(sys.argv[1:]),  # type: ignore[arg-type]
+                   minutes=round((time.perf_counter() - start) / 60))
     Path(args.out).write_text(json.dumps(results, indent=1, default=str))
+    write(results, args)
 
+
+def resummarise(path: Path, args: argparse.Namespace) -> None:
+    results = json.loads(path.read_text())
+    work = Path(results["workdir"])
+    for key in ("a", "b", "d"):
+        for i, old in enumerate(results[key]):
+            name = f"{key}{i}" if key != "d" else "d"
+            results[key][i] = summarise(work / "studies" / f"{name}.db", name, old["seconds"])
+    path.write_text(json.dumps(results, indent=1, default=str))
+    write(results, args)
+
+
+def write(results: dict, args: argparse.Namespace) -> None:
+    """The BENCHMARKS.md section from a run's results (the arms' summaries)."""
+    env_note = f"{os.cpu_count()} cores"
     names = {"a": "(a) autopeft default", "b": "(b) random, same plan and refit",
              "c": "(c) LoRA r=8 alone, whole budget", "d": "(d) `--budget 4m`, defaults"}
     lines = ["| arm | runs | looked at | reached rungs | refit | hypervolume | best score | "
              "best at <= 1% params | search vs refit (Spearman) |",
              "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
     for key, runs in results.items():
-        if not runs:
+        if key not in names or not runs:
             continue
         reached = "; ".join(" ".join(f"{k}:{v}" for k, v in (r.get("reached") or {}).items())
                             for r in runs) or "-"
@@ -177,13 +199,12 @@ def main() -> None:
                                       for n, lab, s, _, pct, fid in r["front"]))
     body = "\n".join([
         f"## Search quality{' (quick)' if args.quick else ''} (bench/search_quality.py)", "",
-        f"Command: `python bench/search_quality.py {' '.join(sys.argv[1:])}` "
-        f"({time.strftime('%Y-%m-%d')}, {env_note}, total "
-        f"{(time.perf_counter() - start) / 60:.0f} min). MiniLM-L6, SST-2 "
+        f"Command: `python bench/search_quality.py {results['command']}` "
+        f"({time.strftime('%Y-%m-%d')}, {env_note}, total {results['minutes']} min). MiniLM-L6, SST-2 "
         f"({'4000 training rows, max length 64' if args.quick else 'all 67,349 training rows, max length 128'}), "
         f"the default space, {args.budget} per arm; (a) and (b) with sampler seeds "
         f"0..{args.reps - 1}. Scores are validation accuracy on all 872 rows; the front is "
-        "the reported one (refit records where the refit ran).", "", *lines, "",
+        "the reported one (`autopeft/results.py`).", "", *lines, "",
         "Fronts:", "", *fronts])
     write_section("search-quality" + ("-quick" if args.quick else ""), body)
     print(body)
