@@ -52,8 +52,11 @@ def test_child_tuning_d_follows_the_reference() -> None:
     data = tiny_data(24)
     before = {id(q): q.detach().clone() for q in hook.params}
     result = train(model, data, lambda m: {"score": 0.0}, 1e-2, 0, settings, pad_id=0,
-                   on_step=lambda s, n, loss: events.append("step"))
+                   on_step=lambda s, n, loss: events.append("look" if s == 0 else "step"))
     assert events[0] == "fisher" and events.count("fisher") == 1
+    # the Fisher pass reports its batches as step 0 (the budget sees them), then training
+    assert events.index("step") > events.index("fisher") and "look" in events
+    assert "look" not in events[events.index("step"):]
     assert result.steps == events.count("step") == total_steps(len(data), settings)
 
     numel = sum(q.numel() for q in hook.params)
