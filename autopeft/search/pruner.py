@@ -15,7 +15,6 @@ take hand-made tables.
 """
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -29,8 +28,11 @@ MEDIAN_MIN_PEERS = 2  # median-score waits for this many other trials at the run
 
 def rung_steps(total_steps: int, eta: int = 3, levels: int = 3) -> list[int]:
     """Steps at which a trial is scored: ``total / eta^k`` for k = levels-1 .. 0 (the last is
-    the trial's end). Duplicates (very short trials) collapse: 12 steps, eta 3 -> [2, 4, 12]."""
-    return sorted({max(1, math.ceil(total_steps / eta ** k)) for k in range(levels)})
+    the trial's end). Duplicates (very short trials) collapse: 12 steps, eta 3 -> [2, 4, 12].
+    The plan's ``ladder`` without its floor (the search uses the plan's rungs)."""
+    from autopeft.search.plan import ladder
+
+    return ladder(total_steps, eta, levels, min_rung=1)
 
 
 @dataclass(frozen=True)
