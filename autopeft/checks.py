@@ -9,6 +9,7 @@ Every message starts with the field's name, so a file reader can prefix where it
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import re
 import types
@@ -82,7 +83,7 @@ def known_keys(data: Any, cls: type, where: str) -> dict[str, Any]:
     """``data`` as keyword arguments for ``cls``: a mapping with no key ``cls`` lacks."""
     if not isinstance(data, Mapping):
         raise UserError(f"{where} must be a mapping of settings, got {type(data).__name__}")
-    fields = [f.name for f in dataclasses.fields(cls)]
+    fields = list(inspect.signature(cls).parameters)  # fields, and legacy names (InitVar)
     unknown = sorted(str(k) for k in data if k not in fields)
     if unknown:
         raise UserError(f"{where} has unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")

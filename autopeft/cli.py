@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -13,7 +14,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from autopeft.errors import UserError
 
@@ -73,8 +74,29 @@ def _study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", help="Optuna storage URL, if not the default SQLite file")
 
 
+class _Defaults:
+    """Adds the flags of one settings dataclass: a flag left out is absent from the parsed
+    arguments, so the dataclass's own default applies (declared once, there), and the help
+    says what that default is."""
+
+    def __init__(self, parser: argparse.ArgumentParser, settings: type):
+        self.parser = parser
+        self.defaults = {f.name: f.default for f in dataclasses.fields(settings)}
+
+    def add(self, flag: str, *, dest: str | None = None, help: str = "", **kwargs: Any) -> None:
+        dest = dest or flag.lstrip("-").replace("-", "_")
+        default = self.defaults[dest]  # a KeyError here: the flag names no field
+        if default is None or kwargs.get("action") in ("store_true", "store_false", "append"):
+            text = help  # nothing to state, or its help says what it turns on or off
+        else:
+            text = f"{help} (default: {default})" if help else f"default: {default}"
+        self.parser.add_argument(flag, dest=dest, default=argparse.SUPPRESS,
+                                 help=text.replace("%", "%%"), **kwargs)
+
+
 def parser() -> argparse.ArgumentParser:
     from autopeft.search.pruner import PRUNERS
+    from autopeft.settings import PRECISIONS, DataSettings, TrainSettings
     from autopeft.search.samplers import DEFAULT_SAMPLER, SAMPLERS
     from autopeft.report.show import SORT_KEYS
 
@@ -95,33 +117,37 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--storage", help="Optuna storage URL (default: sqlite file studies/<study>.db)")
     s.add_argument("--space", default="default",
                    help="search space: a name from search_spaces/ or a YAML file (default: default)")
-    s.add_argument("--data-dir", help="offline data: DIR/glue/sst2/{train,validation}.tsv "
-                                      "(or set AUTOPEFT_DATA_DIR)")
-    s.add_argument("--text-column", dest="text_columns", action="append",
-                   help="own data: a text column (give it twice for sentence pairs; default text)")
-    s.add_argument("--label-column", help="own data: the label column (default label)")
-    s.add_argument("--validation", help="own data: a validation file (default: hold out a "
-                                        "seeded 10%% of train)")
-    s.add_argument("--task-type", choices=("classification", "regression"),
-                   help="own data: override what the labels suggest")
-    s.add_argument("--no-header", action="store_true",
-                   help="own CSV/TSV data without a header line: give columns by index, "
-                        "e.g. --text-column 0 --label-column 1")
-    s.add_argument("--train-samples", type=_positive_int, help="train on a seeded subset of this size")
-    s.add_argument("--eval-samples", type=_positive_int, help="score on a seeded subset of this size")
-    s.add_argument("--epochs", type=_positive_float, default=1.0, help="epochs per trial (default 1)")
-    s.add_argument("--batch-size", type=_positive_int, default=32)
-    s.add_argument("--max-length", type=_positive_int, default=128, help="truncate inputs (tokens)")
-    s.add_argument("--num-beams", type=_positive_int, default=1,
-                   help="generation tasks: beam size when decoding (default 1, greedy)")
-    s.add_argument("--max-new-tokens", type=_positive_int, default=64,
-                   help="generation tasks: longest output scored (default 64)")
-    s.add_argument("--grad-accum", type=_positive_int, default=1,
-                   help="micro-batches per optimiser step (effective batch = batch size x this)")
-    s.add_argument("--gradient-checkpointing", action="store_true",
-                   help="recompute activations in backward: less memory, slower")
-    s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    s.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    data = _Defaults(s, DataSettings)
+    data.add("--data-dir", help="offline data: DIR/glue/sst2/{train,validation}.tsv "
+                                "(or set AUTOPEFT_DATA_DIR)")
+    data.add("--text-column", dest="text_columns", action="append",
+             help="own data: a text column (give it twice for sentence pairs; default text)")
+    data.add("--label-column", help="own data: the label column (default label)")
+    data.add("--validation", help="own data: a validation file (default: hold out a "
+                                  "seeded 10% of train)")
+    data.add("--task-type", choices=("classification", "regression"),
+             help="own data: override what the labels suggest")
+    data.add("--no-header", action="store_true",
+             help="own CSV/TSV data without a header line: give columns by index, "
+                  "e.g. --text-column 0 --label-column 1")
+    data.add("--train-samples", type=_positive_int, help="train on a seeded subset of this size")
+    data.add("--eval-samples", type=_positive_int, help="score on a seeded subset of this size")
+    data.add("--subset-seed", type=int, help="which seeded subsets --train-samples and "
+                                             "--eval-samples take")
+    train = _Defaults(s, TrainSettings)
+    train.add("--epochs", type=_positive_float, help="epochs per trial")
+    train.add("--batch-size", type=_positive_int, help="training batch size")
+    train.add("--max-length", type=_positive_int, help="truncate inputs (tokens)")
+    train.add("--num-beams", type=_positive_int,
+              help="generation tasks: beam size when decoding (1: greedy)")
+    train.add("--max-new-tokens", type=_positive_int,
+              help="generation tasks: longest output scored")
+    train.add("--grad-accum", type=_positive_int,
+              help="micro-batches per optimiser step (effective batch = batch size x this)")
+    train.add("--gradient-checkpointing", action="store_true",
+              help="recompute activations in backward: less memory, slower")
+    train.add("--device", help="auto, cpu, cuda or cuda:N")
+    train.add("--precision", choices=PRECISIONS)
     s.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=SAMPLERS,
                    help=f"how candidates are proposed (default {DEFAULT_SAMPLER})")
     s.add_argument("--pruner", default="mo-asha", choices=PRUNERS,
@@ -263,20 +289,14 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     from autopeft import api
-    from autopeft.report.show import placement, table
+    from autopeft.report.show import csv_rows, table
 
     study = api.load_study(args.study, args.storage)
     found = api.front(study, all_trials=args.all, sort=args.sort)
     if args.json:
         print(json.dumps([r.to_dict() for r in found], indent=2))
     elif args.csv:
-        writer = csv.writer(sys.stdout)
-        cols = ["number", "state", "label", "score", "trainable_params", "trainable_fraction",
-                "peak_memory_bytes", "wall_seconds", "on_front", "feasible", "seeds", "score_mean",
-                "score_std", "note"]
-        writer.writerow(cols + ["placement"])
-        for r in found:
-            writer.writerow([getattr(r, c) for c in cols] + [placement(r.candidate)])
+        csv.writer(sys.stdout).writerows(csv_rows(found))
     else:
         from rich.console import Console
         from rich.markup import escape

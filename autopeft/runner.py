@@ -15,41 +15,10 @@ from autopeft.candidate import Candidate
 from autopeft.checks import at_least, check_max_length, check_types
 from autopeft.data import CacheWarning, Encoded, encode
 from autopeft.models import BaseModel, load_base
-from autopeft.tasks import OwnData, Rows, Task, get_task, load_task
+from autopeft.settings import DataSettings  # noqa: F401  (re-exported)
+from autopeft.tasks import Rows, Task, load_task
 from autopeft.evaluation import make_evaluator
 from autopeft.train import TrainResult, TrainSettings, resolve_device, total_steps, train
-
-
-@dataclass
-class DataSettings:
-    """Which data a study trains and scores on (stored with the study)."""
-
-    task: str
-    data_dir: str | None = None
-    train_samples: int | None = None
-    eval_samples: int | None = None
-    seed: int = 0
-    # Own data (task csv:PATH, tsv:PATH or jsonl:PATH):
-    text_columns: list[str] | None = None
-    label_column: str | None = None
-    validation: str | None = None
-    task_type: str | None = None
-    no_header: bool = False  # own CSV/TSV without a header line: columns given by index
-
-    def __post_init__(self) -> None:
-        check_types(self)
-        at_least(self, 1, ["train_samples", "eval_samples"])
-        at_least(self, 0, ["seed"])
-
-    def own(self) -> OwnData:
-        defaults = OwnData()
-        return OwnData(text_columns=tuple(self.text_columns or defaults.text_columns),
-                       label_column=self.label_column or defaults.label_column,
-                       validation=self.validation, kind=self.task_type,
-                       header=not self.no_header)
-
-    def get_task(self) -> Task:
-        return get_task(self.task, self.own())
 
 
 @dataclass(frozen=True)
@@ -98,7 +67,7 @@ class Bench:
     def load(cls, model: str, data: DataSettings, settings: TrainSettings,
              cache_dir: str | None = None, trust_remote_code: bool = False) -> Bench:
         task_data = load_task(data.task, data.data_dir, data.train_samples, data.eval_samples,
-                              data.seed, data.own())
+                              data.subset_seed, data.own())
         base = load_base(model, task_data.task, trust_remote_code)
         check_max_length(base.tokenizer, task_data.task, settings.max_length)
 

@@ -16,46 +16,13 @@ from typing import Any
 import torch
 
 from autopeft.contract import HOOKS_ATTR, learning_rates, trainable_parameters
-from autopeft.checks import at_least, check_device, check_types, one_of, positive
+from autopeft.settings import TrainSettings  # noqa: F401  (re-exported)
 from autopeft.data import Encoded, collate, train_order
 from autopeft.memory import PeakMemory
 
 # A loss this many times its first value (after a few steps) has diverged: stop the trial
 # now rather than after the whole budget.
 EXPLODE_FACTOR, EXPLODE_AFTER = 50.0, 5
-PRECISIONS = ("auto", "fp32", "bf16")
-MAX_EPOCHS = 1e6  # far beyond any use; keeps the step count a finite whole number
-
-
-@dataclass
-class TrainSettings:
-    """How every candidate of a study trains (study-level, stored with the study)."""
-
-    epochs: float = 1.0
-    batch_size: int = 32
-    eval_batch_size: int = 128
-    max_length: int = 128
-    warmup_ratio: float = 0.06
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    grad_accum: int = 1  # micro-batches of batch_size per optimiser step (fit memory)
-    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
-    num_beams: int = 1  # decoding for generation tasks (translation)
-    max_new_tokens: int = 64
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (bf16 autocast on CUDA where supported, else fp32) | fp32 | bf16
-
-    def __post_init__(self) -> None:
-        """The same checks for flags, the API, a stored study and a candidate.yaml."""
-        check_types(self)
-        positive(self, ["epochs"], maximum=MAX_EPOCHS)
-        positive(self, ["max_grad_norm"])
-        at_least(self, 1, ["batch_size", "eval_batch_size", "max_length", "grad_accum",
-                           "num_beams", "max_new_tokens"])
-        at_least(self, 0, ["warmup_ratio"], maximum=1)
-        at_least(self, 0, ["weight_decay"])
-        one_of(self, "precision", PRECISIONS)
-        check_device(self.device)
 
 
 @dataclass

@@ -20,6 +20,7 @@ from rich.markup import escape
 
 from autopeft.protocols import NullReporter  # noqa: F401  (re-exported)
 from autopeft.report.show import human_bytes, human_count, placement, rows, table
+from autopeft.results import feasible, record
 
 # Trial states as a user reads them; "infeasible" is a complete trial that broke a constraint.
 STATE_WORDS = ("complete", "pruned", "failed", "infeasible", "running")
@@ -27,8 +28,6 @@ STATE_WORDS = ("complete", "pruned", "failed", "infeasible", "running")
 
 def state_counts(study: Any) -> dict[str, int]:
     """How many trials are complete / pruned / failed / infeasible / running right now."""
-    from autopeft.results import feasible
-
     counts = dict.fromkeys(STATE_WORDS, 0)
     for t in study.get_trials(deepcopy=False):
         name = t.state.name
@@ -56,11 +55,10 @@ def _ran(study: Any) -> int:
 
 
 def _result_line(study: Any, number: int) -> str:
-    t = study.trials[number]
-    score, params, mem = t.values
-    return (f"trial {number} [cyan]{escape(t.user_attrs.get('label', '?'))}[/] score {score:.4f}  "
-            f"trainable {human_count(int(params))}  peak {human_bytes(int(mem))}  "
-            f"{t.user_attrs.get('wall_seconds', 0):.0f}s")
+    r = record(study.trials[number])
+    return (f"trial {number} [cyan]{escape(r.label)}[/] score {r.score:.4f}  "
+            f"trainable {human_count(r.trainable_params)}  peak {human_bytes(r.peak_memory_bytes)}  "
+            f"{r.wall_seconds or 0:.0f}s")
 
 
 def _done_line(study: Any) -> str:
@@ -308,11 +306,11 @@ class JsonLogReporter(NullReporter):
         self.emit("rung", number=number, step=step, score=score)
 
     def trial_finished(self, study: Any, number: int) -> None:
-        t = study.trials[number]
+        r = record(study.trials[number])
         front = rows(study)
-        self.emit("trial_finished", number=number, label=t.user_attrs.get("label"),
-                  score=t.values[0], trainable_params=int(t.values[1]),
-                  peak_memory_bytes=int(t.values[2]), wall_seconds=t.user_attrs.get("wall_seconds"),
+        self.emit("trial_finished", number=number, label=r.label, score=r.score,
+                  trainable_params=r.trainable_params, peak_memory_bytes=r.peak_memory_bytes,
+                  wall_seconds=r.wall_seconds,
                   on_front=any(r.number == number for r in front),
                   front=[r.number for r in front], counts=state_counts(study))
 

@@ -100,6 +100,17 @@ def _queued(trials: list[Any], notes: dict[int, str]) -> list[Row]:
     return out
 
 
+CSV_COLUMNS = ("number", "state", "label", "score", "trainable_params", "trainable_fraction",
+               "peak_memory_bytes", "wall_seconds", "on_front", "feasible", "seeds", "score_mean",
+               "score_std", "note")
+
+
+def csv_rows(study_rows: list[Row]) -> list[list[Any]]:
+    """``show --csv``: a header, then one line per row, its placement summary last."""
+    return [[*CSV_COLUMNS, "placement"]] + [
+        [getattr(r, c) for c in CSV_COLUMNS] + [placement(r.candidate)] for r in study_rows]
+
+
 def human_bytes(n: int | None) -> str:
     if n is None:
         return "-"
