@@ -10,6 +10,7 @@ from typing import Any
 
 from autopeft.arch import arch_for, num_layers
 from autopeft.candidate import Candidate
+from autopeft.kinds import peft_task_type
 from autopeft.methods import check_combination, get_method, make_spec
 from autopeft.contract import entry_counts, stored_counts, trainable_parameters, unwrap  # noqa: F401
 from autopeft.methods._common import BuildContext
@@ -19,10 +20,7 @@ from autopeft.models import reinit_new_parameters
 def context_for(model: Any, total_steps: int | None = None) -> BuildContext:
     config = model.config
     arch = arch_for(config)
-    if arch.head_names(model):
-        task_type = "SEQ_CLS"
-    else:  # a language model: no new head; peft needs to know which kind
-        task_type = "SEQ_2_SEQ_LM" if arch.family == "encoder-decoder" else "CAUSAL_LM"
+    task_type = peft_task_type(bool(arch.head_names(model)), arch.family)
     return BuildContext(arch=arch, num_layers=num_layers(config), peft_task_type=task_type,
                         model_name=str(getattr(config, "_name_or_path", "")),
                         total_steps=total_steps,

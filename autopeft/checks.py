@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from autopeft.errors import UserError
+from autopeft.kinds import kind_of
 
 # Study names become file names (studies/<name>.db, reports/<name>/): plain names only.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -144,13 +145,9 @@ def check_device(name: str) -> None:
 
 def min_max_length(tokenizer: Any, task: Any) -> int:
     """The shortest ``max_length`` that keeps one token of every input (and, for language
-    modelling, one of the answer) besides the special tokens the tokenizer adds."""
-    if task.kind in ("causal-lm", "multiple-choice"):
-        return tokenizer.num_special_tokens_to_add(pair=False) + 2
-    if task.kind == "translation":
-        return tokenizer.num_special_tokens_to_add(pair=False) + 1
-    pair = len(task.text_columns) > 1
-    return tokenizer.num_special_tokens_to_add(pair=pair) + len(task.text_columns)
+    modelling, one of the answer) besides the special tokens the tokenizer adds: the task
+    kind's rule."""
+    return kind_of(task).min_max_length(tokenizer, task)
 
 
 def check_max_length(tokenizer: Any, task: Any, max_length: int) -> None:

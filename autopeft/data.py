@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from autopeft.kinds import answer_letter, kind_of
 from autopeft.tasks import Rows, Task
 
 
@@ -147,51 +148,43 @@ def encode(tokenizer: Any, task: Task, rows: Rows, max_length: int,
     return enc
 
 
-LETTERS = "ABCDEFGHIJ"
-
-
-def mc_prompt(question: str, choices: list[str]) -> str:
-    lines = [question] + [f"{LETTERS[i]}. {c}" for i, c in enumerate(choices)]
-    return "\n".join(lines) + "\nAnswer:"
-
-
 def encode_lm(tokenizer: Any, task: Task, rows: Rows, max_length: int, for_training: bool) -> Encoded:
-    """Language-model encodings.
+    """Language-model encodings, by the task kind's switches (``kinds.TaskKind``).
 
-    * translation (encoder-decoder): prefixed source -> target ids; references kept for BLEU.
-    * causal-lm: prompt + response + eos; only the response is scored (-100 elsewhere).
-    * multiple-choice: the prompt lists the choices and ends with "Answer:"; training adds
-      the right letter (only it scored); evaluation keeps the prompt and the answer index,
-      and scores the letters' next-token log-likelihoods.
+    * seq2seq (translation): prefixed source -> target ids; references kept for BLEU.
+    * otherwise the kind's prompt + answer (+ eos where ``answer_eos``, causal-lm); only the
+      answer is scored (-100 elsewhere). Where ``scores_choices`` (multiple choice: the
+      prompt lists the choices and ends with "Answer:", the answer is the right letter),
+      evaluation keeps the prompt and the answer index, and scores the letters' next-token
+      log-likelihoods.
     The prompt is cut from the left when too long, so its end (and the answer) stays."""
     ids: list[np.ndarray] = []
     labels: list[np.ndarray] = []
+    kind = kind_of(task)
     eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
-    if task.kind == "translation":
+    if kind.seq2seq:
         src = tokenizer([task.prefix + t for t in rows[task.text_columns[0]]], truncation=True,
                         max_length=max_length)["input_ids"]
         tgt = tokenizer(text_target=rows[task.label_column], truncation=True,
                         max_length=max_length)["input_ids"]
         return Encoded([np.asarray(x, dtype=np.int64) for x in src], None,
                        [np.asarray(x, dtype=np.int64) for x in tgt], list(rows[task.label_column]))
-    if task.kind == "causal-lm":
-        prompts, answers = rows[task.text_columns[0]], rows[task.label_column]
-    else:
-        prompts = [mc_prompt(q, c) for q, c in zip(rows["question"], rows["choices"])]
-        answers = [f" {LETTERS[a]}" for a in rows[task.label_column]]
-    letter_ids = np.asarray([tokenizer(f" {LETTERS[i]}", add_special_tokens=False)["input_ids"][-1]
+    prompts, answers = kind.prompts_answers(task, rows)
+    prompt_only = kind.scores_choices and not for_training
+    end = [eos] if kind.answer_eos and eos is not None else []
+    letter_ids = np.asarray([tokenizer(answer_letter(i), add_special_tokens=False)["input_ids"][-1]
                              for i in range(task.num_labels)], dtype=np.int64)
     for prompt, answer in zip(prompts, answers):
         p = tokenizer(prompt, add_special_tokens=True)["input_ids"]
-        if task.kind == "multiple-choice" and not for_training:
+        if prompt_only:
             ids.append(np.asarray(p[-max_length:], dtype=np.int64))
             continue
         a = tokenizer(answer, add_special_tokens=False)["input_ids"]
-        a = (a + ([eos] if task.kind == "causal-lm" and eos is not None else []))[:max_length - 1]
+        a = (a + end)[:max_length - 1]
         p = p[-(max_length - len(a)):]
         ids.append(np.asarray(p + a, dtype=np.int64))
         labels.append(np.asarray([-100] * len(p) + a, dtype=np.int64))
-    if task.kind == "multiple-choice" and not for_training:
+    if prompt_only:
         return Encoded(ids, None, np.asarray(rows[task.label_column]), choice_ids=letter_ids)
     return Encoded(ids, None, labels)
 

@@ -1,4 +1,5 @@
-"""Scoring a trained candidate on a task's validation data: one function per task kind.
+"""Scoring a trained candidate on a task's validation data: one function per way of
+scoring (a task kind's ``scoring``: logits, generation, loss, choice).
 
 Every evaluator returns the metric's components and ``score``, the study's first
 objective (maximised). All run without gradients, in length-sorted batches.
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 
 from autopeft.data import Encoded, collate, eval_order
+from autopeft.kinds import kind_of
 from autopeft.metrics import METRICS, bleu
 from autopeft.tasks import Task
 from autopeft.train import TrainSettings, autocast, to_device
@@ -98,11 +100,12 @@ def multiple_choice(model: Any, enc: Encoded, settings: TrainSettings, pad_id: i
 
 def make_evaluator(task: Task, enc: Encoded, settings: TrainSettings, tokenizer: Any,
                    device: torch.device) -> Evaluator:
+    """``task``'s scorer of a model on ``enc``, chosen by its kind's ``scoring``."""
     pad_id = tokenizer.pad_token_id
-    if task.kind == "translation":
-        return lambda model: translate(model, enc, settings, tokenizer, device)
-    if task.kind == "causal-lm":
-        return lambda model: lm_loss(model, enc, settings, pad_id, device)
-    if task.kind == "multiple-choice":
-        return lambda model: multiple_choice(model, enc, settings, pad_id, device)
-    return lambda model: classify(model, enc, task.metric, settings, pad_id, device)
+    scorers: dict[str, Evaluator] = {
+        "logits": lambda model: classify(model, enc, task.metric, settings, pad_id, device),
+        "generation": lambda model: translate(model, enc, settings, tokenizer, device),
+        "loss": lambda model: lm_loss(model, enc, settings, pad_id, device),
+        "choice": lambda model: multiple_choice(model, enc, settings, pad_id, device),
+    }
+    return scorers[kind_of(task).scoring]

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from autopeft.errors import UserError
+from autopeft.kinds import kind_of
 from autopeft.tasks import Task
 
 
@@ -45,14 +46,11 @@ def _quiet_transformers() -> None:
 
 
 def model_class(task: Task) -> Any:
-    """The transformers auto class a task trains: a classifier, a seq2seq or a causal LM."""
+    """The transformers auto class a task trains (its kind's choice): a classifier, a seq2seq
+    or a causal LM."""
     import transformers
 
-    if task.kind == "translation":
-        return transformers.AutoModelForSeq2SeqLM
-    if task.is_lm:
-        return transformers.AutoModelForCausalLM
-    return transformers.AutoModelForSequenceClassification
+    return getattr(transformers, kind_of(task).auto_class)
 
 
 def load_base(name: str, task: Task, trust_remote_code: bool = False) -> BaseModel:

@@ -19,10 +19,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from autopeft.errors import UserError
+from autopeft.kinds import CLASSIFICATION, REGRESSION, TASK_KINDS, Rows, get_kind, kind_of
 
-Rows = dict[str, list]
-KINDS = ("classification", "regression")  # what own labelled data can be
-LM_KINDS = ("translation", "causal-lm", "multiple-choice")  # tasks trained as language models
+KINDS = (CLASSIFICATION.name, REGRESSION.name)  # what own labelled data can be
+LM_KINDS = tuple(n for n, k in TASK_KINDS.items() if k.is_lm)  # trained as language models
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class Task:
     num_labels: int  # 1 for regression; choices for multiple choice; 0 for generation
     metric: str  # a key of metrics.METRICS; its "score" is the study's first objective
     summary: str
-    kind: str = "classification"  # also regression, translation, causal-lm, multiple-choice
+    kind: str = "classification"  # a key of kinds.TASK_KINDS: regression, translation, ...
     label_column: str = "label"  # translation: the target text; causal-lm: the response
     hub: tuple[str, str] | None = None  # (dataset path, config) for datasets.load_dataset
     local: str = ""  # folder under the data dir
@@ -46,9 +46,12 @@ class Task:
     # sequence-classification model works for classification tasks
     header: bool = True  # own CSV/TSV files: False when columns are given by index
 
+    def __post_init__(self) -> None:
+        get_kind(self.kind)  # an unknown kind fails here, not deep in a trial
+
     @property
     def is_lm(self) -> bool:
-        return self.kind in LM_KINDS
+        return kind_of(self).is_lm
 
 
 def _glue(name: str, cols: tuple[str, ...], labels: int, metric: str, summary: str,
@@ -240,49 +243,11 @@ def _split_file(folder: str, split: str) -> str:
 
 
 def _labels(rows: Rows, task: Task, where: str) -> Rows:
-    """Convert and check the label column: class indices, or floats for regression."""
-    raw = rows[task.label_column]
-    if not raw:
+    """Convert and check the label column, by the task kind's rule (class indices, floats
+    for regression, text for language modelling...)."""
+    if not rows[task.label_column]:
         raise UserError(f"{where} has no rows")
-    if task.kind in ("translation", "causal-lm"):
-        if not all(isinstance(v, str) for v in raw):
-            raise UserError(f"{where}: column {task.label_column!r} must hold text")
-        return rows
-    if task.kind == "multiple-choice":
-        choices = rows["choices"]
-        if not all(isinstance(c, list) and len(c) == task.num_labels for c in choices):
-            raise UserError(f"{where}: 'choices' must be a list of {task.num_labels} answers per row")
-        try:
-            answers = [int(v) for v in raw]
-        except (TypeError, ValueError):
-            raise UserError(f"{where}: 'answer' must be the index of the right choice") from None
-        if any(not 0 <= a < task.num_labels for a in answers):
-            raise UserError(f"{where}: 'answer' must be in 0..{task.num_labels - 1}")
-        rows[task.label_column] = answers
-        return rows
-    if task.kind == "regression":
-        try:
-            rows[task.label_column] = [float(v) for v in raw]
-        except (TypeError, ValueError):
-            raise UserError(f"{where}: regression labels must be numbers") from None
-        return rows
-    if task.label_names:
-        index = {n: i for i, n in enumerate(task.label_names)}
-        unknown = sorted({str(v) for v in raw} - set(index))
-        if unknown:
-            raise UserError(f"{where}: labels {unknown[:5]} do not occur in the training data")
-        rows[task.label_column] = [index[str(v)] for v in raw]
-        return rows
-    try:
-        labels = [int(v) for v in raw]
-    except (TypeError, ValueError):
-        raise UserError(f"{where}: labels in column {task.label_column!r} must be integers") from None
-    bad = sorted({v for v in labels if not 0 <= v < task.num_labels})
-    if bad:
-        raise UserError(f"{where}: labels {bad[:5]} are outside {task.name}'s label set "
-                        f"0..{task.num_labels - 1}")
-    rows[task.label_column] = labels
-    return rows
+    return kind_of(task).read_labels(rows, task, where)
 
 
 def _subsample(rows: Rows, n: int | None, seed: int) -> Rows:
@@ -330,7 +295,7 @@ def own_task(spec: str, own: OwnData) -> Task:
                 metric="pearson_spearman", summary=f"own data from {path}", kind=kind,
                 label_column=own.label_column, header=own.header,
                 files={"train": path, **({"validation": own.validation} if own.validation else {})})
-    if kind == "regression":
+    if not get_kind(kind).classes:
         return base
     names = tuple(sorted({str(v) for v in labels}, key=_natural))
     if len(names) < 2:
@@ -350,8 +315,8 @@ def _infer_kind(labels: list) -> str:
     try:
         values = [float(v) for v in labels]
     except (TypeError, ValueError):
-        return "classification"
-    return "classification" if all(v.is_integer() for v in values) else "regression"
+        return CLASSIFICATION.name
+    return CLASSIFICATION.name if all(v.is_integer() for v in values) else REGRESSION.name
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -413,10 +378,6 @@ def _from_hub(task: Task, splits: list[str]) -> dict[str, Rows]:
     out = {}
     for split in splits:
         part = ds[task.hub_splits.get(split, split)]
-        if task.kind == "translation":  # rows are {"translation": {"en": ..., "ro": ...}}
-            pairs = part["translation"]
-            rows = {c: [p[c] for p in pairs] for c in cols}
-        else:
-            rows = {c: list(part[c]) for c in cols}
+        rows = kind_of(task).hub_rows(part, cols)
         out[split] = _labels(rows, task, f"hub {split}")
     return out
