@@ -33,6 +33,7 @@ methods:
     alpha: {choices: [8, 16, 32]}
     targets: {choices: [[query, value], [query, key, value]]}
     layers: {choices: [all, last]}
+    dropout: {choices: [0.0, 0.1]}
   ia3:
     targets: {choices: [[key, value, ffn_out], [key, value]]}
   adapter:
@@ -120,7 +121,8 @@ def test_a_value_not_among_other_choices_is_left_to_the_sampler() -> None:
 
 
 def test_only_the_spaces_own_parameters_are_fixed() -> None:
-    fixed = recipe_params(lora_space("    r: {choices: [4, 8]}"), recipe("lora"))
+    fixed = recipe_params(lora_space("    r: {choices: [4, 8]}\n    dropout: {choices: [0.0, 0.1]}"),
+                          recipe("lora"))  # the recipe says nothing of dropout: the sampler picks
     assert fixed == {"candidate": "lora", "lora.learning_rate": pytest.approx(5e-4), "lora.r": 8}
     # constants are not sampled, so there is nothing to fix
     assert recipe_params(lora_space("    r: 4", learning_rate="1.0e-4"), recipe("lora")) == {
