@@ -56,6 +56,12 @@ def targets_field(roles: Sequence[str], what: str = "modules to adapt") -> Any:
                  metadata={"help": f"{what}, as roles: any of {', '.join(ROLES)}"})
 
 
+def alpha_field(default: float, note: str = "") -> Any:
+    """The ``alpha`` scale field of the low-rank methods (``note``: e.g. the paper's value)."""
+    return field(default=default, metadata={
+        "help": f"scale numerator: the update is multiplied by alpha / r, > 0{note}"})
+
+
 def dropout_field() -> Any:
     """The ``dropout`` field (default 0) of the low-rank methods."""
     return field(default=0.0, metadata={
@@ -93,8 +99,7 @@ class LycorisFields:
     """Rank, scale and the two dropouts of peft's LyCORIS methods (LoHa, LoKr)."""
 
     r: int = field(default=8, metadata={"help": "rank of each low-rank factor (peft's default 8)"})
-    alpha: float = field(default=8.0, metadata={
-        "help": "scale numerator: the update is multiplied by alpha / r (peft's default 8)"})
+    alpha: float = alpha_field(8.0, " (peft's default 8)")
     rank_dropout: float = field(default=0.0, metadata={
         "help": "probability of dropping a rank component of the update in training, [0, 1)"})
     module_dropout: float = field(default=0.0, metadata={

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autopeft.errors import UserError
-from autopeft.methods._common import (attach_peft, dropout_field, exact_regex, in_unit_interval,
-                                      layers_field, placement, positive, positive_int,
-                                      target_modules, targets_field, unwrap)
+from autopeft.methods._common import (alpha_field, attach_peft, dropout_field, exact_regex,
+                                      in_unit_interval, layers_field, placement, positive,
+                                      positive_int, target_modules, targets_field, unwrap)
 from autopeft.methods.registry import Method
 
 
@@ -40,8 +40,7 @@ class Spec:
         "help": "starting rank of each module, what trains and is counted (peft's default 12)"})
     target_r: int = field(default=8, metadata={
         "help": "average rank left after pruning, < init_r (peft's default 8)"})
-    alpha: float = field(default=32.0, metadata={
-        "help": "scale numerator: the update is multiplied by alpha / rank, > 0"})
+    alpha: float = alpha_field(32.0, " (r: init_r, fixed as ranks are pruned)")
     dropout: float = dropout_field()
     targets: list[str] = targets_field(("query", "value"))
     layers: Any = layers_field()

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autopeft.errors import UserError
-from autopeft.methods._common import (attach_peft, dropout_field, exact_regex, in_unit_interval,
-                                      layers_field, placement, positive, target_modules,
-                                      targets_field, unwrap)
+from autopeft.methods._common import (alpha_field, attach_peft, dropout_field, exact_regex,
+                                      in_unit_interval, layers_field, placement, positive,
+                                      target_modules, targets_field, unwrap)
 from autopeft.methods.registry import Method
 
 
@@ -19,8 +19,7 @@ from autopeft.methods.registry import Method
 class Spec:
     r: int = field(default=8, metadata={
         "help": "rank of each update B A (Hu et al.'s GLUE runs: 8, on query and value)"})
-    alpha: float = field(default=16.0, metadata={
-        "help": "scale numerator: the update is multiplied by alpha / r, > 0"})
+    alpha: float = alpha_field(16.0)
     dropout: float = dropout_field()
     targets: list[str] = targets_field(("query", "value"))
     layers: Any = layers_field()

@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autopeft.errors import UserError
-from autopeft.methods._common import (BottleneckFields, count_stored_as, in_unit_interval,
-                                      layers_field, one_of, placement, positive, positive_int,
-                                      set_lr, target_modules, targets_field, unwrap)
+from autopeft.methods._common import (BottleneckFields, alpha_field, count_stored_as,
+                                      in_unit_interval, layers_field, one_of, placement, positive,
+                                      positive_int, set_lr, target_modules, targets_field, unwrap)
 from autopeft.methods.registry import Method
 
 # The reference's settings per variant (scripts/run_adapter.sh, run_lora.sh).
@@ -56,8 +56,7 @@ class Spec(BottleneckFields):
         "help": "learning rate of the mask scores (None: the reference's 3e-3 adapter, 3e-2 lora)"})
     r: int = field(default=32, metadata={"help": "lora variant: the prototype's rank (the "
                                                  "reference's 32)"})
-    alpha: float = field(default=48.0, metadata={
-        "help": "lora variant: scale numerator, update times alpha / r (the reference's 48)"})
+    alpha: float = alpha_field(48.0, " (lora variant; the reference's 48)")
     targets: list[str] = targets_field(("query", "value"), "lora variant: modules to adapt")
     layers: Any = layers_field("layers that each mask the prototype")
 
