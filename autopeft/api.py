@@ -264,3 +264,25 @@ def plot(study: Any, out: str | None = None, *, storage: str | None = None) -> A
     except OSError as exc:
         raise UserError(f"cannot create the folder {folder}: {exc.strerror or exc}") from None
     return write_report(st, folder)
+
+
+def methods(name: str | None = None) -> list[dict[str, Any]]:
+    """The registered PEFT methods as plain rows (``name``: that one only; an unknown name is
+    a ``UserError`` listing the known ones). ``params`` is ``{field: default}``; ``fields``
+    adds each field's help: ``[{name, default, help}]``."""
+    from autopeft.methods.registry import METHODS, get_method
+
+    chosen = [get_method(name)] if name is not None else list(METHODS.values())
+    return [{"name": m.name, "category": m.category, "engine": m.engine,
+             "peft_export": m.peft_native, "summary": m.summary, "params": m.params(),
+             "fields": m.fields()} for m in chosen]
+
+
+def tasks() -> list[dict[str, Any]]:
+    """The named tasks as plain rows: kind, label count, metric, model family, input columns,
+    validation split and summary."""
+    from autopeft.tasks import TASKS
+
+    return [{"name": t.name, "kind": t.kind, "labels": t.num_labels, "metric": t.metric,
+             "family": t.family, "inputs": list(t.text_columns), "validation": t.validation,
+             "summary": t.summary} for t in TASKS.values()]

@@ -256,6 +256,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true")
 
     m = sub.add_parser("methods", help="list the PEFT methods and their parameters")
+    m.add_argument("name", nargs="?", metavar="NAME",
+                   help="one method: its parameters, their defaults and what they mean")
     m.add_argument("--json", action="store_true")
     return top
 
@@ -348,35 +350,50 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _methods(args: argparse.Namespace) -> int:
-    from autopeft.methods import METHODS
+    from autopeft import api
 
+    found = api.methods(args.name)
     if args.json:
-        print(json.dumps([{"name": m.name, "category": m.category, "engine": m.engine,
-                           "peft_export": m.peft_native, "summary": m.summary,
-                           "params": m.params()} for m in METHODS.values()], indent=2, default=str))
+        print(json.dumps(found, indent=2, default=str))
         return 0
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
+    console = Console()
+    if args.name:
+        m = found[0]
+        console.print(f"[bold]{m['name']}[/bold]: {escape(m['summary'])}\n"
+                      f"category {m['category']}, engine {m['engine']}, peft export "
+                      f"{'yes' if m['peft_export'] else 'no'}; paper and differences: "
+                      "docs/methods.md")
+        if not m["fields"]:
+            console.print("no parameters")
+            return 0
+        t = Table("parameter", "default", "meaning")
+        for f in m["fields"]:
+            t.add_row(f["name"], escape(str(f["default"])), escape(f["help"]))
+        console.print(t)
+        return 0
     t = Table(title="PEFT methods", caption=(
         "Parameter objective = what a user stores (stored_params); what trains is recorded as "
         "trained_params. They differ for propetl (masks stored as bits) and prefix tuning's "
-        "MLP (stored as the prefix). Papers and differences: docs/methods.md"))
+        "MLP (stored as the prefix). Papers and differences: docs/methods.md. What each "
+        "parameter means: autopeft methods NAME"))
     for col in ("name", "category", "engine", "peft export", "parameters (defaults)", "summary"):
         t.add_column(col)
-    for m in METHODS.values():
-        params = ", ".join(f"{k}={v}" for k, v in m.params().items()) or "-"
-        t.add_row(m.name, m.category, m.engine, "yes" if m.peft_native else "no", params, m.summary)
-    Console().print(t)
+    for m in found:
+        params = ", ".join(f"{k}={v}" for k, v in m["params"].items()) or "-"
+        t.add_row(m["name"], m["category"], m["engine"], "yes" if m["peft_export"] else "no",
+                  params, m["summary"])
+    console.print(t)
     return 0
 
 
 def _tasks(args: argparse.Namespace) -> int:
-    from autopeft.tasks import TASKS
+    from autopeft import api
 
-    rows = [{"name": t.name, "kind": t.kind, "labels": t.num_labels, "metric": t.metric,
-             "family": t.family, "inputs": list(t.text_columns), "validation": t.validation,
-             "summary": t.summary} for t in TASKS.values()]
+    rows = api.tasks()
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

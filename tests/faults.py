@@ -13,14 +13,16 @@ from __future__ import annotations
 import os
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 @dataclass
 class Spec:
-    kind: str = "raise"
-    at_step: int = 0  # the optimiser step (0-based) at which it strikes
-    seconds: float = 0.5  # for "sleep": per step
+    kind: str = field(default="raise", metadata={
+        "help": "raise | memory | nan | explode | segfault | sleep"})
+    at_step: int = field(default=0, metadata={
+        "help": "the optimiser step (0-based) at which it strikes"})
+    seconds: float = field(default=0.5, metadata={"help": 'for "sleep": seconds per step'})
 
 
 class _Fault:

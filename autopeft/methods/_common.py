@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from autopeft.arch import Arch, check_placement, resolve_layers
+from autopeft.arch import LAYER_SETS, ROLES, Arch, check_placement, resolve_layers
 from autopeft.contract import (count_entries_as, count_stored_as, entry_counts,  # noqa: F401
                                learning_rates, set_lr, stored_counts, unwrap)
 from autopeft.errors import UserError
@@ -43,6 +44,30 @@ def positive_int(name: str, value: Any, method: str) -> None:
         raise UserError(f"{method}: {name} must be a positive integer, got {value!r}")
 
 
+def layers_field(what: str = "layers whose target modules are adapted") -> Any:
+    """The ``layers`` placement field (default ``all``), its help saying what it places."""
+    return field(default="all", metadata={
+        "help": f"{what}: {'|'.join(LAYER_SETS)} or a list of 0-based indices"})
+
+
+def targets_field(roles: Sequence[str], what: str = "modules to adapt") -> Any:
+    """A list-of-roles field (default ``roles``), its help listing the roles there are."""
+    return field(default_factory=lambda: list(roles),
+                 metadata={"help": f"{what}, as roles: any of {', '.join(ROLES)}"})
+
+
+def alpha_field(default: float, note: str = "") -> Any:
+    """The ``alpha`` scale field of the low-rank methods (``note``: e.g. the paper's value)."""
+    return field(default=default, metadata={
+        "help": f"scale numerator: the update is multiplied by alpha / r, > 0{note}"})
+
+
+def dropout_field() -> Any:
+    """The ``dropout`` field (default 0) of the low-rank methods."""
+    return field(default=0.0, metadata={
+        "help": "dropout probability on the update's input in training, [0, 1)"})
+
+
 ACTIVATIONS = ("relu", "gelu", "tanh", "silu", "identity")
 
 
@@ -52,9 +77,12 @@ class BottleneckFields:
     the serial and parallel adapters and the hybrids. ``bottleneck`` (a width) overrides
     ``reduction_factor`` (hidden size / width), so one space can fix either."""
 
-    reduction_factor: int = 16
-    bottleneck: int | None = None
-    activation: str = "relu"  # the papers' choice (Pfeiffer, He et al., ProPETL, UniPELT)
+    reduction_factor: int = field(default=16, metadata={
+        "help": "bottleneck width = hidden size / reduction_factor (AdapterHub's default 16)"})
+    bottleneck: int | None = field(default=None, metadata={
+        "help": "bottleneck width (neurons); overrides reduction_factor (None: use it)"})
+    activation: str = field(default="relu", metadata={
+        "help": f"non-linearity between down and up: {' | '.join(ACTIVATIONS)} (the papers' relu)"})
 
     def check_bottleneck(self, method: str) -> None:
         positive_int("reduction_factor", self.reduction_factor, method)
@@ -70,10 +98,12 @@ class BottleneckFields:
 class LycorisFields:
     """Rank, scale and the two dropouts of peft's LyCORIS methods (LoHa, LoKr)."""
 
-    r: int = 8
-    alpha: float = 8.0
-    rank_dropout: float = 0.0  # drops rank components of the update during training
-    module_dropout: float = 0.0  # drops the whole update of a module during training
+    r: int = field(default=8, metadata={"help": "rank of each low-rank factor (peft's default 8)"})
+    alpha: float = alpha_field(8.0, " (peft's default 8)")
+    rank_dropout: float = field(default=0.0, metadata={
+        "help": "probability of dropping a rank component of the update in training, [0, 1)"})
+    module_dropout: float = field(default=0.0, metadata={
+        "help": "probability of dropping a module's whole update in training, [0, 1)"})
 
     def check_lycoris(self, method: str) -> None:
         positive_int("r", self.r, method)

@@ -28,23 +28,30 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autopeft.errors import UserError
-from autopeft.methods._common import (attach_peft, exact_regex, in_unit_interval, placement,
-                                      positive, positive_int, target_modules, unwrap)
+from autopeft.methods._common import (alpha_field, attach_peft, dropout_field, exact_regex,
+                                      in_unit_interval, layers_field, placement, positive,
+                                      positive_int, target_modules, targets_field, unwrap)
 from autopeft.methods.registry import Method
 
 
 @dataclass
 class Spec:
-    init_r: int = 12
-    target_r: int = 8
-    alpha: float = 32.0
-    dropout: float = 0.0
-    targets: list[str] = field(default_factory=lambda: ["query", "value"])
-    layers: Any = "all"
-    warmup_ratio: float = 0.1  # share of the steps at the full budget (peft's tinit)
-    final_ratio: float = 0.2  # share of the steps at the final budget (peft's tfinal)
-    delta_t: int = 1  # re-allocate every delta_t steps (peft's deltaT)
-    orth_reg_weight: float = 0.5
+    init_r: int = field(default=12, metadata={
+        "help": "starting rank of each module, what trains and is counted (peft's default 12)"})
+    target_r: int = field(default=8, metadata={
+        "help": "average rank left after pruning, < init_r (peft's default 8)"})
+    alpha: float = alpha_field(32.0, " (r: init_r, fixed as ranks are pruned)")
+    dropout: float = dropout_field()
+    targets: list[str] = targets_field(("query", "value"))
+    layers: Any = layers_field()
+    warmup_ratio: float = field(default=0.1, metadata={
+        "help": "share of the training steps at the full budget, [0, 1) (peft's tinit)"})
+    final_ratio: float = field(default=0.2, metadata={
+        "help": "share of the training steps at the final budget, [0, 1) (peft's tfinal)"})
+    delta_t: int = field(default=1, metadata={
+        "help": "re-allocate the rank budget every delta_t optimiser steps (peft's deltaT)"})
+    orth_reg_weight: float = field(default=0.5, metadata={
+        "help": "weight of the orthogonality regulariser on P and Q, >= 0 (peft's default 0.5)"})
 
     def __post_init__(self) -> None:
         positive_int("init_r", self.init_r, "adalora")

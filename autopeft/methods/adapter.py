@@ -14,11 +14,11 @@ peft has no bottleneck adapters, so this is our own module (``_modules.Bottlenec
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from autopeft.methods import _common
-from autopeft.methods._common import BottleneckFields, one_of, unwrap
+from autopeft.methods._common import BottleneckFields, layers_field, one_of, unwrap
 from autopeft.methods.registry import Method
 
 PLACEMENTS = ("houlsby", "pfeiffer")
@@ -26,8 +26,10 @@ PLACEMENTS = ("houlsby", "pfeiffer")
 
 @dataclass
 class Spec(BottleneckFields):
-    placement: str = "pfeiffer"  # houlsby | pfeiffer
-    layers: Any = "all"
+    placement: str = field(default="pfeiffer", metadata={
+        "help": "pfeiffer: one adapter after the FFN's LayerNorm | houlsby: on attention and "
+                "FFN outputs, layer norms train"})
+    layers: Any = layers_field("layers that get an adapter")
 
     def __post_init__(self) -> None:
         self.check_bottleneck("adapter")

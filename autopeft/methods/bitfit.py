@@ -11,13 +11,13 @@ from typing import Any
 
 from autopeft.arch import resolve_layers
 from autopeft.errors import UserError
-from autopeft.methods._common import placement, unwrap
+from autopeft.methods._common import layers_field, placement, unwrap
 from autopeft.methods.registry import Method
 
 
 @dataclass
 class Spec:
-    layers: Any = "all"
+    layers: Any = layers_field("layers whose biases train (embedding/pooler biases: all only)")
 
     def __post_init__(self) -> None:
         placement("bitfit", self.layers)

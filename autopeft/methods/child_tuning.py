@@ -37,12 +37,13 @@ count whole. The masks are not saved (they only shape training); the trained wei
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from autopeft.arch import resolve_layers
 from autopeft.errors import UserError
-from autopeft.methods._common import count_entries_as, one_of, placement, positive_int, unwrap
+from autopeft.methods._common import (count_entries_as, layers_field, one_of, placement,
+                                      positive_int, unwrap)
 from autopeft.methods.registry import Method
 
 FISHER_CLIP = 1.0  # the reference clips each tensor's gradient at max_grad_norm (1.0)
@@ -50,12 +51,19 @@ FISHER_CLIP = 1.0  # the reference clips each tensor's gradient at max_grad_norm
 
 @dataclass
 class Spec:
-    mode: str = "F"  # F: random mask each step; D: Fisher-selected fixed mask
-    reserve_p: float = 0.3  # share of gradient entries kept (the paper tries 0.1 to 0.3)
-    layers: Any = "all"
-    embeddings: str = "reference"  # outside the layers: reference | masked | frozen
-    rule: str = "global"  # D: one Fisher threshold over all masked tensors | per_tensor
-    fisher_batches: int | None = None  # D: batches of the Fisher pass (None: all, one epoch)
+    mode: str = field(default="F", metadata={
+        "help": "F: a fresh random gradient mask each step | D: a fixed Fisher-selected mask"})
+    reserve_p: float = field(default=0.3, metadata={
+        "help": "share of gradient entries kept, (0, 1] (the paper tries 0.1 to 0.3)"})
+    layers: Any = layers_field("layers whose weights train under the mask")
+    embeddings: str = field(default="reference", metadata={
+        "help": "embeddings, pooler, final norms: reference (train, as the reference code) | "
+                "masked | frozen"})
+    rule: str = field(default="global", metadata={
+        "help": "D: global (one Fisher threshold over all tensors) | per_tensor (top share of "
+                "each)"})
+    fisher_batches: int | None = field(default=None, metadata={
+        "help": "D: training batches in the Fisher pass (None: all of them, one epoch)"})
 
     def __post_init__(self) -> None:
         one_of("mode", self.mode, ("D", "F"), "child_tuning")

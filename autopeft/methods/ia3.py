@@ -6,18 +6,20 @@ the FFN's inner activations.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from autopeft.arch import FFN
-from autopeft.methods._common import attach_peft, exact_regex, placement, target_modules, unwrap
+from autopeft.methods._common import (attach_peft, exact_regex, layers_field, placement,
+                                      target_modules, targets_field, unwrap)
 from autopeft.methods.registry import Method
 
 
 @dataclass
 class Spec:
-    targets: list[str] = field(default_factory=lambda: ["key", "value", "ffn_out"])
-    layers: Any = "all"
+    targets: list[str] = targets_field(("key", "value", "ffn_out"),
+                                       "modules to rescale (FFN roles on their input)")
+    layers: Any = layers_field("layers whose target modules are rescaled")
 
     def __post_init__(self) -> None:
         placement("ia3", self.layers, self.targets)

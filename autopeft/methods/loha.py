@@ -8,18 +8,19 @@ decoders work, GPT-2 is refused with a message.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from autopeft.methods._common import (LycorisFields, attach_peft, exact_regex, linear_only,
-                                      placement, target_modules, unwrap)
+from autopeft.methods._common import (LycorisFields, attach_peft, exact_regex, layers_field,
+                                      linear_only, placement, target_modules, targets_field,
+                                      unwrap)
 from autopeft.methods.registry import Method
 
 
 @dataclass
 class Spec(LycorisFields):
-    targets: list[str] = field(default_factory=lambda: ["query", "value"])
-    layers: Any = "all"
+    targets: list[str] = targets_field(("query", "value"))
+    layers: Any = layers_field()
 
     def __post_init__(self) -> None:
         self.check_lycoris("loha")

@@ -13,17 +13,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autopeft.errors import UserError
-from autopeft.methods._common import (LycorisFields, attach_peft, exact_regex, linear_only,
-                                      placement, positive_int, target_modules, unwrap)
+from autopeft.methods._common import (LycorisFields, attach_peft, exact_regex, layers_field,
+                                      linear_only, placement, positive_int, target_modules,
+                                      targets_field, unwrap)
 from autopeft.methods.registry import Method
 
 
 @dataclass
 class Spec(LycorisFields):
-    decompose_factor: int = -1  # -1: factor each dimension near its square root
-    decompose_both: bool = False  # also make W1 low-rank
-    targets: list[str] = field(default_factory=lambda: ["query", "value"])
-    layers: Any = "all"
+    decompose_factor: int = field(default=-1, metadata={
+        "help": "size of W1's sides when a dimension is factored (-1: near its square root)"})
+    decompose_both: bool = field(default=False, metadata={
+        "help": "make the smaller Kronecker factor W1 low-rank too"})
+    targets: list[str] = targets_field(("query", "value"))
+    layers: Any = layers_field()
 
     def __post_init__(self) -> None:
         self.check_lycoris("lokr")

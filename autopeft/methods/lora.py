@@ -9,20 +9,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autopeft.errors import UserError
-from autopeft.methods._common import (attach_peft, exact_regex, in_unit_interval, placement,
-                                      positive, target_modules, unwrap)
+from autopeft.methods._common import (alpha_field, attach_peft, dropout_field, exact_regex,
+                                      in_unit_interval, layers_field, placement, positive,
+                                      target_modules, targets_field, unwrap)
 from autopeft.methods.registry import Method
 
 
 @dataclass
 class Spec:
-    r: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
-    targets: list[str] = field(default_factory=lambda: ["query", "value"])
-    layers: Any = "all"
-    rank_pattern: dict[int, int] = field(default_factory=dict)
-    use_dora: bool = False
+    r: int = field(default=8, metadata={
+        "help": "rank of each update B A (Hu et al.'s GLUE runs: 8, on query and value)"})
+    alpha: float = alpha_field(16.0)
+    dropout: float = dropout_field()
+    targets: list[str] = targets_field(("query", "value"))
+    layers: Any = layers_field()
+    rank_pattern: dict[int, int] = field(default_factory=dict, metadata={
+        "help": "per-layer ranks, {layer index: rank}, overriding r there"})
+    use_dora: bool = field(default=False, metadata={
+        "help": "DoRA (Liu et al., 2024): also learn a magnitude vector per target"})
 
     def __post_init__(self) -> None:
         if not isinstance(self.r, int):

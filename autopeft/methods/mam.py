@@ -6,20 +6,23 @@ adapter, the prefix is in every layer (peft's prefix is not per-layer).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from autopeft.methods import _common, parallel_adapter, prefix
-from autopeft.methods._common import BottleneckFields, positive, positive_int
+from autopeft.methods._common import BottleneckFields, layers_field, positive, positive_int
 from autopeft.methods.registry import Method
 
 
 @dataclass
 class Spec(BottleneckFields):
-    num_virtual_tokens: int = 30  # He et al.: prefix length 30
-    prefix_projection: bool = False
-    scaling: float = 4.0  # He et al.: s = 4
-    layers: Any = "all"
+    num_virtual_tokens: int = field(default=30, metadata={
+        "help": "prefix length: virtual keys/values per layer (He et al.: 30)"})
+    prefix_projection: bool = field(default=False, metadata={
+        "help": "train the prefix through an MLP (stored: the prefix values only)"})
+    scaling: float = field(default=4.0, metadata={
+        "help": "factor s on the parallel adapter's output, > 0 (He et al.: 4)"})
+    layers: Any = layers_field("layers with the parallel adapter (prefix: all)")
 
     def __post_init__(self) -> None:
         self.check_bottleneck("mam")

@@ -5,18 +5,19 @@ residual connection). Own module (``_modules.Bottleneck``), hooked onto ``ffn_in
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from autopeft.methods import _common
-from autopeft.methods._common import BottleneckFields, positive, unwrap
+from autopeft.methods._common import BottleneckFields, layers_field, positive, unwrap
 from autopeft.methods.registry import Method
 
 
 @dataclass
 class Spec(BottleneckFields):
-    scaling: float = 1.0  # He et al. use 4 in the MAM adapter
-    layers: Any = "all"
+    scaling: float = field(default=1.0, metadata={
+        "help": "factor s on the adapter's output, FFN(x) + s * f(x), > 0 (He et al.: 4 in MAM)"})
+    layers: Any = layers_field("layers that get a parallel adapter")
 
     def __post_init__(self) -> None:
         self.check_bottleneck("parallel_adapter")

@@ -13,7 +13,7 @@ count keeps the MLP (``_common.count_stored_as``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from autopeft.errors import UserError
@@ -23,9 +23,14 @@ from autopeft.methods.registry import Method
 
 @dataclass
 class Spec:
-    num_virtual_tokens: int = 10
-    prefix_projection: bool = False  # reparameterise through an MLP (Li & Liang's stabiliser)
-    encoder_hidden_size: int | None = None  # that MLP's width; default: the model's hidden size
+    num_virtual_tokens: int = field(default=10, metadata={
+        "help": "prefix length: virtual keys/values per layer (Li & Liang: 10 table-to-text, "
+                "200 summarisation)"})
+    prefix_projection: bool = field(default=False, metadata={
+        "help": "train the prefix through an MLP, Li & Liang's stabiliser (stored: the prefix "
+                "values only)"})
+    encoder_hidden_size: int | None = field(default=None, metadata={
+        "help": "width of that MLP in units (None: the model's hidden size)"})
 
     def __post_init__(self) -> None:
         positive_int("num_virtual_tokens", self.num_virtual_tokens, "prefix")

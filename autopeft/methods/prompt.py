@@ -11,7 +11,7 @@ their heads need the ids to find the token they pool.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from autopeft.methods._common import attach_peft, one_of, positive_int
@@ -30,8 +30,11 @@ NO_CLASSIFICATION = (
 
 @dataclass
 class Spec:
-    num_virtual_tokens: int = 20
-    init: str = "random"  # random | sample_vocab (embeddings of random vocabulary tokens)
+    num_virtual_tokens: int = field(default=20, metadata={
+        "help": "virtual tokens before the input (Lester et al.: gains flatten beyond 20)"})
+    init: str = field(default="random", metadata={
+        "help": "random (peft's default) | sample_vocab: embeddings of random vocabulary tokens "
+                "(the paper's)"})
 
     def __post_init__(self) -> None:
         positive_int("num_virtual_tokens", self.num_virtual_tokens, "prompt")

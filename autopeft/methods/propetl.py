@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autopeft.errors import UserError
-from autopeft.methods._common import (BottleneckFields, count_stored_as, in_unit_interval,
-                                      one_of, placement, positive, positive_int, set_lr,
-                                      target_modules, unwrap)
+from autopeft.methods._common import (BottleneckFields, alpha_field, count_stored_as,
+                                      in_unit_interval, layers_field, one_of, placement, positive,
+                                      positive_int, set_lr, target_modules, targets_field, unwrap)
 from autopeft.methods.registry import Method
 
 # The reference's settings per variant (scripts/run_adapter.sh, run_lora.sh).
@@ -48,13 +48,17 @@ DEFAULTS = {"adapter": {"sparsity": 0.5, "mask_lr": 3e-3},
 
 @dataclass
 class Spec(BottleneckFields):
-    variant: str = "adapter"  # adapter | lora
-    sparsity: float | None = None  # share each mask drops; None: the reference's (above)
-    mask_lr: float | None = None  # the scores' learning rate; None: the reference's
-    r: int = 32  # lora variant: rank and scale (the reference's)
-    alpha: float = 48.0
-    targets: list[str] = field(default_factory=lambda: ["query", "value"])  # lora variant
-    layers: Any = "all"
+    variant: str = field(default="adapter", metadata={
+        "help": "the shared prototype: adapter (Pfeiffer-placed) | lora (one per target role)"})
+    sparsity: float | None = field(default=None, metadata={
+        "help": "share of prototype weights each mask drops, [0, 1) (None: adapter 0.5, lora 0.9)"})
+    mask_lr: float | None = field(default=None, metadata={
+        "help": "learning rate of the mask scores (None: the reference's 3e-3 adapter, 3e-2 lora)"})
+    r: int = field(default=32, metadata={"help": "lora variant: the prototype's rank (the "
+                                                 "reference's 32)"})
+    alpha: float = alpha_field(48.0, " (lora variant; the reference's 48)")
+    targets: list[str] = targets_field(("query", "value"), "lora variant: modules to adapt")
+    layers: Any = layers_field("layers that each mask the prototype")
 
     def __post_init__(self) -> None:
         self.check_bottleneck("propetl")

@@ -11,7 +11,7 @@ Same model kinds as prompt tuning, for the same reasons (``prompt.py``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from autopeft.methods._common import attach_peft, one_of, positive_int
@@ -21,9 +21,12 @@ from autopeft.methods.registry import Method
 
 @dataclass
 class Spec:
-    num_virtual_tokens: int = 20
-    encoder_hidden_size: int | None = None  # the prompt encoder's width; default: model's hidden
-    encoder_type: str = "LSTM"  # LSTM (the paper's) | MLP
+    num_virtual_tokens: int = field(default=20, metadata={
+        "help": "virtual tokens before the input, produced by the prompt encoder"})
+    encoder_hidden_size: int | None = field(default=None, metadata={
+        "help": "the prompt encoder's width in units (None: the model's hidden size)"})
+    encoder_type: str = field(default="LSTM", metadata={
+        "help": "LSTM: the paper's bidirectional LSTM + MLP | MLP: peft's 3-layer MLP (smaller)"})
 
     def __post_init__(self) -> None:
         positive_int("num_virtual_tokens", self.num_virtual_tokens, "ptuning")

@@ -27,7 +27,7 @@ from typing import Any
 from autopeft.arch import ROLES
 from autopeft.errors import UserError
 from autopeft.methods import lora
-from autopeft.methods._common import attach_peft, one_of, unwrap
+from autopeft.methods._common import attach_peft, one_of, targets_field, unwrap
 from autopeft.methods.registry import Method
 
 COMPUTE_DTYPES = ("auto", "bf16", "fp16", "fp32")
@@ -36,10 +36,14 @@ _warned_cpu = False
 
 @dataclass
 class Spec(lora.Spec):
-    targets: list[str] = field(default_factory=lambda: list(ROLES))
-    quant_type: str = "nf4"  # nf4 (the paper's) or fp4
-    double_quant: bool = True  # quantise the quantisation scales too (the paper's)
-    compute_dtype: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    targets: list[str] = targets_field(ROLES, "modules to adapt (every linear role, as in "
+                                              "the paper)")
+    quant_type: str = field(default="nf4", metadata={
+        "help": "4-bit format of the frozen base: nf4 (the paper's NormalFloat) | fp4"})
+    double_quant: bool = field(default=True, metadata={
+        "help": "also quantise the quantisation scales (the paper's double quantisation)"})
+    compute_dtype: str = field(default="auto", metadata={
+        "help": f"matmul dtype: {' | '.join(COMPUTE_DTYPES)} (auto: bf16 on CUDA, fp32 on CPU)"})
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -60,15 +60,26 @@ class Method:
 
     def params(self) -> dict[str, Any]:
         """Field name -> default, for ``autopeft methods`` and space validation."""
-        out = {}
-        for f in dataclasses.fields(self.spec):
-            if f.default is not dataclasses.MISSING:
-                out[f.name] = f.default
-            elif f.default_factory is not dataclasses.MISSING:
-                out[f.name] = f.default_factory()
-            else:
-                out[f.name] = None
-        return out
+        return {f.name: _default(f) for f in dataclasses.fields(self.spec)}
+
+    def fields(self) -> list[dict[str, Any]]:
+        """``{name, default, help}`` per spec field, in declaration order: what
+        ``autopeft methods NAME`` shows."""
+        return [{"name": f.name, "default": _default(f), "help": f.metadata.get("help", "")}
+                for f in dataclasses.fields(self.spec)]
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def undocumented(spec: type) -> list[str]:
+    """Fields of ``spec`` declared without a help text (``metadata={"help": ...}``)."""
+    return [f.name for f in dataclasses.fields(spec) if not str(f.metadata.get("help", "")).strip()]
 
 
 def check_model_kind(method: Method, family: str, classification: bool) -> None:
@@ -85,11 +96,16 @@ PLUGINS_ENV = "AUTOPEFT_PLUGINS"  # comma-separated modules that register more m
 
 
 def register(method: Method, methods: dict[str, Method] | None = None) -> Method:
-    """Add ``method`` to the catalogue: its name must be new and its category known."""
+    """Add ``method`` to the catalogue: its name must be new, its category known, and every
+    field of its spec documented (``autopeft methods NAME`` shows the help texts)."""
     methods = METHODS if methods is None else methods
     if method.category not in CATEGORIES:
         raise ValueError(f"method {method.name!r}: unknown category {method.category!r}; "
                          f"use one of {', '.join(CATEGORIES)}")
+    missing = undocumented(method.spec)
+    if missing:
+        raise ValueError(f"method {method.name!r}: spec field(s) {', '.join(missing)} have no "
+                         "help; declare each as field(default=..., metadata={'help': '...'})")
     if method.name in methods:
         raise ValueError(f"a method named {method.name!r} is already registered")
     methods[method.name] = method

@@ -19,18 +19,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autopeft.methods import _common, prefix
-from autopeft.methods._common import BottleneckFields, positive_int, unwrap
+from autopeft.methods._common import (BottleneckFields, layers_field, positive_int,
+                                      targets_field, unwrap)
 from autopeft.methods.registry import Method
 
 
 @dataclass
 class Spec(BottleneckFields):
-    r: int = 8  # LoRA rank
-    lora_targets: list[str] = field(default_factory=lambda: ["query", "value"])
-    num_virtual_tokens: int = 10
-    prefix_projection: bool = True  # the reference reparameterises its prefix
-    encoder_hidden_size: int = 512  # that MLP's width (the reference's mid_dim)
-    layers: Any = "all"
+    r: int = field(default=8, metadata={
+        "help": "rank of the gated LoRA (its gate replaces alpha / r)"})
+    lora_targets: list[str] = targets_field(("query", "value"), "modules the gated LoRA adapts")
+    num_virtual_tokens: int = field(default=10, metadata={
+        "help": "prefix length: virtual keys/values per layer"})
+    prefix_projection: bool = field(default=True, metadata={
+        "help": "train the prefix through an MLP, as the reference does"})
+    encoder_hidden_size: int = field(default=512, metadata={
+        "help": "width of that MLP in units (the reference's mid_dim 512)"})
+    layers: Any = layers_field("layers with gated LoRA, adapter, prefix gate (prefix: all)")
 
     def __post_init__(self) -> None:
         self.check_bottleneck("unipelt")

@@ -15,19 +15,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autopeft.errors import UserError
-from autopeft.methods._common import (attach_peft, exact_regex, in_unit_interval, placement,
-                                      positive, positive_int, target_modules, unwrap)
+from autopeft.methods._common import (attach_peft, dropout_field, exact_regex, in_unit_interval,
+                                      layers_field, placement, positive, positive_int,
+                                      target_modules, targets_field, unwrap)
 from autopeft.methods.registry import Method
 
 
 @dataclass
 class Spec:
-    r: int = 256  # the paper's and peft's default: the shared matrices are free to make wide
-    d_initial: float = 0.1  # initial value of the d vectors (b starts at zero)
-    dropout: float = 0.0
-    projection_prng_key: int = 0
-    targets: list[str] = field(default_factory=lambda: ["query", "value"])
-    layers: Any = "all"
+    r: int = field(default=256, metadata={
+        "help": "rank of the shared frozen matrices (the paper's and peft's 256; costs only d)"})
+    d_initial: float = field(default=0.1, metadata={
+        "help": "starting value of every d vector, > 0 (b starts at zero; peft's default 0.1)"})
+    dropout: float = dropout_field()
+    projection_prng_key: int = field(default=0, metadata={
+        "help": "seed of the shared random matrices, >= 0 (a rebuild draws the same ones)"})
+    targets: list[str] = targets_field(("query", "value"))
+    layers: Any = layers_field()
 
     def __post_init__(self) -> None:
         positive_int("r", self.r, "vera")
