@@ -28,6 +28,7 @@ EXAMPLES = """examples:
   autopeft train --config exports/small/candidate.yaml --out trained/small
   autopeft plot sst2-roberta-base --open
   autopeft methods
+  autopeft methods lora
 """
 
 
