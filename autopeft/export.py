@@ -27,10 +27,10 @@ from autopeft.checks import NumberLoader, check_types, known_keys, load_yaml
 from autopeft.errors import UserError
 from autopeft.methods import get_method
 from autopeft.results import OBJECTIVES
+from autopeft.settings import DataSettings, TrainSettings
 
 if TYPE_CHECKING:  # runner imports the training stack: loaded when a file is read
-    from autopeft.runner import DataSettings, Fidelity, Outcome
-    from autopeft.train import TrainSettings
+    from autopeft.runner import Fidelity, Outcome
 
 CANDIDATE_FILE = "candidate.yaml"
 WEIGHTS_FILE = "autopeft_weights.safetensors"
@@ -102,8 +102,7 @@ class ExportInfo:
     def from_dict(cls, raw: Any, source: str) -> ExportInfo:
         """``raw`` (a candidate.yaml's mapping) with every part built once, so it gets the
         checks the CLI's flags get; errors name ``source`` and the part."""
-        from autopeft.runner import DataSettings, Fidelity
-        from autopeft.train import TrainSettings
+        from autopeft.runner import Fidelity
 
         if not isinstance(raw, Mapping):
             raise UserError(f"{source}: not a candidate.yaml written by `autopeft export` (a "

@@ -15,11 +15,11 @@ import yaml
 from autopeft.candidate import Candidate
 from autopeft.errors import UserError
 from autopeft.export import ExportInfo, Measurements, Objectives, model_card, read_candidate
-from autopeft.runner import DataSettings, Fidelity
-from autopeft.train import TrainSettings
+from autopeft.runner import Fidelity
+from autopeft.settings import DataSettings, TrainSettings
 
-DATA = {"task": "sst2", "data_dir": "/data", "train_samples": 32, "eval_samples": 16, "seed": 0,
-        "text_columns": None, "label_column": None, "validation": None, "task_type": None,
+DATA = {"task": "sst2", "data_dir": "/data", "train_samples": 32, "eval_samples": 16,
+        "subset_seed": 0, "text_columns": None, "label_column": None, "validation": None, "task_type": None,
         "no_header": False}
 TRAIN = {"epochs": 1.0, "batch_size": 8, "eval_batch_size": 128, "max_length": 32,
          "warmup_ratio": 0.06, "weight_decay": 0.01, "max_grad_norm": 1.0, "grad_accum": 1,
@@ -35,23 +35,34 @@ EXPORTED = {
                    "wall_seconds": 3.0, "confirm_mean": 0.625, "confirm_std": 0.035,
                    "confirm_seeds": [2, 3], "search_score": 0.5},
     "fidelity": {"schedule_steps": 12, "stop_at": 12}}
-# The first exports: objectives straight from Optuna's values (floats), no fidelity.
-FIRST = {"study": "s", "trial": 0, "model": "m", "task": "sst2", "data": DATA, "train": TRAIN,
-         "candidate": CANDIDATE,
+# The first exports: objectives straight from Optuna's values (floats), no steps or
+# fidelity, and the data subsets' seed under its old name.
+FIRST = {"study": "s", "trial": 0, "model": "m", "task": "sst2",
+         "data": {k if k != "subset_seed" else "seed": v for k, v in DATA.items()},
+         "train": TRAIN, "candidate": CANDIDATE,
          "objectives": {"score": 0.5, "trainable_params": 1000.0, "peak_memory_bytes": 9000.0,
                         "wall_seconds": 1.5, "confirm_seeds": 3}}
 
 
-@pytest.mark.parametrize("raw", [EXPORTED, FIRST], ids=["exported", "first"])
-def test_an_existing_candidate_yaml_round_trips(raw: dict, tmp_path: Path) -> None:
-    (tmp_path / "candidate.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+def yaml_text(raw: dict) -> str:
+    return yaml.safe_dump(raw, sort_keys=False)
+
+
+def test_a_candidate_yaml_round_trips_to_the_same_text(tmp_path: Path) -> None:
+    (tmp_path / "candidate.yaml").write_text(yaml_text(EXPORTED))
     info = ExportInfo.read(tmp_path)
-    assert info.to_dict() == raw
+    assert info.to_dict() == EXPORTED and read_candidate(tmp_path) == EXPORTED
     (tmp_path / "again").mkdir()
     info.write(tmp_path / "again")
-    assert (tmp_path / "again" / "candidate.yaml").read_text() == \
-        (tmp_path / "candidate.yaml").read_text()
-    assert read_candidate(tmp_path) == raw
+    assert (tmp_path / "again" / "candidate.yaml").read_text() == yaml_text(EXPORTED)
+
+
+def test_a_first_version_candidate_yaml_loads_and_keeps_its_layout(tmp_path: Path) -> None:
+    (tmp_path / "candidate.yaml").write_text(yaml_text(FIRST))
+    info = ExportInfo.read(tmp_path)
+    assert info.data.subset_seed == 0 and info.objectives.trainable_params == 1000.0
+    # written back as it was, but for the seed's new name (settings.DataSettings)
+    assert yaml_text(info.to_dict()) == yaml_text(FIRST | {"data": DATA})
 
 
 def test_the_parts_are_typed() -> None:
