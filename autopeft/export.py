@@ -11,11 +11,10 @@ the base model for any candidate, with what it measured (``Measurements``) in
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -267,7 +266,7 @@ def retrain(info: ExportInfo, data_dir: str | None = None) -> tuple[Any, Measure
     from autopeft.paths import cache_dir
     from autopeft.runner import Bench, Fidelity
 
-    data = dataclasses.replace(info.data, data_dir=data_dir) if data_dir else info.data
+    data = replace(info.data, data_dir=data_dir) if data_dir else info.data
     bench = Bench.load(info.model, data, info.train, cache_dir())
     outcome = bench.run(info.candidate, fidelity=info.fidelity or Fidelity())
     return outcome.model, Measurements.of(outcome, info.candidate.seed)
