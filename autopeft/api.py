@@ -9,11 +9,9 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
-from autopeft.candidate import Candidate
 from autopeft.checks import plain_name
 from autopeft.errors import UserError
 from autopeft.report.show import Row, rows
@@ -134,67 +132,6 @@ def select_trial(study: Any, trial: int | None = None, best: str | None = None,
     return picking.select(pool, rule).number
 
 
-def _info_from_trial(st: Any, trial: int, model: str | None) -> dict[str, Any]:
-    trials = {t.number: t for t in st.get_trials(deepcopy=False)}
-    if trial not in trials:
-        raise UserError(f"study {st.study_name!r} has no trial {trial} (trials 0..{len(trials) - 1})")
-    from autopeft.results import record
-    from autopeft.search.plan import Plan
-
-    t = trials[trial]
-    r = record(t)
-    if r.fidelity not in ("refit", "search", "provisional") or "candidate" not in t.user_attrs:
-        raise UserError(f"trial {trial} is {t.state.name.lower()} with no score; pick a trial "
-                        "from `autopeft show`")
-    attrs = st.user_attrs
-    candidate = Candidate.from_dict(t.user_attrs["candidate"])
-    objectives = {"score": r.score, "trainable_params": r.trainable_params,
-                  "peak_memory_bytes": r.peak_memory_bytes, "fidelity": r.fidelity,
-                  "steps": r.steps}
-    for key in ("trainable_fraction", "wall_seconds", "confirm_mean", "confirm_std",
-                "confirm_seeds", "search_score"):
-        if key in t.user_attrs:
-            objectives[key] = t.user_attrs[key]
-    info = {"study": st.study_name, "trial": trial, "model": model or attrs["model"],
-            "task": attrs["task"], "data": attrs["data"], "train": attrs["train"],
-            "candidate": candidate.to_dict(), "objectives": objectives}
-    if attrs.get("plan"):  # how long it trained, so `export --train` gets the same score
-        plan = Plan.from_dict(attrs["plan"])
-        steps = r.steps if r.fidelity == "refit" else plan.trial_steps
-        info["fidelity"] = {"schedule_steps": plan.schedule_steps, "stop_at": steps}
-    return info
-
-
-def _train_info(info: dict[str, Any], data_dir: str | None) -> tuple[Any, dict[str, Any]]:
-    """Train the candidate in ``info`` exactly as the study did (same data, settings, seed)."""
-    from autopeft.paths import cache_dir
-    from autopeft.runner import Bench, DataSettings, Fidelity
-    from autopeft.train import TrainSettings
-
-    data = DataSettings(**{**info["data"], **({"data_dir": data_dir} if data_dir else {})})
-    bench = Bench.load(info["model"], data, TrainSettings(**info["train"]), cache_dir())
-    outcome = bench.run(Candidate.from_dict(info["candidate"]),
-                        fidelity=Fidelity(**info.get("fidelity") or {}))
-    r = outcome.result
-    trained = {"score": r.score, "trainable_params": outcome.trainable,
-               "trained_params": outcome.trained, "stored_params": outcome.trainable,
-               "total_params": outcome.total,
-               "trainable_fraction": outcome.trainable / max(1, outcome.total),
-               "peak_memory_bytes": r.peak_memory, "memory_method": r.memory_method,
-               "wall_seconds": round(r.seconds, 3), "steps": r.steps, "final_loss": r.final_loss,
-               "metrics": r.metrics, "seed": info["candidate"].get("seed", 0)}
-    return outcome, trained
-
-
-def _write_trained(path: Path, info: dict[str, Any], outcome: Any, trained: dict[str, Any]) -> None:
-    from autopeft.export import model_card, peft_native, save_trained
-
-    candidate = Candidate.from_dict(info["candidate"])
-    save_trained(path, outcome.model, candidate)
-    (path / "metrics.json").write_text(json.dumps(trained, indent=2))
-    (path / "README.md").write_text(model_card(info, trained, peft_native(candidate)))
-
-
 def export(study: Any, trial: int, out: str, *, storage: str | None = None, train: bool = False,
            force: bool = False, data_dir: str | None = None, model: str | None = None) -> Path:
     """Write trial ``trial``'s candidate to ``out`` (and, with ``train``, its trained weights).
@@ -202,24 +139,17 @@ def export(study: Any, trial: int, out: str, *, storage: str | None = None, trai
     ``data_dir`` and ``model`` override where the study's data and base model are found.
     ``out/candidate.yaml`` is re-runnable: ``autopeft.train("out/candidate.yaml")``.
     """
-    from autopeft.export import (check_info, model_card, peft_native, prepare_dir,
-                                 save_config_only, write_candidate)
-    from autopeft.runner import DataSettings
-    from autopeft.models import load_base
+    from autopeft.export import prepare_dir, retrain, write_config_only, write_trained
+    from autopeft.trial_info import trial_info
 
-    st = _study(study, storage)
-    info = _info_from_trial(st, trial, model)
-    check_info(info, f"study {st.study_name!r}")  # e.g. its device is not on this machine
-    candidate = Candidate.from_dict(info["candidate"])
+    info = trial_info(_study(study, storage), trial, model)
     path = prepare_dir(out, force)
-    write_candidate(path, info)
+    info.write(path)  # first: an interrupted training leaves a re-runnable export
     if train:
-        outcome, trained = _train_info(info, data_dir)
-        _write_trained(path, info, outcome, trained)
-        return path
-    base = load_base(info["model"], DataSettings(**info["data"]).get_task())
-    save_config_only(path, base.model, candidate)
-    (path / "README.md").write_text(model_card(info, None, peft_native(candidate)))
+        trained, measured = retrain(info, data_dir)
+        write_trained(path, info, trained, measured)
+    else:
+        write_config_only(path, info)
     return path
 
 
@@ -228,26 +158,22 @@ def train(config: str | Path, out: str | None = None, *, force: bool = False,
           device: str | None = None) -> dict[str, Any]:
     """Train exactly the candidate of an exported ``candidate.yaml`` (or its folder): the same
     base model, data subset, training settings and seed as in the study, so on CPU the score
-    and trainable parameter count match the trial's. Returns the measurements; with ``out``
-    also writes the trained weights, ``candidate.yaml``, ``metrics.json`` and a model card.
+    and trainable parameter count match the trial's. Returns the measurements
+    (``export.Measurements`` as a dict); with ``out`` also writes the trained weights,
+    ``candidate.yaml``, ``metrics.json`` and a model card.
 
     ``seed`` re-trains with another seed (to see the spread); ``data_dir``, ``model`` and
     ``device`` override where the data and base model are and where to train."""
-    from autopeft.export import check_info, prepare_dir, read_candidate, write_candidate
-    info = dict(read_candidate(config))
-    if model:
-        info["model"] = model
-    if seed is not None:
-        info["candidate"] = {**info["candidate"], "seed": seed}
-    if device:
-        info["train"] = {**info["train"], "device": device}
-    check_info(info, str(config))  # the overrides too, before anything is written
+    from autopeft.export import ExportInfo, prepare_dir, retrain, write_trained
+
+    # the overrides are checked too, before anything is written
+    info = ExportInfo.read(config).overridden(str(config), model=model, seed=seed, device=device)
     path = prepare_dir(out, force) if out else None  # refuse a non-empty --out before training
-    outcome, trained = _train_info(info, data_dir)
+    trained, measured = retrain(info, data_dir)
     if path is not None:
-        write_candidate(path, info)
-        _write_trained(path, info, outcome, trained)
-    return trained
+        info.write(path)
+        write_trained(path, info, trained, measured)
+    return measured.to_dict()
 
 
 def plot(study: Any, out: str | None = None, *, storage: str | None = None) -> Any:
