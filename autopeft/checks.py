@@ -84,10 +84,13 @@ def known_keys(data: Any, cls: type, where: str) -> dict[str, Any]:
     """``data`` as keyword arguments for ``cls``: a mapping with no key ``cls`` lacks."""
     if not isinstance(data, Mapping):
         raise UserError(f"{where} must be a mapping of settings, got {type(data).__name__}")
-    fields = list(inspect.signature(cls).parameters)  # fields, and legacy names (InitVar)
-    unknown = sorted(str(k) for k in data if k not in fields)
+    params = inspect.signature(cls).parameters  # fields, and legacy names (InitVar)
+    unknown = sorted(str(k) for k in data if k not in params)
     if unknown:
-        raise UserError(f"{where} has unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
+        raise UserError(f"{where} has unknown key(s) {', '.join(unknown)}; known: {', '.join(params)}")
+    missing = [n for n, p in params.items() if p.default is p.empty and n not in data]
+    if missing:
+        raise UserError(f"{where} lacks {', '.join(missing)}")
     return dict(data)
 
 

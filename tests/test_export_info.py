@@ -93,6 +93,7 @@ BAD = {
     "trial": (lambda i: i | {"trial": "1"}, "x: trial must be a whole number, got '1'"),
     "study": (lambda i: i | {"study": 3}, "x: study must be a string"),
     "data-task": (lambda i: i | {"task": "cola"}, "x: data.task 'sst2' differs from task 'cola'"),
+    "data-no-task": (lambda i: i | {"data": {"train_samples": 100}}, "x: data: data lacks task"),
     "train": (lambda i: i | {"train": {**TRAIN, "batch_size": 0}},
               "x: train: batch_size must be >= 1"),
     "candidate": (lambda i: i | {"candidate": {**CANDIDATE, "seed": -1}},
