@@ -29,7 +29,7 @@ from autopeft.runner import Fidelity, Outcome
 from autopeft.search.budget import Budget, predict_seconds
 from autopeft.search.constraints import Limits, Prediction, predict
 from autopeft.search.plan import Plan
-from autopeft.search.pruner import decide_from_storage
+from autopeft.search.pruner import Pruner, decide_from_storage
 from autopeft.search.storage import disk_problem
 
 
@@ -83,8 +83,7 @@ class TrialRunner:
     study: Any
     bench: Trainer  # runner.Bench, or isolation.IsolatedBench (a child process)
     skeleton: Any  # the base model on the meta device, for predictions
-    pruner: str
-    eta: int
+    pruner: Pruner
     limits: Limits
     budget: Budget
     reporter: Reporter
@@ -94,7 +93,7 @@ class TrialRunner:
     @property
     def rungs(self) -> list[int]:
         # Without a pruner nothing is decided at rungs: score once, at the end.
-        return [self.plan.trial_steps] if self.pruner == "none" else list(self.plan.rungs)
+        return list(self.plan.rungs) if self.pruner.prunes else [self.plan.trial_steps]
 
     @property
     def fidelity(self) -> Fidelity:
@@ -162,14 +161,14 @@ class TrialRunner:
             scores[str(step)] = score
             trial.set_user_attr("rung_scores", dict(scores))  # other workers see it now
             self.reporter.rung(trial.number, step, score)
-            if step >= rungs[-1] or self.pruner == "none":
+            if step >= rungs[-1] or not self.pruner.prunes:
                 return
-            decision = decide_from_storage(self.study, self.pruner, trial.number, step, self.eta,
-                                           self.rung_noise)
+            decision = decide_from_storage(self.study, self.pruner, trial.number, step,
+                                           score_noise=self.rung_noise)
             decisions[str(step)] = decision.to_dict()
             trial.set_user_attr("rung_decisions", dict(decisions))
             if not decision.keep:
-                raise StopTrial(f"{self.pruner} at step {step}: {decision.reason}",
+                raise StopTrial(f"{self.pruner.name} at step {step}: {decision.reason}",
                                 rungs.index(step) + 1, step)
 
         start = time.perf_counter()

@@ -32,7 +32,7 @@ from autopeft.search.budget import Budget, parse_duration
 from autopeft.search.constraints import Limits, parse_params, parse_size
 from autopeft.search.objective import TrialRunner
 from autopeft.search.plan import Plan, make_plan, parse_rungs
-from autopeft.search.pruner import PRUNERS
+from autopeft.search.pruner import PRUNERS, make_pruner
 from autopeft.search.samplers import DEFAULT_SAMPLER, SAMPLERS, make_sampler
 from autopeft.search.storage import (HEARTBEAT_SECONDS, fail_stale_trials, heartbeat, mask,
                                      open_storage, storage_url)
@@ -202,8 +202,8 @@ def prepare(study: Any, cfg: SearchConfig, space: Space, bench: Bench, budget: B
     elif cfg.warm_start and (names := requeue_interrupted(study)):
         reporter.note(f"warm start: retrying the interrupted recipe(s) {', '.join(names)}")
     noise = float((study.user_attrs.get("noise") or {}).get("rung", 0.0))
-    return TrialRunner(study, bench, skeleton(bench.base.model), cfg.pruner, cfg.eta, limits,
-                       budget, reporter, plan, noise)
+    return TrialRunner(study, bench, skeleton(bench.base.model), make_pruner(cfg.pruner, cfg.eta),
+                       limits, budget, reporter, plan, noise)
 
 
 def run_search(cfg: SearchConfig, reporter: Reporter | None = None, bench: Bench | None = None) -> Any:
