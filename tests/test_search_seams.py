@@ -1,0 +1,21 @@
+"""The search's seams in isolation: samplers and pruners by name, the one way to open an
+existing study, and the one budget every process reads its deadlines from."""
+from __future__ import annotations
+
+import pytest
+
+
+def test_make_sampler_builds_each_named_sampler_with_its_settings() -> None:
+    import optuna
+
+    from autopeft.search.samplers import DEFAULT_SAMPLER, SAMPLERS, make_sampler
+
+    assert SAMPLERS == ("tpe", "nsga2", "gp", "random") and DEFAULT_SAMPLER in SAMPLERS
+    kinds = {"tpe": optuna.samplers.TPESampler, "nsga2": optuna.samplers.NSGAIISampler,
+             "gp": optuna.samplers.GPSampler, "random": optuna.samplers.RandomSampler}
+    for name in SAMPLERS:
+        assert type(make_sampler(name, 0)) is kinds[name]
+    assert make_sampler("tpe", 0)._n_startup_trials == 8
+    assert make_sampler("nsga2", None)._population_size == 10
+    with pytest.raises(ValueError, match="unknown sampler 'cmaes'"):
+        make_sampler("cmaes", 0)
