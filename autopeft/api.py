@@ -28,7 +28,7 @@ __all__ = ["search", "load_study", "front", "select_trial", "export", "train", "
 
 def __getattr__(name: str) -> Any:
     if name == "SearchConfig":
-        from autopeft.search.study import SearchConfig
+        from autopeft.search.config import SearchConfig
 
         return SearchConfig
     raise AttributeError(f"module 'autopeft.api' has no attribute {name!r}")
@@ -48,7 +48,7 @@ def _fields(cls: type) -> set[str]:
 def search_options() -> set[str]:
     """Names ``search`` accepts as options (besides task and model)."""
     from autopeft.runner import DataSettings
-    from autopeft.search.study import SearchConfig
+    from autopeft.search.config import SearchConfig
     from autopeft.train import TrainSettings
 
     return (_fields(SearchConfig) | _fields(TrainSettings) | _fields(DataSettings)) - {"task", "model", "data", "train"}
@@ -65,7 +65,8 @@ def search(task: str, model: str, *, progress: Any = False, **options: Any) -> A
     """
     from autopeft.report.progress import make_reporter
     from autopeft.runner import DataSettings
-    from autopeft.search.study import SearchConfig, run_search
+    from autopeft.search.config import SearchConfig
+    from autopeft.search.study import run_search
     from autopeft.train import TrainSettings
 
     unknown = set(options) - search_options()
