@@ -17,7 +17,6 @@ from autopeft.candidate import Candidate
 from autopeft.checks import plain_name
 from autopeft.errors import UserError
 from autopeft.report.show import Row, rows
-from autopeft.search.storage import mask, open_storage, storage_url
 
 # torch, transformers and the search are imported inside the functions that train, so that
 # reading a study (`autopeft show`, `load_study`, `front`) starts in a fraction of a second.
@@ -82,24 +81,9 @@ def search(task: str, model: str, *, progress: Any = False, **options: Any) -> A
 
 def load_study(name: str, storage: str | None = None) -> Any:
     """An existing study by name (``studies/<name>.db`` unless ``storage`` is given)."""
-    import optuna
+    from autopeft.search.open import open_existing_study
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    url = storage_url(name, storage) if storage else _existing_default(name)
-    try:
-        return optuna.load_study(study_name=name, storage=open_storage(url, create=False))
-    except KeyError:
-        raise UserError(f"no study named {name!r} in {mask(url)}") from None
-
-
-def _existing_default(name: str) -> str:
-    from autopeft.paths import studies_dir
-
-    path = Path(studies_dir()) / f"{plain_name(name)}.db"
-    if not path.is_file():
-        raise UserError(f"no study database {path}; run `autopeft search` first, or pass "
-                        "--storage with the study's URL")
-    return f"sqlite:///{path.resolve()}"
+    return open_existing_study(name, storage)
 
 
 def _study(study: Any, storage: str | None) -> Any:

@@ -19,3 +19,22 @@ def test_make_sampler_builds_each_named_sampler_with_its_settings() -> None:
     assert make_sampler("nsga2", None)._population_size == 10
     with pytest.raises(ValueError, match="unknown sampler 'cmaes'"):
         make_sampler("cmaes", 0)
+
+
+def test_open_existing_study_says_in_one_line_what_is_missing(tmp_path, monkeypatch) -> None:
+    import optuna
+
+    from autopeft.errors import UserError
+    from autopeft.search.open import open_existing_study
+
+    monkeypatch.setenv("AUTOPEFT_STUDIES_DIR", str(tmp_path))
+    with pytest.raises(UserError, match="no study database .*ghost.db; run `autopeft search`"):
+        open_existing_study("ghost")
+    with pytest.raises(UserError, match="study name"):
+        open_existing_study("../ghost")  # names a file under studies/: a plain name only
+    url = f"sqlite:///{tmp_path / 'other.db'}"
+    optuna.create_study(study_name="other", storage=url)
+    with pytest.raises(UserError) as err:
+        open_existing_study("ghost", url)
+    assert str(err.value) == f"no study named 'ghost' in {url}; start it with `autopeft search`"
+    assert open_existing_study("other", url).study_name == "other"

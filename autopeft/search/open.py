@@ -9,7 +9,7 @@ from autopeft.errors import UserError
 from autopeft.results import DIRECTIONS, OBJECTIVES
 from autopeft.search.config import SearchConfig
 from autopeft.search.samplers import make_sampler
-from autopeft.search.storage import mask, open_storage, storage_url
+from autopeft.search.storage import existing_url, mask, open_storage, storage_url
 from autopeft.space import Space
 
 
@@ -49,3 +49,19 @@ def open_study(cfg: SearchConfig, space: Space) -> Any:
         study.set_user_attr(key, value)
     study.set_user_attr("max_trials", cfg.max_trials)  # every worker obeys the cap
     return study
+
+
+def open_existing_study(name: str, storage: str | None = None, heartbeat: int | None = None) -> Any:
+    """The study ``name`` in ``storage`` (None: ``studies/<name>.db``, which must exist), as a
+    reader and a joining worker open it. ``heartbeat``: a worker's seconds between beats
+    (a reader beats nothing)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = existing_url(name, storage)
+    try:
+        return optuna.load_study(study_name=name,
+                                 storage=open_storage(url, create=False, heartbeat=heartbeat))
+    except KeyError:
+        raise UserError(f"no study named {name!r} in {mask(url)}; start it with "
+                        "`autopeft search`") from None

@@ -25,6 +25,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+from autopeft.checks import plain_name
 from autopeft.errors import UserError
 from autopeft.paths import studies_dir
 
@@ -43,6 +44,18 @@ def storage_url(study: str, storage: str | None = None) -> str:
         raise UserError(f"cannot create the studies folder {folder} ({exc.strerror}); make it "
                         "writable or set AUTOPEFT_STUDIES_DIR") from None
     return f"sqlite:///{os.path.abspath(os.path.join(folder, study + '.db'))}"
+
+
+def existing_url(study: str, storage: str | None = None) -> str:
+    """The storage URL of an existing ``study``: ``storage``, else its SQLite file under
+    ``studies/``, which must exist (nothing is created to read a study)."""
+    if storage:
+        return storage
+    path = os.path.join(studies_dir(), f"{plain_name(study)}.db")  # the name is a file name
+    if not os.path.isfile(path):
+        raise UserError(f"no study database {path}; run `autopeft search` first, or pass "
+                        "--storage with the study's URL")
+    return f"sqlite:///{os.path.abspath(path)}"
 
 
 SECRET_KEYS = ("password", "passwd", "pwd", "pass", "sslpassword", "secret", "token", "api_key")

@@ -31,11 +31,11 @@ from autopeft.search.config import SearchConfig
 from autopeft.search.constraints import Limits
 from autopeft.search.loop import run_trials
 from autopeft.search.objective import TrialRunner
-from autopeft.search.open import open_study
+from autopeft.search.open import open_existing_study, open_study
 from autopeft.search.plan import Plan, make_plan, parse_rungs
 from autopeft.search.pruner import make_pruner
 from autopeft.search.samplers import make_sampler
-from autopeft.search.storage import HEARTBEAT_SECONDS, mask, open_storage, storage_url
+from autopeft.search.storage import HEARTBEAT_SECONDS, existing_url, mask, storage_url
 from autopeft.search.refit import refit_front
 from autopeft.search.summary import Scales, record_hypervolume
 from autopeft.search.warmstart import enqueue_recipes, requeue_interrupted
@@ -143,17 +143,9 @@ def run_worker(study_name: str, storage: str | None = None, reporter: Reporter |
 
     Everything (task, model, data, training settings, space, pruner, limits) comes from the
     study, so a worker needs only the study's name and storage URL."""
-    import optuna
-
     reporter = reporter or NullReporter()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    url = storage_url(study_name, storage)
-    try:
-        study = optuna.load_study(study_name=study_name,
-                                  storage=open_storage(url, create=False, heartbeat=heartbeat))
-    except KeyError:
-        raise UserError(f"no study named {study_name!r} in {mask(url)}; start it with "
-                        "`autopeft search`") from None
+    url = existing_url(study_name, storage)
+    study = open_existing_study(study_name, url, heartbeat)
     a = study.user_attrs
     if "space_text" not in a:
         raise UserError(f"study {study_name!r} was not made by this autopeft version's search")
