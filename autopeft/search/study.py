@@ -16,15 +16,17 @@ study). What a result means: ``autopeft/results.py``.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import Any
 
 from autopeft.errors import UserError
 from autopeft.isolation import IsolatedBench
 from autopeft.paths import cache_dir
-from autopeft.protocols import NullReporter, Reporter
+from autopeft.protocols import NullReporter, Reporter, Trainer
 from autopeft.runner import Bench, DataSettings
 from autopeft.search.budget import Budget
 from autopeft.search.config import SearchConfig
@@ -70,16 +72,16 @@ def plan_for(study: Any, cfg: SearchConfig, bench: Bench, budget: Budget) -> Pla
     return plan
 
 
-def prepare(study: Any, cfg: SearchConfig, space: Space, bench: Bench, budget: Budget,
+def prepare(study: Any, cfg: SearchConfig, space: Space, trainer: Trainer, budget: Budget,
             reporter: Reporter, plan: Plan) -> TrialRunner:
     """Resolve the limits, note the hypervolume scales, warm-start a fresh study."""
     from autopeft.build import count_total
     from autopeft.validate import skeleton
 
-    base_params = count_total(bench.base.model)
+    base_params = count_total(trainer.base.model)
     limits = Limits.parse(cfg.max_params, cfg.max_memory, base_params)
     if "hv_scales" not in study.user_attrs:
-        study.set_user_attr("hv_scales", Scales.for_metric(bench.task.metric, base_params).to_dict())
+        study.set_user_attr("hv_scales", Scales.for_metric(trainer.task.metric, base_params).to_dict())
     if "started_at" not in study.user_attrs:
         study.set_user_attr("started_at", time.time())
     if cfg.warm_start and not study.trials:
@@ -89,8 +91,16 @@ def prepare(study: Any, cfg: SearchConfig, space: Space, bench: Bench, budget: B
     elif cfg.warm_start and (names := requeue_interrupted(study)):
         reporter.note(f"warm start: retrying the interrupted recipe(s) {', '.join(names)}")
     noise = float((study.user_attrs.get("noise") or {}).get("rung", 0.0))
-    return TrialRunner(study, bench, skeleton(bench.base.model), make_pruner(cfg.pruner, cfg.eta),
-                       limits, budget, reporter, plan, noise)
+    return TrialRunner(study, trainer, skeleton(trainer.base.model),
+                       make_pruner(cfg.pruner, cfg.eta), limits, budget, reporter, plan, noise)
+
+
+def trainer_for(cfg: SearchConfig, bench: Bench) -> AbstractContextManager[Trainer]:
+    """Where this process's trials train, chosen once: in a child process (``--isolation
+    process``: ended when the ``with`` block ends) or in ``bench`` itself."""
+    if cfg.isolation == "process":
+        return IsolatedBench.around(bench, cfg.model, cfg.data, cache_dir(), cfg.trust_remote_code)
+    return contextlib.nullcontext(bench)
 
 
 def run_search(cfg: SearchConfig, reporter: Reporter | None = None, bench: Bench | None = None) -> Any:
@@ -111,27 +121,23 @@ def run_search(cfg: SearchConfig, reporter: Reporter | None = None, bench: Bench
     # Every worker of this study stops searching at the same time: the refit's share is left.
     left = search_budget.left()
     study.set_user_attr("deadline", None if left is None else time.time() + left)
-    runner = prepare(study, cfg, space, bench, search_budget, reporter, plan)
-    if cfg.isolation == "process":
-        runner.bench = IsolatedBench.around(bench, cfg.model, cfg.data, cache_dir(),
-                                            cfg.trust_remote_code)
     url = storage_url(cfg.study, cfg.storage)
-    reporter.started(study, mask(url), budget, cfg.n_trials)
-    procs = start_workers(cfg.workers - 1, cfg.study, url, cfg.isolation, cfg.heartbeat)
-    try:
-        run_trials(study, None if procs else cfg.n_trials, cfg.max_trials, space, runner,
-                   search_budget, reporter)
-        for proc in procs:  # they stop at the same cap and deadline
-            proc.wait()
-        if (plan.refit_steps > plan.trial_steps or cfg.confirm_seeds) and refit_front(
-                study, runner.bench, plan, cfg.confirm_seeds, budget, reporter):
-            record_hypervolume(study)
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()  # Ctrl-C or an error here: the workers end their trials too
-        if isinstance(runner.bench, IsolatedBench):
-            runner.bench.close()
+    with trainer_for(cfg, bench) as trainer:
+        runner = prepare(study, cfg, space, trainer, search_budget, reporter, plan)
+        reporter.started(study, mask(url), budget, cfg.n_trials)
+        procs = start_workers(cfg.workers - 1, cfg.study, url, cfg.isolation, cfg.heartbeat)
+        try:
+            run_trials(study, None if procs else cfg.n_trials, cfg.max_trials, space, runner,
+                       search_budget, reporter)
+            for proc in procs:  # they stop at the same cap and deadline
+                proc.wait()
+            if (plan.refit_steps > plan.trial_steps or cfg.confirm_seeds) and refit_front(
+                    study, trainer, plan, cfg.confirm_seeds, budget, reporter):
+                record_hypervolume(study)
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.terminate()  # Ctrl-C or an error here: the workers end their trials too
     reporter.finished(study)
     return study
 
@@ -163,14 +169,10 @@ def run_worker(study_name: str, storage: str | None = None, reporter: Reporter |
     space, _ = fit_space(space_from_text(a["space_text"], a["space"]), bench.base.model)
     budget = Budget(seconds_left(study))
     plan = Plan.from_dict(a["plan"])
-    runner = prepare(study, replace(cfg, warm_start=False), space, bench, budget, reporter, plan)
-    if cfg.isolation == "process":
-        runner.bench = IsolatedBench.around(bench, cfg.model, cfg.data, cache_dir())
-    reporter.started(study, mask(url), budget, None)
-    try:
+    with trainer_for(cfg, bench) as trainer:
+        runner = prepare(study, replace(cfg, warm_start=False), space, trainer, budget, reporter,
+                         plan)
+        reporter.started(study, mask(url), budget, None)
         run_trials(study, None, cfg.max_trials, space, runner, budget, reporter)
-    finally:
-        if isinstance(runner.bench, IsolatedBench):
-            runner.bench.close()
     reporter.finished(study)
     return study
