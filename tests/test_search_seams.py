@@ -38,3 +38,34 @@ def test_open_existing_study_says_in_one_line_what_is_missing(tmp_path, monkeypa
         open_existing_study("ghost", url)
     assert str(err.value) == f"no study named 'ghost' in {url}; start it with `autopeft search`"
     assert open_existing_study("other", url).study_name == "other"
+
+
+def test_the_budget_s_search_phase_ends_before_the_whole_and_workers_read_the_same() -> None:
+    import optuna
+
+    from autopeft.search.budget import Budget
+    from autopeft.search.workers import seconds_left
+
+    budget = Budget(100.0, started=1000.0).with_refit_share(0.25)
+    assert (budget.search.end, budget.end) == (1075.0, 1100.0)
+    assert budget.search.started == budget.started == 1000.0
+    now = Budget(600.0).with_refit_share(0.5)
+    assert 299 < now.search.left() <= 300 and 599 < now.left() <= 600
+    assert now.search.fits(200) and not now.search.fits(400) and now.fits(400)
+
+    study = optuna.create_study()
+    now.store(study)
+    worker = Budget.of_study(study.user_attrs)  # what a worker reads: the same deadlines
+    assert worker == now and worker.search.end == study.user_attrs["deadline"]
+    assert abs(seconds_left(study) - now.search.left()) < 1
+    assert Budget.of_study({}).search.left() is None  # no time limit
+    old = Budget.of_study({"deadline": now.search.end})  # a study with only its deadline
+    assert abs(old.search.end - now.search.end) < 1e-6 and old.end == old.search.end
+
+
+def test_no_budget_means_no_deadline_in_any_phase() -> None:
+    from autopeft.search.budget import Budget
+
+    budget = Budget(None).with_refit_share(0.3)
+    assert budget.left() is None and budget.search.left() is None and budget.search.fits(1e9)
+    assert budget.end is None and budget.search.end is None

@@ -41,7 +41,7 @@ from autopeft.search.storage import HEARTBEAT_SECONDS, existing_url, mask, stora
 from autopeft.search.refit import refit_front
 from autopeft.search.summary import Scales, record_hypervolume
 from autopeft.search.warmstart import enqueue_recipes, requeue_interrupted
-from autopeft.search.workers import seconds_left, start_workers
+from autopeft.search.workers import start_workers
 from autopeft.space import Space, load_space, space_from_text
 from autopeft.train import TrainSettings
 from autopeft.validate import fit_space
@@ -117,18 +117,16 @@ def run_search(cfg: SearchConfig, reporter: Reporter | None = None, bench: Bench
         reporter.note(note)
     plan = plan_for(study, cfg, bench, budget)
     reporter.note(plan.describe())
-    search_budget = budget.share(1 - plan.refit_share)
-    # Every worker of this study stops searching at the same time: the refit's share is left.
-    left = search_budget.left()
-    study.set_user_attr("deadline", None if left is None else time.time() + left)
+    budget = budget.with_refit_share(plan.refit_share)
+    budget.store(study)  # every worker of this study stops searching when the refit's share begins
     url = storage_url(cfg.study, cfg.storage)
     with trainer_for(cfg, bench) as trainer:
-        runner = prepare(study, cfg, space, trainer, search_budget, reporter, plan)
+        runner = prepare(study, cfg, space, trainer, budget.search, reporter, plan)
         reporter.started(study, mask(url), budget, cfg.n_trials)
         procs = start_workers(cfg.workers - 1, cfg.study, url, cfg.isolation, cfg.heartbeat)
         try:
             run_trials(study, None if procs else cfg.n_trials, cfg.max_trials, space, runner,
-                       search_budget, reporter)
+                       budget.search, reporter)
             for proc in procs:  # they stop at the same cap and deadline
                 proc.wait()
             if (plan.refit_steps > plan.trial_steps or cfg.confirm_seeds) and refit_front(
@@ -161,18 +159,18 @@ def run_worker(study_name: str, storage: str | None = None, reporter: Reporter |
                        **{k: v for k, v in a["search"].items() if k != "sampler"},
                        isolation=isolation or os.environ.get("AUTOPEFT_ISOLATION", "process"),
                        heartbeat=heartbeat, max_trials=a.get("max_trials"), n_trials=1)
-    if cfg.max_trials is None and a.get("deadline") is None:
+    budget = Budget.of_study(a)
+    if cfg.max_trials is None and budget.search.seconds is None:
         raise UserError(f"study {study_name!r} has neither a trial cap nor a deadline: start it "
                         "with `autopeft search ... --max-trials N` or `--budget`")
     study.sampler = make_sampler(a["search"]["sampler"], None)  # seeds would repeat across workers
     bench = Bench.load(cfg.model, cfg.data, cfg.train, cache_dir(), cfg.trust_remote_code)
     space, _ = fit_space(space_from_text(a["space_text"], a["space"]), bench.base.model)
-    budget = Budget(seconds_left(study))
     plan = Plan.from_dict(a["plan"])
     with trainer_for(cfg, bench) as trainer:
-        runner = prepare(study, replace(cfg, warm_start=False), space, trainer, budget, reporter,
-                         plan)
-        reporter.started(study, mask(url), budget, None)
-        run_trials(study, None, cfg.max_trials, space, runner, budget, reporter)
+        runner = prepare(study, replace(cfg, warm_start=False), space, trainer, budget.search,
+                         reporter, plan)
+        reporter.started(study, mask(url), budget.search, None)
+        run_trials(study, None, cfg.max_trials, space, runner, budget.search, reporter)
     reporter.finished(study)
     return study
