@@ -17,11 +17,12 @@ from autopeft.candidate import Candidate
 from autopeft.checks import plain_name
 from autopeft.errors import UserError
 from autopeft.report.show import Row, rows
+from autopeft.search.storage import HEARTBEAT_SECONDS
 
 # torch, transformers and the search are imported inside the functions that train, so that
 # reading a study (`autopeft show`, `load_study`, `front`) starts in a fraction of a second.
 
-__all__ = ["search", "load_study", "front", "select_trial", "export", "train", "plot", "load",
+__all__ = ["search", "worker", "load_study", "front", "select_trial", "export", "train", "plot", "load",
            "SearchConfig"]
 
 
@@ -77,6 +78,21 @@ def search(task: str, model: str, *, progress: Any = False, **options: Any) -> A
     cfg = SearchConfig(task=task, model=model, data=data, train=train,
                        **{k: v for k, v in pick(SearchConfig).items() if k not in ("task", "model")})
     return run_search(cfg, make_reporter(progress))
+
+
+def worker(study: str, storage: str | None = None, *, progress: Any = False,
+           isolation: str | None = None, heartbeat: int = HEARTBEAT_SECONDS, device: str | None = None) -> Any:
+    """Join the existing study ``study`` (``studies/<study>.db`` unless ``storage`` is given)
+    and run its trials until its trial cap or deadline; returns the Optuna study.
+
+    Task, model, data, space and pruner come from the study. ``progress`` as for ``search``;
+    ``isolation``: ``process`` or ``none`` (default: ``$AUTOPEFT_ISOLATION``, else process);
+    ``heartbeat``: seconds between a running trial's beats; ``device``: this worker's device
+    instead of the study's (``cpu``, ``cuda:N``)."""
+    from autopeft.report.progress import make_reporter
+    from autopeft.search.study import run_worker
+
+    return run_worker(study, storage, make_reporter(progress), isolation, heartbeat, device)
 
 
 def load_study(name: str, storage: str | None = None) -> Any:

@@ -69,3 +69,20 @@ def test_no_budget_means_no_deadline_in_any_phase() -> None:
     budget = Budget(None).with_refit_share(0.3)
     assert budget.left() is None and budget.search.left() is None and budget.search.fits(1e9)
     assert budget.end is None and budget.search.end is None
+
+
+def test_api_worker_checks_the_study_name_and_that_the_study_exists(tmp_path, monkeypatch) -> None:
+    import optuna
+
+    from autopeft import api
+    from autopeft.errors import UserError
+
+    monkeypatch.setenv("AUTOPEFT_STUDIES_DIR", str(tmp_path))
+    with pytest.raises(UserError, match="not a plain name"):
+        api.worker("a/b")  # it would name a file outside studies/
+    with pytest.raises(UserError, match="no study database"):
+        api.worker("ghost")
+    url = f"sqlite:///{tmp_path / 'bare.db'}"
+    optuna.create_study(study_name="bare", storage=url)
+    with pytest.raises(UserError, match="not made by this autopeft version's search"):
+        api.worker("bare", url, isolation="none")
