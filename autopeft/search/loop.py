@@ -9,6 +9,7 @@ import warnings
 from typing import Any
 
 from autopeft.protocols import Reporter
+from autopeft.results import CANDIDATE
 from autopeft.search.budget import Budget
 from autopeft.search.objective import TrialRunner
 from autopeft.search.storage import fail_stale_trials, heartbeat
@@ -46,7 +47,7 @@ def run_trials(study: Any, n_trials: int | None, max_trials: int | None, space: 
         except BaseException:  # e.g. a choice the study never had: leave nothing RUNNING
             study.tell(trial, state=TrialState.FAIL)
             raise
-        trial.set_user_attr("candidate", candidate.to_dict())
+        trial.set_user_attr(CANDIDATE, candidate.to_dict())
         trial.set_user_attr("label", candidate.label)
         trial.set_user_attr("worker", WORKER)
         reporter.trial_started(trial.number, candidate)

@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Protocol
 
+from autopeft.results import PREDICTED_MEMORY, RUNG_SCORES
+
 RUNG_DIRECTIONS = ("maximize", "minimize", "minimize")
 MEDIAN_MIN_PEERS = 2  # median-score waits for this many other trials at the rung
 
@@ -164,10 +166,10 @@ def rung_table(trials: Iterable[Any], step: int) -> list[RungEntry]:
     out = []
     for t in trials:
         a = t.user_attrs
-        score = (a.get("rung_scores") or {}).get(str(step))
+        score = (a.get(RUNG_SCORES) or {}).get(str(step))
         if t.state.name == "FAIL" or score is None or "trainable_params" not in a:
             continue
-        memory = a.get("predicted_memory_bytes", a.get("peak_memory_bytes", 0))
+        memory = a.get(PREDICTED_MEMORY, a.get("peak_memory_bytes", 0))
         out.append(RungEntry(t.number, float(score), float(a["trainable_params"]), float(memory)))
     return out
 

@@ -28,6 +28,7 @@ from typing import Any
 from autopeft.checks import plain_name
 from autopeft.errors import UserError
 from autopeft.paths import studies_dir
+from autopeft.results import FAIL_REASON, INTERRUPTED
 
 HEARTBEAT_SECONDS = 60
 GRACE_BEATS = 3
@@ -177,7 +178,7 @@ def end_trial_failed(study: Any, trial: Any, reason: str) -> bool:
         if state() != TrialState.RUNNING:
             return True
         with contextlib.suppress(Exception):
-            trial.set_user_attr("fail_reason", reason[:500])
+            trial.set_user_attr(FAIL_REASON, reason[:500])
         study.tell(trial, state=TrialState.FAIL)
     with contextlib.suppress(Exception):
         return state() != TrialState.RUNNING
@@ -206,7 +207,7 @@ def heartbeat(study: Any, trial: Any) -> Iterator[None]:
             yield
     except BaseException as exc:
         problem = disk_problem(exc)
-        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else (
+        reason = INTERRUPTED if isinstance(exc, KeyboardInterrupt) else (
             problem or f"{type(exc).__name__}: {exc}")
         end_trial_failed(study, trial, reason)
         if problem:

@@ -17,8 +17,7 @@ import sys
 from typing import Any
 
 from autopeft.search.budget import Budget
-
-OVER_CAP = "over_cap"
+from autopeft.results import OVER_CAP
 
 
 def _slots(trials: list[Any]) -> list[Any]:
