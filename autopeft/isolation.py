@@ -105,6 +105,21 @@ def _serve_until_exit(conn: Any, model: str, data: dict, settings: dict,
         conn.send(reply)
 
 
+class _FromLocal:
+    """An ``IsolatedBench`` attribute answered by its local ``Bench`` (what the search asks
+    before training), so that it is a ``protocols.Trainer`` without imitating all of Bench."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, bench: Any, owner: type | None = None) -> Any:
+        if bench is None:
+            return self
+        if bench._local is None:
+            raise AttributeError(f"an IsolatedBench without a local Bench has no {self.name!r}")
+        return getattr(bench._local, self.name)
+
+
 class IsolatedBench:
     """``Bench.run`` in a child process (started on first use, restarted after a crash).
 
@@ -127,26 +142,10 @@ class IsolatedBench:
                trust_remote_code: bool = False) -> IsolatedBench:
         return cls(model, data, bench.settings, cache_dir, trust_remote_code, local=bench)
 
-    def _from_local(self, name: str) -> Any:
-        if self._local is None:
-            raise AttributeError(f"an IsolatedBench without a local Bench has no {name!r}")
-        return getattr(self._local, name)
-
-    @property
-    def base(self) -> Any:
-        return self._from_local("base")
-
-    @property
-    def task(self) -> Any:
-        return self._from_local("task")
-
-    @property
-    def train_data(self) -> Any:
-        return self._from_local("train_data")
-
-    @property
-    def eval_data(self) -> Any:
-        return self._from_local("eval_data")
+    base = _FromLocal()
+    task = _FromLocal()
+    train_data = _FromLocal()
+    eval_data = _FromLocal()
 
     def __enter__(self) -> IsolatedBench:
         return self
