@@ -10,7 +10,7 @@ from typing import Any
 
 from autopeft.protocols import Reporter
 from autopeft.results import CANDIDATE
-from autopeft.search.budget import Budget
+from autopeft.search.budget import Phase
 from autopeft.search.objective import TrialRunner
 from autopeft.search.storage import fail_stale_trials, heartbeat
 from autopeft.search.summary import record_hypervolume
@@ -21,7 +21,7 @@ WORKER = f"{socket.gethostname()}:{os.getpid()}"  # which process ran a trial
 
 
 def run_trials(study: Any, n_trials: int | None, max_trials: int | None, space: Space,
-               runner: TrialRunner, budget: Budget, reporter: Reporter) -> None:
+               runner: TrialRunner, budget: Phase, reporter: Reporter) -> None:
     """Ask, sample, train, tell: until ``n_trials`` ran here, the study holds ``max_trials``
     (all workers), or the next trial would not fit in the budget."""
     from optuna.trial import TrialState

@@ -28,7 +28,7 @@ from autopeft.protocols import Reporter, Trainer
 from autopeft.results import (CANDIDATE, DUPLICATE_OF, FAIL_REASON, INTERRUPTED, PREDICTED_MEMORY,
                               RUNG_SCORES, STOPPED_BY_BUDGET)
 from autopeft.runner import Fidelity, Outcome
-from autopeft.search.budget import Budget, predict_seconds
+from autopeft.search.budget import Phase, predict_seconds
 from autopeft.search.constraints import Limits, Prediction, predict
 from autopeft.search.plan import Plan
 from autopeft.search.pruner import Pruner, decide_from_storage
@@ -87,7 +87,7 @@ class TrialRunner:
     skeleton: Any  # the base model on the meta device, for predictions
     pruner: Pruner
     limits: Limits
-    budget: Budget
+    budget: Phase  # the search phase: no trial starts, and none trains, past its end
     reporter: Reporter
     plan: Plan
     rung_noise: float = 0.0  # scores at an intermediate rung closer than this are ties

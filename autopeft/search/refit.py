@@ -24,7 +24,7 @@ from autopeft.protocols import Reporter, Trainer
 from autopeft.results import (CANDIDATE, CONFIRM_OF, PREDICTED_MEMORY, Record, front,
                               rank_correlation, record, records)
 from autopeft.runner import Fidelity
-from autopeft.search.budget import Budget
+from autopeft.search.budget import Phase
 from autopeft.search.objective import StopTrial
 from autopeft.search.plan import Plan
 from autopeft.search.summary import scales_of
@@ -55,9 +55,10 @@ def by_promise(members: list[Record], study: Any) -> list[Record]:
     return [members[i] for i in order]
 
 
-def refit_front(study: Any, bench: Trainer, plan: Plan, seeds: int, budget: Budget,
+def refit_front(study: Any, bench: Trainer, plan: Plan, seeds: int, budget: Phase,
                 reporter: Reporter) -> int:
-    """Refit the search front's members (see the module docstring); returns how many."""
+    """Refit the search front's members (see the module docstring) until ``budget`` (the
+    whole budget: the refit has its last share) ends; returns how many."""
     done: set[int] = {r.refit_of for r in records(study.get_trials(deepcopy=False))
                       if r.refit_of is not None}
     refitted = 0
@@ -83,7 +84,7 @@ def refit_front(study: Any, bench: Trainer, plan: Plan, seeds: int, budget: Budg
     return refitted
 
 
-def _runs(member: Record, bench: Trainer, plan: Plan, seeds: int, budget: Budget,
+def _runs(member: Record, bench: Trainer, plan: Plan, seeds: int, budget: Phase,
           reporter: Reporter) -> list[dict[str, Any]]:
     base = Candidate.from_dict(member.candidate)
     runs = []
@@ -128,7 +129,7 @@ def _add_refit(study: Any, original: Any, member: Record, runs: list[dict[str, A
     return trial
 
 
-def _train(bench: Trainer, candidate: Candidate, plan: Plan, budget: Budget) -> dict[str, Any] | None:
+def _train(bench: Trainer, candidate: Candidate, plan: Plan, budget: Phase) -> dict[str, Any] | None:
     """One run at the refit's fidelity; None if the budget ended during it (or it failed)."""
     def on_step(step: int, total: int, loss: float) -> None:
         if budget.left() == 0:

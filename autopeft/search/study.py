@@ -28,7 +28,7 @@ from autopeft.isolation import IsolatedBench
 from autopeft.paths import cache_dir
 from autopeft.protocols import NullReporter, Reporter, Trainer
 from autopeft.runner import Bench, DataSettings
-from autopeft.search.budget import Budget
+from autopeft.search.budget import Budget, Phase
 from autopeft.search.config import SearchConfig
 from autopeft.search.constraints import Limits
 from autopeft.search.loop import run_trials
@@ -72,7 +72,7 @@ def plan_for(study: Any, cfg: SearchConfig, bench: Bench, budget: Budget) -> Pla
     return plan
 
 
-def prepare(study: Any, cfg: SearchConfig, space: Space, trainer: Trainer, budget: Budget,
+def prepare(study: Any, cfg: SearchConfig, space: Space, trainer: Trainer, budget: Phase,
             reporter: Reporter, plan: Plan) -> TrialRunner:
     """Resolve the limits, note the hypervolume scales, warm-start a fresh study."""
     from autopeft.build import count_total
