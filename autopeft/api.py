@@ -15,18 +15,18 @@ from typing import Any
 from autopeft.checks import plain_name
 from autopeft.errors import UserError
 from autopeft.report.show import Row, rows
-from autopeft.search.storage import mask, open_storage, storage_url
+from autopeft.search.storage import HEARTBEAT_SECONDS
 
 # torch, transformers and the search are imported inside the functions that train, so that
 # reading a study (`autopeft show`, `load_study`, `front`) starts in a fraction of a second.
 
-__all__ = ["search", "load_study", "front", "select_trial", "export", "train", "plot", "load",
+__all__ = ["search", "worker", "load_study", "front", "select_trial", "export", "train", "plot", "load",
            "SearchConfig"]
 
 
 def __getattr__(name: str) -> Any:
     if name == "SearchConfig":
-        from autopeft.search.study import SearchConfig
+        from autopeft.search.config import SearchConfig
 
         return SearchConfig
     raise AttributeError(f"module 'autopeft.api' has no attribute {name!r}")
@@ -46,7 +46,7 @@ def _fields(cls: type) -> set[str]:
 def search_options() -> set[str]:
     """Names ``search`` accepts as options (besides task and model)."""
     from autopeft.runner import DataSettings
-    from autopeft.search.study import SearchConfig
+    from autopeft.search.config import SearchConfig
     from autopeft.train import TrainSettings
 
     return (_fields(SearchConfig) | _fields(TrainSettings) | _fields(DataSettings)) - {"task", "model", "data", "train"}
@@ -63,7 +63,8 @@ def search(task: str, model: str, *, progress: Any = False, **options: Any) -> A
     """
     from autopeft.report.progress import make_reporter
     from autopeft.runner import DataSettings
-    from autopeft.search.study import SearchConfig, run_search
+    from autopeft.search.config import SearchConfig
+    from autopeft.search.study import run_search
     from autopeft.train import TrainSettings
 
     unknown = set(options) - search_options()
@@ -77,26 +78,26 @@ def search(task: str, model: str, *, progress: Any = False, **options: Any) -> A
     return run_search(cfg, make_reporter(progress))
 
 
+def worker(study: str, storage: str | None = None, *, progress: Any = False,
+           isolation: str | None = None, heartbeat: int = HEARTBEAT_SECONDS, device: str | None = None) -> Any:
+    """Join the existing study ``study`` (``studies/<study>.db`` unless ``storage`` is given)
+    and run its trials until its trial cap or deadline; returns the Optuna study.
+
+    Task, model, data, space and pruner come from the study. ``progress`` as for ``search``;
+    ``isolation``: ``process`` or ``none`` (default: ``$AUTOPEFT_ISOLATION``, else process);
+    ``heartbeat``: seconds between a running trial's beats; ``device``: this worker's device
+    instead of the study's (``cpu``, ``cuda:N``)."""
+    from autopeft.report.progress import make_reporter
+    from autopeft.search.study import run_worker
+
+    return run_worker(study, storage, make_reporter(progress), isolation, heartbeat, device)
+
+
 def load_study(name: str, storage: str | None = None) -> Any:
     """An existing study by name (``studies/<name>.db`` unless ``storage`` is given)."""
-    import optuna
+    from autopeft.search.open import open_existing_study
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    url = storage_url(name, storage) if storage else _existing_default(name)
-    try:
-        return optuna.load_study(study_name=name, storage=open_storage(url, create=False))
-    except KeyError:
-        raise UserError(f"no study named {name!r} in {mask(url)}") from None
-
-
-def _existing_default(name: str) -> str:
-    from autopeft.paths import studies_dir
-
-    path = Path(studies_dir()) / f"{plain_name(name)}.db"
-    if not path.is_file():
-        raise UserError(f"no study database {path}; run `autopeft search` first, or pass "
-                        "--storage with the study's URL")
-    return f"sqlite:///{path.resolve()}"
+    return open_existing_study(name, storage)
 
 
 def _study(study: Any, storage: str | None) -> Any:

@@ -278,15 +278,11 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from autopeft.checks import plain_name
-    from autopeft.report.progress import make_reporter
-    from autopeft.search.study import run_worker
+    from autopeft import api
 
-    if not args.storage:
-        plain_name(args.study)  # it names the file studies/<study>.db
     progress = "json" if args.json_log else not args.quiet
-    run_worker(args.study, args.storage, make_reporter(progress), args.isolation, args.heartbeat,
-               args.device)
+    api.worker(args.study, args.storage, progress=progress, isolation=args.isolation,
+               heartbeat=args.heartbeat, device=args.device)
     return 0
 
 

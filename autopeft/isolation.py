@@ -25,6 +25,7 @@ import torch
 
 from autopeft.candidate import Candidate
 from autopeft.errors import UserError
+from autopeft.protocols import Trainer
 from autopeft.runner import DataSettings, Fidelity, Outcome
 from autopeft.train import Diverged, TrainResult, TrainSettings
 
@@ -104,31 +105,53 @@ def _serve_until_exit(conn: Any, model: str, data: dict, settings: dict,
         conn.send(reply)
 
 
+class _FromLocal:
+    """An ``IsolatedBench`` attribute answered by its local ``Bench`` (what the search asks
+    before training), so that it is a ``protocols.Trainer`` without imitating all of Bench."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, bench: Any, owner: type | None = None) -> Any:
+        if bench is None:
+            return self
+        if bench._local is None:
+            raise AttributeError(f"an IsolatedBench without a local Bench has no {self.name!r}")
+        return getattr(bench._local, self.name)
+
+
 class IsolatedBench:
     """``Bench.run`` in a child process (started on first use, restarted after a crash).
 
-    ``local`` (optional) is this process's own ``Bench`` of the same model and data: its
-    attributes (``base``, ``task``, ``train_data``, ``settings``...) answer the questions the
-    search asks before training (predictions, step counts)."""
+    ``local`` (optional) is this process's own ``Bench`` of the same model and data: it
+    answers the questions the search asks before training (``base``, ``task``,
+    ``train_data``, ``eval_data``: predictions, step counts). Use it in a ``with`` block,
+    which ends the child on leaving."""
 
     def __init__(self, model: str, data: DataSettings, settings: TrainSettings,
                  cache_dir: str | None = None, trust_remote_code: bool = False,
-                 local: Any = None):
+                 local: Trainer | None = None):
         self._args = (model, asdict(data), asdict(settings), cache_dir, trust_remote_code)
         self._proc: Any = None
         self._conn: Any = None
         self._local = local
+        self.settings = settings
 
     @classmethod
-    def around(cls, bench: Any, model: str, data: DataSettings, cache_dir: str | None,
+    def around(cls, bench: Trainer, model: str, data: DataSettings, cache_dir: str | None,
                trust_remote_code: bool = False) -> IsolatedBench:
         return cls(model, data, bench.settings, cache_dir, trust_remote_code, local=bench)
 
-    def __getattr__(self, name: str) -> Any:
-        local = self.__dict__.get("_local")
-        if local is None:
-            raise AttributeError(name)
-        return getattr(local, name)
+    base = _FromLocal()
+    task = _FromLocal()
+    train_data = _FromLocal()
+    eval_data = _FromLocal()
+
+    def __enter__(self) -> IsolatedBench:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def start(self) -> None:
         ctx = mp.get_context("spawn")  # fork is unsafe once torch's thread pools exist

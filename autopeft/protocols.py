@@ -32,11 +32,16 @@ class Trainer(Protocol):
     ``isolation.IsolatedBench`` in a child process. ``base``, ``task``, ``train_data``,
     ``eval_data`` and ``settings`` answer the questions asked before training."""
 
-    base: Any
-    task: Any
-    train_data: Any
-    eval_data: Any
-    settings: Any
+    @property
+    def base(self) -> Any: ...
+    @property
+    def task(self) -> Any: ...
+    @property
+    def train_data(self) -> Any: ...
+    @property
+    def eval_data(self) -> Any: ...
+    @property
+    def settings(self) -> Any: ...
 
     def run(self, candidate: Any, on_step: Callable[[int, int, float], None] | None = None,
             eval_at: Sequence[int] = (), on_eval: Callable[[int, float], None] | None = None,

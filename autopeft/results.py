@@ -41,6 +41,19 @@ OBJECTIVES = ("score", "trainable_params", "peak_memory_bytes")
 SEED_NOISE = {"rung": 0.028, "final": 0.006}
 PROPORTIONS = ("accuracy",)
 
+# Trial user attributes whose meaning the search's own decisions read back too (duplicates,
+# rung tables, retried recipes, the cap): one spelling, here. The search writes them.
+CANDIDATE = "candidate"  # the Candidate as a dict
+RUNG_SCORES = "rung_scores"  # {"step": score} as soon as each rung is scored
+PREDICTED_MEMORY = "predicted_memory_bytes"  # the lower bound, before training
+DUPLICATE_OF = "duplicate_of"  # the trial it repeats: not trained again
+STOPPED_BY_BUDGET = "stopped_by_budget"
+FAIL_REASON = "fail_reason"
+INTERRUPTED = "interrupted"  # the fail reason of a trial ended by Ctrl-C or SIGTERM
+WARM_START = "warm_start"  # the recipe's name
+CONFIRM_OF = "confirm_of"  # a refit trial: the search trial it re-trains
+OVER_CAP = "over_cap"  # a worker's trial past the study's cap, never trained
+
 
 @dataclass
 class Record:
@@ -101,11 +114,11 @@ def _seeds(attrs: dict[str, Any]) -> tuple[int | None, float | None, float | Non
 def _note(attrs: dict[str, Any], superseded_by: int | None) -> str:
     if superseded_by is not None:
         return f"re-trained by the refit as trial {superseded_by}"
-    if "confirm_of" in attrs:
-        return f"refit of trial {attrs['confirm_of']}"
-    if attrs.get("duplicate_of") is not None:
-        return f"same candidate as trial {attrs['duplicate_of']}: not trained again"
-    for key in ("fail_reason", "prune_reason", "infeasible_reason"):
+    if CONFIRM_OF in attrs:
+        return f"refit of trial {attrs[CONFIRM_OF]}"
+    if attrs.get(DUPLICATE_OF) is not None:
+        return f"same candidate as trial {attrs[DUPLICATE_OF]}: not trained again"
+    for key in (FAIL_REASON, "prune_reason", "infeasible_reason"):
         if attrs.get(key):
             return str(attrs[key])
     return ""
@@ -115,9 +128,9 @@ def record(trial: Any, superseded_by: int | None = None) -> Record:
     """What one trial's result means (see the module docstring)."""
     a = trial.user_attrs
     state = trial.state.name
-    rungs = {int(k): float(v) for k, v in (a.get("rung_scores") or {}).items()}
+    rungs = {int(k): float(v) for k, v in (a.get(RUNG_SCORES) or {}).items()}
     r = Record(number=trial.number, state=state, label=a.get("label", "?"),
-               candidate=a.get("candidate", {}), score=None,
+               candidate=a.get(CANDIDATE, {}), score=None,
                trainable_params=a.get("trainable_params"), peak_memory_bytes=None,
                feasible=feasible(trial), trainable_fraction=a.get("trainable_fraction"),
                wall_seconds=a.get("wall_seconds"), rung_scores=rungs,
@@ -127,24 +140,24 @@ def record(trial: Any, superseded_by: int | None = None) -> Record:
         r.trainable_params, r.peak_memory_bytes = int(params), int(memory)
         r.steps = a.get("steps")
         r.seeds, r.score_mean, r.score_std = _seeds(a)
-        if "confirm_of" in a:
-            r.fidelity, r.refit_of = "refit", int(a["confirm_of"])
+        if CONFIRM_OF in a:
+            r.fidelity, r.refit_of = "refit", int(a[CONFIRM_OF])
             r.search_score = a.get("search_score")
             r.steps = a.get("refit_steps", r.steps)
         else:
             r.fidelity = "search"
-    elif state == "PRUNED" and rungs and a.get("duplicate_of") is None:
+    elif state == "PRUNED" and rungs and a.get(DUPLICATE_OF) is None:
         last = max(rungs)
         r.score, r.steps, r.fidelity = rungs[last], last, "provisional"
-        r.peak_memory_bytes = a.get("peak_memory_bytes") or a.get("predicted_memory_bytes")
+        r.peak_memory_bytes = a.get("peak_memory_bytes") or a.get(PREDICTED_MEMORY)
     return r
 
 
 def records(trials: Iterable[Any]) -> list[Record]:
     """Every trial of a study as a record, in trial order. WAITING trials (queued, never
     started) and a worker's trial past the study's cap (never trained) are left out."""
-    trials = [t for t in trials if t.state.name != "WAITING" and not t.user_attrs.get("over_cap")]
-    refit_as = {t.user_attrs["confirm_of"]: t.number for t in trials if "confirm_of" in t.user_attrs}
+    trials = [t for t in trials if t.state.name != "WAITING" and not t.user_attrs.get(OVER_CAP)]
+    refit_as = {t.user_attrs[CONFIRM_OF]: t.number for t in trials if CONFIRM_OF in t.user_attrs}
     return [record(t, refit_as.get(t.number)) for t in trials]
 
 

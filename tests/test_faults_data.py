@@ -235,12 +235,12 @@ def test_disk_full_mid_trial_fails_it_and_stops_cleanly(workdir, tiny_model, tin
 
 def test_disk_full_between_trials_is_one_line(workdir, tiny_model, tiny_data, monkeypatch,
                                               capsys) -> None:
-    import autopeft.search.study as study_mod
+    import autopeft.search.loop as loop_mod
 
     def full(study: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(study_mod, "record_hypervolume", full)
+    monkeypatch.setattr(loop_mod, "record_hypervolume", full)
     msg = one_line_error(capsys, sst2(tiny_model, tiny_data, workdir, "--n-trials", "2",
                                       "--quiet", "--no-warm-start"))
     assert "No space left on device" in msg

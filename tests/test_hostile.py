@@ -45,7 +45,7 @@ def fake_study(name: str, model: Path, data: Path, storage: str | None = None) -
     """A study with one complete LoRA trial, written straight through Optuna (no training)."""
     import optuna
 
-    from autopeft.search.study import DIRECTIONS
+    from autopeft.results import DIRECTIONS
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     Path("studies").mkdir(exist_ok=True)
@@ -157,7 +157,7 @@ def test_progress_lines_escape_the_study_name(workdir: Path, tiny_model: Path,
 
 
 def test_default_study_name_of_own_data_is_plain(workdir: Path) -> None:
-    from autopeft.search.study import SearchConfig
+    from autopeft.search.config import SearchConfig
 
     (workdir / "d").mkdir()
     (workdir / "d" / "x.csv").write_text("text,label\na,1\nb,0\n")
@@ -278,7 +278,7 @@ def test_cuda_without_cuda_is_refused_up_front(workdir: Path, tiny_model: Path, 
 
 def test_budget_definitions() -> None:
     from autopeft.search.budget import parse_duration
-    from autopeft.search.study import SearchConfig
+    from autopeft.search.config import SearchConfig
 
     assert parse_duration("5") == 300  # a bare number is minutes
     assert parse_duration("99999h") == 99999 * 3600

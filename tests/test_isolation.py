@@ -71,3 +71,20 @@ def test_a_callback_that_raises_stops_the_childs_trial(isolated) -> None:
     with pytest.raises(Pruned):
         isolated.run(Candidate([MethodSpec("bitfit")], 1e-3), eval_at=[1], on_eval=prune)
     assert isolated.run(Candidate([MethodSpec("bitfit")], 1e-3)).result.steps == 3
+
+
+def test_used_as_a_context_manager_it_answers_from_the_local_bench_and_ends_the_child(
+        tiny_model: Path, tiny_data: Path, tmp_path: Path) -> None:
+    data = DataSettings("sst2", str(tiny_data), **DATA)
+    alone = IsolatedBench(str(tiny_model), data, SETTINGS)
+    assert alone.settings == SETTINGS
+    with pytest.raises(AttributeError, match="without a local Bench has no 'base'"):
+        alone.base
+    local = Bench.load(str(tiny_model), data, SETTINGS)
+    with IsolatedBench.around(local, str(tiny_model), data, str(tmp_path)) as bench:
+        assert bench.base is local.base and bench.task is local.task
+        assert bench.train_data is local.train_data and bench.eval_data is local.eval_data
+        assert bench.run(Candidate([MethodSpec("bitfit")], 1e-3)).trainable > 0
+        proc = bench._proc
+        assert proc.is_alive()
+    assert bench._proc is None and not proc.is_alive()

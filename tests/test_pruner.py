@@ -134,3 +134,30 @@ def test_two_processes_on_one_sqlite_study_decide_alike(tmp_path: Path) -> None:
     assert len(outs[0]) == 2 * (12 + 6)
     kept = [k for k, v in outs[0].items() if k.startswith("mo-asha/") and k.endswith("/3") and v[0]]
     assert 0 < len(kept) < 12  # the decisions do something
+
+
+def test_each_pruner_object_decides_like_its_function() -> None:
+    from autopeft.search.pruner import MedianScore, MoAsha, NoPruner
+
+    table = [E(0, 0.90), E(1, 0.80), E(2, 0.70)]
+    assert NoPruner().decide(table, 2).keep and not NoPruner().prunes
+    assert MoAsha(eta=3).decide(table, 0) == mo_asha(table, 0, 3)
+    assert not MoAsha(eta=3).decide(table, 1).keep  # 3 // 3 = 1 goes on: the best
+    assert MoAsha(eta=2).decide(table, 0).allowed == 1
+    close = [E(0, 0.90), E(1, 0.89), E(2, 0.5)]
+    assert not MoAsha().decide(close, 1).keep  # 0.89 < 0.90 at the same cost
+    assert MoAsha().decide(close, 1, score_noise=0.05).keep  # inside the noise: a tie
+    assert not MedianScore().decide(table, 2).keep
+    assert MedianScore(min_peers=3).decide(table, 2).keep  # two peers: too few to judge
+
+
+def test_make_pruner_names_are_the_cli_choices() -> None:
+    import pytest
+
+    from autopeft.search.pruner import PRUNERS, MoAsha, make_pruner
+
+    assert PRUNERS == ("none", "mo-asha", "median-score")
+    assert [make_pruner(n).name for n in PRUNERS] == list(PRUNERS)
+    assert make_pruner("mo-asha", eta=4) == MoAsha(4)
+    with pytest.raises(ValueError, match="unknown pruner 'asha'"):
+        make_pruner("asha")

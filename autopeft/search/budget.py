@@ -1,12 +1,18 @@
-"""Wall-clock budgets: parse ``30m`` / ``4h`` / ``1h30m`` and decide whether a trial fits."""
+"""Wall-clock budgets: parse ``30m`` / ``4h`` / ``1h30m``, the deadlines of a search's phases,
+and whether a trial fits.
+
+One ``Budget`` feeds every deadline: the whole budget (model loading, search, refit) and its
+search phase (the first ``1 - refit_share`` of it). Times are wall-clock (``time.time()``),
+so the search stores its budget in the study (``store``) and every worker reads the same
+deadlines back (``Budget.of_study``): all stop searching when the refit's share begins."""
 from __future__ import annotations
 
 import math
 import re
 import statistics
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from autopeft.errors import UserError
@@ -35,19 +41,19 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-@dataclass
-class Budget:
-    """A deadline for the whole search (None: no time limit)."""
+@dataclass(frozen=True)
+class Phase:
+    """``seconds`` of wall-clock time from ``started`` (None: no time limit)."""
 
     seconds: float | None
-    started: float = field(default_factory=time.monotonic)
+    started: float = field(default_factory=time.time)
 
-    def share(self, fraction: float) -> Budget:
-        """The first ``fraction`` of this budget (same start): a phase's own deadline."""
-        return Budget(None if self.seconds is None else self.seconds * fraction, self.started)
+    @property
+    def end(self) -> float | None:
+        return None if self.seconds is None else self.started + self.seconds
 
     def elapsed(self) -> float:
-        return time.monotonic() - self.started
+        return time.time() - self.started
 
     def left(self) -> float | None:
         return None if self.seconds is None else max(0.0, self.seconds - self.elapsed())
@@ -58,6 +64,40 @@ class Budget:
         if left is None:
             return True
         return left > 0 and (predicted_trial_seconds is None or predicted_trial_seconds <= left)
+
+
+@dataclass(frozen=True)
+class Budget(Phase):
+    """The whole budget of a search (a ``Phase``: the refit ends with it) and ``search``,
+    its first ``1 - refit_share``: the phase in which trials start, in every worker."""
+
+    refit_share: float = 0.0
+
+    @property
+    def search(self) -> Phase:
+        seconds = None if self.seconds is None else self.seconds * (1 - self.refit_share)
+        return Phase(seconds, self.started)
+
+    def with_refit_share(self, share: float) -> Budget:
+        return replace(self, refit_share=share)
+
+    def store(self, study: Any) -> None:
+        """Into the study, for its workers. ``deadline`` (the search phase's end) is what
+        workers of earlier versions read."""
+        study.set_user_attr("budget", {"seconds": self.seconds, "started": self.started,
+                                       "refit_share": self.refit_share})
+        study.set_user_attr("deadline", self.search.end)
+
+    @classmethod
+    def of_study(cls, attrs: Mapping[str, Any]) -> Budget:
+        """The budget a search stored in a study's ``attrs``; from only a ``deadline``, the
+        time until it, all of it search (None, or neither: no time limit)."""
+        raw = attrs.get("budget")
+        if raw:
+            return cls(raw["seconds"], raw["started"], raw["refit_share"])
+        deadline = attrs.get("deadline")
+        now = time.time()
+        return cls(None if deadline is None else max(0.0, deadline - now), now)
 
 
 def predict_seconds(attrs: Iterable[dict[str, Any]], steps: int) -> float | None:

@@ -25,11 +25,13 @@ from typing import Any
 
 from autopeft.candidate import Candidate
 from autopeft.protocols import Reporter, Trainer
+from autopeft.results import (CANDIDATE, DUPLICATE_OF, FAIL_REASON, INTERRUPTED, PREDICTED_MEMORY,
+                              RUNG_SCORES, STOPPED_BY_BUDGET)
 from autopeft.runner import Fidelity, Outcome
-from autopeft.search.budget import Budget, predict_seconds
+from autopeft.search.budget import Phase, predict_seconds
 from autopeft.search.constraints import Limits, Prediction, predict
 from autopeft.search.plan import Plan
-from autopeft.search.pruner import decide_from_storage
+from autopeft.search.pruner import Pruner, decide_from_storage
 from autopeft.search.storage import disk_problem
 
 
@@ -70,7 +72,7 @@ def record(trial: Any, outcome: Outcome) -> None:
         "trainable_fraction": outcome.trainable / max(1, outcome.total),
         "peak_memory_bytes": r.peak_memory, "memory_method": r.memory_method,
         "wall_seconds": round(r.seconds, 3), "steps": r.steps, "samples": r.samples,
-        "final_loss": r.final_loss, "rung_scores": {str(k): v for k, v in r.rung_scores.items()},
+        "final_loss": r.final_loss, RUNG_SCORES: {str(k): v for k, v in r.rung_scores.items()},
         "metrics": r.metrics,
     }.items():
         trial.set_user_attr(key, value)
@@ -83,10 +85,9 @@ class TrialRunner:
     study: Any
     bench: Trainer  # runner.Bench, or isolation.IsolatedBench (a child process)
     skeleton: Any  # the base model on the meta device, for predictions
-    pruner: str
-    eta: int
+    pruner: Pruner
     limits: Limits
-    budget: Budget
+    budget: Phase  # the search phase: no trial starts, and none trains, past its end
     reporter: Reporter
     plan: Plan
     rung_noise: float = 0.0  # scores at an intermediate rung closer than this are ties
@@ -94,7 +95,7 @@ class TrialRunner:
     @property
     def rungs(self) -> list[int]:
         # Without a pruner nothing is decided at rungs: score once, at the end.
-        return [self.plan.trial_steps] if self.pruner == "none" else list(self.plan.rungs)
+        return list(self.plan.rungs) if self.pruner.prunes else [self.plan.trial_steps]
 
     @property
     def fidelity(self) -> Fidelity:
@@ -114,11 +115,11 @@ class TrialRunner:
         mine = candidate.to_dict()
         for t in self.study.get_trials(deepcopy=False):
             a = t.user_attrs
-            if t.number == trial.number or a.get("candidate") != mine or a.get("duplicate_of") is not None:
+            if t.number == trial.number or a.get(CANDIDATE) != mine or a.get(DUPLICATE_OF) is not None:
                 continue
             # Two processes that drew the same candidate at once: the later trial gives way.
             if t.state.name == "COMPLETE" or (t.state.name == "RUNNING" and t.number < trial.number) or (
-                    t.state.name == "PRUNED" and not a.get("stopped_by_budget")):
+                    t.state.name == "PRUNED" and not a.get(STOPPED_BY_BUDGET)):
                 return t.number
         return None
 
@@ -138,7 +139,7 @@ class TrialRunner:
                            "stored_params": pred.trainable_params,
                            "total_params": pred.total_params,
                            "trainable_fraction": pred.trainable_params / max(1, pred.total_params),
-                           "predicted_memory_bytes": pred.memory_bytes}.items():
+                           PREDICTED_MEMORY: pred.memory_bytes}.items():
             trial.set_user_attr(key, value)
         broken = self.limits.violations(pred.trainable_params, pred.memory_bytes,
                                         "predicted memory (lower bound)")
@@ -160,16 +161,16 @@ class TrialRunner:
 
         def on_eval(step: int, score: float) -> None:
             scores[str(step)] = score
-            trial.set_user_attr("rung_scores", dict(scores))  # other workers see it now
+            trial.set_user_attr(RUNG_SCORES, dict(scores))  # other workers see it now
             self.reporter.rung(trial.number, step, score)
-            if step >= rungs[-1] or self.pruner == "none":
+            if step >= rungs[-1] or not self.pruner.prunes:
                 return
-            decision = decide_from_storage(self.study, self.pruner, trial.number, step, self.eta,
-                                           self.rung_noise)
+            decision = decide_from_storage(self.study, self.pruner, trial.number, step,
+                                           score_noise=self.rung_noise)
             decisions[str(step)] = decision.to_dict()
             trial.set_user_attr("rung_decisions", dict(decisions))
             if not decision.keep:
-                raise StopTrial(f"{self.pruner} at step {step}: {decision.reason}",
+                raise StopTrial(f"{self.pruner.name} at step {step}: {decision.reason}",
                                 rungs.index(step) + 1, step)
 
         start = time.perf_counter()
@@ -179,7 +180,7 @@ class TrialRunner:
         except StopTrial as stop:
             return self._stopped(trial, pred, stop, time.perf_counter() - start)
         except KeyboardInterrupt:
-            self._fail(trial, "interrupted")
+            self._fail(trial, INTERRUPTED)
             raise
         except Exception as exc:  # a bad candidate fails alone; the study goes on
             if disk_problem(exc):  # not the candidate's fault: storage.heartbeat ends the search
@@ -203,7 +204,7 @@ class TrialRunner:
         that already ran out is not tried blindly again."""
         if self.limits.max_memory_bytes is not None:
             return []
-        floors = [t.user_attrs.get("predicted_memory_bytes") for t in
+        floors = [t.user_attrs.get(PREDICTED_MEMORY) for t in
                   self.study.get_trials(deepcopy=False) if t.user_attrs.get("out_of_memory")]
         floors = [f for f in floors if f]
         if floors and predicted_memory >= min(floors):
@@ -219,7 +220,7 @@ class TrialRunner:
     def _fail(self, trial: Any, reason: str) -> str:
         from optuna.trial import TrialState
 
-        trial.set_user_attr("fail_reason", reason)
+        trial.set_user_attr(FAIL_REASON, reason)
         self.study.tell(trial, state=TrialState.FAIL)
         self.reporter.trial_failed(trial.number, reason)
         return TrialState.FAIL.name
@@ -228,7 +229,7 @@ class TrialRunner:
         from optuna.trial import TrialState
 
         reason = f"same candidate as trial {same}: not trained again"
-        trial.set_user_attr("duplicate_of", same)
+        trial.set_user_attr(DUPLICATE_OF, same)
         trial.set_user_attr("prune_reason", reason)
         self.study.tell(trial, state=TrialState.PRUNED)
         self.reporter.trial_pruned(trial.number, reason)
@@ -250,7 +251,7 @@ class TrialRunner:
 
         self._constrain(trial, pred.trainable_params, pred.memory_bytes)
         for key, value in {"pruned_at_rung": stop.rung, "pruned_at_step": stop.step,
-                           "prune_reason": stop.reason, "stopped_by_budget": stop.by_budget,
+                           "prune_reason": stop.reason, STOPPED_BY_BUDGET: stop.by_budget,
                            "steps": stop.step, "wall_seconds": round(seconds, 3),
                            "samples": stop.step * self.bench.settings.batch_size
                            * self.bench.settings.grad_accum}.items():

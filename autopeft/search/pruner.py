@@ -11,17 +11,18 @@ cut just because an expensive one scores higher.
 The rung tables are read from the storage (every trial's ``rung_scores`` user attribute,
 written as soon as the rung is scored), never from process memory: several workers on one
 storage take the same decision from the same trials. The decision functions are pure and
-take hand-made tables.
+take hand-made tables. Each pruner is a small object (``Pruner``: a ``name`` and a ``decide``);
+``make_pruner`` builds one by the name the CLI offers (``PRUNERS``).
 """
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
+from autopeft.results import PREDICTED_MEMORY, RUNG_SCORES
 
-PRUNERS = ("none", "mo-asha", "median-score")
 RUNG_DIRECTIONS = ("maximize", "minimize", "minimize")
 MEDIAN_MIN_PEERS = 2  # median-score waits for this many other trials at the rung
 
@@ -95,15 +96,68 @@ def median_score(table: Sequence[RungEntry], number: int,
     return Decision(keep, why, sum(1 for s in others if s > mine.score), len(table), len(table))
 
 
+class Pruner(Protocol):
+    """What decides at a rung: keep trial ``number`` going, or stop it (``prunes`` False:
+    nothing is decided at rungs, so a trial is scored once, at its end)."""
+
+    name: str
+    prunes: bool
+
+    def decide(self, table: Sequence[RungEntry], number: int,
+               score_noise: float = 0.0) -> Decision: ...
+
+
+@dataclass(frozen=True)
+class NoPruner:
+    name: ClassVar[str] = "none"
+    prunes: ClassVar[bool] = False
+
+    def decide(self, table: Sequence[RungEntry], number: int,
+               score_noise: float = 0.0) -> Decision:
+        return Decision(True, "no pruner")
+
+
+@dataclass(frozen=True)
+class MoAsha:
+    eta: int = 3
+    name: ClassVar[str] = "mo-asha"
+    prunes: ClassVar[bool] = True
+
+    def decide(self, table: Sequence[RungEntry], number: int,
+               score_noise: float = 0.0) -> Decision:
+        return mo_asha(table, number, self.eta, score_noise)
+
+
+@dataclass(frozen=True)
+class MedianScore:
+    min_peers: int = MEDIAN_MIN_PEERS
+    name: ClassVar[str] = "median-score"
+    prunes: ClassVar[bool] = True
+
+    def decide(self, table: Sequence[RungEntry], number: int,
+               score_noise: float = 0.0) -> Decision:
+        return median_score(table, number, self.min_peers)  # score alone: no noise, no eta
+
+
+# name -> factory taking the study's eta; the order is the CLI's.
+FACTORIES: dict[str, Callable[[int], Pruner]] = {
+    NoPruner.name: lambda eta: NoPruner(),
+    MoAsha.name: MoAsha,
+    MedianScore.name: lambda eta: MedianScore(),
+}
+PRUNERS = tuple(FACTORIES)
+
+
+def make_pruner(name: str, eta: int = 3) -> Pruner:
+    if name not in FACTORIES:
+        raise ValueError(f"unknown pruner {name!r}; choose one of {', '.join(PRUNERS)}")
+    return FACTORIES[name](eta)
+
+
 def decide(pruner: str, table: Sequence[RungEntry], number: int, eta: int = 3,
            score_noise: float = 0.0) -> Decision:
-    if pruner == "none":
-        return Decision(True, "no pruner")
-    if pruner == "mo-asha":
-        return mo_asha(table, number, eta, score_noise)
-    if pruner == "median-score":
-        return median_score(table, number)
-    raise ValueError(f"unknown pruner {pruner!r}")
+    """The decision of the pruner named ``pruner``."""
+    return make_pruner(pruner, eta).decide(table, number, score_noise)
 
 
 def rung_table(trials: Iterable[Any], step: int) -> list[RungEntry]:
@@ -112,18 +166,21 @@ def rung_table(trials: Iterable[Any], step: int) -> list[RungEntry]:
     out = []
     for t in trials:
         a = t.user_attrs
-        score = (a.get("rung_scores") or {}).get(str(step))
+        score = (a.get(RUNG_SCORES) or {}).get(str(step))
         if t.state.name == "FAIL" or score is None or "trainable_params" not in a:
             continue
-        memory = a.get("predicted_memory_bytes", a.get("peak_memory_bytes", 0))
+        memory = a.get(PREDICTED_MEMORY, a.get("peak_memory_bytes", 0))
         out.append(RungEntry(t.number, float(score), float(a["trainable_params"]), float(memory)))
     return out
 
 
-def decide_from_storage(study: Any, pruner: str, number: int, step: int, eta: int = 3,
+def decide_from_storage(study: Any, pruner: Pruner | str, number: int, step: int, eta: int = 3,
                         score_noise: float = 0.0) -> Decision:
-    """The decision for trial ``number`` at ``step``, from the trials in the storage now."""
+    """The decision for trial ``number`` at ``step``, from the trials in the storage now
+    (``pruner``: an object, or a name built with ``eta``)."""
     table = rung_table(study.get_trials(deepcopy=False), step)
     if number not in {e.number for e in table}:
         raise ValueError(f"trial {number} has no score at step {step} in the storage")
-    return decide(pruner, table, number, eta, score_noise)
+    if isinstance(pruner, str):
+        pruner = make_pruner(pruner, eta)
+    return pruner.decide(table, number, score_noise)

@@ -21,15 +21,16 @@ from typing import Any
 
 from autopeft.candidate import Candidate
 from autopeft.protocols import Reporter, Trainer
-from autopeft.results import Record, front, rank_correlation, records
+from autopeft.results import (CANDIDATE, CONFIRM_OF, PREDICTED_MEMORY, Record, front,
+                              rank_correlation, record, records)
 from autopeft.runner import Fidelity
-from autopeft.search.budget import Budget
+from autopeft.search.budget import Phase
 from autopeft.search.objective import StopTrial
 from autopeft.search.plan import Plan
 from autopeft.search.summary import scales_of
 
-CARRIED = ("candidate", "label", "trainable_params", "total_params", "trainable_fraction",
-           "trained_params", "stored_params", "predicted_memory_bytes", "memory_method")
+CARRIED = (CANDIDATE, "label", "trainable_params", "total_params", "trainable_fraction",
+           "trained_params", "stored_params", PREDICTED_MEMORY, "memory_method")
 
 
 def _search_front(study: Any) -> list[Record]:
@@ -54,9 +55,10 @@ def by_promise(members: list[Record], study: Any) -> list[Record]:
     return [members[i] for i in order]
 
 
-def refit_front(study: Any, bench: Trainer, plan: Plan, seeds: int, budget: Budget,
+def refit_front(study: Any, bench: Trainer, plan: Plan, seeds: int, budget: Phase,
                 reporter: Reporter) -> int:
-    """Refit the search front's members (see the module docstring); returns how many."""
+    """Refit the search front's members (see the module docstring) until ``budget`` (the
+    whole budget: the refit has its last share) ends; returns how many."""
     done: set[int] = {r.refit_of for r in records(study.get_trials(deepcopy=False))
                       if r.refit_of is not None}
     refitted = 0
@@ -66,15 +68,14 @@ def refit_front(study: Any, bench: Trainer, plan: Plan, seeds: int, budget: Budg
             break
         member = todo[0]
         done.add(member.number)
-        trial = next(t for t in study.get_trials(deepcopy=False) if t.number == member.number)
-        runs = _runs(trial, member, bench, plan, seeds, budget, reporter)
+        runs = _runs(member, bench, plan, seeds, budget, reporter)
         if runs:
-            added = _add_refit(study, trial, member, runs, plan.refit_steps)
+            trial = next(t for t in study.get_trials(deepcopy=False) if t.number == member.number)
+            added = record(_add_refit(study, trial, member, runs, plan.refit_steps))
             refitted += 1
-            a = added.user_attrs
             reporter.note(f"refit of trial {member.number} ({member.label}) at {plan.refit_steps} "
-                          f"steps, {len(runs)} seed(s): {a['confirm_mean']:.4f} ± "
-                          f"{a['confirm_std']:.4f} (search {member.score:.4f})")
+                          f"steps, {len(runs)} seed(s): {added.score_mean:.4f} ± "
+                          f"{added.score_std:.4f} (search {member.score:.4f})")
     if refitted:
         rho = rank_correlation(records(study.get_trials(deepcopy=False)))
         study.set_user_attr("refit_rank_correlation", rho)
@@ -83,9 +84,9 @@ def refit_front(study: Any, bench: Trainer, plan: Plan, seeds: int, budget: Budg
     return refitted
 
 
-def _runs(trial: Any, member: Record, bench: Trainer, plan: Plan, seeds: int, budget: Budget,
+def _runs(member: Record, bench: Trainer, plan: Plan, seeds: int, budget: Phase,
           reporter: Reporter) -> list[dict[str, Any]]:
-    base = Candidate.from_dict(trial.user_attrs["candidate"])
+    base = Candidate.from_dict(member.candidate)
     runs = []
     if member.fidelity == "search" and member.steps == plan.refit_steps:
         runs.append({"seed": base.seed, "score": member.score,
@@ -111,7 +112,8 @@ def _add_refit(study: Any, original: Any, member: Record, runs: list[dict[str, A
     memory = [r["peak_memory_bytes"] or 0 for r in runs]
     mean = statistics.fmean(scores)
     attrs = {k: original.user_attrs[k] for k in CARRIED if k in original.user_attrs}
-    attrs.update(confirm_of=original.number, confirm_scores=scores,
+    attrs[CONFIRM_OF] = original.number
+    attrs.update(confirm_scores=scores,
                  confirm_seeds=[r["seed"] for r in runs], confirm_mean=mean,
                  confirm_std=statistics.stdev(scores) if len(scores) > 1 else 0.0,
                  peak_memory_bytes=int(statistics.fmean(memory)), refit_steps=steps,
@@ -127,7 +129,7 @@ def _add_refit(study: Any, original: Any, member: Record, runs: list[dict[str, A
     return trial
 
 
-def _train(bench: Trainer, candidate: Candidate, plan: Plan, budget: Budget) -> dict[str, Any] | None:
+def _train(bench: Trainer, candidate: Candidate, plan: Plan, budget: Phase) -> dict[str, Any] | None:
     """One run at the refit's fidelity; None if the budget ended during it (or it failed)."""
     def on_step(step: int, total: int, loss: float) -> None:
         if budget.left() == 0:

@@ -25,8 +25,10 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+from autopeft.checks import plain_name
 from autopeft.errors import UserError
 from autopeft.paths import studies_dir
+from autopeft.results import FAIL_REASON, INTERRUPTED
 
 HEARTBEAT_SECONDS = 60
 GRACE_BEATS = 3
@@ -43,6 +45,18 @@ def storage_url(study: str, storage: str | None = None) -> str:
         raise UserError(f"cannot create the studies folder {folder} ({exc.strerror}); make it "
                         "writable or set AUTOPEFT_STUDIES_DIR") from None
     return f"sqlite:///{os.path.abspath(os.path.join(folder, study + '.db'))}"
+
+
+def existing_url(study: str, storage: str | None = None) -> str:
+    """The storage URL of an existing ``study``: ``storage``, else its SQLite file under
+    ``studies/``, which must exist (nothing is created to read a study)."""
+    if storage:
+        return storage
+    path = os.path.join(studies_dir(), f"{plain_name(study)}.db")  # the name is a file name
+    if not os.path.isfile(path):
+        raise UserError(f"no study database {path}; run `autopeft search` first, or pass "
+                        "--storage with the study's URL")
+    return f"sqlite:///{os.path.abspath(path)}"
 
 
 SECRET_KEYS = ("password", "passwd", "pwd", "pass", "sslpassword", "secret", "token", "api_key")
@@ -164,7 +178,7 @@ def end_trial_failed(study: Any, trial: Any, reason: str) -> bool:
         if state() != TrialState.RUNNING:
             return True
         with contextlib.suppress(Exception):
-            trial.set_user_attr("fail_reason", reason[:500])
+            trial.set_user_attr(FAIL_REASON, reason[:500])
         study.tell(trial, state=TrialState.FAIL)
     with contextlib.suppress(Exception):
         return state() != TrialState.RUNNING
@@ -193,7 +207,7 @@ def heartbeat(study: Any, trial: Any) -> Iterator[None]:
             yield
     except BaseException as exc:
         problem = disk_problem(exc)
-        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else (
+        reason = INTERRUPTED if isinstance(exc, KeyboardInterrupt) else (
             problem or f"{type(exc).__name__}: {exc}")
         end_trial_failed(study, trial, reason)
         if problem:

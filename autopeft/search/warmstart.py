@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from autopeft.results import FAIL_REASON, INTERRUPTED, WARM_START
 from autopeft.space import Param, Space
 
 
@@ -95,7 +96,7 @@ def enqueue_recipes(study: Any, space: Space) -> list[str]:
         fixed = recipe_params(space, recipe)
         if fixed is None:
             continue
-        study.enqueue_trial(fixed, user_attrs={"warm_start": recipe.name}, skip_if_exists=True)
+        study.enqueue_trial(fixed, user_attrs={WARM_START: recipe.name}, skip_if_exists=True)
         names.append(recipe.name)
     return names
 
@@ -106,7 +107,7 @@ def requeue_interrupted(study: Any) -> list[str]:
     latest: dict[str, Any] = {}
     settled = set()
     for t in study.get_trials(deepcopy=False):
-        name = t.user_attrs.get("warm_start")
+        name = t.user_attrs.get(WARM_START)
         if name is None:
             continue
         if t.state.name != "FAIL":
@@ -114,10 +115,10 @@ def requeue_interrupted(study: Any) -> list[str]:
         latest[name] = t
     names = []
     for name, t in latest.items():
-        if (name in settled or t.user_attrs.get("fail_reason") != "interrupted"
+        if (name in settled or t.user_attrs.get(FAIL_REASON) != INTERRUPTED
                 or "fixed_params" not in t.system_attrs):
             continue
-        study.enqueue_trial(t.system_attrs["fixed_params"], user_attrs={"warm_start": name},
+        study.enqueue_trial(t.system_attrs["fixed_params"], user_attrs={WARM_START: name},
                             skip_if_exists=False)
         names.append(name)
     return names

@@ -1,7 +1,7 @@
 """Many workers, one study: the global trial cap, the shared deadline, and starting workers.
 
 Optuna's storage is the only coordinator (no scheduler of ours): every worker asks the
-same study for trials, and reads the study's ``max_trials`` and ``deadline`` attributes.
+same study for trials, and reads the study's ``max_trials`` and its budget (``budget.py``).
 
 The cap counts the trials that took a slot: every asked trial except a dead worker's
 trial that was retried (the retry takes its place) and trials marked ``over_cap``. Each
@@ -14,10 +14,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from typing import Any
 
-OVER_CAP = "over_cap"
+from autopeft.search.budget import Budget
+from autopeft.results import OVER_CAP
 
 
 def _slots(trials: list[Any]) -> list[Any]:
@@ -39,8 +39,8 @@ def beyond_cap(study: Any, trial: Any, cap: int | None) -> bool:
 
 
 def seconds_left(study: Any) -> float | None:
-    deadline = study.user_attrs.get("deadline")
-    return None if deadline is None else max(0.0, deadline - time.time())
+    """Until the study's search phase ends (``Budget.of_study``); None: no time limit."""
+    return Budget.of_study(study.user_attrs).search.left()
 
 
 def start_workers(n: int, study: str, storage: str, isolation: str, heartbeat: int) -> list[Any]:

@@ -1,0 +1,58 @@
+"""The search loop: ask -> sample -> train -> tell until the trial count, the study's cap or
+the search phase's deadline ends it. One trial's own course is ``objective.py``."""
+from __future__ import annotations
+
+import gc
+import os
+import socket
+import warnings
+from typing import Any
+
+from autopeft.protocols import Reporter
+from autopeft.results import CANDIDATE
+from autopeft.search.budget import Phase
+from autopeft.search.objective import TrialRunner
+from autopeft.search.storage import fail_stale_trials, heartbeat
+from autopeft.search.summary import record_hypervolume
+from autopeft.search.workers import OVER_CAP, beyond_cap, cap_reached
+from autopeft.space import Space
+
+WORKER = f"{socket.gethostname()}:{os.getpid()}"  # which process ran a trial
+
+
+def run_trials(study: Any, n_trials: int | None, max_trials: int | None, space: Space,
+               runner: TrialRunner, budget: Phase, reporter: Reporter) -> None:
+    """Ask, sample, train, tell: until ``n_trials`` ran here, the study holds ``max_trials``
+    (all workers), or the next trial would not fit in the budget."""
+    from optuna.trial import TrialState
+
+    ran = 0
+    while n_trials is None or ran < n_trials:
+        fail_stale_trials(study)  # a dead worker's trial: FAIL, and retried once
+        if cap_reached(study, max_trials):
+            reporter.note(f"the study holds its {max_trials} trials")
+            break
+        if not budget.fits(runner.predicted_seconds()):
+            reporter.note("budget reached: no further trial fits in the time left")
+            break
+        with warnings.catch_warnings():  # we beat ourselves (heartbeat below), not optimize()
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            trial = study.ask()
+        if beyond_cap(study, trial, max_trials):  # another worker took the last slot
+            trial.set_user_attr(OVER_CAP, True)
+            study.tell(trial, state=TrialState.FAIL)
+            break
+        try:
+            candidate = space.sample(trial)
+        except BaseException:  # e.g. a choice the study never had: leave nothing RUNNING
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        trial.set_user_attr(CANDIDATE, candidate.to_dict())
+        trial.set_user_attr("label", candidate.label)
+        trial.set_user_attr("worker", WORKER)
+        reporter.trial_started(trial.number, candidate)
+        with heartbeat(study, trial):
+            runner.run(trial, candidate)
+        record_hypervolume(study)
+        gc.collect()
+        ran += 1

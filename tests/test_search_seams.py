@@ -1,0 +1,88 @@
+"""The search's seams in isolation: samplers and pruners by name, the one way to open an
+existing study, and the one budget every process reads its deadlines from."""
+from __future__ import annotations
+
+import pytest
+
+
+def test_make_sampler_builds_each_named_sampler_with_its_settings() -> None:
+    import optuna
+
+    from autopeft.search.samplers import DEFAULT_SAMPLER, SAMPLERS, make_sampler
+
+    assert SAMPLERS == ("tpe", "nsga2", "gp", "random") and DEFAULT_SAMPLER in SAMPLERS
+    kinds = {"tpe": optuna.samplers.TPESampler, "nsga2": optuna.samplers.NSGAIISampler,
+             "gp": optuna.samplers.GPSampler, "random": optuna.samplers.RandomSampler}
+    for name in SAMPLERS:
+        assert type(make_sampler(name, 0)) is kinds[name]
+    assert make_sampler("tpe", 0)._n_startup_trials == 8
+    assert make_sampler("nsga2", None)._population_size == 10
+    with pytest.raises(ValueError, match="unknown sampler 'cmaes'"):
+        make_sampler("cmaes", 0)
+
+
+def test_open_existing_study_says_in_one_line_what_is_missing(tmp_path, monkeypatch) -> None:
+    import optuna
+
+    from autopeft.errors import UserError
+    from autopeft.search.open import open_existing_study
+
+    monkeypatch.setenv("AUTOPEFT_STUDIES_DIR", str(tmp_path))
+    with pytest.raises(UserError, match="no study database .*ghost.db; run `autopeft search`"):
+        open_existing_study("ghost")
+    with pytest.raises(UserError, match="study name"):
+        open_existing_study("../ghost")  # names a file under studies/: a plain name only
+    url = f"sqlite:///{tmp_path / 'other.db'}"
+    optuna.create_study(study_name="other", storage=url)
+    with pytest.raises(UserError) as err:
+        open_existing_study("ghost", url)
+    assert str(err.value) == f"no study named 'ghost' in {url}; start it with `autopeft search`"
+    assert open_existing_study("other", url).study_name == "other"
+
+
+def test_the_budget_s_search_phase_ends_before_the_whole_and_workers_read_the_same() -> None:
+    import optuna
+
+    from autopeft.search.budget import Budget
+    from autopeft.search.workers import seconds_left
+
+    budget = Budget(100.0, started=1000.0).with_refit_share(0.25)
+    assert (budget.search.end, budget.end) == (1075.0, 1100.0)
+    assert budget.search.started == budget.started == 1000.0
+    now = Budget(600.0).with_refit_share(0.5)
+    assert 299 < now.search.left() <= 300 and 599 < now.left() <= 600
+    assert now.search.fits(200) and not now.search.fits(400) and now.fits(400)
+
+    study = optuna.create_study()
+    now.store(study)
+    worker = Budget.of_study(study.user_attrs)  # what a worker reads: the same deadlines
+    assert worker == now and worker.search.end == study.user_attrs["deadline"]
+    assert abs(seconds_left(study) - now.search.left()) < 1
+    assert Budget.of_study({}).search.left() is None  # no time limit
+    old = Budget.of_study({"deadline": now.search.end})  # a study with only its deadline
+    assert abs(old.search.end - now.search.end) < 1e-6 and old.end == old.search.end
+
+
+def test_no_budget_means_no_deadline_in_any_phase() -> None:
+    from autopeft.search.budget import Budget
+
+    budget = Budget(None).with_refit_share(0.3)
+    assert budget.left() is None and budget.search.left() is None and budget.search.fits(1e9)
+    assert budget.end is None and budget.search.end is None
+
+
+def test_api_worker_checks_the_study_name_and_that_the_study_exists(tmp_path, monkeypatch) -> None:
+    import optuna
+
+    from autopeft import api
+    from autopeft.errors import UserError
+
+    monkeypatch.setenv("AUTOPEFT_STUDIES_DIR", str(tmp_path))
+    with pytest.raises(UserError, match="not a plain name"):
+        api.worker("a/b")  # it would name a file outside studies/
+    with pytest.raises(UserError, match="no study database"):
+        api.worker("ghost")
+    url = f"sqlite:///{tmp_path / 'bare.db'}"
+    optuna.create_study(study_name="bare", storage=url)
+    with pytest.raises(UserError, match="not made by this autopeft version's search"):
+        api.worker("bare", url, isolation="none")
