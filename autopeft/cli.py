@@ -9,7 +9,6 @@ import csv
 import dataclasses
 import json
 import math
-import os
 import signal
 import sys
 import threading
@@ -82,7 +81,9 @@ class _Defaults:
 
     def __init__(self, parser: argparse.ArgumentParser, settings: type):
         self.parser = parser
-        self.defaults = {f.name: f.default for f in dataclasses.fields(settings)}
+        self.defaults = {f.name: f.default_factory() if f.default is dataclasses.MISSING
+                         and f.default_factory is not dataclasses.MISSING else f.default
+                         for f in dataclasses.fields(settings)}
 
     def add(self, flag: str, *, dest: str | None = None, help: str = "", **kwargs: Any) -> None:
         dest = dest or flag.lstrip("-").replace("-", "_")
@@ -96,10 +97,11 @@ class _Defaults:
 
 
 def parser() -> argparse.ArgumentParser:
-    from autopeft.search.pruner import PRUNERS
-    from autopeft.settings import PRECISIONS, DataSettings, TrainSettings
-    from autopeft.search.samplers import DEFAULT_SAMPLER, SAMPLERS
     from autopeft.report.show import SORT_KEYS
+    from autopeft.search.config import ISOLATION, SearchConfig
+    from autopeft.search.pruner import PRUNERS
+    from autopeft.search.samplers import SAMPLERS
+    from autopeft.settings import PRECISIONS, DataSettings, TrainSettings
 
     top = _Parser(
         prog="autopeft", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
@@ -112,12 +114,12 @@ def parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--task", required=True, help="task name (see README), e.g. sst2")
     s.add_argument("--model", required=True, help="Hugging Face hub id or local model directory")
-    s.add_argument("--budget", help="wall-clock budget for the whole search: 30m, 4h, 1h30m")
-    s.add_argument("--n-trials", type=_positive_int, help="run at most this many trials now")
-    s.add_argument("--study", help="study name (default: <task>-<model>); an existing one resumes")
-    s.add_argument("--storage", help="Optuna storage URL (default: sqlite file studies/<study>.db)")
-    s.add_argument("--space", default="default",
-                   help="search space: a name from search_spaces/ or a YAML file (default: default)")
+    search = _Defaults(s, SearchConfig)
+    search.add("--budget", help="wall-clock budget for the whole search: 30m, 4h, 1h30m")
+    search.add("--n-trials", type=_positive_int, help="run at most this many trials now")
+    search.add("--study", help="study name (default: <task>-<model>); an existing one resumes")
+    search.add("--storage", help="Optuna storage URL (default: sqlite file studies/<study>.db)")
+    search.add("--space", help="search space: a name from search_spaces/ or a YAML file")
     data = _Defaults(s, DataSettings)
     data.add("--data-dir", help="offline data: DIR/glue/sst2/{train,validation}.tsv "
                                 "(or set AUTOPEFT_DATA_DIR)")
@@ -149,46 +151,44 @@ def parser() -> argparse.ArgumentParser:
               help="recompute activations in backward: less memory, slower")
     train.add("--device", help="auto, cpu, cuda or cuda:N")
     train.add("--precision", choices=PRECISIONS)
-    s.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=SAMPLERS,
-                   help=f"how candidates are proposed (default {DEFAULT_SAMPLER})")
-    s.add_argument("--pruner", default="mo-asha", choices=PRUNERS,
-                   help="stop weak trials at rungs (1/9, 1/3 of the steps): mo-asha ranks by "
-                        "Pareto front on score, params and memory; median-score by score alone "
-                        "(default mo-asha)")
-    s.add_argument("--eta", type=int, default=3, help="rung spacing and keep ratio (default 3)")
-    s.add_argument("--no-warm-start", dest="warm_start", action="store_false",
-                   help="do not start a new study with the standard recipes (full FT, LoRA r=8, "
-                        "BitFit, (IA)3, adapter, prefix)")
-    s.add_argument("--max-memory", help="peak training memory limit, e.g. 16GB, 12GiB, 800MB")
-    s.add_argument("--max-params", help="trainable parameter limit: 1%% of the base model, or a "
-                                        "count such as 2M")
-    s.add_argument("--confirm-seeds", type=int, default=0, metavar="K",
-                   help="the refit re-trains each front member with K more seeds; the front "
-                        "uses the means")
-    s.add_argument("--trial-steps", type=_positive_int,
-                   help="override the plan: a search trial trains at most this many steps")
-    s.add_argument("--rungs", help="override the plan: the steps at which trials are scored, "
-                                   "e.g. 30,90,270 (the last is the trial's length)")
-    s.add_argument("--refit-share", type=float,
-                   help="override the plan: the share of the budget kept for re-training the "
-                        "front (default 0.25 where a longer refit fits)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--max-trials", type=_positive_int,
-                   help="cap the study at this many trials, over all its workers")
-    s.add_argument("--workers", type=_positive_int, default=1,
-                   help="worker processes on this machine, this one included (one GPU each "
-                        "where there are GPUs); with workers, --n-trials caps the whole study")
-    s.add_argument("--isolation", choices=("process", "none"),
-                   default=os.environ.get("AUTOPEFT_ISOLATION", "process"),
-                   help="train each trial in a child process, so a crash (segfault, OOM kill) "
-                        "fails one trial, not the study (default; env AUTOPEFT_ISOLATION), or "
-                        "in this process")
-    s.add_argument("--heartbeat", type=_positive_int, default=60,
-                   help="seconds between a running trial's heartbeats; a trial silent for 3 "
-                        "beats belongs to a dead worker: FAIL, retried once (default 60)")
-    s.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub")
-    s.add_argument("--force", action="store_true",
-                   help="add trials to an existing study even if its settings differ")
+    search.add("--sampler", choices=SAMPLERS, help="how candidates are proposed")
+    search.add("--pruner", choices=PRUNERS,
+               help="stop weak trials at rungs: mo-asha ranks by Pareto front on score, params "
+                    "and memory; median-score by score alone")
+    search.add("--eta", type=int, help="rung spacing and keep ratio")
+    search.add("--no-warm-start", dest="warm_start", action="store_false",
+               help="do not start a new study with the standard recipes (LoRA r=8, BitFit, "
+                    "(IA)3, adapter, prefix, full FT)")
+    search.add("--max-memory", help="peak training memory limit, e.g. 16GB, 12GiB, 800MB")
+    search.add("--max-params", help="trainable parameter limit: 1% of the base model, or a "
+                                    "count such as 2M")
+    search.add("--confirm-seeds", type=int, metavar="K",
+               help="the refit re-trains each front member with K more seeds; the front uses "
+                    "the means")
+    search.add("--trial-steps", type=_positive_int,
+               help="override the plan: a search trial trains at most this many steps")
+    search.add("--rungs", help="override the plan: the steps at which trials are scored, "
+                               "e.g. 30,90,270 (the last is the trial's length)")
+    search.add("--refit-share", type=float,
+               help="override the plan: the share of the budget kept for re-training the "
+                    "front (the plan keeps 0.25 where a longer refit fits)")
+    search.add("--seed", type=int, help="the sampler's seed (the data subsets have "
+                                        "--subset-seed, a candidate's training the space's seed)")
+    search.add("--max-trials", type=_positive_int,
+               help="cap the study at this many trials, over all its workers")
+    search.add("--workers", type=_positive_int,
+               help="worker processes on this machine, this one included (one GPU each where "
+                    "there are GPUs); with workers, --n-trials caps the whole study")
+    search.add("--isolation", choices=ISOLATION,
+               help="process: each trial in a child process, so a crash (segfault, OOM kill) "
+                    "fails one trial, not the study; none: in this process (env "
+                    "AUTOPEFT_ISOLATION sets the default)")
+    search.add("--heartbeat", type=_positive_int,
+               help="seconds between a running trial's heartbeats; a trial silent for 3 beats "
+                    "belongs to a dead worker: FAIL, retried once")
+    search.add("--trust-remote-code", action="store_true", help="allow model code from the hub")
+    search.add("--force", action="store_true",
+               help="add trials to an existing study even if its settings differ")
     s.add_argument("--quiet", action="store_true", help="no progress output")
     s.add_argument("--json", action="store_true", help="print the final front as JSON on stdout")
     s.add_argument("--json-log", action="store_true",
@@ -202,9 +202,10 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--study", required=True, help="the study's name")
     w.add_argument("--storage", help="its storage URL (postgresql://..., journal:PATH, "
                                      "sqlite:///PATH; default studies/<study>.db)")
-    w.add_argument("--isolation", choices=("process", "none"),
-                   default=os.environ.get("AUTOPEFT_ISOLATION", "process"))
-    w.add_argument("--heartbeat", type=_positive_int, default=60)
+    w.add_argument("--isolation", choices=ISOLATION,
+                   help="as for search (default: $AUTOPEFT_ISOLATION, else process)")
+    w.add_argument("--heartbeat", type=_positive_int,
+                   help="seconds between a running trial's heartbeats (default: as for search)")
     w.add_argument("--device", help="override the study's device for this worker (cpu, cuda:N)")
     wq = w.add_mutually_exclusive_group()
     wq.add_argument("--quiet", action="store_true")
@@ -281,8 +282,8 @@ def _worker(args: argparse.Namespace) -> int:
     from autopeft import api
 
     progress = "json" if args.json_log else not args.quiet
-    api.worker(args.study, args.storage, progress=progress, isolation=args.isolation,
-               heartbeat=args.heartbeat, device=args.device)
+    given = {k: v for k in ("isolation", "heartbeat", "device") if (v := getattr(args, k)) is not None}
+    api.worker(args.study, args.storage, progress=progress, **given)  # the rest: api's defaults
     return 0
 
 

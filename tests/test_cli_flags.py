@@ -24,7 +24,7 @@ def names(cls: type) -> set[str]:
 def test_no_option_name_belongs_to_two_settings() -> None:
     """``search(**options)`` routes each option by its name: a shared name would set two
     settings at once (as ``--seed`` once set the sampler's seed and the data subset's)."""
-    from autopeft.search.study import SearchConfig
+    from autopeft.search.config import SearchConfig
 
     groups = [names(SearchConfig), names(TrainSettings), names(DataSettings)]
     nested = {"task", "model", "data", "train"}  # given apart, never as options
@@ -34,9 +34,13 @@ def test_no_option_name_belongs_to_two_settings() -> None:
 
 
 def test_a_flag_left_out_is_left_to_the_dataclass() -> None:
+    from autopeft.search.config import SearchConfig
+
     args = vars(parser().parse_args(SEARCH))
-    for field in names(TrainSettings) | (names(DataSettings) - {"task"}):
-        assert args.get(field) is None, field  # absent (or None: no value of the CLI's own)
+    fields = names(SearchConfig) | names(TrainSettings) | names(DataSettings)
+    for field in fields - {"task", "model", "data", "train"}:
+        assert field not in args, field  # absent: the dataclass's default applies
+    assert set(args) & fields == {"task", "model"}
 
 
 def search_help() -> dict[str, str]:
@@ -47,11 +51,18 @@ def search_help() -> dict[str, str]:
 
 
 def test_the_help_states_the_dataclass_defaults() -> None:
+    from autopeft.search.config import SearchConfig
+
     helps = search_help()
     t, d = TrainSettings(), DataSettings(task="sst2")
+    c = SearchConfig(task="sst2", model="m", n_trials=1)
     for flag, value in (("--batch-size", t.batch_size), ("--max-length", t.max_length),
                         ("--epochs", t.epochs), ("--device", t.device),
-                        ("--precision", t.precision), ("--subset-seed", d.subset_seed)):
+                        ("--precision", t.precision), ("--subset-seed", d.subset_seed),
+                        ("--sampler", c.sampler), ("--pruner", c.pruner), ("--eta", c.eta),
+                        ("--seed", c.seed), ("--heartbeat", c.heartbeat),
+                        ("--isolation", c.isolation), ("--space", c.space),
+                        ("--workers", c.workers), ("--confirm-seeds", c.confirm_seeds)):
         assert helps[flag].endswith(f"(default: {value})") or helps[flag] == f"default: {value}", flag
     assert "%" in helps["--validation"]  # printed as one percent sign, not a format error
     with pytest.raises(SystemExit):

@@ -7,14 +7,13 @@ from dataclasses import dataclass, field
 
 from autopeft.checks import at_least, check_types, one_of, plain_name, positive, safe_name
 from autopeft.errors import UserError
-from autopeft.runner import DataSettings
+from autopeft.settings import DataSettings, TrainSettings
 from autopeft.search.budget import parse_duration
 from autopeft.search.constraints import parse_params, parse_size
 from autopeft.search.plan import parse_rungs
 from autopeft.search.pruner import PRUNERS
 from autopeft.search.samplers import DEFAULT_SAMPLER, SAMPLERS
 from autopeft.search.storage import HEARTBEAT_SECONDS
-from autopeft.train import TrainSettings
 
 ISOLATION = ("process", "none")  # trials in a child process (crash-safe), or in this one
 
