@@ -86,3 +86,24 @@ def test_api_worker_checks_the_study_name_and_that_the_study_exists(tmp_path, mo
     optuna.create_study(study_name="bare", storage=url)
     with pytest.raises(UserError, match="not made by this autopeft version's search"):
         api.worker("bare", url, isolation="none")
+
+
+def test_a_study_stored_before_the_subset_seed_rename_resumes_as_the_same_study(tmp_path) -> None:
+    """Studies written before ``data.seed`` became ``data.subset_seed`` resume; a study
+    with another subset seed is another study."""
+    from autopeft.errors import UserError
+    from autopeft.search.config import SearchConfig
+    from autopeft.search.open import open_study
+    from autopeft.space import space_from_text
+
+    space = space_from_text("candidates: [bitfit]\nlearning_rate: 1.0e-3\n", "inline")
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    cfg = SearchConfig(task="sst2", model="m", study="s", storage=url, n_trials=1)
+    study = open_study(cfg, space)
+    data = dict(study.user_attrs["data"])
+    data["seed"] = data.pop("subset_seed")  # as an older autopeft stored it
+    study.set_user_attr("data", data)
+    assert open_study(cfg, space).user_attrs["data"]["subset_seed"] == 0  # resumed, rewritten
+    cfg.data.subset_seed = 1
+    with pytest.raises(UserError, match="exists with a different data"):
+        open_study(cfg, space)

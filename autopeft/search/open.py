@@ -9,6 +9,7 @@ from autopeft.errors import UserError
 from autopeft.results import DIRECTIONS, OBJECTIVES
 from autopeft.search.config import SearchConfig
 from autopeft.search.samplers import make_sampler
+from autopeft.settings import DataSettings
 from autopeft.search.storage import existing_url, mask, open_storage, storage_url
 from autopeft.space import Space
 
@@ -37,7 +38,7 @@ def open_study(cfg: SearchConfig, space: Space) -> Any:
     old = study.user_attrs
     if old:
         differs = [k for k in ("task", "model", "space_digest", "data", "train")
-                   if k in old and old.get(k) != attrs[k]]
+                   if k in old and _as_now(k, old[k]) != attrs[k]]
         if "space_digest" in differs:  # Optuna cannot change a study's choices, even forced
             raise UserError(f"study {cfg.study!r} in {mask(url)} exists with a different space; "
                             "use another --study name for this space")
@@ -49,6 +50,17 @@ def open_study(cfg: SearchConfig, space: Space) -> Any:
         study.set_user_attr(key, value)
     study.set_user_attr("max_trials", cfg.max_trials)  # every worker obeys the cap
     return study
+
+
+def _as_now(key: str, stored: Any) -> Any:
+    """A stored setting as this version writes it: a study from before a field was renamed
+    (``data.seed``, now ``subset_seed``) resumes as the same study."""
+    if key != "data" or not isinstance(stored, dict):
+        return stored
+    try:
+        return asdict(DataSettings(**stored))
+    except (TypeError, UserError):
+        return stored  # not readable as settings: it differs
 
 
 def open_existing_study(name: str, storage: str | None = None, heartbeat: int | None = None) -> Any:
