@@ -66,8 +66,9 @@ def _fit(param: Param, value: Any) -> tuple[bool, Any]:
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return False, None
     clipped = min(max(float(value), low), high)
-    if param.step:
-        clipped = low + round((clipped - low) / param.step) * param.step
+    if param.step:  # the nearest point of the grid low + k * step that is not above high
+        k = min(round((clipped - low) / param.step), math.floor((high - low) / param.step + 1e-9))
+        clipped = low + k * param.step
     return True, int(round(clipped)) if param.kind == "int" else clipped
 
 
