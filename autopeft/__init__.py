@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["search", "load_study", "front", "select_trial", "export", "train", "plot", "load",
-           "SearchConfig", "UserError"]
+__all__ = ["search", "worker", "load_study", "front", "select_trial", "export", "train", "plot",
+           "load", "methods", "tasks", "SearchConfig", "UserError"]
 
 
 def __getattr__(name: str) -> Any:

@@ -20,8 +20,8 @@ from autopeft.search.storage import HEARTBEAT_SECONDS
 # torch, transformers and the search are imported inside the functions that train, so that
 # reading a study (`autopeft show`, `load_study`, `front`) starts in a fraction of a second.
 
-__all__ = ["search", "worker", "load_study", "front", "select_trial", "export", "train", "plot", "load",
-           "SearchConfig"]
+__all__ = ["search", "worker", "load_study", "front", "select_trial", "export", "train", "plot",
+           "load", "methods", "tasks", "SearchConfig"]
 
 
 def __getattr__(name: str) -> Any:

@@ -81,3 +81,14 @@ def test_leaves_import_only_leaves() -> None:
     # the read model of results and the plan: leaves but for these
     assert edges["autopeft.results"] <= {"autopeft.pareto"}
     assert edges["autopeft.search.plan"] <= {"autopeft.errors"}
+
+
+def test_the_package_offers_every_api_function() -> None:
+    """``import autopeft`` serves the library API lazily: the same names as ``autopeft.api``
+    (plus ``UserError``), each one resolving."""
+    import autopeft
+    from autopeft import api
+
+    assert set(autopeft.__all__) == set(api.__all__) | {"UserError"}
+    for name in autopeft.__all__:
+        assert getattr(autopeft, name) is not None
