@@ -157,7 +157,7 @@ def fake_study(plan: bool = True):
     import optuna
 
     from autopeft.search.plan import Plan
-    from autopeft.search.study import DIRECTIONS
+    from autopeft.results import DIRECTIONS
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name="s", directions=list(DIRECTIONS))
