@@ -69,10 +69,11 @@ class ArmResult:
 
 
 def summarise(arm: str, study, seconds: float, scales) -> ArmResult:
-    from autopeft.search.summary import front_hypervolume, is_feasible
+    from autopeft.results import feasible
+    from autopeft.search.summary import front_hypervolume
 
     trials = study.get_trials(deepcopy=False)
-    done = [t for t in trials if t.state.name == "COMPLETE" and is_feasible(t)]
+    done = [t for t in trials if t.state.name == "COMPLETE" and feasible(t)]
     small = [t for t in done if t.user_attrs.get("trainable_fraction", 1.0) <= 0.01]
     return ArmResult(arm, front_hypervolume(trials, scales),
                      max((t.values[0] for t in done), default=None),

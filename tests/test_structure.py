@@ -92,3 +92,18 @@ def test_the_package_offers_every_api_function() -> None:
     assert set(autopeft.__all__) == set(api.__all__) | {"UserError"}
     for name in autopeft.__all__:
         assert getattr(autopeft, name) is not None
+
+
+def test_the_benchmarks_import_only_names_the_package_has() -> None:
+    """bench/ is not run in CI: a rename in the package must not leave it broken unseen."""
+    import importlib
+
+    missing = []
+    for script in sorted((PACKAGE.parent / "bench").glob("*.py")):
+        for node in ast.walk(ast.parse(script.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("autopeft"):
+                module = importlib.import_module(node.module)
+                missing += [f"{script.name}: {node.module}.{a.name}" for a in node.names
+                            if not hasattr(module, a.name)
+                            and importlib.util.find_spec(f"{node.module}.{a.name}") is None]
+    assert missing == []
