@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autopeft.checks import plain_name
 from autopeft.errors import UserError
 from autopeft.report.show import Row, rows
 from autopeft.search.storage import HEARTBEAT_SECONDS
+
+if TYPE_CHECKING:
+    from optuna import Study  # only for annotations: optuna stays a lazy import
 
 # torch, transformers and the search are imported inside the functions that train, so that
 # reading a study (`autopeft show`, `load_study`, `front`) starts in a fraction of a second.
@@ -100,17 +103,17 @@ def load_study(name: str, storage: str | None = None) -> Any:
     return open_existing_study(name, storage)
 
 
-def _study(study: Any, storage: str | None) -> Any:
+def _study(study: Study, storage: str | None) -> Any:
     return load_study(study, storage) if isinstance(study, str) else study
 
 
-def front(study: Any, storage: str | None = None, all_trials: bool = False,
+def front(study: Study, storage: str | None = None, all_trials: bool = False,
           sort: str = "score") -> list[Row]:
     """The Pareto front (``all_trials``: every trial) as rows."""
     return rows(_study(study, storage), all_trials=all_trials, sort=sort)
 
 
-def select_trial(study: Any, trial: int | None = None, best: str | None = None,
+def select_trial(study: Study, trial: int | None = None, best: str | None = None,
                  pick: str | None = None, storage: str | None = None) -> int:
     """The trial number chosen by exactly one of: ``trial`` (a number), ``best``
     (``score``, ``params`` or ``memory``) or ``pick`` (a rule, ``'score>=0.9,min params'``;
@@ -133,7 +136,7 @@ def select_trial(study: Any, trial: int | None = None, best: str | None = None,
     return picking.select(pool, rule).number
 
 
-def export(study: Any, trial: int, out: str, *, storage: str | None = None, train: bool = False,
+def export(study: Study, trial: int, out: str, *, storage: str | None = None, train: bool = False,
            force: bool = False, data_dir: str | None = None, model: str | None = None) -> Path:
     """Write trial ``trial``'s candidate to ``out`` (and, with ``train``, its trained weights).
 
@@ -177,7 +180,7 @@ def train(config: str | Path, out: str | None = None, *, force: bool = False,
     return measured.to_dict()
 
 
-def plot(study: Any, out: str | None = None, *, storage: str | None = None) -> Any:
+def plot(study: Study, out: str | None = None, *, storage: str | None = None) -> Any:
     """Write the study's HTML report and PNG figures to ``out`` (default
     ``reports/<study>/``); returns the written paths (``.html`` and ``.pngs``)."""
     from autopeft.report.plots import write_report

@@ -6,15 +6,18 @@ Its own module because it reads the search's plan (how long the trial trained) w
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING
 
 from autopeft.errors import UserError
 from autopeft.export import ExportInfo, Objectives
 from autopeft.results import record
 from autopeft.search.plan import Plan
 
+if TYPE_CHECKING:
+    from optuna import Study  # only for annotations: optuna stays a lazy import
 
-def trial_info(study: Any, trial: int, model: str | None = None) -> ExportInfo:
+
+def trial_info(study: Study, trial: int, model: str | None = None) -> ExportInfo:
     """Trial ``trial`` of the Optuna ``study`` with the study's data and training settings,
     checked like a candidate.yaml (e.g. its device is not on this machine); ``model``
     overrides where the base model is."""

@@ -8,13 +8,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from autopeft.pareto import hypervolume, non_dominated_mask
 from autopeft.report.show import human_bytes, percent, placement, rows
 from autopeft.results import feasible, records
+
+if TYPE_CHECKING:
+    from optuna import Study  # only for annotations: optuna stays a lazy import
 
 STATES = ("complete", "provisional", "pruned", "failed", "infeasible", "running")
 
@@ -87,7 +90,7 @@ def state_of(trial: Any) -> str:
     return {"PRUNED": "pruned", "FAIL": "failed"}.get(name, "running")
 
 
-def collect(study: Any) -> ReportData:
+def collect(study: Study) -> ReportData:
     """Read every trial as it is now. The front is ``show``'s (``autopeft/results.py``): a
     refit trial stands in for the search trial it re-trains; provisional scores (the last
     rung of a trial that did not finish) are drawn only when no trial completed."""

@@ -15,10 +15,13 @@ import datetime as _dt
 import html
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autopeft.report.plotdata import STATES, Point, ReportData, collect
 from autopeft.report.show import human_bytes, percent
+
+if TYPE_CHECKING:
+    from optuna import Study  # only for annotations: optuna stays a lazy import
 
 # One colour per method combination, the same in HTML and PNG (matplotlib's tab10, then more).
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
@@ -43,7 +46,7 @@ def colours(data: ReportData) -> dict[str, str]:
     return {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(data.labels)}
 
 
-def write_report(study: Any, out: Path) -> Report:
+def write_report(study: Study, out: Path) -> Report:
     """Read ``study`` now and write ``out/report.html`` and ``out/*.png``."""
     data = collect(study)
     out.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ import json
 import math
 import sys
 import time
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from rich.markup import escape
 
@@ -22,11 +22,14 @@ from autopeft.protocols import NullReporter  # noqa: F401  (re-exported)
 from autopeft.report.show import human_bytes, human_count, placement, rows, table
 from autopeft.results import feasible, record
 
+if TYPE_CHECKING:
+    from optuna import Study  # only for annotations: optuna stays a lazy import
+
 # Trial states as a user reads them; "infeasible" is a complete trial that broke a constraint.
 STATE_WORDS = ("complete", "pruned", "failed", "infeasible", "running")
 
 
-def state_counts(study: Any) -> dict[str, int]:
+def state_counts(study: Study) -> dict[str, int]:
     """How many trials are complete / pruned / failed / infeasible / running right now."""
     counts = dict.fromkeys(STATE_WORDS, 0)
     for t in study.get_trials(deepcopy=False):
@@ -49,19 +52,19 @@ def _duration(seconds: float | None) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def _ran(study: Any) -> int:
+def _ran(study: Study) -> int:
     """Trials that ran before (queued warm-start recipes are not trials yet)."""
     return sum(t.state.name != "WAITING" for t in study.get_trials(deepcopy=False))
 
 
-def _result_line(study: Any, number: int) -> str:
+def _result_line(study: Study, number: int) -> str:
     r = record(study.trials[number])
     return (f"trial {number} [cyan]{escape(r.label)}[/] score {r.score:.4f}  "
             f"trainable {human_count(r.trainable_params)}  peak {human_bytes(r.peak_memory_bytes)}  "
             f"{r.wall_seconds or 0:.0f}s")
 
 
-def _done_line(study: Any) -> str:
+def _done_line(study: Study) -> str:
     c = state_counts(study)
     return (f"done: {c['complete']} complete, {c['failed']} failed, {c['pruned']} pruned"
             + (f", {c['infeasible']} infeasible" if c["infeasible"] else "")
@@ -82,7 +85,7 @@ class ConsoleReporter(NullReporter):
         self._trial_task: Any = None
         self._budget_task: Any = None
 
-    def started(self, study: Any, url: str, budget: Any, n_trials: int | None) -> None:
+    def started(self, study: Study, url: str, budget: Any, n_trials: int | None) -> None:
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.budget = budget
@@ -115,7 +118,7 @@ class ConsoleReporter(NullReporter):
     def rung(self, number: int, step: int, score: float) -> None:
         self.console.print(f"trial {number} rung at step {step}: score {score:.4f}")
 
-    def trial_finished(self, study: Any, number: int) -> None:
+    def trial_finished(self, study: Study, number: int) -> None:
         self.console.print(_result_line(study, number))
         front = rows(study)
         self.console.print(table(front[: self.front_rows], f"front so far ({len(front)} trials)"))
@@ -129,7 +132,7 @@ class ConsoleReporter(NullReporter):
     def note(self, text: str) -> None:
         self.console.print(escape(text))
 
-    def finished(self, study: Any) -> None:
+    def finished(self, study: Study) -> None:
         if self.progress is not None:
             self.progress.stop()
         self.console.print(_done_line(study))
@@ -146,7 +149,7 @@ class LiveReporter(NullReporter):
         self.console = console or Console(stderr=True)
         self.front_rows = front_rows
         self.live: Any = None
-        self.study: Any = None
+        self.study: Study = None
         self.budget: Any = None
         self.n_trials: int | None = None
         self.ran = 0
@@ -207,7 +210,7 @@ class LiveReporter(NullReporter):
             self.counts = state_counts(self.study)
 
     # -- events -------------------------------------------------------------------------
-    def started(self, study: Any, url: str, budget: Any, n_trials: int | None) -> None:
+    def started(self, study: Study, url: str, budget: Any, n_trials: int | None) -> None:
         from rich.live import Live
 
         self.study, self.budget, self.n_trials = study, budget, n_trials
@@ -235,7 +238,7 @@ class LiveReporter(NullReporter):
     def _print(self, text: str) -> None:
         self.console.print(text)  # above the panel: the terminal keeps the log
 
-    def trial_finished(self, study: Any, number: int) -> None:
+    def trial_finished(self, study: Study, number: int) -> None:
         self.ran += 1
         self.trial = {}
         self._print(_result_line(study, number))
@@ -258,7 +261,7 @@ class LiveReporter(NullReporter):
     def note(self, text: str) -> None:
         self._print(escape(text))
 
-    def finished(self, study: Any) -> None:
+    def finished(self, study: Study) -> None:
         self._refresh_counts()
         if self.live is not None:
             self.live.stop()
@@ -284,7 +287,7 @@ class JsonLogReporter(NullReporter):
         self.stream.write(json.dumps(line, default=str) + "\n")
         self.stream.flush()
 
-    def started(self, study: Any, url: str, budget: Any, n_trials: int | None) -> None:
+    def started(self, study: Study, url: str, budget: Any, n_trials: int | None) -> None:
         self.budget = budget
         self.emit("started", study=study.study_name, storage=url, budget_seconds=budget.seconds,
                   n_trials=n_trials, existing_trials=_ran(study))
@@ -305,7 +308,7 @@ class JsonLogReporter(NullReporter):
     def rung(self, number: int, step: int, score: float) -> None:
         self.emit("rung", number=number, step=step, score=score)
 
-    def trial_finished(self, study: Any, number: int) -> None:
+    def trial_finished(self, study: Study, number: int) -> None:
         r = record(study.trials[number])
         front = rows(study)
         self.emit("trial_finished", number=number, label=r.label, score=r.score,
@@ -323,7 +326,7 @@ class JsonLogReporter(NullReporter):
     def note(self, text: str) -> None:
         self.emit("note", text=text)
 
-    def finished(self, study: Any) -> None:
+    def finished(self, study: Study) -> None:
         self.emit("finished", study=study.study_name, counts=state_counts(study),
                   front=[r.to_dict() for r in rows(study)])
 

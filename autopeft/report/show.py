@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autopeft.results import front, records, score_noise
+
+if TYPE_CHECKING:
+    from optuna import Study  # only for annotations: optuna stays a lazy import
 SORT_KEYS = {"score": ("score", True), "params": ("trainable_params", False),
              "memory": ("peak_memory_bytes", False), "trial": ("number", False)}
 
@@ -36,7 +39,7 @@ class Row:
         return asdict(self)
 
 
-def rows(study: Any, all_trials: bool = False, sort: str = "score") -> list[Row]:
+def rows(study: Study, all_trials: bool = False, sort: str = "score") -> list[Row]:
     """The front's trials (``all_trials``: every trial), each marked whether it is on the
     front. What a result means (fidelity, refit, provisional, feasible) is read from
     ``autopeft/results.py``."""

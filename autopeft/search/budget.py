@@ -13,9 +13,12 @@ import statistics
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autopeft.errors import UserError
+
+if TYPE_CHECKING:
+    from optuna import Study  # only for annotations: optuna stays a lazy import
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -81,7 +84,7 @@ class Budget(Phase):
     def with_refit_share(self, share: float) -> Budget:
         return replace(self, refit_share=share)
 
-    def store(self, study: Any) -> None:
+    def store(self, study: Study) -> None:
         """Into the study, for its workers. ``deadline`` (the search phase's end) is what
         workers of earlier versions read."""
         study.set_user_attr("budget", {"seconds": self.seconds, "started": self.started,

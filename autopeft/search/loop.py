@@ -6,7 +6,7 @@ import gc
 import os
 import socket
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING
 
 from autopeft.protocols import Reporter
 from autopeft.results import CANDIDATE
@@ -17,10 +17,13 @@ from autopeft.search.summary import record_hypervolume
 from autopeft.search.workers import OVER_CAP, beyond_cap, cap_reached
 from autopeft.space import Space
 
+if TYPE_CHECKING:
+    from optuna import Study  # only for annotations: optuna stays a lazy import
+
 WORKER = f"{socket.gethostname()}:{os.getpid()}"  # which process ran a trial
 
 
-def run_trials(study: Any, n_trials: int | None, max_trials: int | None, space: Space,
+def run_trials(study: Study, n_trials: int | None, max_trials: int | None, space: Space,
                runner: TrialRunner, budget: Phase, reporter: Reporter) -> None:
     """Ask, sample, train, tell: until ``n_trials`` ran here, the study holds ``max_trials``
     (all workers), or the next trial would not fit in the budget."""

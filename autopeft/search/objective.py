@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autopeft.candidate import Candidate
 from autopeft.protocols import Reporter, Trainer
@@ -33,6 +33,9 @@ from autopeft.search.constraints import Limits, Prediction, predict
 from autopeft.search.plan import Plan
 from autopeft.search.pruner import Pruner, decide_from_storage
 from autopeft.search.storage import disk_problem
+
+if TYPE_CHECKING:
+    from optuna import Study  # only for annotations: optuna stays a lazy import
 
 
 def out_of_memory(exc: BaseException) -> bool:
@@ -82,7 +85,7 @@ def record(trial: Any, outcome: Outcome) -> None:
 class TrialRunner:
     """What every trial of one search shares."""
 
-    study: Any
+    study: Study
     bench: Trainer  # runner.Bench, or isolation.IsolatedBench (a child process)
     skeleton: Any  # the base model on the meta device, for predictions
     pruner: Pruner

@@ -19,9 +19,12 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from autopeft.results import PREDICTED_MEMORY, RUNG_SCORES
+
+if TYPE_CHECKING:
+    from optuna import Study  # only for annotations: optuna stays a lazy import
 
 RUNG_DIRECTIONS = ("maximize", "minimize", "minimize")
 MEDIAN_MIN_PEERS = 2  # median-score waits for this many other trials at the rung
@@ -174,7 +177,7 @@ def rung_table(trials: Iterable[Any], step: int) -> list[RungEntry]:
     return out
 
 
-def decide_from_storage(study: Any, pruner: Pruner | str, number: int, step: int, eta: int = 3,
+def decide_from_storage(study: Study, pruner: Pruner | str, number: int, step: int, eta: int = 3,
                         score_noise: float = 0.0) -> Decision:
     """The decision for trial ``number`` at ``step``, from the trials in the storage now
     (``pruner``: an object, or a name built with ``eta``)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autopeft.candidate import Candidate
 from autopeft.protocols import Reporter, Trainer
@@ -29,18 +29,21 @@ from autopeft.search.objective import StopTrial
 from autopeft.search.plan import Plan
 from autopeft.search.summary import scales_of
 
+if TYPE_CHECKING:
+    from optuna import Study  # only for annotations: optuna stays a lazy import
+
 CARRIED = (CANDIDATE, "label", "trainable_params", "total_params", "trainable_fraction",
            "trained_params", "stored_params", PREDICTED_MEMORY, "memory_method")
 
 
-def _search_front(study: Any) -> list[Record]:
+def _search_front(study: Study) -> list[Record]:
     """The front among search-fidelity records (complete, else provisional)."""
     recs = [r for r in records(study.get_trials(deepcopy=False)) if r.fidelity != "refit"
             and r.superseded_by is None]
     return front(recs)
 
 
-def by_promise(members: list[Record], study: Any) -> list[Record]:
+def by_promise(members: list[Record], study: Study) -> list[Record]:
     """Members ordered by the hypervolume each adds alone (largest first), then by score."""
     from autopeft.pareto import hypervolume
     from autopeft.search.summary import REFERENCE
@@ -55,7 +58,7 @@ def by_promise(members: list[Record], study: Any) -> list[Record]:
     return [members[i] for i in order]
 
 
-def refit_front(study: Any, bench: Trainer, plan: Plan, seeds: int, budget: Phase,
+def refit_front(study: Study, bench: Trainer, plan: Plan, seeds: int, budget: Phase,
                 reporter: Reporter) -> int:
     """Refit the search front's members (see the module docstring) until ``budget`` (the
     whole budget: the refit has its last share) ends; returns how many."""
@@ -104,7 +107,7 @@ def _runs(member: Record, bench: Trainer, plan: Plan, seeds: int, budget: Phase,
     return runs
 
 
-def _add_refit(study: Any, original: Any, member: Record, runs: list[dict[str, Any]],
+def _add_refit(study: Study, original: Any, member: Record, runs: list[dict[str, Any]],
                steps: int) -> Any:
     import optuna
 

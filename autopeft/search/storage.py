@@ -23,12 +23,15 @@ import os
 import re
 import warnings
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autopeft.checks import plain_name
 from autopeft.errors import UserError
 from autopeft.paths import studies_dir
 from autopeft.results import FAIL_REASON, INTERRUPTED
+
+if TYPE_CHECKING:
+    from optuna import Study  # only for annotations: optuna stays a lazy import
 
 HEARTBEAT_SECONDS = 60
 GRACE_BEATS = 3
@@ -166,7 +169,7 @@ def disk_problem(exc: BaseException) -> str | None:
     return None
 
 
-def end_trial_failed(study: Any, trial: Any, reason: str) -> bool:
+def end_trial_failed(study: Study, trial: Any, reason: str) -> bool:
     """Best effort: the trial becomes FAIL with ``reason`` if it is still RUNNING (the
     storage may refuse: a full disk). True if it is no longer RUNNING afterwards."""
     from optuna.trial import TrialState
@@ -185,7 +188,7 @@ def end_trial_failed(study: Any, trial: Any, reason: str) -> bool:
     return False
 
 
-def fail_stale_trials(study: Any) -> None:
+def fail_stale_trials(study: Study) -> None:
     """Mark trials of dead workers FAIL (and enqueue their retry); a no-op without heartbeats."""
     import optuna
 
@@ -195,7 +198,7 @@ def fail_stale_trials(study: Any) -> None:
 
 
 @contextlib.contextmanager
-def heartbeat(study: Any, trial: Any) -> Iterator[None]:
+def heartbeat(study: Study, trial: Any) -> Iterator[None]:
     """Beat for ``trial`` while it runs (Optuna does this in ``optimize``; we ask and tell).
 
     An error that escapes the trial never leaves it RUNNING: it becomes FAIL first. A disk

@@ -17,11 +17,10 @@ study). What a result means: ``autopeft/results.py``.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from contextlib import AbstractContextManager
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autopeft.errors import UserError
 from autopeft.isolation import IsolatedBench
@@ -46,8 +45,11 @@ from autopeft.space import Space, load_space, space_from_text
 from autopeft.train import TrainSettings
 from autopeft.validate import fit_space
 
+if TYPE_CHECKING:
+    from optuna import Study  # only for annotations: optuna stays a lazy import
 
-def plan_for(study: Any, cfg: SearchConfig, bench: Bench, budget: Budget) -> Plan:
+
+def plan_for(study: Study, cfg: SearchConfig, bench: Bench, budget: Budget) -> Plan:
     """The study's stored plan (a resumed study keeps its rungs, so rung tables stay
     comparable), or a new one from the budget and costs measured now (``probe``)."""
     from autopeft.results import default_noise
@@ -72,7 +74,7 @@ def plan_for(study: Any, cfg: SearchConfig, bench: Bench, budget: Budget) -> Pla
     return plan
 
 
-def prepare(study: Any, cfg: SearchConfig, space: Space, trainer: Trainer, budget: Phase,
+def prepare(study: Study, cfg: SearchConfig, space: Space, trainer: Trainer, budget: Phase,
             reporter: Reporter, plan: Plan) -> TrialRunner:
     """Resolve the limits, note the hypervolume scales, warm-start a fresh study."""
     from autopeft.build import count_total
@@ -157,7 +159,7 @@ def run_worker(study_name: str, storage: str | None = None, reporter: Reporter |
     cfg = SearchConfig(task=a["task"], model=a["model"], study=study_name, storage=url,
                        data=DataSettings(**a["data"]), train=train,
                        **{k: v for k, v in a["search"].items() if k != "sampler"},
-                       isolation=isolation or os.environ.get("AUTOPEFT_ISOLATION", "process"),
+                       **({"isolation": isolation} if isolation else {}),  # else the default
                        heartbeat=heartbeat, max_trials=a.get("max_trials"), n_trials=1)
     budget = Budget.of_study(a)
     if cfg.max_trials is None and budget.search.seconds is None:

@@ -20,10 +20,13 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autopeft.pareto import hypervolume
 from autopeft.results import front_pool, records
+
+if TYPE_CHECKING:
+    from optuna import Study  # only for annotations: optuna stays a lazy import
 
 REFERENCE = (1.1, 1.1, 1.1)
 MEMORY_BYTES_PER_PARAM = 16  # fp32 weights + gradients + two AdamW moments
@@ -58,7 +61,7 @@ def front_hypervolume(trials: list[Any], scales: Scales) -> float:
     return hypervolume([scales.normalise(r.values) for r in pool], REFERENCE) if pool else 0.0
 
 
-def front_trials(study: Any) -> list[Any]:
+def front_trials(study: Study) -> list[Any]:
     """The study's reported front (records), ties within the score noise resolved."""
     from autopeft.results import front, score_noise
 
@@ -66,12 +69,12 @@ def front_trials(study: Any) -> list[Any]:
     return front(recs, score_noise(study.user_attrs, recs))
 
 
-def scales_of(study: Any) -> Scales | None:
+def scales_of(study: Study) -> Scales | None:
     raw = study.user_attrs.get("hv_scales")
     return Scales(int(raw["base_params"]), float(raw.get("score_max", 1.0))) if raw else None
 
 
-def record_hypervolume(study: Any) -> float | None:
+def record_hypervolume(study: Study) -> float | None:
     """Append (seconds since the study started, hypervolume) to the study's history.
 
     Several workers may append at once; a lost entry only thins the curve."""

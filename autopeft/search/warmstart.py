@@ -17,10 +17,13 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autopeft.results import FAIL_REASON, INTERRUPTED, WARM_START
 from autopeft.space import Param, Space
+
+if TYPE_CHECKING:
+    from optuna import Study  # only for annotations: optuna stays a lazy import
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ def recipe_params(space: Space, recipe: Recipe) -> dict[str, Any] | None:
     return fixed
 
 
-def enqueue_recipes(study: Any, space: Space) -> list[str]:
+def enqueue_recipes(study: Study, space: Space) -> list[str]:
     """Enqueue every recipe the space can express; returns their names. Call on a fresh study."""
     names = []
     for recipe in RECIPES:
@@ -102,7 +105,7 @@ def enqueue_recipes(study: Any, space: Space) -> list[str]:
     return names
 
 
-def requeue_interrupted(study: Any) -> list[str]:
+def requeue_interrupted(study: Study) -> list[str]:
     """Queue again every recipe whose last trial was interrupted and that has no other trial
     done, running or queued; returns their names. Call when a search resumes."""
     latest: dict[str, Any] = {}

@@ -14,10 +14,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autopeft.search.budget import Budget
 from autopeft.results import OVER_CAP
+
+if TYPE_CHECKING:
+    from optuna import Study  # only for annotations: optuna stays a lazy import
 
 
 def _slots(trials: list[Any]) -> list[Any]:
@@ -26,11 +29,11 @@ def _slots(trials: list[Any]) -> list[Any]:
             and not (t.state.name == "FAIL" and t.number in retried)]
 
 
-def cap_reached(study: Any, cap: int | None) -> bool:
+def cap_reached(study: Study, cap: int | None) -> bool:
     return cap is not None and len(_slots(study.get_trials(deepcopy=False))) >= cap
 
 
-def beyond_cap(study: Any, trial: Any, cap: int | None) -> bool:
+def beyond_cap(study: Study, trial: Any, cap: int | None) -> bool:
     """Whether ``trial`` (just asked) is past the cap, counting in trial-number order."""
     if cap is None:
         return False
@@ -38,7 +41,7 @@ def beyond_cap(study: Any, trial: Any, cap: int | None) -> bool:
     return len(ahead) > cap
 
 
-def seconds_left(study: Any) -> float | None:
+def seconds_left(study: Study) -> float | None:
     """Until the study's search phase ends (``Budget.of_study``); None: no time limit."""
     return Budget.of_study(study.user_attrs).search.left()
 
