@@ -93,7 +93,8 @@ def _serve_until_exit(conn: Any, model: str, data: dict, settings: dict,
         try:
             out = bench.run(Candidate.from_dict(cand), on_step, eval_at, on_eval,
                             Fidelity(**fidelity))
-            reply: tuple = ("done", asdict(out.result), out.trainable, out.total, out.trained)
+            reply: tuple = ("done", asdict(out.result), out.trainable, out.total, out.trained,
+                            out.rung_scores)
             del out
         except _Stop:
             reply = ("stopped",)
@@ -197,7 +198,7 @@ class IsolatedBench:
                 self.close()
                 raise
             if msg[0] == "done":
-                return Outcome(TrainResult(**msg[1]), msg[2], msg[3], None, msg[4])
+                return Outcome(TrainResult(**msg[1]), msg[2], msg[3], None, msg[4], msg[5])
             if msg[0] == "error":
                 name, text = msg[1], msg[2]
                 raise ERRORS.get(name, RuntimeError)(text if name in ERRORS else f"{name}: {text}")

@@ -18,7 +18,7 @@ from autopeft.models import BaseModel, load_base
 from autopeft.settings import DataSettings  # noqa: F401  (re-exported)
 from autopeft.tasks import Rows, Task, load_task
 from autopeft.evaluation import make_evaluator
-from autopeft.train import TrainResult, TrainSettings, resolve_device, total_steps, train
+from autopeft.train import TrainResult, TrainSettings, resolve_device, scored, total_steps, train
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class Outcome:
     total: int
     model: Any  # the trained model, for export
     trained: int | None = None  # parameters that train (``build.count_trainable``)
+    rung_scores: dict[int, float] = field(default_factory=dict)  # step -> score, the end's too
 
 
 @dataclass
@@ -109,16 +110,27 @@ class Bench:
         device = resolve_device(self.settings.device)
         tok = self.base.tokenizer
         evaluate = make_evaluator(self.task, self.eval_data, self.settings, tok, device)
-        evaluate_rung = None
+        evaluate_rung = evaluate
         if fid.rung_rows and fid.rung_rows < len(self.eval_data):
             rows = seeded_subset(len(self.eval_data), fid.rung_rows)
             evaluate_rung = make_evaluator(self.task, self.eval_data.subset(rows), self.settings,
                                            tok, device)
+        rung_scores: dict[int, float] = {}
+
+        def at_rung(step: int, model: Any) -> None:  # part-way: on the rungs' rows
+            if step in eval_at:
+                rung_scores[step] = scored(model, evaluate_rung)["score"]
+                if on_eval:
+                    on_eval(step, rung_scores[step])  # may raise: pruned, or the budget ended
+
         result = train(model, self.train_data, evaluate, candidate.learning_rate, candidate.seed,
-                       self.settings, tok.pad_token_id, on_step, eval_at, on_eval,
-                       fid.schedule_steps, fid.stop_at, evaluate_rung)
+                       self.settings, tok.pad_token_id, on_step, fid.schedule_steps,
+                       fid.stop_at, at_rung)
+        rung_scores[result.steps] = result.score  # the end: on every validation row
+        if on_eval and result.steps in eval_at:
+            on_eval(result.steps, result.score)
         model.eval()
         for split, enc in self.extra_eval.items():
             extra = make_evaluator(self.task, enc, self.settings, tok, device)(model)
             result.metrics.update({f"{split}/{k}": v for k, v in extra.items()})
-        return Outcome(result, stored, total, model, trained)
+        return Outcome(result, stored, total, model, trained, rung_scores)

@@ -1,15 +1,19 @@
-"""The training loop: AdamW, linear warm-up and decay, dynamic padding. Read top to bottom.
+"""The training loop: AdamW, linear warm-up and decay (``warmup_then_decay``), dynamic
+padding, gradient accumulation as an explicit inner loop over the micro-batch stream. Read
+``train`` top to bottom.
 
 Methods that need work around the optimiser step (AdaLoRA's rank re-allocation,
 Child-Tuning's gradient masks) register step hooks on the model (``register_step_hook``);
-the loop calls them, nothing else is hidden.
+the loop calls them, nothing else is hidden. The search's rungs are not the loop's business:
+``runner.Bench.run`` scores them from the ``after_step`` callback.
 """
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +38,6 @@ class TrainResult:
     peak_memory: int
     memory_method: str
     final_loss: float
-    rung_scores: dict[int, float] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)  # the final metric's components
 
 
@@ -69,7 +72,8 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def _scored(model: Any, evaluate: Callable[[Any], dict[str, float]]) -> dict[str, float]:
+def scored(model: Any, evaluate: Callable[[Any], dict[str, float]]) -> dict[str, float]:
+    """``evaluate(model)`` in eval mode (no dropout), the model's mode restored after."""
     was_training = model.training
     model.eval()
     try:
@@ -97,6 +101,25 @@ def total_steps(n_examples: int, settings: TrainSettings) -> int:
     return max(1, math.ceil(micro / settings.grad_accum))
 
 
+def warmup_then_decay(step: int, warmup: int, total: int) -> float:
+    """The learning rate's factor at ``step`` (0-based): linear warm-up over ``warmup``
+    steps, then linear decay to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / max(1, warmup)
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def micro_batches(train_enc: Encoded, batch_size: int, seed: int) -> Iterator[list[int]]:
+    """Rows of one micro-batch after another, epoch after epoch (epoch ``e`` in the order
+    seeded ``seed + e``): an optimiser step's micro-batches may span two epochs."""
+    for epoch in itertools.count():
+        batches = train_order(train_enc, batch_size, seed + epoch)
+        if not batches:  # else the loop would wait for ever
+            raise ValueError(f"the training data yields no batches ({len(train_enc)} examples, "
+                             f"batch size {batch_size})")
+        yield from batches
+
+
 def _checkpointing(model: Any) -> None:
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     if not getattr(inner, "supports_gradient_checkpointing", False):
@@ -108,19 +131,17 @@ def _checkpointing(model: Any) -> None:
 def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, float]], lr: float,
           seed: int, settings: TrainSettings, pad_id: int,
           on_step: Callable[[int, int, float], None] | None = None,
-          eval_at: Sequence[int] = (),
-          on_eval: Callable[[int, float], None] | None = None,
           schedule_steps: int | None = None, stop_at: int | None = None,
-          evaluate_rung: Callable[[Any], dict[str, float]] | None = None) -> TrainResult:
-    """Train ``model`` and score it with ``evaluate(model)``.
+          after_step: Callable[[int, Any], None] | None = None) -> TrainResult:
+    """Train ``model``, then score it with ``evaluate(model)``.
 
-    The learning-rate schedule (warm-up, linear decay) is planned for ``schedule_steps``
+    The learning-rate schedule (``warmup_then_decay``) is planned for ``schedule_steps``
     (default: ``settings.epochs`` over the data); training stops after ``stop_at`` steps
     (default: the schedule's end), so a short run is the exact start of a longer one.
-    ``on_step(step, total, loss)`` reports progress; at each step in ``eval_at`` before the
-    end the model is scored with ``evaluate_rung`` (default ``evaluate``: e.g. a validation
-    subset) and ``on_eval(step, score)`` called (it may raise to stop the trial early); the
-    end is scored with ``evaluate``.
+    ``on_step(step, total, loss)`` reports progress after each optimiser step (step 0: a
+    method's look at the data before training); ``after_step(step, model)`` runs after each
+    step but the last, e.g. to score the model part-way (``scored``); either may raise to
+    stop training.
     """
     start = time.perf_counter()
     torch.manual_seed(seed)
@@ -134,11 +155,11 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, fl
     end = min(n_steps, stop_at or n_steps)
     warmup = int(settings.warmup_ratio * n_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup
-        else max(0.0, (n_steps - s) / max(1, n_steps - warmup)))
+        optimizer, lambda s: warmup_then_decay(s, warmup, n_steps))
     memory = PeakMemory(model, optimizer, device)
     hooks = getattr(model, HOOKS_ATTR, [])
-    def look_ahead() -> Any:
+
+    def look_ahead() -> Iterator[dict[str, torch.Tensor]]:
         """One epoch of batches for a method that looks at the data before training; each
         batch is reported as step 0, so a budget or an interrupt can stop it too."""
         for b in train_order(train_enc, settings.batch_size, seed):
@@ -148,51 +169,35 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, fl
 
     for hook in hooks:
         if hasattr(hook, "before_training"):
-            batches = look_ahead()
             with autocast(device, settings.precision):
-                hook.before_training(model, batches)
+                hook.before_training(model, look_ahead())
     params = [p for _, p in trainable_parameters(model)]
-    rung_scores: dict[int, float] = {}
-    metrics: dict[str, float] = {}
-    step, samples, loss_value, epoch = 0, 0, float("nan"), 0
-    micro, first_loss = 0, None
-    while step < end:
-        batches = train_order(train_enc, settings.batch_size, seed + epoch)
-        if not batches:  # else this loop would spin for ever
-            raise ValueError(f"the training data yields no batches ({len(train_enc)} examples, "
-                             f"batch size {settings.batch_size})")
-        for batch in batches:
+    stream = micro_batches(train_enc, settings.batch_size, seed)
+    samples, loss_value, first_loss = 0, float("nan"), None
+    for step in range(1, end + 1):
+        for _ in range(settings.grad_accum):  # gradients add up over the micro-batches
+            batch = next(stream)
             inputs = to_device(collate(train_enc, batch, pad_id), device)
             with memory.step(), autocast(device, settings.precision):
                 loss = model(**inputs).loss
             (loss / settings.grad_accum).backward()
             loss_value = loss.item()
             if not math.isfinite(loss_value):
-                raise Diverged(f"loss became {loss_value} at step {step + 1}")
+                raise Diverged(f"loss became {loss_value} at step {step}")
             first_loss = loss_value if first_loss is None else first_loss
-            if step >= EXPLODE_AFTER and loss_value > EXPLODE_FACTOR * max(first_loss, 1.0):
-                raise Diverged(f"loss exploded to {loss_value:.3g} at step {step + 1} "
+            if step > EXPLODE_AFTER and loss_value > EXPLODE_FACTOR * max(first_loss, 1.0):
+                raise Diverged(f"loss exploded to {loss_value:.3g} at step {step} "
                                f"(it started at {first_loss:.3g})")
             samples += len(batch)
-            micro += 1
-            if micro % settings.grad_accum:
-                continue
-            torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
-            optimizer_step(optimizer, hooks, step)
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            if on_step:
-                on_step(step, end, loss_value)
-            if step in eval_at or step == end:
-                metrics = _scored(model, evaluate if step == end else evaluate_rung or evaluate)
-                rung_scores[step] = metrics["score"]
-                if on_eval and step in eval_at:
-                    on_eval(step, rung_scores[step])
-            if step >= end:
-                break
-        epoch += 1
-    return TrainResult(score=metrics["score"], steps=step, samples=samples,
+        torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+        optimizer_step(optimizer, hooks, step - 1)
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if on_step:
+            on_step(step, end, loss_value)
+        if after_step and step < end:
+            after_step(step, model)
+    metrics = scored(model, evaluate)
+    return TrainResult(score=metrics["score"], steps=end, samples=samples,
                        seconds=time.perf_counter() - start, peak_memory=memory.bytes(),
-                       memory_method=memory.method, final_loss=loss_value,
-                       rung_scores=rung_scores, metrics=metrics)
+                       memory_method=memory.method, final_loss=loss_value, metrics=metrics)

@@ -75,7 +75,7 @@ def record(trial: Any, outcome: Outcome) -> None:
         "trainable_fraction": outcome.trainable / max(1, outcome.total),
         "peak_memory_bytes": r.peak_memory, "memory_method": r.memory_method,
         "wall_seconds": round(r.seconds, 3), "steps": r.steps, "samples": r.samples,
-        "final_loss": r.final_loss, RUNG_SCORES: {str(k): v for k, v in r.rung_scores.items()},
+        "final_loss": r.final_loss, RUNG_SCORES: {str(k): v for k, v in outcome.rung_scores.items()},
         "metrics": r.metrics,
     }.items():
         trial.set_user_attr(key, value)
