@@ -27,7 +27,10 @@ import math
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # only for annotations: optuna stays a lazy import
+    from optuna.trial import FrozenTrial
 
 
 DIRECTIONS = ("maximize", "minimize", "minimize")
@@ -91,7 +94,7 @@ class Record:
         return asdict(self)
 
 
-def feasible(trial: Any) -> bool:
+def feasible(trial: FrozenTrial) -> bool:
     """Optuna's rule: every constraint value <= 0 (stored as system attrs ``constraints*``)."""
     for key, value in trial.system_attrs.items():
         if key == "constraints" or key.startswith("constraints:"):
@@ -124,7 +127,7 @@ def _note(attrs: dict[str, Any], superseded_by: int | None) -> str:
     return ""
 
 
-def record(trial: Any, superseded_by: int | None = None) -> Record:
+def record(trial: FrozenTrial, superseded_by: int | None = None) -> Record:
     """What one trial's result means (see the module docstring)."""
     a = trial.user_attrs
     state = trial.state.name
@@ -153,7 +156,7 @@ def record(trial: Any, superseded_by: int | None = None) -> Record:
     return r
 
 
-def records(trials: Iterable[Any]) -> list[Record]:
+def records(trials: Iterable[FrozenTrial]) -> list[Record]:
     """Every trial of a study as a record, in trial order. WAITING trials (queued, never
     started) and a worker's trial past the study's cap (never trained) are left out."""
     trials = [t for t in trials if t.state.name != "WAITING" and not t.user_attrs.get(OVER_CAP)]

@@ -12,12 +12,15 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autopeft.candidate import Candidate, MethodSpec
 from autopeft.checks import load_yaml
 from autopeft.errors import UserError
 from autopeft.methods import check_combination, get_method, make_spec
+
+if TYPE_CHECKING:  # only for annotations: optuna stays a lazy import
+    from optuna.trial import Trial
 
 def _spaces_dir() -> Path:
     """Where the shipped spaces are: the source tree's ``search_spaces/`` (a checkout), else
@@ -56,7 +59,7 @@ class Param:
             return list(self.choices)
         return [self.low, self.high]
 
-    def suggest(self, trial: Any, name: str) -> Any:
+    def suggest(self, trial: Trial, name: str) -> Any:
         if self.kind == "per_layer":
             # AutoPEFT's placement: each layer on or off (`<name>.<i>`). All off would place
             # the method nowhere; that draw means the top layer alone.
@@ -91,7 +94,7 @@ class Space:
     digest: str = field(default="", compare=False)
     text: str = field(default="", compare=False, repr=False)  # the YAML it came from
 
-    def sample(self, trial: Any) -> Candidate:
+    def sample(self, trial: Trial) -> Candidate:
         """Draw one candidate; parameter names are ``candidate``, ``<entry>.learning_rate``
         and ``<method>.<param>``, so a method's parameters share one distribution."""
         entry = trial.suggest_categorical("candidate", list(self.candidates))

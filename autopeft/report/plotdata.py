@@ -17,6 +17,7 @@ from autopeft.report.show import human_bytes, percent, placement, rows
 from autopeft.results import feasible, records
 
 if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
     from optuna import Study  # only for annotations: optuna stays a lazy import
 
 STATES = ("complete", "provisional", "pruned", "failed", "infeasible", "running")
@@ -83,7 +84,7 @@ class ReportData:
         return sorted({p.label for p in self.points if p.score is not None})
 
 
-def state_of(trial: Any) -> str:
+def state_of(trial: FrozenTrial) -> str:
     name = trial.state.name
     if name == "COMPLETE":
         return "complete" if feasible(trial) else "infeasible"

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from autopeft.results import front, records, score_noise
 
 if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
     from optuna import Study  # only for annotations: optuna stays a lazy import
 SORT_KEYS = {"score": ("score", True), "params": ("trainable_params", False),
              "memory": ("peak_memory_bytes", False), "trial": ("number", False)}
@@ -67,7 +68,7 @@ def rows(study: Study, all_trials: bool = False, sort: str = "score") -> list[Ro
     return sorted(present, key=lambda r: getattr(r, key), reverse=descending) + missing
 
 
-def _storage_notes(trials: list[Any]) -> dict[int, str]:
+def _storage_notes(trials: list[FrozenTrial]) -> dict[int, str]:
     """What the storage did to a trial, which no user attribute of ours says: queued
     (WAITING: a warm-start recipe, a retry), or failed by the heartbeat check (its worker
     died: ``search/storage.py``) and retried by Optuna (``retry_history``)."""
@@ -87,7 +88,7 @@ def _storage_notes(trials: list[Any]) -> dict[int, str]:
     return notes
 
 
-def _queued(trials: list[Any], notes: dict[int, str]) -> list[Row]:
+def _queued(trials: list[FrozenTrial], notes: dict[int, str]) -> list[Row]:
     """WAITING trials (never started, so not results): listed by ``show --all`` only."""
     out = []
     for t in trials:

@@ -35,6 +35,7 @@ from autopeft.search.pruner import Pruner, decide_from_storage
 from autopeft.search.storage import disk_problem
 
 if TYPE_CHECKING:
+    from optuna.trial import Trial
     from optuna import Study  # only for annotations: optuna stays a lazy import
 
 
@@ -65,7 +66,7 @@ class StopTrial(Exception):
         self.reason, self.rung, self.step, self.by_budget = reason, rung, step, by_budget
 
 
-def record(trial: Any, outcome: Outcome) -> None:
+def record(trial: Trial, outcome: Outcome) -> None:
     """``trainable_params`` is the parameter objective: what a user stores
     (``build.count_stored``, = ``stored_params``); ``trained_params`` what trains."""
     r = outcome.result
@@ -110,7 +111,7 @@ class TrialRunner:
         return predict_seconds((t.user_attrs for t in self.study.get_trials(deepcopy=False)
                                 if t.state.name in ("COMPLETE", "PRUNED")), self.plan.trial_steps)
 
-    def duplicate_of(self, trial: Any, candidate: Candidate) -> int | None:
+    def duplicate_of(self, trial: Trial, candidate: Candidate) -> int | None:
         """A trial of this study that trained or is training the same candidate (same seed):
         it would score the same, so this one is not trained again. A trial the budget cut
         short does not count (it may get further now); of two running at once, the earlier
@@ -126,7 +127,7 @@ class TrialRunner:
                 return t.number
         return None
 
-    def run(self, trial: Any, candidate: Candidate) -> str:
+    def run(self, trial: Trial, candidate: Candidate) -> str:
         """Run ``trial`` (already sampled as ``candidate``) and tell the study; returns the state."""
         from optuna.trial import TrialState
 
@@ -216,11 +217,11 @@ class TrialRunner:
         return []
 
     # -- the other endings -------------------------------------------------------------
-    def _constrain(self, trial: Any, params: float, memory: float) -> None:
+    def _constrain(self, trial: Trial, params: float, memory: float) -> None:
         for key, value in self.limits.values(params, memory).items():
             trial.set_constraint(key, value)
 
-    def _fail(self, trial: Any, reason: str) -> str:
+    def _fail(self, trial: Trial, reason: str) -> str:
         from optuna.trial import TrialState
 
         trial.set_user_attr(FAIL_REASON, reason)
@@ -228,7 +229,7 @@ class TrialRunner:
         self.reporter.trial_failed(trial.number, reason)
         return TrialState.FAIL.name
 
-    def _duplicate(self, trial: Any, same: int) -> str:
+    def _duplicate(self, trial: Trial, same: int) -> str:
         from optuna.trial import TrialState
 
         reason = f"same candidate as trial {same}: not trained again"
@@ -238,7 +239,7 @@ class TrialRunner:
         self.reporter.trial_pruned(trial.number, reason)
         return TrialState.PRUNED.name
 
-    def _skip(self, trial: Any, pred: Prediction, broken: list[str]) -> str:
+    def _skip(self, trial: Trial, pred: Prediction, broken: list[str]) -> str:
         from optuna.trial import TrialState
 
         reason = "skipped without training, infeasible: " + "; ".join(broken)
@@ -249,7 +250,7 @@ class TrialRunner:
         self.reporter.trial_pruned(trial.number, reason)
         return TrialState.PRUNED.name
 
-    def _stopped(self, trial: Any, pred: Prediction, stop: StopTrial, seconds: float) -> str:
+    def _stopped(self, trial: Trial, pred: Prediction, stop: StopTrial, seconds: float) -> str:
         from optuna.trial import TrialState
 
         self._constrain(trial, pred.trainable_params, pred.memory_bytes)

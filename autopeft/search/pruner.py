@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from autopeft.results import PREDICTED_MEMORY, RUNG_SCORES
 
 if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
     from optuna import Study  # only for annotations: optuna stays a lazy import
 
 RUNG_DIRECTIONS = ("maximize", "minimize", "minimize")
@@ -163,7 +164,7 @@ def decide(pruner: str, table: Sequence[RungEntry], number: int, eta: int = 3,
     return make_pruner(pruner, eta).decide(table, number, score_noise)
 
 
-def rung_table(trials: Iterable[Any], step: int) -> list[RungEntry]:
+def rung_table(trials: Iterable[FrozenTrial], step: int) -> list[RungEntry]:
     """Every trial that has a score at ``step`` (running, complete or pruned; not failed),
     read from FrozenTrials' user attributes."""
     out = []

@@ -31,6 +31,7 @@ from autopeft.paths import studies_dir
 from autopeft.results import FAIL_REASON, INTERRUPTED
 
 if TYPE_CHECKING:
+    from optuna.trial import Trial
     from optuna import Study  # only for annotations: optuna stays a lazy import
 
 HEARTBEAT_SECONDS = 60
@@ -169,7 +170,7 @@ def disk_problem(exc: BaseException) -> str | None:
     return None
 
 
-def end_trial_failed(study: Study, trial: Any, reason: str) -> bool:
+def end_trial_failed(study: Study, trial: Trial, reason: str) -> bool:
     """Best effort: the trial becomes FAIL with ``reason`` if it is still RUNNING (the
     storage may refuse: a full disk). True if it is no longer RUNNING afterwards."""
     from optuna.trial import TrialState
@@ -198,7 +199,7 @@ def fail_stale_trials(study: Study) -> None:
 
 
 @contextlib.contextmanager
-def heartbeat(study: Study, trial: Any) -> Iterator[None]:
+def heartbeat(study: Study, trial: Trial) -> Iterator[None]:
     """Beat for ``trial`` while it runs (Optuna does this in ``optimize``; we ask and tell).
 
     An error that escapes the trial never leaves it RUNNING: it becomes FAIL first. A disk

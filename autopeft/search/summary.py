@@ -26,6 +26,7 @@ from autopeft.pareto import hypervolume
 from autopeft.results import front_pool, records
 
 if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
     from optuna import Study  # only for annotations: optuna stays a lazy import
 
 REFERENCE = (1.1, 1.1, 1.1)
@@ -54,7 +55,7 @@ class Scales:
                 "memory_scale_bytes": MEMORY_BYTES_PER_PARAM * self.base_params}
 
 
-def front_hypervolume(trials: list[Any], scales: Scales) -> float:
+def front_hypervolume(trials: list[FrozenTrial], scales: Scales) -> float:
     """Hypervolume of the reported front's pool (``autopeft/results.py``: refit records and
     the search trials they do not supersede, else provisional ones)."""
     pool = front_pool(records(trials))

@@ -20,10 +20,11 @@ from autopeft.search.budget import Budget
 from autopeft.results import OVER_CAP
 
 if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial, Trial
     from optuna import Study  # only for annotations: optuna stays a lazy import
 
 
-def _slots(trials: list[Any]) -> list[Any]:
+def _slots(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     retried = {t.system_attrs.get("failed_trial") for t in trials} - {None}
     return [t for t in trials if t.state.name != "WAITING" and not t.user_attrs.get(OVER_CAP)
             and not (t.state.name == "FAIL" and t.number in retried)]
@@ -33,7 +34,7 @@ def cap_reached(study: Study, cap: int | None) -> bool:
     return cap is not None and len(_slots(study.get_trials(deepcopy=False))) >= cap
 
 
-def beyond_cap(study: Study, trial: Any, cap: int | None) -> bool:
+def beyond_cap(study: Study, trial: Trial, cap: int | None) -> bool:
     """Whether ``trial`` (just asked) is past the cap, counting in trial-number order."""
     if cap is None:
         return False
