@@ -44,8 +44,7 @@ def test_top_third_by_front_then_crowding() -> None:
     table = [E(0, 0.90, params=1000), E(1, 0.85, params=500), E(2, 0.84, params=480),
              E(3, 0.60, params=10), *(E(n, 0.50, params=2000) for n in range(4, 9))]
     kept = {e.number for e in table if mo_asha(table, e.number).keep}
-    assert len(kept) == 3 and {0, 3} <= kept
-    assert kept & {1, 2}
+    assert kept == {0, 2, 3}  # 2 is lonelier than 1: crowding 1.33 against 0.73 (test_pareto)
     for n in range(4, 9):
         d = mo_asha(table, n)
         assert not d.keep and d.allowed == 3 and d.competitors == 9
