@@ -27,6 +27,20 @@ def test_cpu_peak_memory_orders_full_above_peft(tiny_model, tiny_data) -> None:
     assert "saved activations" in full.result.memory_method
 
 
+def test_cpu_peak_memory_holds_weights_gradients_and_two_adamw_states(tiny_model, tiny_data) -> None:
+    """An absolute floor, not an ordering: fp32 full fine-tuning holds 4 bytes of weight,
+    4 of gradient and 8 of AdamW moments per parameter, so at least 16 bytes each; LoRA
+    holds every weight and 12 more bytes per trained parameter. Short batches keep the saved
+    activations small, so they cannot make up for a state left uncounted."""
+    b = Bench.load(str(tiny_model), DataSettings("sst2", str(tiny_data), 64, 32),
+                   TrainSettings(batch_size=2, max_length=16))
+    full = b.run(Candidate([MethodSpec("full")], 1e-4))
+    assert full.trainable == full.total > 20_000
+    assert full.result.peak_memory >= 16 * full.trainable
+    lora = b.run(Candidate([MethodSpec("lora", {"r": 2})], 1e-3))
+    assert lora.result.peak_memory >= 4 * lora.total + 12 * lora.trained
+
+
 def test_a_candidate_never_sees_weights_changed_by_another(tiny_model, tiny_data) -> None:
     b = bench(tiny_model, tiny_data)
     pristine = {k: v.clone() for k, v in b.base.model.state_dict().items()}
