@@ -91,13 +91,31 @@ def test_gradient_checkpointing_lowers_measured_memory_same_loss(tiny_model, tin
 
 
 def test_base_weights_are_read_from_disk_once_per_worker(tiny_model, tiny_data, monkeypatch) -> None:
+    """Two trials on one bench load nothing: each builds on a copy of the weights in memory."""
     import transformers
 
+    import autopeft.models
+    import autopeft.runner
+
+    loads: list[str] = []
+
+    def counted(module, name):
+        original = getattr(module, name)
+
+        def spy(*args, **kwargs):
+            loads.append(f"{getattr(module, '__name__', module)}.{name}")
+            return original(*args, **kwargs)
+        monkeypatch.setattr(module, name, spy)
+
+    counted(transformers.AutoModelForSequenceClassification, "from_pretrained")
+    counted(autopeft.models, "load_base")
+    counted(autopeft.runner, "load_base")
     b = bench(tiny_model, tiny_data)
-
-    def no_reload(*args, **kwargs):
-        raise AssertionError("the base model was loaded from disk again")
-
-    monkeypatch.setattr(transformers.AutoModelForSequenceClassification, "from_pretrained", no_reload)
-    b.run(Candidate([MethodSpec("lora")], 1e-3))
-    b.run(Candidate([MethodSpec("bitfit")], 1e-3))
+    assert len(loads) == 2  # the spies see the bench's one load (load_base, then transformers)
+    weights = {n: p.detach().clone() for n, p in b.base.model.named_parameters()}
+    first = b.run(Candidate([MethodSpec("lora")], 1e-3))
+    second = b.run(Candidate([MethodSpec("bitfit")], 1e-3))
+    assert len(loads) == 2, loads  # nothing read again
+    assert first.result.steps == second.result.steps == 4
+    for n, p in b.base.model.named_parameters():  # the copies trained, not the base
+        assert torch.equal(p, weights[n]), n
