@@ -179,16 +179,33 @@ def test_budget_end_is_respected(workdir: Path, tiny_model: Path, tiny_data: Pat
 @pytest.mark.slow
 def test_confirm_seeds_replace_front_members_by_their_means(workdir: Path, tiny_model: Path,
                                                             tiny_data: Path) -> None:
+    from autopeft.pareto import non_dominated_mask
+
+    from test_tasks import write_glue
+
+    # STS-B: a correlation, so seeds that train differently score differently (on SST-2 the
+    # tiny model predicts one class whatever the seed: the same accuracy every time)
+    write_glue(workdir / "data", "stsb", n=32)
     (workdir / "lora.yaml").write_text(LORA_SPACE)
-    study = api.search("sst2", **small(tiny_model, tiny_data, n_trials=2, space="lora.yaml",
-                                       pruner="none", confirm_seeds=2, warm_start=False))
+    study = api.search("stsb", **small(tiny_model, workdir / "data", n_trials=2,
+                                       space="lora.yaml", pruner="none", confirm_seeds=2,
+                                       warm_start=False))
+    searched = [t for t in study.get_trials()
+                if t.state.name == "COMPLETE" and "confirm_of" not in t.user_attrs]
+    assert len(searched) == 2
+    on_front = non_dominated_mask([t.values for t in searched], ["maximize", "minimize", "minimize"])
+    members = {t.number for t, on in zip(searched, on_front) if on}
     confirmations = [t for t in study.get_trials() if "confirm_of" in t.user_attrs]
-    assert confirmations
-    originals = {t.user_attrs["confirm_of"] for t in confirmations}
+    originals = [t.user_attrs["confirm_of"] for t in confirmations]
+    assert len(originals) == len(set(originals))  # each trial confirmed once
+    assert members <= set(originals)  # every member of the search front confirmed
     front = api.front(study)
-    assert not originals & {r.number for r in front}  # the means stand in for them
+    assert front and {r.number for r in front} <= {t.number for t in confirmations}  # the means
+    assert not set(originals) & {r.number for r in front}  # stand in for the search trials
+    by_number = {t.number: t for t in searched}
     for t in confirmations:
         a = t.user_attrs
-        assert len(a["confirm_scores"]) == 3 and a["confirm_seeds"] == [0, 1, 2]
+        assert a["confirm_seeds"] == [0, 1, 2] and len(a["confirm_scores"]) == 3
+        assert a["confirm_scores"][0] == by_number[a["confirm_of"]].values[0]  # seed 0: the trial
         assert t.values[0] == pytest.approx(sum(a["confirm_scores"]) / 3)
-    assert {r.number for r in front} <= {t.number for t in front_trials(study)} | originals
+        assert len(set(a["confirm_scores"])) == 3, a["confirm_scores"]  # each seed its own run
