@@ -157,6 +157,43 @@ def test_no_warm_start_on_a_resumed_study(workdir: Path, tiny_model: Path, tiny_
     assert len(recipes) == 1 and len(study.get_trials()) == 2
 
 
+def test_mo_asha_prunes_trials_at_their_rungs_end_to_end(workdir: Path, tiny_model: Path) -> None:
+    """Nine candidates through rungs 2, 4, 8: each rung score is stored, the pruner decides
+    from the storage, and a trial it stops is PRUNED at that rung with its decision and
+    reason. STS-B (a correlation): candidates score differently, so ranks are not ties."""
+    from test_tasks import write_glue
+
+    write_glue(workdir / "data", "stsb", n=128)  # batch 16: 8 steps
+    (workdir / "bitfit.yaml").write_text("candidates: [bitfit]\n"
+                                         "learning_rate: {low: 1.0e-4, high: 1.0e-1, log: true}\n")
+    study = api.search("stsb", **small(tiny_model, workdir / "data", n_trials=9, rungs="2,4,8",
+                                       space="bitfit.yaml", pruner="mo-asha", warm_start=False,
+                                       sampler="random", seed=0))
+    trials = study.get_trials()
+    assert len(trials) == 9 and study.user_attrs["plan"]["rungs"] == [2, 4, 8]
+    pruned = [t for t in trials if t.state.name == "PRUNED"]
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert pruned and complete and len(pruned) + len(complete) == 9
+    for t in pruned:
+        a = t.user_attrs
+        step = a["pruned_at_step"]
+        assert step in (2, 4) and a["steps"] == step  # stopped at a rung, never at the end
+        assert a["pruned_at_rung"] == [2, 4, 8].index(step) + 1
+        assert set(a["rung_scores"]) == {str(s) for s in (2, 4) if s <= step}
+        decisions = a["rung_decisions"]
+        assert set(decisions) == set(a["rung_scores"])  # one decision per rung it reached
+        assert decisions[str(step)]["keep"] is False
+        assert all(d["keep"] for k, d in decisions.items() if k != str(step))
+        assert a["prune_reason"].startswith(f"mo-asha at step {step}: ")
+        assert decisions[str(step)]["reason"] in a["prune_reason"]
+        assert a["stopped_by_budget"] is False and t.values is None
+    for t in complete:
+        a = t.user_attrs
+        assert a["steps"] == 8 and set(a["rung_scores"]) == {"2", "4", "8"}
+        assert all(d["keep"] for d in a["rung_decisions"].values())
+        assert set(a["rung_decisions"]) == {"2", "4"}  # none at the end: the score is the result
+
+
 @pytest.mark.slow
 def test_budget_end_is_respected(workdir: Path, tiny_model: Path, tiny_data: Path) -> None:
     from faults import enable_faults
