@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -194,23 +193,40 @@ def test_mo_asha_prunes_trials_at_their_rungs_end_to_end(workdir: Path, tiny_mod
         assert set(a["rung_decisions"]) == {"2", "4"}  # none at the end: the score is the result
 
 
-@pytest.mark.slow
-def test_budget_end_is_respected(workdir: Path, tiny_model: Path, tiny_data: Path) -> None:
-    from faults import enable_faults
+def test_budget_end_is_respected(workdir: Path, tiny_model: Path, tiny_data: Path,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The search's clock is the test's: loading the model takes 1 s of it and each step of
+    the `fault` kind tick 0.5 s, so a 3 s budget (which starts before the model loads) ends
+    with the fourth step of the first trial, whatever the machine."""
+    import functools
 
-    enable_faults()  # `fault` kind sleep: each step takes 0.4 s, so a trial takes ~5 s
-    (workdir / "slow.yaml").write_text("candidates: [fault]\nmethods:\n  fault: {kind: sleep, "
-                                       "seconds: 0.4}\nlearning_rate: 1.0e-3\n")
-    start = time.monotonic()
+    import autopeft.search.study as study_mod
+    from autopeft.runner import Bench
+    from faults import CLOCK, enable_faults
+
+    enable_faults()
+    monkeypatch.setattr(study_mod, "run_search", functools.partial(study_mod.run_search,
+                                                                   clock=CLOCK))
+    load = Bench.load
+
+    def slow_load(*args, **kwargs):
+        CLOCK.t += 1.0
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(Bench, "load", slow_load)
+    (workdir / "slow.yaml").write_text("candidates: [fault]\nmethods:\n  fault: {kind: tick, "
+                                       "seconds: 0.5}\nlearning_rate: 1.0e-3\n")
+    start = CLOCK()
     study = api.search("sst2", **small(tiny_model, tiny_data, budget="3s", space="slow.yaml",
                                        warm_start=False, trial_steps=13, refit_share=0.0))
-    assert time.monotonic() - start < 3 + 15
+    assert study.user_attrs["budget"]["started"] == start and study.user_attrs["deadline"] == start + 3
     trials = study.get_trials()
     assert len(trials) == 1  # nothing else could start after the end
     a = trials[0].user_attrs
     assert trials[0].state.name == "PRUNED" and a["stopped_by_budget"] is True
-    assert a["pruned_at_rung"] == sum(1 for s in a["rungs"] if str(s) in a.get("rung_scores", {}))
-    assert a["steps"] < 13
+    assert a["steps"] == a["pruned_at_step"] == 4  # 1 s + 4 x 0.5 s = 3 s
+    assert a["pruned_at_rung"] == 0 and "rung_scores" not in a  # its only rung is the end, 13
+    assert "budget ended at step 4" in a["prune_reason"]
 
 
 @pytest.mark.slow
