@@ -43,15 +43,15 @@ class Clock:
 
 CLOCK = Clock()
 BARRIER_SECONDS = 180.0  # a worker that has not started a trial by then is not coming
-_passed_barrier = False
+_passed_barriers: set[str] = set()
 
 
 def wait_at_barrier(parties: int) -> None:
-    """Once per process: mark this process arrived, then wait until ``parties`` have."""
-    global _passed_barrier
-    if _passed_barrier:
-        return
+    """Once per process and barrier folder: mark this process arrived, then wait until
+    ``parties`` have."""
     folder = os.environ["AUTOPEFT_TEST_BARRIER"]
+    if folder in _passed_barriers:
+        return
     open(os.path.join(folder, str(os.getpid())), "w").close()
     end = time.monotonic() + BARRIER_SECONDS
     while len(os.listdir(folder)) < parties:
@@ -59,7 +59,7 @@ def wait_at_barrier(parties: int) -> None:
             raise RuntimeError(f"only {len(os.listdir(folder))} of {parties} processes "
                                f"started a trial within {BARRIER_SECONDS:.0f} s")
         time.sleep(0.05)
-    _passed_barrier = True
+    _passed_barriers.add(folder)
 
 
 class _Fault:

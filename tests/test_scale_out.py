@@ -38,17 +38,18 @@ def pg_url() -> str:
     return url
 
 
-def sleepy_space(folder: Path) -> Path:
+def sleepy_space(folder: Path, barrier: int = 0) -> Path:
     path = folder / "sleepy.yaml"  # each step sleeps: trials overlap across workers
     # A learning-rate range: each trial is a new candidate (an identical one is not re-trained).
     path.write_text("candidates: [fault]\nlearning_rate: {low: 1.0e-4, high: 1.0e-3}\n"
-                    "methods:\n  fault: {kind: sleep, seconds: 0.3}\n")
+                    f"methods:\n  fault: {{kind: sleep, seconds: 0.3, barrier: {barrier}}}\n")
     return path
 
 
-def search(storage: str, study: str, folder: Path, model: Path, data: Path, *extra: str) -> list[str]:
+def search(storage: str, study: str, folder: Path, model: Path, data: Path, *extra: str,
+           barrier: int = 0) -> list[str]:
     return ["search", "--task", "sst2", "--model", str(model), "--data-dir", str(data),
-            "--storage", storage, "--study", study, "--space", str(sleepy_space(folder)),
+            "--storage", storage, "--study", study, "--space", str(sleepy_space(folder, barrier)),
             "--batch-size", "16", "--train-samples", "64", "--eval-samples", "16",
             "--max-length", "32", "--pruner", "none", "--no-warm-start", "--quiet",
             "--isolation", "none", *extra]
@@ -75,20 +76,30 @@ def check_cap(storage: str, study: str, cap: int) -> list[optuna.trial.FrozenTri
     return counted
 
 
-def three_workers(storage: str, folder: Path, model: Path, data: Path) -> None:
+def three_workers(storage: str, folder: Path, model: Path, data: Path,
+                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each process's first trial waits until all three have one (``faults`` barrier): the
+    spawned workers take trials however long they take to start, so the test does not
+    depend on them joining before the search's own trials reach the cap."""
     study = f"w-{uuid.uuid4().hex[:8]}"
-    assert main(search(storage, study, folder, model, data, "--workers", "3", "--n-trials", "12")) == 0
+    barrier = folder / "barrier"
+    barrier.mkdir()
+    monkeypatch.setenv("AUTOPEFT_TEST_BARRIER", str(barrier))  # the workers inherit it
+    assert main(search(storage, study, folder, model, data, "--workers", "3", "--n-trials", "12",
+                       barrier=3)) == 0
     done = check_cap(storage, study, 12)
+    assert len(os.listdir(barrier)) == 3
     assert len({t.user_attrs["worker"] for t in done}) == 3  # all three took trials
 
 
 def test_three_workers_on_postgresql_finish_exactly_the_cap(pg_url, workdir, tiny_model,
-                                                            tiny_data) -> None:
-    three_workers(pg_url, workdir, tiny_model, tiny_data)
+                                                            tiny_data, monkeypatch) -> None:
+    three_workers(pg_url, workdir, tiny_model, tiny_data, monkeypatch)
 
 
-def test_three_workers_on_a_journal_file(workdir, tiny_model, tiny_data) -> None:
-    three_workers(f"journal:{workdir / 'study.journal'}", workdir, tiny_model, tiny_data)
+def test_three_workers_on_a_journal_file(workdir, tiny_model, tiny_data, monkeypatch) -> None:
+    three_workers(f"journal:{workdir / 'study.journal'}", workdir, tiny_model, tiny_data,
+                  monkeypatch)
 
 
 def test_a_killed_worker_s_trial_fails_is_retried_and_the_cap_holds(pg_url, workdir, tiny_model,
