@@ -87,7 +87,7 @@ def test_a_segfaulting_trial_does_not_kill_the_study(workdir, tiny_model, tiny_d
 
 
 def start(workdir: Path, argv: list[str]) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent))
+    env = dict(os.environ)  # PYTHONPATH: tests/ first (enable_faults), then the caller's
     # As a terminal's foreground job would: SIGINT raises KeyboardInterrupt (a background
     # job of a non-interactive shell, as under CI, inherits SIGINT ignored).
     code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
