@@ -91,7 +91,9 @@ class Bench:
 
     def build(self, candidate: Candidate, schedule_steps: int | None = None) -> Any:
         """The candidate on a fresh copy; ``schedule_steps``: how long it will train (methods
-        with schedules, e.g. AdaLoRA; default the data's epochs)."""
+        with schedules, e.g. AdaLoRA; default the data's epochs). On CUDA ``run`` keeps the
+        base on the device, so the copy is made there (no host copy, no host-to-device
+        transfer per trial); on CPU, as ever."""
         return build(self.base.model, candidate,
                      schedule_steps or total_steps(len(self.train_data), self.settings))
 
@@ -105,9 +107,11 @@ class Bench:
         from ``candidate.seed``: the new head and the methods' tensors (``build``), dropout
         and the data order (``train``)."""
         fid = fidelity or Fidelity()
+        device = resolve_device(self.settings.device)
+        if device.type == "cuda":  # the frozen base stays there: copied at device speed
+            self.base.model.to(device)
         model = self.build(candidate, fid.schedule_steps)
         stored, trained, total = count_stored(model), count_trainable(model), count_total(model)
-        device = resolve_device(self.settings.device)
         tok = self.base.tokenizer
         evaluate = make_evaluator(self.task, self.eval_data, self.settings, tok, device)
         evaluate_rung = evaluate
