@@ -327,3 +327,68 @@ def test_one_out_of_memory_blocks_nothing_two_block_larger_candidates_until_one_
     add(study, "FAIL", 400, oom=True)
     add(study, "FAIL", 450, oom=True)
     assert runner._ran_out_before(500) and runner._ran_out_before(350) == []
+
+
+# -- placing this machine's workers before the search starts ----------------------------------
+
+class Notes:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def note(self, text: str) -> None:
+        self.lines.append(text)
+
+
+def placed(monkeypatch: pytest.MonkeyPatch, peak: int | None, gib: int, **cfg: Any) -> tuple:
+    """``placement`` on 2 stand-in GPUs of ``gib`` GiB, with a study that measured ``peak``."""
+    from autopeft.memory import CUDA_METHOD
+    from autopeft.search.config import SearchConfig
+    from autopeft.search.study import placement
+    from autopeft.train import TrainSettings
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda i: types.SimpleNamespace(total_memory=gib * 2**30))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "6,7")
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    if peak is not None:
+        study.add_trial(optuna.trial.create_trial(
+            state=optuna.trial.TrialState.COMPLETE, values=[0.9, 1, peak],
+            user_attrs={"peak_memory_bytes": peak, "memory_method": CUDA_METHOD}))
+    base = torch.nn.Linear(256, 256)  # 65,792 parameters, 263,168 bytes kept on the device
+    bench = types.SimpleNamespace(settings=TrainSettings(device="cuda:1"),
+                                  base=types.SimpleNamespace(model=base))
+    notes = Notes()
+    cfg = SearchConfig(task="sst2", model="m", n_trials=8, **cfg)
+    return placement(cfg, bench, study, notes), notes.lines
+
+
+def test_placement_shares_the_gpus_and_says_in_one_line_when_trials_may_not_fit(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    slots, notes = placed(monkeypatch, 10 * 2**30, 80, workers=4, trials_per_gpu=2)
+    assert [s.device for s in slots] == ["7", "6", "7", "6"]  # the search keeps its cuda:1
+    assert {s.share for s in slots} == {0.5} and notes == []  # 2 x 10 GiB fit in 80
+    slots, notes = placed(monkeypatch, 50 * 2**30, 80, workers=4, trials_per_gpu=2)
+    assert len(slots) == 4 and len(notes) == 1 and "may not fit" in notes[0]
+    with pytest.raises(UserError, match="--trials-per-gpu 1"):
+        placed(monkeypatch, None, 80, workers=3)
+
+
+def test_trials_per_gpu_auto_starts_as_many_workers_as_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    slots, notes = placed(monkeypatch, 20 * 2**30, 141, trials_per_gpu="auto")
+    assert len(slots) == 2 * 6 and {s.share for s in slots} == {1 / 6}
+    assert "auto: 6 per GPU (12 workers)" in notes[0]
+
+
+def test_trials_per_gpu_is_a_count_or_auto() -> None:
+    from autopeft.cli import parser
+    from autopeft.search.config import SearchConfig
+
+    for bad in (0, "two", 1.5):
+        with pytest.raises(UserError, match="trials_per_gpu"):
+            SearchConfig(task="sst2", model="m", n_trials=1, trials_per_gpu=bad)
+    args = parser().parse_args(["search", "--task", "sst2", "--model", "m", "--trials-per-gpu", "auto"])
+    assert args.trials_per_gpu == "auto"
+    args = parser().parse_args(["search", "--task", "sst2", "--model", "m", "--trials-per-gpu", "3"])
+    assert args.trials_per_gpu == 3
