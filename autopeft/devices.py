@@ -107,11 +107,17 @@ def auto_trials_per_gpu(per_trial_bytes: int, device_bytes: int) -> int:
     return fits(per_trial_bytes, device_bytes, MAX_AUTO_TRIALS_PER_GPU)
 
 
-def device_memory(index: int) -> int:
-    """Total memory of this process's CUDA device ``index``, in bytes."""
-    import torch
+def device_memory(entry: str) -> int:
+    """Total memory of the GPU ``entry`` (a ``CUDA_VISIBLE_DEVICES`` entry: a MIG instance has
+    its own size), in bytes. Asked in a short child process: asking here would create a CUDA
+    context in the search process, which then holds GPU memory for the whole search."""
+    import subprocess
+    import sys
 
-    return int(torch.cuda.get_device_properties(index).total_memory)
+    code = "import torch; print(torch.cuda.get_device_properties(0).total_memory)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, VISIBLE: entry}, timeout=120, check=True)
+    return int(out.stdout.strip().splitlines()[-1])
 
 
 @contextlib.contextmanager

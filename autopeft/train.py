@@ -81,6 +81,12 @@ def bf16_base(settings: TrainSettings) -> bool:
     return device.type == "cuda" and uses_bf16(device, settings.precision)
 
 
+def maybe_bf16_base(settings: TrainSettings) -> bool:
+    """``bf16_base`` without asking the GPU (which would create a CUDA context in the search
+    process): bf16 or auto on CUDA. For memory predictions, which stay lower bounds."""
+    return resolve_device(settings.device).type == "cuda" and settings.precision in ("bf16", "auto")
+
+
 def set_tf32(device: torch.device, precision: str) -> None:
     """TF32 matmuls (fp32 storage, 10-bit mantissa products, Ampere+) with ``--precision
     tf32`` on CUDA; ``fp32`` is exact fp32. A process-wide switch, set by every trial."""

@@ -348,8 +348,10 @@ def placed(monkeypatch: pytest.MonkeyPatch, peak: int | None, gib: int, **cfg: A
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_device_properties",
-                        lambda i: types.SimpleNamespace(total_memory=gib * 2**30))
+    import autopeft.search.study as study_mod
+
+    asked: list[str] = []
+    monkeypatch.setattr(study_mod, "device_memory", lambda e: asked.append(e) or gib * 2**30)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "6,7")
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
     if peak is not None:
@@ -361,7 +363,11 @@ def placed(monkeypatch: pytest.MonkeyPatch, peak: int | None, gib: int, **cfg: A
                                   base=types.SimpleNamespace(model=base))
     notes = Notes()
     cfg = SearchConfig(task="sst2", model="m", n_trials=8, **cfg)
-    return placement(cfg, bench, study, notes), notes.lines
+    slots = placement(cfg, bench, study, notes)
+    assert asked in ([], ["7"])  # the search's own GPU, when there is something to check
+    if len(slots) == 1:  # alone on its GPU: the GPU is not even asked
+        assert asked == []
+    return slots, notes.lines
 
 
 def test_placement_shares_the_gpus_and_says_in_one_line_when_trials_may_not_fit(
@@ -373,6 +379,8 @@ def test_placement_shares_the_gpus_and_says_in_one_line_when_trials_may_not_fit(
     assert len(slots) == 4 and len(notes) == 1 and "may not fit" in notes[0]
     with pytest.raises(UserError, match="--trials-per-gpu 1"):
         placed(monkeypatch, None, 80, workers=3)
+    slots, notes = placed(monkeypatch, None, 80)  # the default: the search alone on cuda:1
+    assert [(s.device, s.share) for s in slots] == [("7", 1.0)] and notes == []
 
 
 def test_trials_per_gpu_auto_starts_as_many_workers_as_fit(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -35,7 +35,7 @@ from autopeft.search.constraints import Limits, Prediction, predict
 from autopeft.search.plan import Plan
 from autopeft.search.pruner import Pruner, decide_from_storage
 from autopeft.search.storage import disk_problem
-from autopeft.train import bf16_base
+from autopeft.train import maybe_bf16_base
 
 if TYPE_CHECKING:
     from optuna.trial import Trial
@@ -146,7 +146,7 @@ class TrialRunner:
             return self._duplicate(trial, same)
         try:
             pred = predict(self.skeleton, self.bench.base.model, candidate, self.plan.schedule_steps,
-                           bf16_base(self.bench.settings))
+                           maybe_bf16_base(self.bench.settings))
         except Exception as exc:  # cannot even be built: fails alone, the study goes on
             return self._fail(trial, f"{type(exc).__name__}: {exc}"[:500])
         for key, value in {"trainable_params": pred.trainable_params,

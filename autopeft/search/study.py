@@ -133,8 +133,10 @@ def placement(cfg: SearchConfig, bench: Bench, study: Study, reporter: Reporter)
     if not gpus:
         return place(cfg.workers, [], 1)
     first = device_index(bench.settings.device)
-    need, have = per_trial_bytes(study, bench), device_memory(first)
     auto = cfg.trials_per_gpu == "auto"
+    if cfg.workers == 1 and not auto:  # the search alone on its GPU: nothing to share or check
+        return place(1, gpus, 1, first)
+    need, have = per_trial_bytes(study, bench), device_memory(gpus[first])
     k = auto_trials_per_gpu(need, have) if auto else int(cfg.trials_per_gpu)
     slots = place(k * len(gpus) if auto else cfg.workers, gpus, k, first)
     sharing = max(Counter(s.device for s in slots).values())
