@@ -145,8 +145,8 @@ class TrialRunner:
         if same is not None:
             return self._duplicate(trial, same)
         try:
-            pred = predict(self.skeleton, self.bench.base.model, candidate, self.plan.schedule_steps,
-                           maybe_bf16_base(self.bench.settings))
+            pred = predict(self.skeleton, self.bench.base.model, candidate,
+                           self.plan.schedule_steps, maybe_bf16_base(self.bench.settings))
         except Exception as exc:  # cannot even be built: fails alone, the study goes on
             return self._fail(trial, f"{type(exc).__name__}: {exc}"[:500])
         for key, value in {"trainable_params": pred.trainable_params,

@@ -207,7 +207,8 @@ def run_worker(study_name: str, storage: str | None = None, reporter: Reporter |
     a = study.user_attrs
     if "space_text" not in a:
         raise UserError(f"study {study_name!r} was not made by this autopeft version's search")
-    train = TrainSettings(**{**a["train"], "device": worker_device(a["train"].get("device", "auto"), device)})
+    own_device = worker_device(a["train"].get("device", "auto"), device)  # its GPU is `cuda`
+    train = TrainSettings(**{**a["train"], "device": own_device})
     cfg = SearchConfig(task=a["task"], model=a["model"], study=study_name, storage=url,
                        data=DataSettings(**a["data"]), train=train,
                        **{k: v for k, v in a["search"].items() if k != "sampler"},
