@@ -199,11 +199,11 @@ def environment(ctx: Ctx) -> dict:
 
 def loop(ctx: Ctx) -> dict:
     """A trial against a bare loop on the same batches (same model, optimiser, precision)."""
-    import torch
-
     from autopeft.data import collate
     from autopeft.isolation import IsolatedBench
-    from autopeft.train import _optimizer, autocast, micro_batches, resolve_device, to_device
+    from autopeft.runner import Fidelity
+    from autopeft.train import (_optimizer, autocast, bf16_base, frozen_in_bf16, micro_batches,
+                                resolve_device, to_device)
 
     t0 = time.perf_counter()
     bench = ctx.bench()
@@ -215,6 +215,8 @@ def loop(ctx: Ctx) -> dict:
     device = resolve_device(ctx.device)
     model = bench.build(lora)
     model.to(device).train()
+    if bf16_base(bench.settings):  # as the trial stores its frozen weights
+        frozen_in_bf16(model)
     opt = _optimizer(model, 1e-3, 0.01, fused=device.type == "cuda")
     stream = micro_batches(bench.train_data, bench.settings.batch_size, lora.seed)
     pad = bench.base.tokenizer.pad_token_id
@@ -233,7 +235,7 @@ def loop(ctx: Ctx) -> dict:
     with IsolatedBench(ctx.model, ctx.data_settings(), bench.settings,
                        str(Path(ctx.work) / "cache")) as iso:
         t0 = time.perf_counter()
-        iso.run(lora, fidelity=__import__("autopeft.runner").runner.Fidelity(stop_at=1))
+        iso.run(lora, fidelity=Fidelity(stop_at=1))
         start_s = time.perf_counter() - t0
         _, iso_s = timed_run(iso, lora, ctx.steps)
     return {"steps": ctx.steps, "trial_ms_per_step": round(1e3 * trial_s, 2),
