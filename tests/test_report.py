@@ -153,6 +153,63 @@ def test_show_table_is_readable_and_adds_seed_columns_when_confirmed(tmp_path: P
     assert (row.seeds, row.score_mean) == (3, pytest.approx(0.91))
 
 
+LONG = {"label": "prefix+lora+bitfit",
+        "candidate": {"methods": [{"name": "prefix", "params": {"num_virtual_tokens": 20}},
+                                  {"name": "lora", "params": {"r": 16, "alpha": 32,
+                                   "targets": ["query", "key", "value", "dense"],
+                                   "layers": [0, 1, 2, 3, 4, 5]}},
+                                  {"name": "bitfit", "params": {}}],
+                      "learning_rate": 3e-4, "seed": 0}}
+LONG_PLACEMENT = ("prefix tokens=20; lora r=16 alpha=32 [query,key,value,dense] L=0,1,2,3,4,5; "
+                  "bitfit; lr=3.0e-04")
+
+
+def test_show_into_a_pipe_prints_every_column_in_full(tmp_path: Path, capsys,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """`autopeft show > front.txt`, a CI log: no terminal, so no width limit and no cut, even
+    where the terminal it would have had is 80 columns wide."""
+    monkeypatch.setenv("COLUMNS", "80")
+    url = f"sqlite:///{tmp_path / 'hand.db'}"
+    hand_made_study(storage=url, extra_attrs={2: LONG})
+    assert main(["show", "hand", "--storage", url, "--all"]) == 0
+    out = capsys.readouterr().out
+    assert "…" not in out and "..." not in out
+    for whole in ("0.9500", "0.9200", "0.9100", "0.8800", "0.8500", "infeasible", "complete",
+                  "failed", "pruned", "prefix+lora+bitfit", LONG_PLACEMENT, "peak mem", "time"):
+        assert whole in out, whole
+    assert max(map(len, out.splitlines())) > 80  # one row per trial, however long
+    assert all(line == line.rstrip() for line in out.splitlines()), "no trailing padding"
+
+    reporter = ConsoleReporter()  # a search's plain log on a terminal-less stderr
+    reporter.trial_finished(hand_made_study(extra_attrs={0: LONG}), 0)
+    err = capsys.readouterr().err
+    assert "…" not in err and LONG_PLACEMENT in err and "front so far" in err
+
+
+@pytest.mark.parametrize("width", [60, 80, 100])
+def test_a_narrow_terminal_drops_columns_never_the_numbers(width: int) -> None:
+    from rich.console import Console
+
+    from autopeft.report.show import DROP_ORDER, rows, table
+
+    study = hand_made_study(extra_attrs={2: LONG, 1: {"confirm_scores": [0.91, 0.90, 0.92]}})
+    term = Console(record=True, width=width, force_terminal=True)
+    term.print(table(rows(study, all_trials=True), "all"))
+    text = term.export_text()
+    lines = text.splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= width and "…" not in text
+    header = next(line.split() for line in lines if line.split()[:2] == ["trial", "method"])
+    for number, score, params, memory in ((5, "0.9500", "10.00K", "286.1 MiB"),
+                                          (0, "0.9200", "22.00M", "1.1 GiB"),
+                                          (2, "0.9100", "75.00K", "572.2 MiB")):
+        row = next(line for line in lines if line.split()[:1] == [str(number)])
+        assert score in row and params in row and memory in row, row
+    assert "prefix+lora+bitfit" in text and LONG_PLACEMENT.split(";")[0] in text
+    dropped = [name for name in DROP_ORDER if name not in " ".join(header)]
+    assert dropped == list(DROP_ORDER[:len(dropped)]), "the least important go first"
+    assert ("time" not in header) and (width > 60 or "status" not in header)
+
+
 def test_reporters_take_every_event() -> None:
     """The search may send rung / pruned events to any reporter, including the silent one."""
     from rich.console import Console
