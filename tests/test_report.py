@@ -124,6 +124,80 @@ def test_hypervolume_prefers_the_searchs_record_and_falls_back_to_its_own(tmp_pa
     assert recorded.hypervolume_source == "as recorded by the search"
 
 
+def many_methods_study(per_method: int = 3, seed: int = 0):
+    """Every registered method and four combinations, a few complete trials each, scores
+    rising with log parameters: a long front crowded with close points (half the trials)."""
+    import math
+    import random
+
+    import optuna
+    from optuna.trial import create_trial
+
+    from autopeft.methods.registry import METHODS
+
+    rng = random.Random(seed)
+    study = optuna.create_study(study_name="many", directions=["maximize", "minimize", "minimize"])
+    for label in [*METHODS, "lora+bitfit", "adapter+lora", "prefix+lora", "ia3+bitfit"]:
+        for _ in range(per_method):
+            params = 22_000_000 if label == "full" else int(10 ** rng.uniform(3.5, 7.3))
+            score = 0.70 + 0.035 * math.log10(params) + rng.uniform(-0.01, 0.01)
+            memory = int((300 + 40 * math.log10(params) + rng.uniform(-15, 15)) * 2**20)
+            study.add_trial(create_trial(
+                values=[score, params, memory], system_attrs={"constraints": [-1.0]},
+                user_attrs={"label": label, "trainable_fraction": params / 22_000_000,
+                            "wall_seconds": 12.0, "candidate": {"methods": [
+                                {"name": n, "params": {}} for n in label.split("+")],
+                                "learning_rate": 1e-3, "seed": 0}}))
+    return study
+
+
+def test_every_method_has_its_own_colour_and_marker_grouped_by_family() -> None:
+    from autopeft.methods.registry import METHODS
+    from autopeft.report.plots import figures
+    from autopeft.report.style import SHADES, by_family, registered_styles, styles
+
+    fixed = registered_styles()
+    assert set(fixed) == set(METHODS)
+    pairs = [(s.colour, s.marker) for s in fixed.values()]
+    assert len(set(pairs)) == len(pairs), "two methods look alike"
+    assert len({s.colour for s in fixed.values()}) == len(fixed), "two methods share a colour"
+    for name, st in fixed.items():  # the family is the hue: its shades and no other's
+        assert st.family == METHODS[name].category and st.colour in SHADES[st.family]
+    combos = [f"a{i}+b" for i in range(30)]  # combinations: hybrids, each its own look
+    looks = styles([*METHODS, *combos])
+    assert len({(s.colour, s.marker) for s in looks.values()}) == len(looks)
+    assert all(looks[c].family == "hybrid" for c in combos)
+    assert [f for f, _ in by_family(["lora+bitfit", "lora", "ia3", "full", "bitfit"])] == [
+        "baseline", "additive", "partial", "reparameterized", "hybrid"]
+
+    data = collect(many_methods_study(per_method=1))  # the HTML report: the same looks
+    traces = [t for t in figures(data)[1][2].data if t.showlegend and t.legendgroup != "marks"]
+    assert len(traces) == len(data.labels)
+    assert len({(t.marker.color, t.marker.symbol) for t in traces}) == len(traces)
+    assert all(t.marker.color == styles(data.labels)[t.name].colour for t in traces)
+    titles = [t.legendgrouptitle.text for t in traces if t.legendgrouptitle.text]
+    assert titles == [f for f, _ in by_family(data.labels)]  # one title per family
+
+
+def test_labels_on_a_crowded_front_do_not_overlap(tmp_path: Path) -> None:
+    from matplotlib.text import Text
+
+    from autopeft.report.plots import front_2d_figure
+
+    data = collect(many_methods_study())
+    assert len(data.front) >= 30, "a crowded front"
+    fig = front_2d_figure(data, tmp_path / "front.png")
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes[:3]:
+        labels = [t for t in ax.texts if t.get_text().isdigit()]
+        assert sorted(int(t.get_text()) for t in labels) == sorted(p.number for p in data.front)
+        boxes = [Text.get_window_extent(t, renderer) for t in labels]  # the text, not its line
+        for i, a in enumerate(boxes):
+            for b in boxes[i + 1:]:
+                assert not a.overlaps(b), "two trial labels overlap"
+    assert (tmp_path / "front.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
 def test_show_table_is_readable_and_adds_seed_columns_when_confirmed(tmp_path: Path) -> None:
     from rich.console import Console
 
