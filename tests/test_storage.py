@@ -339,8 +339,7 @@ def _dead_process_record(number: int) -> dict:
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="process start times: Linux")
 def test_a_trial_of_a_dead_process_here_fails_at_once_and_is_retried(tmp_path: Path) -> None:
     from autopeft.report.show import rows
-    from autopeft.search.storage import (WORKER_DIED, WORKER_PROCESS, fail_dead_workers,
-                                         process_record)
+    from autopeft.search.storage import WORKER_PROCESS, fail_dead_workers, process_record
 
     # Heartbeats on, long ones: only the process check can fail anything in this test.
     study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 's.db'}",
@@ -358,11 +357,21 @@ def test_a_trial_of_a_dead_process_here_fails_at_once_and_is_retried(tmp_path: P
     assert all(states[n] == TrialState.RUNNING for n in (live, elsewhere, copied, old))
     retries = [t for t in study.get_trials() if t.state == TrialState.WAITING]
     assert sorted(t.system_attrs["failed_trial"] for t in retries) == [dead, reused]
-    assert all(WORKER_PROCESS not in t.user_attrs and WORKER_DIED not in t.user_attrs
-               for t in retries), "a retry must not carry the dead run's worker"
+    assert all(WORKER_PROCESS not in t.user_attrs and "fail_reason" not in t.user_attrs
+               for t in retries), "a retry must not carry the dead run's worker or reason"
     notes = {r.number: r.note for r in rows(study, all_trials=True)}
-    assert notes[dead].startswith("its worker process (somewhere:1) died (killed); retried as ")
+    assert notes[dead] == "its worker process (somewhere:1) died (killed); queued again"
+    assert notes[retries[0].number] == f"queued: retry of trial {dead}"
     assert fail_dead_workers(study) == []  # once: the retry is queued, not the trial again
+
+    # A retry whose worker dies too is not queued a third time (one retry, as heartbeats).
+    retry = study.ask()
+    assert retry.number == retries[0].number
+    retry.set_user_attr(WORKER_PROCESS, _dead_process_record(retry.number))
+    assert fail_dead_workers(study) == [retry.number]
+    assert study.get_trials()[retry.number].user_attrs["fail_reason"].endswith(
+        "not queued again: it was a retry")
+    assert sum(t.state == TrialState.WAITING for t in study.get_trials()) == 1
 
 
 def test_fail_stale_trials_fails_dead_processes_even_without_heartbeats(tmp_path: Path) -> None:

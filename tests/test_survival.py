@@ -173,7 +173,7 @@ def test_kill_9_leaves_no_ghost_on_the_same_machine(workdir, tiny_model, tiny_da
     assert main(["show", "s", "--all"]) == 0  # no wait: not a heartbeat missed yet
     out = capsys.readouterr().out
     assert "running" not in out and f"its worker process ({socket.gethostname()}:{proc.pid}) " \
-        "died (killed); retried as trial" in " ".join(out.split())
+        "died (killed); queued again" in " ".join(out.split())
     after = {t.number: t for t in trials(workdir)}
     assert after[killed[0]].state.name == "FAIL"
     retry = [t for t in after.values() if t.system_attrs.get("failed_trial") == killed[0]]

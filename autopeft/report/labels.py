@@ -45,9 +45,11 @@ def _box_at(x: float, y: float, w: float, h: float, ha: str, va: str) -> Box:
 
 
 def place_labels(ax: Any, points: Sequence[tuple[float, float]], texts: Sequence[str],
-                 marker_radius: float = 7.0, fontsize: float = 8) -> list[Any]:
+                 others: Sequence[tuple[float, float]] = (), marker_radius: float = 7.0,
+                 fontsize: float = 8) -> list[Any]:
     """Annotate ``points`` (data coordinates) with ``texts`` so that no two labels overlap
-    and none covers a point; returns the annotations. ``marker_radius``: the points' marker
+    and none covers a labelled point; ``others`` (unlabelled points) are avoided where
+    there is room. Returns the annotations. ``marker_radius``: the labelled points' marker
     half-size in points (typographic), kept clear."""
     fig = ax.figure
     renderer = fig.canvas.get_renderer()
@@ -57,6 +59,9 @@ def place_labels(ax: Any, points: Sequence[tuple[float, float]], texts: Sequence
     where = [tuple(ax.transData.transform(p)) for p in points]
     r = marker_radius * px
     blocked = [Box(x - r, y - r, x + r, y + r) for x, y in where]
+    small = 3 * px
+    avoid = [Box(x - small, y - small, x + small, y + small)
+             for x, y in (ax.transData.transform(p) for p in others)]
     placed: list[Box] = []
     out = []
     # Left to right, then bottom to top: neighbours are placed one after the other.
@@ -76,7 +81,8 @@ def place_labels(ax: Any, points: Sequence[tuple[float, float]], texts: Sequence
                 box = _box_at(bx, by, w, h, *_align(dx, dy))
                 cost = (1000 * sum(box.overlaps(b) for b in placed)
                         + 100 * sum(box.overlaps(b) for b in blocked)
-                        + (10 if not box.inside(frame_box) else 0))
+                        + (10 if not box.inside(frame_box) else 0)
+                        + sum(box.overlaps(b) for b in avoid))
                 if best is None or cost < best[0]:
                     best = (cost, dx, dy, distance, box)
                 if cost == 0:

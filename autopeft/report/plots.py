@@ -293,8 +293,12 @@ def _scatter(ax: Any, data: ReportData, x: str, y: str) -> None:
 def _label_front(ax: Any, data: ReportData, x: str, y: str) -> list[Any]:
     """Each front member's trial number beside it, no two overlapping (``labels.py``)."""
     front = data.front
+    others = [p for p in data.points if not p.on_front and getattr(p, x) is not None
+              and getattr(p, y) is not None and p.state in ("complete", "provisional",
+                                                            "infeasible")]
     return place_labels(ax, [(getattr(p, x), getattr(p, y)) for p in front],
-                        [str(p.number) for p in front])
+                        [str(p.number) for p in front],
+                        others=[(getattr(p, x), getattr(p, y)) for p in others])
 
 
 def _legend_columns(data: ReportData) -> list[list[tuple[Any, str]]]:

@@ -5,7 +5,6 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from autopeft.results import front, records, score_noise
-from autopeft.search.storage import WORKER_DIED
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -71,9 +70,8 @@ def rows(study: Study, all_trials: bool = False, sort: str = "score") -> list[Ro
 
 def _storage_notes(trials: list[FrozenTrial]) -> dict[int, str]:
     """What the storage did to a trial, which no user attribute of ours says: queued
-    (WAITING: a warm-start recipe, a retry), or failed because its worker died (its process
-    found gone on this machine, or its heartbeats missed: ``search/storage.py``) and
-    retried by Optuna (``retry_history``)."""
+    (WAITING: a warm-start recipe, a retry), or failed by the heartbeat check (its worker
+    died: ``search/storage.py``) and retried by Optuna (``retry_history``)."""
     retried_as = {n: t.number for t in trials for n in t.system_attrs.get("retry_history", [])}
     notes = {}
     for t in trials:
@@ -82,10 +80,6 @@ def _storage_notes(trials: list[FrozenTrial]) -> dict[int, str]:
             notes[t.number] = (f"queued: retry of trial {retry}" if retry is not None else
                                "queued: warm-start recipe" if "warm_start" in t.user_attrs
                                else "queued")
-        elif t.state.name == "FAIL" and t.user_attrs.get(WORKER_DIED):
-            again = retried_as.get(t.number)
-            notes[t.number] = (f"its worker process ({t.user_attrs[WORKER_DIED]}) died (killed)"
-                               + (f"; retried as trial {again}" if again is not None else ""))
         elif (t.state.name == "FAIL" and not t.user_attrs.get("fail_reason")
               and (t.number in retried_as or retry is not None)):
             again = retried_as.get(t.number)

@@ -47,7 +47,6 @@ GRACE_BEATS = 3
 RETRIES = 1  # a trial whose worker died is queued once more, not again and again
 WORKER = "worker"  # user attr: "host:pid", for people
 WORKER_PROCESS = "worker_process"  # user attr: ``process_record``, for fail_dead_workers
-WORKER_DIED = "worker_died"  # user attr of a trial failed by fail_dead_workers: "host:pid"
 
 
 def storage_url(study: str, storage: str | None = None) -> str:
@@ -291,14 +290,17 @@ def fail_dead_workers(study: Study) -> list[int]:
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if worker_alive(t.user_attrs.get(WORKER_PROCESS), t.number) is not False:
                 continue
+            # The retry callback retries a trial that was not retried RETRIES times before.
+            again = len(t.system_attrs.get("retry_history", [])) < RETRIES
+            reason = (f"its worker process ({t.user_attrs.get(WORKER, '?')}) died (killed); "
+                      + ("queued again" if again else "not queued again: it was a retry"))
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                storage.set_trial_user_attr(t._trial_id, WORKER_DIED,
-                                            str(t.user_attrs.get(WORKER, "?")))
+                storage.set_trial_user_attr(t._trial_id, FAIL_REASON, reason)
                 if storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
                     failed.append(t)
         for t in failed:
             again = copy.deepcopy(storage.get_trial(t._trial_id))
-            for key in (WORKER, WORKER_PROCESS, WORKER_DIED):  # of the dead run, not the retry
+            for key in (WORKER, WORKER_PROCESS, FAIL_REASON):  # of the dead run, not the retry
                 again.user_attrs.pop(key, None)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
