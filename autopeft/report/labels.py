@@ -27,7 +27,8 @@ class Box:
     y1: float
 
     def overlaps(self, other: Box) -> bool:
-        return self.x0 < other.x1 and other.x0 < self.x1 and self.y0 < other.y1 and other.y0 < self.y1
+        return (self.x0 < other.x1 and other.x0 < self.x1 and self.y0 < other.y1
+                and other.y0 < self.y1)
 
     def inside(self, other: Box) -> bool:
         return (self.x0 >= other.x0 and self.x1 <= other.x1 and self.y0 >= other.y0

@@ -5,8 +5,10 @@ archived as one file. PNGs come from matplotlib's Agg backend, because plotly's 
 export needs kaleido (a browser), which servers and CI often lack.
 
 Figures: the 3-objective front in 3-D and its three 2-D projections (front highlighted,
-points coloured by method, hover shows the candidate), score vs trainable fraction (log
-axis), hypervolume over time, and trials by state. The study is read as it is now, so a
+each method in its own colour and marker with legends grouped by family: ``style.py``;
+front members labelled without overlap in the PNGs: ``labels.py``; hover shows the
+candidate), score vs trainable fraction (log axis), hypervolume over time, and trials by
+state. The study is read as it is now, so a
 report of a running study shows its current state: run ``autopeft plot`` again to refresh.
 """
 from __future__ import annotations
@@ -272,8 +274,8 @@ def _scatter(ax: Any, data: ReportData, x: str, y: str) -> None:
         pts = [p for p in data.scored if p.label == label]
         st = look[label]
         ax.scatter([getattr(p, x) for p in pts], [getattr(p, y) for p in pts],
-                   s=70 if st.marker == "*" else 32, color=st.colour, marker=st.marker, alpha=0.9, edgecolors="white",
-                   linewidths=0.4, zorder=2)
+                   s=70 if st.marker == "*" else 32, color=st.colour, marker=st.marker,
+                   alpha=0.9, edgecolors="white", linewidths=0.4, zorder=2)
     bad = [p for p in data.points if p.state == "infeasible"]
     if bad:
         ax.scatter([getattr(p, x) for p in bad], [getattr(p, y) for p in bad], marker="x",

@@ -203,13 +203,18 @@ def console(stderr: bool = False) -> Any:
     from rich.console import Console
 
     out = Console(stderr=stderr)
-    return out if out.is_terminal else Console(stderr=stderr, width=UNLIMITED)
+    try:  # a real terminal, not one that FORCE_COLOR pretends (a CI log)
+        tty = out.file.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    return out if (tty and out.is_terminal) or out.is_jupyter else Console(
+        stderr=stderr, width=UNLIMITED)
 
 
 def print_table(out: Any, renderable: Any) -> None:
-    """Print ``renderable`` on ``out``; without a terminal, lines lose the padding a table
-    adds up to its widest cell, so a file holds no runs of trailing spaces."""
-    if out.is_terminal:
+    """Print ``renderable`` on ``out``; without a width limit, lines lose the padding a
+    table adds up to its widest cell, so a file holds no runs of trailing spaces."""
+    if out.width < UNLIMITED:
         out.print(renderable)
         return
     with out.capture() as captured:
