@@ -165,6 +165,10 @@ def test_kill_9_leaves_no_ghost_on_the_same_machine(workdir, tiny_model, tiny_da
                 "--isolation", "process")
     proc = start(workdir, argv)
     wait_for(workdir, proc, done=1)
+    live = [t.number for t in trials(workdir) if t.state.name == "RUNNING"]
+    assert main(["show", "s", "--all"]) == 0  # the search is alive: its trial is left alone
+    assert all(trials(workdir)[n].state.name in ("RUNNING", "COMPLETE") for n in live)
+    capsys.readouterr()
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     before = {t.number: t.state.name for t in trials(workdir)}
