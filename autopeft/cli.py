@@ -289,7 +289,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     from autopeft import api
-    from autopeft.report.show import csv_rows, table
+    from autopeft.report.show import console, csv_rows, print_table, table
 
     study = api.load_study(args.study, args.storage)
     found = api.front(study, all_trials=args.all, sort=args.sort)
@@ -298,11 +298,11 @@ def _show(args: argparse.Namespace) -> int:
     elif args.csv:
         csv.writer(sys.stdout).writerows(csv_rows(found))
     else:
-        from rich.console import Console
         from rich.markup import escape
 
         what = "all trials" if args.all else "Pareto front"
-        Console().print(table(found, f"{escape(study.study_name)}: {what} ({len(found)} trials)"))
+        print_table(console(), table(found, f"{escape(study.study_name)}: {what} "
+                                            f"({len(found)} trials)"))
     return 0
 
 
