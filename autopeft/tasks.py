@@ -89,6 +89,7 @@ TASKS: dict[str, Task] = {t.name: t for t in (
 )}
 OWN_PREFIXES = ("csv:", "tsv:", "jsonl:", "instruct:")
 HUB_PREFIX = "hf:"  # any dataset datasets can load: hf:NAME[:CONFIG] or hf:FOLDER
+TRAINER_PREFIX = "trainer:"  # trained and scored by the user's own Trainer (hf_trainer.py)
 
 
 @dataclass
@@ -117,6 +118,8 @@ class OwnData:
 
 
 def get_task(name: str, own: OwnData | None = None) -> Task:
+    if name.startswith(TRAINER_PREFIX):
+        return trainer_task(name)
     if name.startswith(HUB_PREFIX):
         return hub_task(name, own or OwnData())
     if own is not None and (own.train_split != "train" or own.validation_split is not None):
@@ -273,6 +276,18 @@ def _subsample(rows: Rows, n: int | None, seed: int) -> Rows:
 
 
 # --- own data ------------------------------------------------------------------------------
+
+def trainer_task(spec: str) -> Task:
+    """``trainer:METRIC``: a study whose candidates the user's own ``transformers.Trainer``
+    trained and scored on ``METRIC`` (its evaluation metric without ``eval_``; ``neg_``
+    before a metric where lower is better, so the score is still maximised). autopeft
+    holds none of its data: see ``autopeft/hf_trainer.py``."""
+    metric = spec[len(TRAINER_PREFIX):]
+    if not metric:
+        raise UserError("trainer: needs the metric the Trainer scores, e.g. trainer:accuracy")
+    return Task(name=spec, text_columns=(), num_labels=0, metric=metric,
+                summary=f"trained and scored ({metric}) by your own transformers Trainer")
+
 
 def instruct_task(spec: str, own: OwnData) -> Task:
     """Causal-LM instruction tuning on ``instruct:PATH`` (JSONL with ``prompt`` and
@@ -504,6 +519,11 @@ def load_task(name: str, data_dir: str | None = None, train_samples: int | None 
               own: OwnData | None = None) -> TaskData:
     """Load a task's train and validation rows (optionally a seeded subset of each)."""
     task = get_task(name, own)
+    if task.name.startswith(TRAINER_PREFIX):
+        raise UserError(f"this study ({task.name}) was trained by your own transformers Trainer: "
+                        "autopeft holds none of its data; rebuild a trial's candidate with "
+                        "autopeft.hf_trainer.build_trial(model, study, trial) and train it with "
+                        "your Trainer")
     own = own or OwnData()
     cols = [*task.text_columns, task.label_column]
     data_dir = data_dir or os.environ.get("AUTOPEFT_DATA_DIR")
