@@ -101,10 +101,6 @@ class Metric:
         return value if self.greater_is_better else -value
 
 
-class _Stop(Exception):
-    """What stopped a run from inside a callback (pruned, budget), raised after ``train``."""
-
-
 class RungCallback:
     """The search inside a Trainer: rung evaluations, pruning and stopping, the methods' step
     hooks, peak memory. A ``transformers.TrainerCallback`` (made one in ``callback``)."""
@@ -130,7 +126,9 @@ class RungCallback:
 
         def batches() -> Iterator[dict[str, Any]]:
             for batch in kw["train_dataloader"]:
-                self._report(0, control)
+                self._report(0, control)  # a budget or an interrupt can stop the pass too
+                if self.stop is not None:
+                    return
                 yield {k: v.to(args.device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
         self.model.train()
@@ -248,6 +246,17 @@ def own_learning_rates(trainer: Any, model: Any) -> None:
     optimizer.param_groups[:] = [g for g in optimizer.param_groups if g["params"]]
 
 
+@dataclass(frozen=True)
+class TrainerSetup:
+    """What one Trainer of the factory says before the search: its arguments, its data and
+    the metric that scores."""
+
+    args: Any
+    train: Any
+    eval: Any
+    metric: Metric
+
+
 @dataclass
 class TrainerBench:
     """A ``protocols.Trainer`` whose runs the user's Trainer trains (one process)."""
@@ -257,49 +266,41 @@ class TrainerBench:
     metric_name: str | None = None
     greater_is_better: bool | None = None
     notes: list[str] = field(default_factory=list)
-    _seen: dict[str, Any] = field(default_factory=dict)
+    _setup: TrainerSetup | None = None
 
-    def inspect(self) -> None:
+    def inspect(self) -> TrainerSetup:
         """Ask the factory for one Trainer (on an untouched copy of the base model) to learn
         its arguments and data, and evaluate once: a missing ``eval_dataset`` or metric is a
-        one-line error before the search starts, not a failure in every trial."""
-        if self._seen:
-            return
-        candidate = Candidate([MethodSpec("full")])
-        trainer = self._trainer(build(self.base.model, candidate), candidate)
-        if trainer.train_dataset is None or trainer.eval_dataset is None:
-            raise UserError("make_trainer must give its Trainer a train_dataset and an "
-                            "eval_dataset (the score at each rung is its evaluation)")
-        metric = Metric.of(trainer.args, self.metric_name, self.greater_is_better)
-        metric.score(trainer.evaluate())
-        self._seen.update(args=trainer.args, train=trainer.train_dataset,
-                          eval=trainer.eval_dataset, metric=metric)
-
-    @property
-    def metric(self) -> Metric:
-        self.inspect()
-        return self._seen["metric"]
+        one-line error before the search starts, not a failure in every trial. Once."""
+        if self._setup is None:
+            candidate = Candidate([MethodSpec("full")])
+            trainer = self._trainer(build(self.base.model, candidate), candidate)
+            if trainer.train_dataset is None or trainer.eval_dataset is None:
+                raise UserError("make_trainer must give its Trainer a train_dataset and an "
+                                "eval_dataset (the score at each rung is its evaluation)")
+            metric = Metric.of(trainer.args, self.metric_name, self.greater_is_better)
+            metric.score(trainer.evaluate())
+            self._setup = TrainerSetup(trainer.args, trainer.train_dataset,
+                                       trainer.eval_dataset, metric)
+        return self._setup
 
     @property
     def task(self) -> Task:
-        return get_task(TRAINER_PREFIX + self.metric.task_metric)
+        return get_task(TRAINER_PREFIX + self.inspect().metric.task_metric)
 
     @property
     def train_data(self) -> Any:
-        self.inspect()
-        return self._seen["train"]
+        return self.inspect().train
 
     @property
     def eval_data(self) -> Any:
-        self.inspect()
-        return self._seen["eval"]
+        return self.inspect().eval
 
     @property
     def settings(self) -> TrainSettings:
         """The Trainer's own length and batch as autopeft's settings (what the plan reads:
         the full fidelity is the Trainer's own number of steps)."""
-        self.inspect()
-        args = self._seen["args"]
+        args = self.inspect().args
         batch, accum = int(args.train_batch_size), int(args.gradient_accumulation_steps)
         epochs = float(args.num_train_epochs)
         if args.max_steps and args.max_steps > 0:  # epochs that give exactly max_steps
@@ -336,7 +337,7 @@ class TrainerBench:
         args = copy.copy(trainer.args)  # the factory may share one TrainingArguments
         args.learning_rate, args.seed, args.max_steps = candidate.learning_rate, candidate.seed, schedule
         trainer.args = args
-        rungs = RungCallback(model, self.metric, stop_at, eval_at, on_step, on_eval)
+        rungs = RungCallback(model, self.inspect().metric, stop_at, eval_at, on_step, on_eval)
         trainer.add_callback(callback(rungs))
         own_learning_rates(trainer, model)
         transformers.set_seed(candidate.seed)
