@@ -62,7 +62,9 @@ def search(task: str, model: str, *, progress: Any = False, **options: Any) -> A
     ``"live"``, ``"plain"``, ``"json"`` (one JSON object per event on stdout), or a reporter.
     ``options`` are fields of ``SearchConfig`` (budget, n_trials, study, storage, space,
     sampler, seed, ...), of ``TrainSettings`` (epochs, batch_size, max_length, device, ...)
-    and of ``DataSettings`` (data_dir, train_samples, eval_samples).
+    and of ``DataSettings`` (data_dir, train_samples, eval_samples; for own data and
+    ``hf:NAME[:CONFIG]`` datasets text_columns, label_column, train_split, validation_split,
+    validation_share, ...).
     """
     from autopeft.report.progress import make_reporter
     from autopeft.runner import DataSettings

@@ -180,3 +180,8 @@ def test_a_search_on_a_dataset_completes_and_stores_its_data_settings(
     exported = yaml.safe_load((out / "candidate.yaml").read_text())
     assert exported["data"]["validation_share"] == 0.25
     assert exported["data"]["text_columns"] == ["sentence"]
+    # a resume with another held-out share would score on other rows: refused, one line
+    changed = [a if a != "0.25" else "0.3" for a in args]
+    capsys.readouterr()
+    assert main(changed) == 2
+    assert "exists with a different data" in capsys.readouterr().err
