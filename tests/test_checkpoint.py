@@ -1,0 +1,168 @@
+"""Continue, never restart: a run stopped at a rung (its checkpoint kept) and continued in a
+fresh bench ends bit for bit where the uninterrupted run ends: same loss, score, memory
+and trained tensors, for LoRA, AdaLoRA (its rank allocator), Child-Tuning (D's masks, F's
+random masks) with dropout on, and gradient accumulation across an epoch boundary."""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from autopeft.candidate import Candidate, MethodSpec
+from autopeft.checkpoint import Checkpoint, load
+from autopeft.contract import register_step_hook, trainable_parameters
+from autopeft.runner import Bench, DataSettings, Fidelity
+from autopeft.train import TrainSettings, micro_batches, train
+from test_train_loop import Bag, data
+
+# 40 rows in micro-batches of 16: 3 an epoch (16, 16, 8); 2 per optimiser step, so every
+# third step spans an epoch boundary.
+DATA = dict(train_samples=40, eval_samples=32)
+SETTINGS = TrainSettings(batch_size=16, grad_accum=2, max_length=32, device="cpu")
+SCHEDULE, STOP, END = 12, 5, 9  # a 12-step schedule; stopped at step 5, run to step 9
+
+
+class Stopped(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def load_bench(tiny_model: Path, tiny_data: Path, tmp_path_factory):
+    cache = str(tmp_path_factory.mktemp("cache"))
+
+    def fresh() -> Bench:
+        return Bench.load(str(tiny_model), DataSettings("sst2", str(tiny_data), **DATA), SETTINGS,
+                          cache)
+    return fresh
+
+
+def cand(name: str, lr: float = 3e-3, **params) -> Candidate:
+    return Candidate([MethodSpec(name, params)], lr, seed=3)
+
+
+CANDIDATES = {
+    "lora": cand("lora", r=2, dropout=0.1),
+    # reallocation from step 2 to 9, final ranks fixed after: the stop falls inside it
+    "adalora": cand("adalora", init_r=4, target_r=2, dropout=0.1, warmup_ratio=0.1,
+                    final_ratio=0.25),
+    "child_tuning_D": cand("child_tuning", 1e-3, mode="D", reserve_p=0.3, fisher_batches=2),
+    "child_tuning_F": cand("child_tuning", 1e-3, mode="F", reserve_p=0.3),
+}
+
+
+def tensors(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in trainable_parameters(model)}
+
+
+def assert_same_end(a, b) -> None:
+    assert a.result.final_loss == b.result.final_loss
+    assert a.result.score == b.result.score and a.result.metrics == b.result.metrics
+    assert (a.result.steps, a.result.samples) == (b.result.steps, b.result.samples)
+    assert a.result.peak_memory == b.result.peak_memory
+    assert a.rung_scores == b.rung_scores
+
+
+def stop_at(step: int):
+    """An ``on_step`` that stops the run at ``step`` (as the budget does)."""
+    def on_step(s: int, total: int, loss: float) -> None:
+        if s == step:
+            raise Stopped
+    return on_step
+
+
+@pytest.mark.parametrize("name", list(CANDIDATES))
+def test_a_run_continued_in_a_fresh_bench_ends_bit_for_bit_where_the_whole_run_ends(
+        load_bench, tmp_path: Path, name: str) -> None:
+    candidate = CANDIDATES[name]
+    fidelity = Fidelity(schedule_steps=SCHEDULE, stop_at=END)
+    rungs = [2, STOP, END]
+    whole = load_bench().run(candidate, eval_at=rungs, fidelity=fidelity)
+
+    path = str(tmp_path / "run.pt")
+    with pytest.raises(Stopped):  # out of time after the rung: its checkpoint stays
+        load_bench().run(candidate, on_step=stop_at(STOP + 2), eval_at=rungs, fidelity=fidelity,
+                         checkpoint=path)
+    kept = load(path)
+    assert kept.step == STOP and set(kept.rung_scores) == {2, STOP}
+    steps: list[int] = []
+    continued = load_bench().run(candidate, on_step=lambda s, n, loss: steps.append(s),
+                                 eval_at=rungs, fidelity=fidelity, resume=path, checkpoint=path)
+    assert steps == list(range(STOP + 1, END + 1))  # no step trained twice
+    assert continued.result.resumed_from == STOP and whole.result.resumed_from == 0
+    assert_same_end(whole, continued)
+    a, b = tensors(whole.model), tensors(continued.model)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert load(path).step == END  # the end's checkpoint replaced the rung's
+
+
+def test_adalora_continues_its_rank_allocation_into_the_final_phase(load_bench, tmp_path) -> None:
+    """Stopped after the final ranks were fixed (step 10 of 12): the rank pattern and the
+    importance averages come back with the checkpoint."""
+    candidate, fidelity = CANDIDATES["adalora"], Fidelity(schedule_steps=SCHEDULE)
+    whole = load_bench().run(candidate, fidelity=fidelity)
+    path = str(tmp_path / "a.pt")
+    with pytest.raises(Stopped):
+        load_bench().run(candidate, on_step=stop_at(11), eval_at=[10], fidelity=fidelity,
+                         checkpoint=path)
+    assert load(path).hooks[0]["rank_pattern"]  # fixed at step 9 (12 - tfinal 3)
+    continued = load_bench().run(candidate, fidelity=fidelity, resume=path)
+    assert_same_end(whole, continued)
+    assert all(torch.equal(whole.model.state_dict()[k], v)
+               for k, v in continued.model.state_dict().items())
+
+
+def test_a_checkpoint_continues_only_its_own_run(load_bench, tmp_path: Path) -> None:
+    path = str(tmp_path / "lora.pt")
+    bench = load_bench()
+    bench.run(CANDIDATES["lora"], fidelity=Fidelity(SCHEDULE, 3), checkpoint=path)
+    other_seed = Candidate(CANDIDATES["lora"].methods, 3e-3, seed=4)
+    with pytest.raises(ValueError, match="another candidate"):
+        bench.run(other_seed, fidelity=Fidelity(SCHEDULE, 6), resume=path)
+    with pytest.raises(ValueError, match="schedule"):
+        bench.run(CANDIDATES["lora"], fidelity=Fidelity(SCHEDULE + 1, 6), resume=path)
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot read"):
+        load(str(tmp_path / "bad.pt"))
+
+
+def test_the_micro_batch_stream_continues_from_its_position() -> None:
+    enc = data(10)  # 3 batches an epoch
+    whole = list(itertools.islice(micro_batches(enc, 4, seed=7), 8))
+    stream = micro_batches(enc, 4, seed=7)
+    first = list(itertools.islice(stream, 3))
+    assert stream.position == (0, 3)  # the end of epoch 0: the next one opens epoch 1
+    rest = list(itertools.islice(micro_batches(enc, 4, 7, stream.position), 5))
+    assert all(np.array_equal(a, b) for a, b in zip(whole, first + rest))
+
+
+def test_the_loop_continues_bit_for_bit_with_dropout_across_epochs() -> None:
+    """The loop alone (no bench): dropout 0.5, two micro-batches a step over 3 a epoch."""
+    settings = TrainSettings(batch_size=4, grad_accum=2, epochs=4, device="cpu")
+    enc, score = data(10), lambda m: {"score": 0.0}
+    whole_model = Bag()
+    whole = train(whole_model, enc, score, 1e-2, 0, settings, 0)
+    saved: list[Checkpoint] = []
+    train(Bag(), enc, score, 1e-2, 0, settings, 0, stop_at=3, save_at={3}, save=saved.append)
+    assert saved[0].position == (1, 3)  # 6 micro-batches drawn: two epochs
+    model = Bag()
+    continued = train(model, enc, score, 1e-2, 0, settings, 0, resume=saved[0])
+    assert continued.final_loss == whole.final_loss and continued.samples == whole.samples
+    assert all(torch.equal(a, b) for a, b in zip(whole_model.parameters(), model.parameters()))
+
+
+def test_a_method_whose_hook_cannot_continue_trains_from_step_0_and_saves_nothing() -> None:
+    class Opaque:
+        can_continue = False
+
+    settings = TrainSettings(batch_size=4, device="cpu")
+    enc, score = data(12), lambda m: {"score": 0.0}
+    donor: list[Checkpoint] = []
+    train(Bag(), enc, score, 1e-2, 0, settings, 0, stop_at=2, save_at={2}, save=donor.append)
+    model, saved = Bag(), []
+    register_step_hook(model, Opaque())
+    result = train(model, enc, score, 1e-2, 0, settings, 0, resume=donor[0], save_at={1, 2, 3},
+                   save=saved.append)
+    assert result.resumed_from == 0 and result.steps == 3 and saved == []
