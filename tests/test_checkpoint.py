@@ -98,6 +98,29 @@ def test_a_run_continued_in_a_fresh_bench_ends_bit_for_bit_where_the_whole_run_e
     assert load(path).step == END  # the end's checkpoint replaced the rung's
 
 
+@pytest.mark.slow  # spawns a trial process
+def test_a_run_stopped_here_continues_bit_for_bit_in_a_child_process(
+        load_bench, tiny_model: Path, tiny_data: Path, tmp_path: Path) -> None:
+    from autopeft.isolation import IsolatedBench
+
+    candidate, fidelity = CANDIDATES["adalora"], Fidelity(schedule_steps=SCHEDULE, stop_at=END)
+    whole = load_bench().run(candidate, eval_at=[STOP], fidelity=fidelity)
+    path, end = str(tmp_path / "rung.pt"), str(tmp_path / "end.pt")
+    with pytest.raises(Stopped):
+        load_bench().run(candidate, on_step=stop_at(STOP + 1), eval_at=[STOP], fidelity=fidelity,
+                         checkpoint=path)
+    with IsolatedBench(str(tiny_model), DataSettings("sst2", str(tiny_data), **DATA), SETTINGS,
+                       str(tmp_path / "cache")) as child:
+        with pytest.raises(TypeError, match="path"):
+            child.run(candidate, fidelity=fidelity, resume=load(path))
+        continued = child.run(candidate, eval_at=[STOP], fidelity=fidelity, resume=path,
+                              checkpoint=end)
+    assert continued.result.resumed_from == STOP
+    assert_same_end(whole, continued)
+    a, b = tensors(whole.model), load(end).tensors
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_adalora_continues_its_rank_allocation_into_the_final_phase(load_bench, tmp_path) -> None:
     """Stopped after the final ranks were fixed (step 10 of 12): the rank pattern and the
     importance averages come back with the checkpoint."""
@@ -166,3 +189,124 @@ def test_a_method_whose_hook_cannot_continue_trains_from_step_0_and_saves_nothin
     result = train(model, enc, score, 1e-2, 0, settings, 0, resume=donor[0], save_at={1, 2, 3},
                    save=saved.append)
     assert result.resumed_from == 0 and result.steps == 3 and saved == []
+
+
+# -- the search continues runs: the refit, a resumed study, a missing checkpoint ----------
+ONE = """
+name: one
+candidates: [lora]
+learning_rate: 1.0e-3
+methods:
+  lora: {r: 2, targets: [query, value]}
+"""
+
+
+def small(model: Path, data: Path, **extra) -> dict:
+    return dict(model=str(model), data_dir=str(data), batch_size=16, max_length=48,
+                warm_start=False, space="one.yaml", **extra)
+
+
+def fresh_run(model: Path, data: Path, study, stop_at: int):
+    """The study's candidate trained from step 0 in a fresh bench, to ``stop_at``."""
+    from autopeft.search.plan import Plan
+
+    plan = Plan.from_dict(study.user_attrs["plan"])
+    trial = next(t for t in study.get_trials() if "candidate" in t.user_attrs)
+    bench = Bench.load(str(model), DataSettings("sst2", str(data)),
+                       TrainSettings(batch_size=16, max_length=48))
+    return bench.run(Candidate.from_dict(trial.user_attrs["candidate"]),
+                     fidelity=Fidelity(plan.schedule_steps, stop_at))
+
+
+@pytest.mark.slow
+def test_the_refit_continues_the_search_trial_and_ends_where_training_from_0_ends(
+        workdir: Path, tiny_model: Path, tiny_data: Path) -> None:
+    from autopeft.report.show import rows
+
+    (workdir / "one.yaml").write_text(ONE)
+    study = api_search(study="refit", n_trials=1, pruner="none", trial_steps=4,
+                       **small(tiny_model, tiny_data))
+    searched, refit = study.get_trials()
+    assert searched.user_attrs["steps_trained"] == 4 and refit.user_attrs["confirm_of"] == 0
+    assert (refit.user_attrs["steps"], refit.user_attrs["steps_trained"],
+            refit.user_attrs["continued_from"]) == (13, 9, 4)
+    assert refit.values[0] == fresh_run(tiny_model, tiny_data, study, 13).result.score
+    shown = {r.number: r for r in rows(study, all_trials=True)}  # what show --json prints
+    assert (shown[1].steps, shown[1].steps_trained) == (13, 9)
+    assert (shown[0].steps, shown[0].steps_trained) == (4, 4)
+
+
+@pytest.mark.slow
+def test_an_interrupted_trial_continues_in_the_resumed_study(
+        workdir: Path, tiny_model: Path, tiny_data: Path) -> None:
+    from autopeft.protocols import NullReporter
+    from autopeft.paths import checkpoints_dir
+
+    class CtrlC(NullReporter):
+        def step(self, step: int, total: int, loss: float) -> None:
+            if step == 3:
+                raise KeyboardInterrupt
+
+    (workdir / "one.yaml").write_text(ONE)
+    opts = dict(study="again", pruner="median-score", rungs="2,4", refit_share=0.0,
+                **small(tiny_model, tiny_data))
+    with pytest.raises(KeyboardInterrupt):
+        api_search(n_trials=1, progress=CtrlC(), **opts)
+    (kept,) = Path(checkpoints_dir("again")).glob("*.pt")
+    assert load(str(kept)).step == 2  # its last rung
+    study = api_search(n_trials=1, **opts)
+    first, second = study.get_trials()
+    assert first.state.name == "FAIL" and second.state.name == "COMPLETE"
+    a = second.user_attrs
+    assert (a["continued_from"], a["steps"], a["steps_trained"]) == (2, 4, 2)
+    assert a["rung_scores"]["2"] == first.user_attrs["rung_scores"]["2"]
+    assert second.values[0] == fresh_run(tiny_model, tiny_data, study, 4).result.score
+    assert load(str(kept)).step == 4  # the complete trial's, for the refit
+
+
+def test_the_refit_trains_from_0_and_says_so_when_the_checkpoint_is_missing(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from autopeft.protocols import NullReporter
+    from autopeft.results import Record
+    from autopeft.search.budget import Phase
+    from autopeft.search.continuation import Checkpoints, Found
+    from autopeft.search.plan import Plan
+    from autopeft.search.refit import _runs
+
+    class Notes(NullReporter):
+        said: list[str] = []
+
+        def note(self, text: str) -> None:
+            self.said.append(text)
+
+    class Recorder:
+        resumed: list = []
+
+        def run(self, candidate, on_step=None, fidelity=None, resume=None, **_):
+            self.resumed.append(resume)
+            start = 4 if resume else 0
+            return SimpleNamespace(result=SimpleNamespace(
+                score=0.5, peak_memory=1, seconds=1.0, steps=13, resumed_from=start))
+
+    candidate = CANDIDATES["lora"]
+    plan = Plan(max_steps=100, trial_steps=4, refit_steps=13, rungs=[4])
+    member = Record(0, "COMPLETE", "lora", candidate.to_dict(), 0.5, 10, 10, fidelity="search",
+                    steps=4, steps_trained=4, wall_seconds=1.0)
+    store = Checkpoints(str(tmp_path / "none-here"), SETTINGS)
+    bench, notes = Recorder(), Notes()
+    runs = _runs(member, bench, plan, 1, Phase(None), notes, store)
+    assert bench.resumed == [None, None] and [r["steps_trained"] for r in runs] == [13, 13]
+    assert any("no checkpoint of trial 0" in n and "step 0" in n for n in notes.said)
+    # with its checkpoint there, the candidate's own seed continues; the extra seed does not
+    path = store.path(candidate, plan.schedule_steps)
+    there = SimpleNamespace(find=lambda *a: Found(path, 4, {}), path=store.path)
+    bench.resumed.clear()
+    runs = _runs(member, bench, plan, 1, Phase(None), notes, there)
+    assert bench.resumed == [path, None] and [r["steps_trained"] for r in runs] == [9, 13]
+
+
+def api_search(**options):
+    from autopeft import api
+
+    return api.search("sst2", options.pop("model"), **options)
