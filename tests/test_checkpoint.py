@@ -264,6 +264,34 @@ def test_an_interrupted_trial_continues_in_the_resumed_study(
     assert load(str(kept)).step == 4  # the complete trial's, for the refit
 
 
+@pytest.mark.slow
+def test_a_pruned_trial_leaves_no_checkpoint(workdir: Path, tiny_model: Path, tiny_data: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import autopeft.search.objective as objective
+    from autopeft.paths import checkpoints_dir
+    from autopeft.search.pruner import Decision
+
+    def decide(study, pruner, number, step, **_) -> Decision:  # on at step 2, cut at 4
+        return Decision(step == 2, "ahead" if step == 2 else "behind at the rung")
+
+    monkeypatch.setattr(objective, "decide_from_storage", decide)
+    (workdir / "one.yaml").write_text(ONE)
+    study = api_search(study="cut", n_trials=1, pruner="median-score", rungs="2,4,6",
+                       refit_share=0.0, **small(tiny_model, tiny_data))
+    (trial,) = study.get_trials()
+    assert trial.state.name == "PRUNED" and trial.user_attrs["pruned_at_step"] == 4
+    assert not list(Path(checkpoints_dir("cut")).glob("*.pt"))
+
+
+def test_time_predictions_count_the_steps_a_trial_ran_itself() -> None:
+    from autopeft.search.budget import predict_seconds
+
+    continued = {"wall_seconds": 2.0, "steps": 4, "steps_trained": 2}  # 1 s a step, not 0.5
+    refit = {"wall_seconds": 1.0, "steps": 13, "steps_trained": 22, "confirm_of": 0}
+    assert predict_seconds([continued, refit], 10) == 10.0
+    assert predict_seconds([{"wall_seconds": 2.0, "steps": 4}], 10) == 5.0  # older trials
+
+
 def test_the_refit_trains_from_0_and_says_so_when_the_checkpoint_is_missing(tmp_path) -> None:
     from types import SimpleNamespace
 
