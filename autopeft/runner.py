@@ -134,7 +134,8 @@ class Bench:
             rows = seeded_subset(len(self.eval_data), fid.rung_rows)
             evaluate_rung = make_evaluator(self.task, self.eval_data.subset(rows), self.settings,
                                            tok, device)
-        rung_scores = {s: v for s, v in (start.rung_scores if start else {}).items() if s in eval_at}
+        passed = start.rung_scores if start else {}  # a continued run's rungs keep their scores
+        rung_scores = {s: v for s, v in passed.items() if s in eval_at}
 
         def at_rung(step: int, model: Any) -> None:  # part-way: on the rungs' rows
             if step in eval_at:

@@ -206,19 +206,19 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, fl
 
     if not continuable(hooks):
         resume, save = None, None
+    for hook in hooks if resume is None else ():  # a continued run gets their state back
+        if hasattr(hook, "before_training"):
+            with autocast(device, settings.precision):
+                hook.before_training(model, look_ahead())
     start_step, position, samples, loss_value, first_loss = 0, (0, 0), 0, float("nan"), None
-    if resume is None:
-        for hook in hooks:
-            if hasattr(hook, "before_training"):
-                with autocast(device, settings.precision):
-                    hook.before_training(model, look_ahead())
-    else:  # everything the first steps changed, the random generators last
+    if resume is not None:  # everything the first steps changed, the random generators last
         if resume.schedule_steps != n_steps or resume.step > end:
             raise ValueError(f"a checkpoint at step {resume.step} of a {resume.schedule_steps}-"
                              f"step schedule cannot continue to step {end} of {n_steps}")
         resume.restore(model, optimizer, scheduler, hooks)
         start_step, position, samples = resume.step, resume.position, resume.samples
         loss_value, first_loss = resume.loss, resume.first_loss
+    peak_before = resume.peak_memory if resume else 0  # the steps this run did not take
     params = [p for _, p in trainable_parameters(model)]
     stream = micro_batches(train_enc, settings.batch_size, seed, position)
     for step in range(start_step + 1, end + 1):
@@ -246,12 +246,12 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, fl
             after_step(step, model)
         if save and step in save_at:
             save(Checkpoint(step, n_steps, stream.position, samples, loss_value, first_loss,
-                            max(memory.bytes(), resume.peak_memory if resume else 0),
+                            max(memory.bytes(), peak_before),
                             model_tensors(model), copied(optimizer.state_dict()),
                             copied(scheduler.state_dict()), rng_state(), hook_states(hooks)))
     metrics = scored(model, evaluate)
-    peak = max(memory.bytes(), resume.peak_memory if resume else 0)
     return TrainResult(score=metrics["score"], steps=end, samples=samples,
-                       seconds=time.perf_counter() - start, peak_memory=peak,
+                       seconds=time.perf_counter() - start,
+                       peak_memory=max(memory.bytes(), peak_before),
                        memory_method=memory.method, final_loss=loss_value, metrics=metrics,
                        resumed_from=start_step)
