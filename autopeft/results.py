@@ -60,6 +60,7 @@ OVER_CAP = "over_cap"  # a worker's trial past the study's cap, never trained
 STEPS = "steps"  # the fidelity reached: optimiser steps behind the trial's model
 STEPS_TRAINED = "steps_trained"  # optimiser steps this trial ran itself (all its seeds)
 CONTINUED_FROM = "continued_from"  # the step of the checkpoint it went on from (0: none)
+CONTINUES = "continues_trial"  # queued by a resumed search to continue that cut-short trial
 
 
 @dataclass

@@ -247,7 +247,8 @@ def test_an_interrupted_trial_continues_in_the_resumed_study(
             if step == 3:
                 raise KeyboardInterrupt
 
-    (workdir / "one.yaml").write_text(ONE)
+    (workdir / "one.yaml").write_text(ONE.replace("{r: 2,", "{r: {choices: [2, 4]},")
+                                      .replace("1.0e-3", "{choices: [1.0e-3, 3.0e-3]}"))
     opts = dict(study="again", pruner="median-score", rungs="2,4", refit_share=0.0,
                 **small(tiny_model, tiny_data))
     with pytest.raises(KeyboardInterrupt):
@@ -257,7 +258,8 @@ def test_an_interrupted_trial_continues_in_the_resumed_study(
     study = api_search(n_trials=1, **opts)
     first, second = study.get_trials()
     assert first.state.name == "FAIL" and second.state.name == "COMPLETE"
-    a = second.user_attrs
+    a = second.user_attrs  # queued first by the resumed search, the same candidate
+    assert a["continues_trial"] == 0 and a["candidate"] == first.user_attrs["candidate"]
     assert (a["continued_from"], a["steps"], a["steps_trained"]) == (2, 4, 2)
     assert a["rung_scores"]["2"] == first.user_attrs["rung_scores"]["2"]
     assert second.values[0] == fresh_run(tiny_model, tiny_data, study, 4).result.score
@@ -338,3 +340,36 @@ def api_search(**options):
     from autopeft import api
 
     return api.search("sst2", options.pop("model"), **options)
+
+
+def test_a_resumed_search_queues_the_trials_cut_short_that_have_a_checkpoint() -> None:
+    from types import SimpleNamespace
+
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from autopeft.search.continuation import Found, requeue_cut_short
+
+    def add(lr: float, state: TrialState, **attrs) -> None:
+        cand = Candidate([MethodSpec("lora", {"r": 2})], lr).to_dict()
+        study.add_trial(create_trial(
+            state=state, params={"lr": lr}, distributions={"lr": FloatDistribution(1e-4, 1e-2)},
+            user_attrs={"candidate": cand, **attrs},
+            values=[0.5, 1, 1] if state == TrialState.COMPLETE else None))
+
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    add(1e-3, TrialState.PRUNED, stopped_by_budget=True)  # 0: queued
+    add(2e-3, TrialState.FAIL, fail_reason="interrupted")  # 1: queued
+    add(3e-3, TrialState.FAIL, fail_reason="interrupted", warm_start="lora")  # 2: a recipe
+    add(4e-3, TrialState.PRUNED, stopped_by_budget=True)  # 3: taken up again by 4
+    add(4e-3, TrialState.COMPLETE)
+    add(5e-3, TrialState.PRUNED, stopped_by_budget=False)  # 5: pruned, not cut short
+    here = SimpleNamespace(find=lambda *a: Found("x.pt", 2, {}))
+    assert requeue_cut_short(study, here, 12, 4) == [0, 1]
+    waiting = study.get_trials(states=[TrialState.WAITING])
+    queued = [(t.system_attrs["fixed_params"], t.user_attrs["continues_trial"]) for t in waiting]
+    assert queued == [({"lr": 1e-3}, 0), ({"lr": 2e-3}, 1)]
+    assert requeue_cut_short(study, here, 12, 4) == []  # queued once
+    nowhere = SimpleNamespace(find=lambda *a: None)  # no checkpoint on this machine
+    assert requeue_cut_short(optuna.create_study(), nowhere, 12, 4) == []

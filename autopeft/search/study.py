@@ -30,7 +30,7 @@ from autopeft.runner import Bench, DataSettings
 from autopeft.search.budget import Budget, Phase
 from autopeft.search.config import SearchConfig
 from autopeft.search.constraints import Limits
-from autopeft.search.continuation import Checkpoints
+from autopeft.search.continuation import Checkpoints, requeue_cut_short
 from autopeft.search.loop import run_trials
 from autopeft.search.objective import TrialRunner
 from autopeft.search.open import open_existing_study, open_study
@@ -126,6 +126,10 @@ def run_search(cfg: SearchConfig, reporter: Reporter | None = None, bench: Bench
     url = storage_url(cfg.study, cfg.storage)
     with trainer_for(cfg, bench) as trainer:
         runner = prepare(study, cfg, space, trainer, budget.search, reporter, plan)
+        if cut := requeue_cut_short(study, runner.checkpoints, int(plan.schedule_steps or 0),
+                                    plan.trial_steps):
+            reporter.note(f"continuing trial(s) {', '.join(map(str, cut))} from their "
+                          "checkpoints first")
         reporter.started(study, mask(url), budget, cfg.n_trials)
         procs = start_workers(cfg.workers - 1, cfg.study, url, cfg.isolation, cfg.heartbeat)
         try:
