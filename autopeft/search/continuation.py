@@ -6,9 +6,11 @@ The search decides here whether a run continues: a trial whose candidate has a c
 retries) goes on from it instead of step 0; the refit continues the search trial of the
 candidate's own seed up to the refit's length. A missing or unreadable checkpoint (another
 machine, deleted) means step 0, said in a note. A resumed search queues the trials the
-budget or an interrupt cut short first (``requeue_cut_short``), so they go on. Checkpoints of trials pruned at a rung or
-failed cannot usefully continue and are deleted; those of complete trials (the refit reads
-them) and of trials stopped by the budget or an interrupt stay.
+budget or an interrupt cut short first (``requeue_cut_short``), so they go on.
+
+Checkpoints of trials pruned at a rung or failed cannot usefully continue and are deleted
+(``TrialRunner``); those of complete trials (the refit reads them) and of trials stopped
+by the budget or an interrupt stay.
 """
 from __future__ import annotations
 
