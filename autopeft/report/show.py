@@ -34,6 +34,7 @@ class Row:
     superseded_by: int | None = None  # its refit trial, which stands in for it
     fidelity: str = ""  # refit | search | provisional (autopeft/results.py)
     steps: int | None = None  # training steps behind the score
+    steps_trained: int | None = None  # optimiser steps the trial ran itself (continued: fewer)
     search_score: float | None = None  # a refit trial: the score the search measured
 
     def to_dict(self) -> dict[str, Any]:
@@ -61,7 +62,8 @@ def rows(study: Study, all_trials: bool = False, sort: str = "score") -> list[Ro
                        feasible=r.feasible, seeds=r.seeds,
                        score_mean=r.score_mean,
                        score_std=r.score_std, superseded_by=r.superseded_by,
-                       fidelity=r.fidelity, steps=r.steps, search_score=r.search_score))
+                       fidelity=r.fidelity, steps=r.steps, search_score=r.search_score,
+                       steps_trained=r.steps_trained))
     key, descending = SORT_KEYS[sort]
     present = [r for r in out if getattr(r, key) is not None]
     missing = [r for r in out if getattr(r, key) is None]
