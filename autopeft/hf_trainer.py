@@ -321,10 +321,15 @@ class TrainerBench:
 
     def run(self, candidate: Candidate, on_step: Callable[[int, int, float], None] | None = None,
             eval_at: Sequence[int] = (), on_eval: Callable[[int, float], None] | None = None,
-            fidelity: Fidelity | None = None) -> Outcome:
+            fidelity: Fidelity | None = None, resume: Any = None,
+            checkpoint: Any = None) -> Outcome:
         """Train ``candidate`` with the user's Trainer; the same contract as ``runner.Bench.run``
         (``on_eval`` at the rungs in ``eval_at``; a ``StopTrial`` it raises ends the run and
-        is raised again here, after the Trainer stopped cleanly)."""
+        is raised again here, after the Trainer stopped cleanly). The user's Trainer owns its
+        loop, so a run here keeps no checkpoint (``checkpoint`` is ignored) and none exists to
+        continue from: ``resume`` is always None in practice, and refused if not."""
+        if resume is not None:
+            raise ValueError("a run through the user's Trainer cannot continue a checkpoint")
         import transformers
 
         fid = fidelity or Fidelity()
