@@ -400,3 +400,21 @@ def test_trials_per_gpu_is_a_count_or_auto() -> None:
     assert args.trials_per_gpu == "auto"
     args = parser().parse_args(["search", "--task", "sst2", "--model", "m", "--trials-per-gpu", "3"])
     assert args.trials_per_gpu == 3
+
+
+def test_a_checkpoint_on_cuda_continues_after_the_batches_trained_not_the_one_drawn_ahead(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import autopeft.train as train_mod
+    from test_train_loop import data
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda t: t)
+    monkeypatch.setattr(train_mod, "to_device", lambda batch, device: batch)
+    enc = data(10)
+    make = lambda rows: {"input_ids": torch.tensor(list(rows))}  # noqa: E731
+    for device in (CUDA, torch.device("cpu")):
+        stream = train_mod.batches_on(device, train_mod.micro_batches(enc, 4, 0), make)
+        reference = train_mod.micro_batches(enc, 4, 0)
+        for _ in range(4):  # across an epoch's end (3 batches an epoch)
+            next(stream)
+            next(reference)
+            assert stream.position == reference.position
