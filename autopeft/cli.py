@@ -153,8 +153,8 @@ def parser() -> argparse.ArgumentParser:
     train.add("--precision", choices=PRECISIONS)
     search.add("--sampler", choices=SAMPLERS, help="how candidates are proposed")
     search.add("--pruner", choices=PRUNERS,
-               help="stop weak trials at rungs: mo-asha ranks by Pareto front on score, params "
-                    "and memory; median-score by score alone")
+               help="stop weak trials at rungs: mo-asha keeps the top 1/eta by score within "
+                    "bands of trainable parameters; median-score by score alone")
     search.add("--eta", type=int, help="rung spacing and keep ratio")
     search.add("--no-warm-start", dest="warm_start", action="store_false",
                help="do not start a new study with the standard recipes (LoRA r=8, BitFit, "

@@ -58,6 +58,26 @@ CONFIRM_OF = "confirm_of"  # a refit trial: the search trial it re-trains
 OVER_CAP = "over_cap"  # a worker's trial past the study's cap, never trained
 
 
+def size_band(params: float | None) -> int:
+    """The decade of a trainable-parameter count: 3 for 1,000-9,999, 4 for 10,000-99,999 (a
+    power of ten opens its band), 0 below 10. Exact (digits, not a float logarithm). The
+    pruner promotes within bands and the refit spreads over them."""
+    n = int(params or 0)
+    return len(str(n)) - 1 if n > 0 else 0
+
+
+def _count(n: int) -> str:
+    for unit, size in (("B", 10**9), ("M", 10**6), ("K", 10**3)):
+        if n >= size:
+            return f"{n // size}{unit}"
+    return str(n)
+
+
+def band_label(low: int, high: int | None = None) -> str:
+    """Bands ``low``..``high`` as a parameter range: ``band_label(3, 4)`` is ``1K-100K``."""
+    return f"{_count(10 ** low)}-{_count(10 ** ((low if high is None else high) + 1))}"
+
+
 @dataclass
 class Record:
     number: int
