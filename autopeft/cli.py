@@ -289,7 +289,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     from autopeft import api
-    from autopeft.report.show import csv_rows, table
+    from autopeft.report.show import csv_rows, front_notes, table
 
     study = api.load_study(args.study, args.storage)
     found = api.front(study, all_trials=args.all, sort=args.sort)
@@ -302,7 +302,10 @@ def _show(args: argparse.Namespace) -> int:
         from rich.markup import escape
 
         what = "all trials" if args.all else "Pareto front"
-        Console().print(table(found, f"{escape(study.study_name)}: {what} ({len(found)} trials)"))
+        console = Console()
+        console.print(table(found, f"{escape(study.study_name)}: {what} ({len(found)} trials)"))
+        for line in front_notes(study):
+            console.print(line, markup=False, highlight=False)
     return 0
 
 
