@@ -56,6 +56,7 @@ INTERRUPTED = "interrupted"  # the fail reason of a trial ended by Ctrl-C or SIG
 WARM_START = "warm_start"  # the recipe's name
 CONFIRM_OF = "confirm_of"  # a refit trial: the search trial it re-trains
 OVER_CAP = "over_cap"  # a worker's trial past the study's cap, never trained
+PROPOSAL = "proposal"  # how the sampler proposed it: recipe, family, design, model, random
 
 
 def size_band(params: float | None) -> int:
