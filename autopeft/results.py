@@ -16,8 +16,10 @@ hypervolume all ask this module what a trial's result means, so it is defined on
   search trials they do not supersede (a member the refit did not reach keeps its search
   score, marked ``search``); if no trial completed (a budget that ended first), among the
   provisional records, marked so everywhere. Scores that differ
-  by less than the noise (``score_noise``) are ties, so a cheaper candidate inside the noise
-  of a dearer one replaces it.
+  by less than the noise (``score_noise``) are ties, and so is peak memory within
+  ``MEMORY_TOLERANCE``, so a cheaper candidate inside the noise of a dearer one replaces it.
+  Near-identical candidates (``collapse_repeats``) are one entry that lists its ``repeats``;
+  ``hidden_best`` says why the best score is not on the front when it is not.
 
 A leaf: no optuna, no torch imports; trials are read through their attributes only.
 """
@@ -198,9 +200,8 @@ def front_pool(recs: Sequence[Record]) -> list[Record]:
 
 
 # Ties on the front treat every objective alike: scores within their noise (``score_noise``),
-# peak memory within 5% (allocator and measurement jitter: the same candidate measured
-# 1-3% apart here; a difference that small must not decide where scores tie), trainable
-# parameters exactly (a deterministic count).
+# peak memory within 5% (a margin chosen, not measured: a 1.5% memory difference must not
+# decide where the scores tie), trainable parameters exactly (a deterministic count).
 MEMORY_TOLERANCE = 0.05
 # Near-identical candidates are one front entry: same methods and structure, same trainable
 # parameter count, learning rates within this factor (the sampler's draws 0.029 and 0.030
