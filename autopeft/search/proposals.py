@@ -160,7 +160,6 @@ class RungSampler(BaseSampler):
                  design: int = DESIGN):
         from scipy.stats import qmc
 
-        self._seed = seed
         self._families = dict(families or {})
         self._random_share, self._min_points, self._design = random_share, min_points, design
         with _quiet():
