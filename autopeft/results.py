@@ -291,12 +291,14 @@ def _why(winner: Record, loser: Record, score_noise: float) -> str:
     parts = []
     if ws < ls:
         parts.append(f"score {ws:.4f} within noise {score_noise:.4f} of {ls:.4f}")
+    elif ws == ls:
+        parts.append("same score")
     if wp < lp:
         parts.append(f"fewer params ({int(wp):,} vs {int(lp):,})")
     if wm < lm:
         close = lm <= wm * (1 + MEMORY_TOLERANCE)
-        parts.append(f"memory {'within 5%' if close else 'less'} ({wm / 2**20:.0f} vs "
-                     f"{lm / 2**20:.0f} MiB)")
+        parts.append(f"{'memory within 5%' if close else 'less memory'} ({wm / 2**20:.1f} vs "
+                     f"{lm / 2**20:.1f} MiB)")
     return ", ".join(parts)
 
 
