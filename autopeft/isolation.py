@@ -9,8 +9,9 @@ so pruning decisions stay in the study process. If the child dies, the trial rai
 (the child ignores SIGINT); the parent then stops the child.
 
 Cost (measured in BENCHMARKS.md): one extra model load per worker, and a pipe message per
-step. ``IsolatedBench.run`` has the signature of ``Bench.run``; its ``Outcome.model`` is
-None (the trained model stays in the child; ``export --train`` trains in-process).
+step. ``IsolatedBench.run`` has the signature of ``Bench.run`` (a checkpoint to continue
+from is passed as its path); its ``Outcome.model`` is None (the trained model stays in the
+child; ``export --train`` trains in-process).
 """
 from __future__ import annotations
 
@@ -78,7 +79,7 @@ def _serve_until_exit(conn: Any, model: str, data: dict, settings: dict,
             return
         if msg[0] != "run":  # a "stop" that arrived after the trial had already ended
             continue
-        _, cand, eval_at, fidelity = msg
+        _, cand, eval_at, fidelity, resume, checkpoint = msg
 
         def on_step(step: int, total: int, loss: float) -> None:
             conn.send(("step", step, total, loss))
@@ -92,7 +93,7 @@ def _serve_until_exit(conn: Any, model: str, data: dict, settings: dict,
 
         try:
             out = bench.run(Candidate.from_dict(cand), on_step, eval_at, on_eval,
-                            Fidelity(**fidelity))
+                            Fidelity(**fidelity), resume, checkpoint)
             reply: tuple = ("done", asdict(out.result), out.trainable, out.total, out.trained,
                             out.rung_scores)
             del out
@@ -187,10 +188,17 @@ class IsolatedBench:
             on_step: Callable[[int, int, float], None] | None = None,
             eval_at: Sequence[int] = (),
             on_eval: Callable[[int, float], None] | None = None,
-            fidelity: Fidelity | None = None) -> Outcome:
+            fidelity: Fidelity | None = None,
+            resume: str | None = None,
+            checkpoint: str | None = None) -> Outcome:
+        """``Bench.run`` in the child; ``resume`` and ``checkpoint`` are paths (a checkpoint
+        travels as a file, not over the pipe)."""
+        if resume is not None and not isinstance(resume, str):
+            raise TypeError("IsolatedBench.run continues from a checkpoint's path, not the object")
         if self._proc is None or not self._proc.is_alive():
             self.start()
-        self._conn.send(("run", candidate.to_dict(), list(eval_at), asdict(fidelity or Fidelity())))
+        self._conn.send(("run", candidate.to_dict(), list(eval_at), asdict(fidelity or Fidelity()),
+                         resume, checkpoint))
         while True:
             try:
                 msg = self._recv()

@@ -58,6 +58,11 @@ INTERRUPTED = "interrupted"  # the fail reason of a trial ended by Ctrl-C or SIG
 WARM_START = "warm_start"  # the recipe's name
 CONFIRM_OF = "confirm_of"  # a refit trial: the search trial it re-trains
 OVER_CAP = "over_cap"  # a worker's trial past the study's cap, never trained
+# The cost behind a result (``autopeft/checkpoint.py``: runs continue, never restart):
+STEPS = "steps"  # the fidelity reached: optimiser steps behind the trial's model
+STEPS_TRAINED = "steps_trained"  # optimiser steps this trial ran itself (all its seeds)
+CONTINUED_FROM = "continued_from"  # the step of the checkpoint it went on from (0: none)
+CONTINUES = "continues_trial"  # queued by a resumed search to continue that cut-short trial
 PROPOSAL = "proposal"  # how the sampler proposed it: recipe, family, design, model, random
 
 
@@ -93,6 +98,8 @@ class Record:
     feasible: bool = True
     fidelity: str = ""  # refit | search | provisional | "" (no score)
     steps: int | None = None  # steps behind the score
+    steps_trained: int | None = None  # optimiser steps this trial ran itself (its cost)
+    continued_from: int = 0  # the checkpoint's step it continued from
     trainable_fraction: float | None = None
     wall_seconds: float | None = None
     rung_scores: dict[int, float] = field(default_factory=dict)
@@ -161,11 +168,13 @@ def record(trial: FrozenTrial, superseded_by: int | None = None) -> Record:
                trainable_params=a.get("trainable_params"), peak_memory_bytes=None,
                feasible=feasible(trial), trainable_fraction=a.get("trainable_fraction"),
                wall_seconds=a.get("wall_seconds"), rung_scores=rungs,
-               superseded_by=superseded_by, note=_note(a, superseded_by))
+               superseded_by=superseded_by, note=_note(a, superseded_by),
+               steps_trained=a.get(STEPS_TRAINED, a.get(STEPS)),
+               continued_from=int(a.get(CONTINUED_FROM) or 0))
     if state == "COMPLETE" and trial.values is not None:
         r.score, params, memory = trial.values
         r.trainable_params, r.peak_memory_bytes = int(params), int(memory)
-        r.steps = a.get("steps")
+        r.steps = a.get(STEPS)
         r.seeds, r.score_mean, r.score_std = _seeds(a)
         if CONFIRM_OF in a:
             r.fidelity, r.refit_of = "refit", int(a[CONFIRM_OF])

@@ -10,15 +10,16 @@ the loop calls them, nothing else is hidden. The search's rungs are not the loop
 from __future__ import annotations
 
 import contextlib
-import itertools
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from autopeft.checkpoint import (Checkpoint, continuable, copied, hook_states, model_tensors,
+                                 rng_state)
 from autopeft.contract import HOOKS_ATTR, learning_rates, trainable_parameters
 from autopeft.settings import TrainSettings  # noqa: F401  (re-exported)
 from autopeft.data import Encoded, collate, train_order
@@ -39,6 +40,7 @@ class TrainResult:
     memory_method: str
     final_loss: float
     metrics: dict[str, float] = field(default_factory=dict)  # the final metric's components
+    resumed_from: int = 0  # steps a checkpoint had done: this run trained steps - resumed_from
 
 
 class Diverged(RuntimeError):
@@ -109,15 +111,42 @@ def warmup_then_decay(step: int, warmup: int, total: int) -> float:
     return max(0.0, (total - step) / max(1, total - warmup))
 
 
-def micro_batches(train_enc: Encoded, batch_size: int, seed: int) -> Iterator[list[int]]:
+class MicroBatches:
     """Rows of one micro-batch after another, epoch after epoch (epoch ``e`` in the order
-    seeded ``seed + e``): an optimiser step's micro-batches may span two epochs."""
-    for epoch in itertools.count():
-        batches = train_order(train_enc, batch_size, seed + epoch)
-        if not batches:  # else the loop would wait for ever
-            raise ValueError(f"the training data yields no batches ({len(train_enc)} examples, "
-                             f"batch size {batch_size})")
-        yield from batches
+    seeded ``seed + e``): an optimiser step's micro-batches may span two epochs.
+    ``position`` is (epoch, index) of the next micro-batch: a stream started there
+    (``start``) draws exactly what this one draws next (a continued run, ``checkpoint``)."""
+
+    def __init__(self, train_enc: Encoded, batch_size: int, seed: int,
+                 start: tuple[int, int] = (0, 0)) -> None:
+        self.train_enc, self.batch_size, self.seed = train_enc, batch_size, seed
+        self.epoch, self.index = start
+        self._batches: list | None = None
+
+    @property
+    def position(self) -> tuple[int, int]:
+        return self.epoch, self.index
+
+    def __iter__(self) -> MicroBatches:
+        return self
+
+    def __next__(self) -> list[int]:
+        while self._batches is None or self.index >= len(self._batches):
+            if self._batches is not None:
+                self.epoch, self.index = self.epoch + 1, 0
+            self._batches = train_order(self.train_enc, self.batch_size, self.seed + self.epoch)
+            if not self._batches:  # else the loop would wait for ever
+                raise ValueError(f"the training data yields no batches ({len(self.train_enc)} "
+                                 f"examples, batch size {self.batch_size})")
+        batch = self._batches[self.index]
+        self.index += 1
+        return batch
+
+
+def micro_batches(train_enc: Encoded, batch_size: int, seed: int,
+                  start: tuple[int, int] = (0, 0)) -> MicroBatches:
+    """The micro-batch stream (``MicroBatches``), from ``start`` = (epoch, index)."""
+    return MicroBatches(train_enc, batch_size, seed, start)
 
 
 def _checkpointing(model: Any) -> None:
@@ -132,7 +161,9 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, fl
           seed: int, settings: TrainSettings, pad_id: int,
           on_step: Callable[[int, int, float], None] | None = None,
           schedule_steps: int | None = None, stop_at: int | None = None,
-          after_step: Callable[[int, Any], None] | None = None) -> TrainResult:
+          after_step: Callable[[int, Any], None] | None = None,
+          resume: Checkpoint | None = None, save_at: Collection[int] = (),
+          save: Callable[[Checkpoint], None] | None = None) -> TrainResult:
     """Train ``model``, then score it with ``evaluate(model)``.
 
     The learning-rate schedule (``warmup_then_decay``) is planned for ``schedule_steps``
@@ -142,6 +173,12 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, fl
     method's look at the data before training); ``after_step(step, model)`` runs after each
     step but the last, e.g. to score the model part-way (``scored``); either may raise to
     stop training.
+
+    ``resume``: go on from this checkpoint (``checkpoint.Checkpoint``) of the same run
+    instead of step 0; ``save(checkpoint)`` is called after each step in ``save_at`` (after
+    its callbacks passed). A run whose step hooks cannot give their state
+    (``checkpoint.continuable``) trains from step 0 and saves nothing: ``resumed_from`` says
+    where a run really started.
     """
     start = time.perf_counter()
     torch.manual_seed(seed)
@@ -167,14 +204,24 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, fl
                 on_step(0, end, float("nan"))
             yield to_device(collate(train_enc, b, pad_id), device)
 
-    for hook in hooks:
+    if not continuable(hooks):
+        resume, save = None, None
+    for hook in hooks if resume is None else ():  # a continued run gets their state back
         if hasattr(hook, "before_training"):
             with autocast(device, settings.precision):
                 hook.before_training(model, look_ahead())
+    start_step, position, samples, loss_value, first_loss = 0, (0, 0), 0, float("nan"), None
+    if resume is not None:  # everything the first steps changed, the random generators last
+        if resume.schedule_steps != n_steps or resume.step > end:
+            raise ValueError(f"a checkpoint at step {resume.step} of a {resume.schedule_steps}-"
+                             f"step schedule cannot continue to step {end} of {n_steps}")
+        resume.restore(model, optimizer, scheduler, hooks)
+        start_step, position, samples = resume.step, resume.position, resume.samples
+        loss_value, first_loss = resume.loss, resume.first_loss
+    peak_before = resume.peak_memory if resume else 0  # the steps this run did not take
     params = [p for _, p in trainable_parameters(model)]
-    stream = micro_batches(train_enc, settings.batch_size, seed)
-    samples, loss_value, first_loss = 0, float("nan"), None
-    for step in range(1, end + 1):
+    stream = micro_batches(train_enc, settings.batch_size, seed, position)
+    for step in range(start_step + 1, end + 1):
         for _ in range(settings.grad_accum):  # gradients add up over the micro-batches
             batch = next(stream)
             inputs = to_device(collate(train_enc, batch, pad_id), device)
@@ -197,7 +244,14 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, fl
             on_step(step, end, loss_value)
         if after_step and step < end:
             after_step(step, model)
+        if save and step in save_at:
+            save(Checkpoint(step, n_steps, stream.position, samples, loss_value, first_loss,
+                            max(memory.bytes(), peak_before),
+                            model_tensors(model), copied(optimizer.state_dict()),
+                            copied(scheduler.state_dict()), rng_state(), hook_states(hooks)))
     metrics = scored(model, evaluate)
     return TrainResult(score=metrics["score"], steps=end, samples=samples,
-                       seconds=time.perf_counter() - start, peak_memory=memory.bytes(),
-                       memory_method=memory.method, final_loss=loss_value, metrics=metrics)
+                       seconds=time.perf_counter() - start,
+                       peak_memory=max(memory.bytes(), peak_before),
+                       memory_method=memory.method, final_loss=loss_value, metrics=metrics,
+                       resumed_from=start_step)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -86,7 +87,9 @@ def test_a_segfaulting_trial_does_not_kill_the_study(workdir, tiny_model, tiny_d
 
 
 def start(workdir: Path, argv: list[str]) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent))
+    # The tests' folder (faults.py) and the tree under test, before any installed copy.
+    here = Path(__file__).parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(here), str(here.parent)]))
     # As a terminal's foreground job would: SIGINT raises KeyboardInterrupt (a background
     # job of a non-interactive shell, as under CI, inherits SIGINT ignored).
     code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
@@ -150,6 +153,40 @@ def test_kill_9_loses_only_the_trial_in_flight(workdir, tiny_model, tiny_data) -
     retried = [t for t in after.values() if t.system_attrs.get("failed_trial") == running[0]]
     assert retried and retried[0].state.name == "COMPLETE"  # and run once more
     assert len(after) == len(before) + 2
+
+
+@pytest.mark.slow
+def test_kill_9_leaves_no_ghost_on_the_same_machine(workdir, tiny_model, tiny_data,
+                                                    capsys) -> None:
+    """Heartbeats of 10 minutes: only the worker's recorded process (gone) can tell, and
+    `show` and the resume see the killed trial failed and queued again at once."""
+    space = fault_space(workdir, "sleep", seconds=0.25)
+    argv = args(tiny_model, tiny_data, space, "--n-trials", "20", "--heartbeat", "600",
+                "--isolation", "process")
+    proc = start(workdir, argv)
+    wait_for(workdir, proc, done=1)
+    live = [t.number for t in trials(workdir) if t.state.name == "RUNNING"]
+    assert main(["show", "s", "--all"]) == 0  # the search is alive: its trial is left alone
+    assert all(trials(workdir)[n].state.name in ("RUNNING", "COMPLETE") for n in live)
+    capsys.readouterr()
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {t.number: t.state.name for t in trials(workdir)}
+    killed = [n for n, s in before.items() if s == "RUNNING"]
+    assert len(killed) == 1
+    assert main(["show", "s", "--all"]) == 0  # no wait: not a heartbeat missed yet
+    out = capsys.readouterr().out
+    assert "running" not in out and f"its worker process ({socket.gethostname()}:{proc.pid}) " \
+        "died (killed); queued again" in " ".join(out.split())
+    after = {t.number: t for t in trials(workdir)}
+    assert after[killed[0]].state.name == "FAIL"
+    retry = [t for t in after.values() if t.system_attrs.get("failed_trial") == killed[0]]
+    assert len(retry) == 1 and retry[0].state.name == "WAITING"
+    rerun = args(tiny_model, tiny_data, space, "--n-trials", "1", "--heartbeat", "600",
+                 "--isolation", "none")
+    assert main(rerun) == 0  # the resume runs the retry first
+    assert optuna.load_study(study_name="s", storage=f"sqlite:///{workdir}/studies/s.db") \
+        .trials[retry[0].number].state.name == "COMPLETE"
 
 
 @pytest.mark.slow

@@ -9,13 +9,17 @@ Every outcome is recorded on the trial (user attributes) before ``study.tell``:
 * pruned at a rung: state PRUNED, ``pruned_at_rung`` (1-based), ``pruned_at_step``,
   ``prune_reason`` and the ``rung_decisions`` that led there;
 * stopped by the budget: state PRUNED, ``stopped_by_budget: true``, ``pruned_at_rung`` is
-  the last rung it completed (0: none); its ``rung_scores`` keep what it reached;
+  the last rung it completed (0: none); its ``rung_scores`` keep what it reached, and its
+  checkpoint stays, so a later trial of the same candidate continues it;
 * a duplicate: state PRUNED, ``duplicate_of`` (a complete or running trial with the same
   candidate and seed: the same score, so it is not trained again);
 * failed: state FAIL, ``fail_reason``.
 
 How long a trial trains and where its rungs are come from the study's plan
 (``search/plan.py``); the warm-start recipes go through the same rungs as every trial.
+Each trial keeps its run's checkpoint at its latest rung (``search/continuation.py``) and
+records ``steps`` (the fidelity reached) and ``steps_trained`` (the steps it ran itself:
+fewer when it continued an earlier trial's checkpoint, ``continued_from``).
 """
 from __future__ import annotations
 
@@ -25,11 +29,13 @@ from typing import TYPE_CHECKING, Any
 
 from autopeft.candidate import Candidate
 from autopeft.protocols import Reporter, Trainer
-from autopeft.results import (CANDIDATE, DUPLICATE_OF, FAIL_REASON, INTERRUPTED, PREDICTED_MEMORY,
-                              RUNG_SCORES, STOPPED_BY_BUDGET)
+from autopeft.results import (CANDIDATE, CONTINUED_FROM, DUPLICATE_OF, FAIL_REASON, INTERRUPTED,
+                              PREDICTED_MEMORY, RUNG_SCORES, STEPS, STEPS_TRAINED,
+                              STOPPED_BY_BUDGET)
 from autopeft.runner import Fidelity, Outcome
 from autopeft.search.budget import Phase, predict_seconds
 from autopeft.search.constraints import Limits, Prediction, predict
+from autopeft.search.continuation import Checkpoints
 from autopeft.search.plan import Plan
 from autopeft.search.pruner import Pruner, decide_from_storage
 from autopeft.search.storage import disk_problem
@@ -75,7 +81,8 @@ def record(trial: Trial, outcome: Outcome) -> None:
         "trained_params": outcome.trained, "stored_params": outcome.trainable,
         "trainable_fraction": outcome.trainable / max(1, outcome.total),
         "peak_memory_bytes": r.peak_memory, "memory_method": r.memory_method,
-        "wall_seconds": round(r.seconds, 3), "steps": r.steps, "samples": r.samples,
+        "wall_seconds": round(r.seconds, 3), STEPS: r.steps, "samples": r.samples,
+        STEPS_TRAINED: r.steps - r.resumed_from, CONTINUED_FROM: r.resumed_from,
         "final_loss": r.final_loss, RUNG_SCORES: {str(k): v for k, v in outcome.rung_scores.items()},
         "metrics": r.metrics,
     }.items():
@@ -95,6 +102,7 @@ class TrialRunner:
     reporter: Reporter
     plan: Plan
     rung_noise: float = 0.0  # scores at an intermediate rung closer than this are ties
+    checkpoints: Checkpoints | None = None  # None: runs keep no checkpoint, none continues
 
     @property
     def rungs(self) -> list[int]:
@@ -154,6 +162,7 @@ class TrialRunner:
         trial.set_user_attr("rungs", rungs)
         scores: dict[str, float] = {}
         decisions: dict[str, Any] = {}
+        resume, keep = self._continuation(trial, candidate, rungs, scores)
 
         def on_step(step: int, total: int, loss: float) -> None:
             self.reporter.step(step, total, loss)
@@ -180,8 +189,10 @@ class TrialRunner:
         start = time.perf_counter()
         try:
             outcome = self.bench.run(candidate, on_step=on_step, eval_at=rungs, on_eval=on_eval,
-                                     fidelity=self.fidelity)
+                                     fidelity=self.fidelity, resume=resume, checkpoint=keep)
         except StopTrial as stop:
+            if not stop.by_budget:  # pruned at a rung: nothing will continue it
+                self._discard(candidate)
             return self._stopped(trial, pred, stop, time.perf_counter() - start)
         except KeyboardInterrupt:
             self._fail(trial, INTERRUPTED)
@@ -189,6 +200,7 @@ class TrialRunner:
         except Exception as exc:  # a bad candidate fails alone; the study goes on
             if disk_problem(exc):  # not the candidate's fault: storage.heartbeat ends the search
                 raise
+            self._discard(candidate)
             if out_of_memory(exc):
                 free_memory()
                 trial.set_user_attr("out_of_memory", True)
@@ -202,6 +214,30 @@ class TrialRunner:
         self.study.tell(trial, [r.score, outcome.trainable, r.peak_memory])
         self.reporter.trial_finished(self.study, trial.number)
         return TrialState.COMPLETE.name
+
+    def _continuation(self, trial: Trial, candidate: Candidate, rungs: list[int],
+                      scores: dict[str, float]) -> tuple[str | None, str | None]:
+        """(the checkpoint this trial continues from, where it keeps its own): a candidate
+        an earlier trial trained part-way (stopped by the budget, interrupted, its worker
+        lost) goes on from that trial's last rung, keeping the rung scores it had."""
+        if self.checkpoints is None:
+            return None, None
+        schedule = int(self.plan.schedule_steps or self.plan.trial_steps)
+        keep = self.checkpoints.path(candidate, schedule)
+        found = self.checkpoints.find(candidate, schedule, self.plan.trial_steps)
+        if found is None or found.step == 0:
+            return None, keep
+        scores.update({str(s): v for s, v in found.rung_scores.items() if s in rungs})
+        trial.set_user_attr(RUNG_SCORES, dict(scores))
+        trial.set_user_attr(CONTINUED_FROM, found.step)
+        self.reporter.note(f"trial {trial.number} continues {candidate.label} from its "
+                           f"checkpoint at step {found.step}")
+        return found.path, keep
+
+    def _discard(self, candidate: Candidate) -> None:
+        if self.checkpoints is not None:
+            schedule = int(self.plan.schedule_steps or self.plan.trial_steps)
+            self.checkpoints.discard(candidate, schedule)
 
     def _ran_out_before(self, predicted_memory: int) -> list[str]:
         """Without --max-memory, a candidate predicted to need at least as much memory as one
@@ -254,9 +290,11 @@ class TrialRunner:
         from optuna.trial import TrialState
 
         self._constrain(trial, pred.trainable_params, pred.memory_bytes)
+        continued = int(trial.user_attrs.get(CONTINUED_FROM, 0))
         for key, value in {"pruned_at_rung": stop.rung, "pruned_at_step": stop.step,
                            "prune_reason": stop.reason, STOPPED_BY_BUDGET: stop.by_budget,
-                           "steps": stop.step, "wall_seconds": round(seconds, 3),
+                           STEPS: stop.step, "wall_seconds": round(seconds, 3),
+                           STEPS_TRAINED: stop.step - continued,
                            "samples": stop.step * self.bench.settings.batch_size
                            * self.bench.settings.grad_accum}.items():
             trial.set_user_attr(key, value)

@@ -11,7 +11,8 @@ from autopeft.search.config import SearchConfig
 from autopeft.search.samplers import make_sampler
 from autopeft.search.warmstart import entry_families
 from autopeft.settings import DataSettings
-from autopeft.search.storage import existing_url, mask, open_storage, storage_url
+from autopeft.search.storage import (existing_url, fail_dead_workers, mask, open_storage,
+                                     storage_url)
 from autopeft.space import Space
 
 
@@ -74,8 +75,10 @@ def open_existing_study(name: str, storage: str | None = None, heartbeat: int | 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = existing_url(name, storage)
     try:
-        return optuna.load_study(study_name=name,
-                                 storage=open_storage(url, create=False, heartbeat=heartbeat))
+        study = optuna.load_study(study_name=name,
+                                  storage=open_storage(url, create=False, heartbeat=heartbeat))
     except KeyError:
         raise UserError(f"no study named {name!r} in {mask(url)}; start it with "
                         "`autopeft search`") from None
+    fail_dead_workers(study)  # so `show` never lists a killed search's trial as running
+    return study

@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 from autopeft.errors import UserError
 from autopeft.isolation import IsolatedBench
-from autopeft.paths import cache_dir
+from autopeft.paths import cache_dir, checkpoints_dir
 from autopeft.protocols import NullReporter, Reporter, Trainer
 from autopeft.runner import Bench, DataSettings
 from autopeft.search.budget import Budget, Phase
 from autopeft.search.config import SearchConfig
 from autopeft.search.constraints import Limits
+from autopeft.search.continuation import Checkpoints, requeue_cut_short
 from autopeft.search.loop import run_trials
 from autopeft.search.objective import TrialRunner
 from autopeft.search.open import open_existing_study, open_study
@@ -94,7 +95,8 @@ def prepare(study: Study, cfg: SearchConfig, space: Space, trainer: Trainer, bud
         reporter.note(f"warm start: retrying the interrupted recipe(s) {', '.join(names)}")
     noise = float((study.user_attrs.get("noise") or {}).get("rung", 0.0))
     return TrialRunner(study, trainer, skeleton(trainer.base.model),
-                       make_pruner(cfg.pruner, cfg.eta), limits, budget, reporter, plan, noise)
+                       make_pruner(cfg.pruner, cfg.eta), limits, budget, reporter, plan, noise,
+                       Checkpoints(checkpoints_dir(cfg.study), trainer.settings))
 
 
 def trainer_for(cfg: SearchConfig, bench: Bench) -> AbstractContextManager[Trainer]:
@@ -124,6 +126,10 @@ def run_search(cfg: SearchConfig, reporter: Reporter | None = None, bench: Bench
     url = storage_url(cfg.study, cfg.storage)
     with trainer_for(cfg, bench) as trainer:
         runner = prepare(study, cfg, space, trainer, budget.search, reporter, plan)
+        if cut := requeue_cut_short(study, runner.checkpoints, int(plan.schedule_steps or 0),
+                                    plan.trial_steps):
+            reporter.note(f"continuing trial(s) {', '.join(map(str, cut))} from their "
+                          "checkpoints first")
         reporter.started(study, mask(url), budget, cfg.n_trials)
         procs = start_workers(cfg.workers - 1, cfg.study, url, cfg.isolation, cfg.heartbeat)
         try:
@@ -132,7 +138,8 @@ def run_search(cfg: SearchConfig, reporter: Reporter | None = None, bench: Bench
             for proc in procs:  # they stop at the same cap and deadline
                 proc.wait()
             if (plan.refit_steps > plan.trial_steps or cfg.confirm_seeds) and refit_front(
-                    study, trainer, plan, cfg.confirm_seeds, budget, reporter):
+                    study, trainer, plan, cfg.confirm_seeds, budget, reporter,
+                    runner.checkpoints):
                 record_hypervolume(study)
         finally:
             for proc in procs:
