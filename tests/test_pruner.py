@@ -122,6 +122,16 @@ def test_rung_table_reads_user_attrs_and_skips_failed() -> None:
     assert rung_table(trials, 2) == [RungEntry(0, 0.5, 10, 99), RungEntry(3, 0.4, 1, 5)]
 
 
+def test_a_continued_candidate_counts_once_at_a_rung() -> None:
+    """Trial 4 continues trial 1 (cut short by the budget) and carries its rung score: the
+    rung table holds the candidate once, as the later trial."""
+    lora = {"methods": [{"name": "lora"}], "learning_rate": 5e-4, "seed": 0}
+    attrs = {"rung_scores": {"2": 0.7}, "trainable_params": 10, "candidate": lora}
+    trials = [_T(0, "COMPLETE", {"rung_scores": {"2": 0.5}, "trainable_params": 10}),
+              _T(1, "PRUNED", dict(attrs)), _T(4, "RUNNING", dict(attrs))]
+    assert sorted(e.number for e in rung_table(trials, 2)) == [0, 4]
+
+
 DECIDE_ALL = textwrap.dedent("""
     import json, sys
     import optuna

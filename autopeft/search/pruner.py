@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from autopeft.results import PREDICTED_MEMORY, RUNG_SCORES, band_label, size_band
+from autopeft.results import CANDIDATE, PREDICTED_MEMORY, RUNG_SCORES, band_label, size_band
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -199,16 +199,21 @@ def decide(pruner: str, table: Sequence[RungEntry], number: int, eta: int = 3,
 
 def rung_table(trials: Iterable[FrozenTrial], step: int) -> list[RungEntry]:
     """Every trial that has a score at ``step`` (running, complete or pruned; not failed),
-    read from FrozenTrials' user attributes."""
-    out = []
-    for t in trials:
+    read from FrozenTrials' user attributes. A candidate counts once: a trial that continues
+    a cut-short one (``search/continuation.py``) carries its rung scores, and the later trial
+    stands for both."""
+    import json
+
+    out: dict[Any, RungEntry] = {}
+    for t in sorted(trials, key=lambda t: t.number):
         a = t.user_attrs
         score = (a.get(RUNG_SCORES) or {}).get(str(step))
         if t.state.name == "FAIL" or score is None or "trainable_params" not in a:
             continue
         memory = a.get(PREDICTED_MEMORY, a.get("peak_memory_bytes", 0))
-        out.append(RungEntry(t.number, float(score), float(a["trainable_params"]), float(memory)))
-    return out
+        key = json.dumps(a[CANDIDATE], sort_keys=True) if CANDIDATE in a else t.number
+        out[key] = RungEntry(t.number, float(score), float(a["trainable_params"]), float(memory))
+    return list(out.values())
 
 
 def decide_from_storage(study: Study, pruner: Pruner | str, number: int, step: int, eta: int = 3,
