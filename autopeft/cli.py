@@ -168,8 +168,8 @@ def parser() -> argparse.ArgumentParser:
     train.add("--precision", choices=PRECISIONS)
     search.add("--sampler", choices=SAMPLERS, help="how candidates are proposed")
     search.add("--pruner", choices=PRUNERS,
-               help="stop weak trials at rungs: mo-asha ranks by Pareto front on score, params "
-                    "and memory; median-score by score alone")
+               help="stop weak trials at rungs: mo-asha keeps the top 1/eta by score within "
+                    "bands of trainable parameters; median-score by score alone")
     search.add("--eta", type=int, help="rung spacing and keep ratio")
     search.add("--no-warm-start", dest="warm_start", action="store_false",
                help="do not start a new study with the standard recipes (LoRA r=8, BitFit, "
@@ -307,7 +307,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     from autopeft import api
-    from autopeft.report.show import console, csv_rows, print_table, table
+    from autopeft.report.show import console, csv_rows, front_notes, print_table, table
 
     study = api.load_study(args.study, args.storage)
     found = api.front(study, all_trials=args.all, sort=args.sort)
@@ -321,6 +321,8 @@ def _show(args: argparse.Namespace) -> int:
         what = "all trials" if args.all else "Pareto front"
         print_table(console(), table(found, f"{escape(study.study_name)}: {what} "
                                             f"({len(found)} trials)"))
+        for line in front_notes(study):
+            print(line)
     return 0
 
 

@@ -185,7 +185,7 @@ def test_labels_on_a_crowded_front_do_not_overlap(tmp_path: Path) -> None:
     from autopeft.report.plots import front_2d_figure
 
     data = collect(many_methods_study())
-    assert len(data.front) >= 30, "a crowded front"
+    assert len(data.front) >= 25, "a crowded front"  # memory within 5% ties: 29 of 66
     fig = front_2d_figure(data, tmp_path / "front.png")
     renderer = fig.canvas.get_renderer()
     for ax in fig.axes[:3]:

@@ -1,10 +1,10 @@
 """The Pareto front (or every trial) of a study as rows: for tables, JSON and CSV."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from autopeft.results import front, records, score_noise
+from autopeft.results import front, hidden_best, records, score_noise
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -36,6 +36,7 @@ class Row:
     steps: int | None = None  # training steps behind the score
     steps_trained: int | None = None  # optimiser steps the trial ran itself (continued: fewer)
     search_score: float | None = None  # a refit trial: the score the search measured
+    repeats: list[int] = field(default_factory=list)  # near-identical trials this entry stands for
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -47,7 +48,10 @@ def rows(study: Study, all_trials: bool = False, sort: str = "score") -> list[Ro
     ``autopeft/results.py``."""
     trials = study.get_trials(deepcopy=False)
     recs = records(trials)
-    on_front = {r.number for r in front(recs, score_noise(study.user_attrs, recs))}
+    noise = score_noise(study.user_attrs, recs)
+    shown = {r.number: r for r in front(recs, noise)}
+    on_front = set(shown)
+    hidden = hidden_best(recs, noise)
     notes = _storage_notes(trials)
     out = _queued(trials, notes) if all_trials else []
     for r in recs:
@@ -58,16 +62,32 @@ def rows(study: Study, all_trials: bool = False, sort: str = "score") -> list[Ro
                        trainable_fraction=r.trainable_fraction,
                        peak_memory_bytes=r.peak_memory_bytes, wall_seconds=r.wall_seconds,
                        on_front=r.number in on_front, candidate=r.candidate,
-                       note=r.note or notes.get(r.number, ""),
+                       note=r.note or notes.get(r.number, "") or (
+                           hidden.line() if hidden and hidden.number == r.number else ""),
                        feasible=r.feasible, seeds=r.seeds,
                        score_mean=r.score_mean,
                        score_std=r.score_std, superseded_by=r.superseded_by,
                        fidelity=r.fidelity, steps=r.steps, search_score=r.search_score,
-                       steps_trained=r.steps_trained))
+                       steps_trained=r.steps_trained,
+                       repeats=shown[r.number].repeats if r.number in shown else []))
     key, descending = SORT_KEYS[sort]
     present = [r for r in out if getattr(r, key) is not None]
     missing = [r for r in out if getattr(r, key) is None]
     return sorted(present, key=lambda r: getattr(r, key), reverse=descending) + missing
+
+
+def front_notes(study: Study) -> list[str]:
+    """Lines ``show`` prints under the front: why the best-scoring trial is not on it (a tie
+    within the noise went to a cheaper one), and which entries stand for repeats."""
+    recs = records(study.get_trials(deepcopy=False))
+    noise = score_noise(study.user_attrs, recs)
+    hidden = hidden_best(recs, noise)
+    lines = [hidden.line()] if hidden else []
+    for r in front(recs, noise):
+        if r.repeats:
+            lines.append(f"trial {r.number} stands for its repeats (same candidate, learning "
+                         f"rate within 10%): {', '.join(map(str, r.repeats))}")
+    return lines
 
 
 def _storage_notes(trials: list[FrozenTrial]) -> dict[int, str]:

@@ -9,6 +9,7 @@ from autopeft.errors import UserError
 from autopeft.results import DIRECTIONS, OBJECTIVES
 from autopeft.search.config import SearchConfig
 from autopeft.search.samplers import make_sampler
+from autopeft.search.warmstart import entry_families
 from autopeft.settings import DataSettings
 from autopeft.search.storage import (existing_url, fail_dead_workers, mask, open_storage,
                                      storage_url)
@@ -34,7 +35,8 @@ def open_study(cfg: SearchConfig, space: Space) -> Any:
                                 load_if_exists=True)
     # A resumed study (or a second process) must not draw the same candidates again: the
     # sampler's seed moves on with the trials the study already holds.
-    study.sampler = make_sampler(cfg.sampler, cfg.seed + len(study.get_trials(deepcopy=False)))
+    study.sampler = make_sampler(cfg.sampler, cfg.seed + len(study.get_trials(deepcopy=False)),
+                                 entry_families(space))
     attrs = study_attrs(cfg, space)
     old = study.user_attrs
     if old:

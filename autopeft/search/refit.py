@@ -2,8 +2,9 @@
 
 Search trials are scored at the search fidelity (the plan's ``trial_steps``), which ranks
 candidates but flatters or hides some of them. The refit takes the search front's members,
-most promising first (the largest share of the front's hypervolume each one alone adds), and
-trains each at ``refit_steps`` with the candidate's seed and ``--confirm-seeds`` more. The
+most promising first (the largest share of the front's hypervolume each one alone adds),
+spread over the front (``spread``: distinct methods or size bands before variants of one),
+and trains each at ``refit_steps`` with the candidate's seed and ``--confirm-seeds`` more. The
 run with the candidate's own seed continues the search trial from its checkpoint (the
 search trial is the exact start of it: same schedule; ``search/continuation.py``), from
 step 0 where this machine has none; the other seeds train from 0. A run whose length the
@@ -23,12 +24,14 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from autopeft.candidate import Candidate
 from autopeft.protocols import Reporter, Trainer
 from autopeft.results import (CANDIDATE, CONFIRM_OF, CONTINUED_FROM, PREDICTED_MEMORY, STEPS,
-                              STEPS_TRAINED, Record, front, rank_correlation, record, records)
+                              STEPS_TRAINED, Record, front, rank_correlation, record, records,
+                              size_band)
 from autopeft.runner import Fidelity
 from autopeft.search.budget import Phase
 from autopeft.search.continuation import Checkpoints
@@ -65,6 +68,26 @@ def by_promise(members: list[Record], study: Study) -> list[Record]:
     return [members[i] for i in order]
 
 
+def kind(member: Record) -> tuple[tuple[str, ...], int]:
+    """What makes two front members distinct points for the refit: their method(s) and the
+    decade of their trainable parameters (``results.size_band``)."""
+    methods = tuple(m.get("name", "?") for m in member.candidate.get("methods", []))
+    return methods, size_band(member.trainable_params)
+
+
+def spread(members: list[Record], taken: Iterable[tuple[tuple[str, ...], int]] = ()) -> list[Record]:
+    """``members`` (in promise order) reordered so that each next one differs in method or
+    size band from those already chosen (``taken``: the kinds the refit already re-trained),
+    then the rest in their order: the refit's share buys distinct points of the front before
+    it re-trains variants of one (BitFit at three learning rates, tied within the noise)."""
+    seen = set(taken)
+    first, rest = [], []
+    for m in members:
+        (rest if kind(m) in seen else first).append(m)
+        seen.add(kind(m))
+    return first + rest
+
+
 def refit_front(study: Study, bench: Trainer, plan: Plan, seeds: int, budget: Phase,
                 reporter: Reporter, checkpoints: Checkpoints | None = None) -> int:
     """Refit the search front's members (see the module docstring) until ``budget`` (the
@@ -74,7 +97,9 @@ def refit_front(study: Study, bench: Trainer, plan: Plan, seeds: int, budget: Ph
                       if r.refit_of is not None}
     refitted = 0
     while True:
-        todo = [m for m in by_promise(_search_front(study), study) if m.number not in done]
+        taken = [kind(r) for r in records(study.get_trials(deepcopy=False)) if r.refit_of is not None]
+        todo = spread([m for m in by_promise(_search_front(study), study) if m.number not in done],
+                      taken)
         if not todo or budget.left() == 0:
             break
         member = todo[0]

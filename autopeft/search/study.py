@@ -43,7 +43,7 @@ from autopeft.search.samplers import make_sampler
 from autopeft.search.storage import HEARTBEAT_SECONDS, existing_url, mask, storage_url
 from autopeft.search.refit import refit_front
 from autopeft.search.summary import Scales, record_hypervolume
-from autopeft.search.warmstart import enqueue_recipes, requeue_interrupted
+from autopeft.search.warmstart import enqueue_recipes, entry_families, requeue_interrupted
 from autopeft.search.workers import start_workers
 from autopeft.space import Space, load_space, space_from_text
 from autopeft.train import TrainSettings
@@ -225,9 +225,10 @@ def run_worker(study_name: str, storage: str | None = None, reporter: Reporter |
     if cfg.max_trials is None and budget.search.seconds is None:
         raise UserError(f"study {study_name!r} has neither a trial cap nor a deadline: start it "
                         "with `autopeft search ... --max-trials N` or `--budget`")
-    study.sampler = make_sampler(a["search"]["sampler"], None)  # seeds would repeat across workers
     bench = Bench.load(cfg.model, cfg.data, cfg.train, cache_dir(), cfg.trust_remote_code)
     space, _ = fit_space(space_from_text(a["space_text"], a["space"]), bench.base.model)
+    # seed None: seeds would repeat across workers
+    study.sampler = make_sampler(a["search"]["sampler"], None, entry_families(space))
     plan = Plan.from_dict(a["plan"])
     with trainer_for(cfg, bench) as trainer:
         runner = prepare(study, replace(cfg, warm_start=False), space, trainer, budget.search,
