@@ -52,6 +52,10 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _trials_per_gpu(text: str) -> int | str:
+    return "auto" if text == "auto" else _positive_int(text)
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -190,6 +194,9 @@ def parser() -> argparse.ArgumentParser:
     search.add("--workers", type=_positive_int,
                help="worker processes on this machine, this one included (one GPU each where "
                     "there are GPUs); with workers, --n-trials caps the whole study")
+    search.add("--trials-per-gpu", type=_trials_per_gpu, metavar="K",
+               help="at most K workers share one GPU, each capped at 1/K of its memory; auto: "
+                    "as many as fit, and that many workers per GPU")
     search.add("--isolation", choices=ISOLATION,
                help="process: each trial in a child process, so a crash (segfault, OOM kill) "
                     "fails one trial, not the study; none: in this process (env "

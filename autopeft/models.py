@@ -151,9 +151,16 @@ def reinit_new_parameters(model: Any) -> None:
             own = [*owner.named_parameters(recurse=False), *owner.named_buffers(recurse=False)]
             keep = {k: t.detach().clone() for k, t in own
                     if (f"{owner_name}.{k}" if owner_name else k) not in names}
+            # Drawn on the CPU wherever the model is (a base kept on a GPU): the same values
+            # as a CPU build, from the same generator.
+            device = next(iter([*owner.parameters(), *owner.buffers()]), torch.empty(0)).device
+            if device.type != "cpu":
+                owner.to("cpu")
             _initialiser(model, owner_name)._init_weights(owner)
             for k, value in keep.items():
                 getattr(owner, k).copy_(value)
+            if device.type != "cpu":
+                owner.to(device)
 
 
 def _initialiser(model: Any, module_name: str) -> Any:

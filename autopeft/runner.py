@@ -92,7 +92,9 @@ class Bench:
 
     def build(self, candidate: Candidate, schedule_steps: int | None = None) -> Any:
         """The candidate on a fresh copy; ``schedule_steps``: how long it will train (methods
-        with schedules, e.g. AdaLoRA; default the data's epochs)."""
+        with schedules, e.g. AdaLoRA; default the data's epochs). On CUDA ``run`` keeps the
+        base on the device, so the copy is made there (no host copy, no host-to-device
+        transfer per trial); on CPU, as ever."""
         return build(self.base.model, candidate,
                      schedule_steps or total_steps(len(self.train_data), self.settings))
 
@@ -117,6 +119,9 @@ class Bench:
         ``resumed_from`` says where it really started (0 for methods that cannot continue:
         ``checkpoint.continuable``)."""
         fid = fidelity or Fidelity()
+        device = resolve_device(self.settings.device)
+        if device.type == "cuda":  # the frozen base stays there: copied at device speed
+            self.base.model.to(device)
         n_steps = fid.schedule_steps or total_steps(len(self.train_data), self.settings)
         end = min(n_steps, fid.stop_at or n_steps)
         start = load(resume) if isinstance(resume, str) else resume
@@ -126,7 +131,6 @@ class Bench:
                 raise ValueError(f"cannot continue from checkpoint {resume}: {why}")
         model = self.build(candidate, fid.schedule_steps)
         stored, trained, total = count_stored(model), count_trainable(model), count_total(model)
-        device = resolve_device(self.settings.device)
         tok = self.base.tokenizer
         evaluate = make_evaluator(self.task, self.eval_data, self.settings, tok, device)
         evaluate_rung = evaluate

@@ -18,7 +18,7 @@ from autopeft.errors import UserError
 if TYPE_CHECKING:
     from autopeft.tasks import OwnData, Task
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "tf32")
 MAX_EPOCHS = 1e6  # far beyond any use; keeps the step count a finite whole number
 
 
@@ -38,7 +38,9 @@ class TrainSettings:
     num_beams: int = 1  # decoding for generation tasks (translation)
     max_new_tokens: int = 64
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (bf16 autocast on CUDA where supported, else fp32) | fp32 | bf16
+    # auto (bf16 on a GPU with native bf16, else fp32) | fp32 (exact) | bf16 | tf32 (fp32,
+    # TF32 matmuls on CUDA)
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         """The same checks for flags, the API, a stored study and a candidate.yaml."""

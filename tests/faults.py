@@ -6,7 +6,8 @@ public ``register`` and names this module in ``AUTOPEFT_PLUGINS`` (with this fol
 (a real MemoryError from an impossible allocation), ``nan`` (weights set to NaN, so the
 loss really becomes NaN), ``explode`` (trained weights scaled up: the loss really explodes),
 ``segfault`` (the process dies by SIGSEGV), ``sleep`` (slow
-steps, for budget and interrupt tests).
+steps, for budget and interrupt tests), ``cuda`` (the error a device-side assert raises,
+which leaves a process's CUDA context broken).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Any
 @dataclass
 class Spec:
     kind: str = field(default="raise", metadata={
-        "help": "raise | memory | nan | explode | segfault | sleep"})
+        "help": "raise | memory | nan | explode | segfault | sleep | cuda"})
     at_step: int = field(default=0, metadata={
         "help": "the optimiser step (0-based) at which it strikes"})
     seconds: float = field(default=0.5, metadata={"help": 'for "sleep": seconds per step'})
@@ -52,6 +53,9 @@ class _Fault:
                 for p in self.model.parameters():
                     if p.requires_grad:
                         p.mul_(1e5)
+        if kind == "cuda":
+            raise RuntimeError("CUDA error: device-side assert triggered\nCUDA kernel errors "
+                               "might be asynchronously reported at some other API call")
         if kind == "segfault":
             os.kill(os.getpid(), signal.SIGSEGV)
 
