@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["search", "worker", "load_study", "front", "select_trial", "export", "train", "plot",
+__all__ = ["search", "search_with_trainer", "worker", "load_study", "front", "select_trial", "export", "train", "plot",
            "load", "methods", "tasks", "SearchConfig", "UserError"]
 
 

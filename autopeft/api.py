@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 # torch, transformers and the search are imported inside the functions that train, so that
 # reading a study (`autopeft show`, `load_study`, `front`) starts in a fraction of a second.
 
-__all__ = ["search", "worker", "load_study", "front", "select_trial", "export", "train", "plot",
+__all__ = ["search", "search_with_trainer", "worker", "load_study", "front", "select_trial", "export", "train", "plot",
            "load", "methods", "tasks", "SearchConfig"]
 
 
@@ -62,7 +62,9 @@ def search(task: str, model: str, *, progress: Any = False, **options: Any) -> A
     ``"live"``, ``"plain"``, ``"json"`` (one JSON object per event on stdout), or a reporter.
     ``options`` are fields of ``SearchConfig`` (budget, n_trials, study, storage, space,
     sampler, seed, ...), of ``TrainSettings`` (epochs, batch_size, max_length, device, ...)
-    and of ``DataSettings`` (data_dir, train_samples, eval_samples).
+    and of ``DataSettings`` (data_dir, train_samples, eval_samples; for own data and
+    ``hf:NAME[:CONFIG]`` datasets text_columns, label_column, train_split, validation_split,
+    validation_share, ...).
     """
     from autopeft.report.progress import make_reporter
     from autopeft.runner import DataSettings
@@ -79,6 +81,15 @@ def search(task: str, model: str, *, progress: Any = False, **options: Any) -> A
     cfg = SearchConfig(task=task, model=model, data=data, train=train,
                        **{k: v for k, v in pick(SearchConfig).items() if k not in ("task", "model")})
     return run_search(cfg, make_reporter(progress))
+
+
+def search_with_trainer(make_trainer: Any, model: Any, **options: Any) -> Any:
+    """Search PEFT candidates that your own ``transformers.Trainer`` trains (``make_trainer(
+    model, candidate)`` returns one); autopeft keeps the space, sampler, plan, rung pruning,
+    storage, memory objective, report and export. See ``autopeft.hf_trainer``."""
+    from autopeft.hf_trainer import search_with_trainer as run
+
+    return run(make_trainer, model, **options)
 
 
 def worker(study: str, storage: str | None = None, *, progress: Any = False,
@@ -143,7 +154,8 @@ def export(study: Study, trial: int, out: str, *, storage: str | None = None, tr
     ``data_dir`` and ``model`` override where the study's data and base model are found.
     ``out/candidate.yaml`` is re-runnable: ``autopeft.train("out/candidate.yaml")``.
     """
-    from autopeft.export import prepare_dir, retrain, write_config_only, write_trained
+    from autopeft.export import model_card, prepare_dir, retrain, write_config_only, write_trained
+    from autopeft.tasks import TRAINER_PREFIX
     from autopeft.trial_info import trial_info
 
     info = trial_info(_study(study, storage), trial, model)
@@ -152,6 +164,8 @@ def export(study: Study, trial: int, out: str, *, storage: str | None = None, tr
     if train:
         trained, measured = retrain(info, data_dir)
         write_trained(path, info, trained, measured)
+    elif info.task.startswith(TRAINER_PREFIX):  # trained by the user's Trainer: no data here
+        (path / "README.md").write_text(model_card(info))
     else:
         write_config_only(path, info)
     return path

@@ -14,7 +14,7 @@ from autopeft.kinds import peft_task_type
 from autopeft.methods import check_combination, get_method, make_spec
 from autopeft.contract import entry_counts, stored_counts, trainable_parameters, unwrap  # noqa: F401
 from autopeft.methods._common import BuildContext
-from autopeft.models import reinit_new_parameters
+from autopeft.models import import_bitsandbytes_quietly, reinit_new_parameters
 
 
 def context_for(model: Any, total_steps: int | None = None) -> BuildContext:
@@ -37,6 +37,7 @@ def build(base: Any, candidate: Candidate, total_steps: int | None = None) -> An
     only build to count)."""
     import torch
 
+    import_bitsandbytes_quietly()  # before the methods import peft
     check_combination([m.name for m in candidate.methods])
     specs = [(get_method(m.name), make_spec(m.name, m.params)) for m in candidate.methods]
     model = copy.deepcopy(base)

@@ -52,6 +52,10 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _trials_per_gpu(text: str) -> int | str:
+    return "auto" if text == "auto" else _positive_int(text)
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -112,7 +116,9 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("search", help="run or resume a search", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    s.add_argument("--task", required=True, help="task name (see README), e.g. sst2")
+    s.add_argument("--task", required=True, help="task name (see README), e.g. sst2; own data "
+                   "csv:PATH, tsv:PATH, jsonl:PATH; any dataset hf:NAME[:CONFIG] (a hub id or "
+                   "a folder written by save_to_disk)")
     s.add_argument("--model", required=True, help="Hugging Face hub id or local model directory")
     search = _Defaults(s, SearchConfig)
     search.add("--budget", help="wall-clock budget for the whole search: 30m, 4h, 1h30m")
@@ -124,15 +130,24 @@ def parser() -> argparse.ArgumentParser:
     data.add("--data-dir", help="offline data: DIR/glue/sst2/{train,validation}.tsv "
                                 "(or set AUTOPEFT_DATA_DIR)")
     data.add("--text-column", dest="text_columns", action="append",
-             help="own data: a text column (give it twice for sentence pairs; default text)")
-    data.add("--label-column", help="own data: the label column (default label)")
+             help="own data, hf:NAME: a text column (give it twice for sentence pairs; "
+                  "default text)")
+    data.add("--label-column", help="own data, hf:NAME: the label column (default label)")
     data.add("--validation", help="own data: a validation file (default: hold out a "
-                                  "seeded 10% of train)")
+                                  "seeded 10% of train, --validation-share)")
     data.add("--task-type", choices=("classification", "regression"),
-             help="own data: override what the labels suggest")
+             help="own data, hf:NAME: override what the labels suggest")
     data.add("--no-header", action="store_true",
              help="own CSV/TSV data without a header line: give columns by index, "
                   "e.g. --text-column 0 --label-column 1")
+    data.add("--train-split", help="hf:NAME data: the split that trains")
+    data.add("--validation-split", help="hf:NAME data: the split scored (default: its "
+                                        "labelled 'validation' split, else a held-out share "
+                                        "of train; never a test split unless named here)")
+    data.add("--validation-share", type=_positive_float,
+             help="the seeded share of train held out for scoring where there is no "
+                  "validation data (own files without --validation, hf:NAME without a "
+                  "labelled validation split)")
     data.add("--train-samples", type=_positive_int, help="train on a seeded subset of this size")
     data.add("--eval-samples", type=_positive_int, help="score on a seeded subset of this size")
     data.add("--subset-seed", type=int, help="which seeded subsets --train-samples and "
@@ -153,8 +168,8 @@ def parser() -> argparse.ArgumentParser:
     train.add("--precision", choices=PRECISIONS)
     search.add("--sampler", choices=SAMPLERS, help="how candidates are proposed")
     search.add("--pruner", choices=PRUNERS,
-               help="stop weak trials at rungs: mo-asha ranks by Pareto front on score, params "
-                    "and memory; median-score by score alone")
+               help="stop weak trials at rungs: mo-asha keeps the top 1/eta by score within "
+                    "bands of trainable parameters; median-score by score alone")
     search.add("--eta", type=int, help="rung spacing and keep ratio")
     search.add("--no-warm-start", dest="warm_start", action="store_false",
                help="do not start a new study with the standard recipes (LoRA r=8, BitFit, "
@@ -179,6 +194,9 @@ def parser() -> argparse.ArgumentParser:
     search.add("--workers", type=_positive_int,
                help="worker processes on this machine, this one included (one GPU each where "
                     "there are GPUs); with workers, --n-trials caps the whole study")
+    search.add("--trials-per-gpu", type=_trials_per_gpu, metavar="K",
+               help="at most K workers share one GPU, each capped at 1/K of its memory; auto: "
+                    "as many as fit, and that many workers per GPU")
     search.add("--isolation", choices=ISOLATION,
                help="process: each trial in a child process, so a crash (segfault, OOM kill) "
                     "fails one trial, not the study; none: in this process (env "
@@ -289,7 +307,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     from autopeft import api
-    from autopeft.report.show import csv_rows, table
+    from autopeft.report.show import console, csv_rows, front_notes, print_table, table
 
     study = api.load_study(args.study, args.storage)
     found = api.front(study, all_trials=args.all, sort=args.sort)
@@ -298,11 +316,13 @@ def _show(args: argparse.Namespace) -> int:
     elif args.csv:
         csv.writer(sys.stdout).writerows(csv_rows(found))
     else:
-        from rich.console import Console
         from rich.markup import escape
 
         what = "all trials" if args.all else "Pareto front"
-        Console().print(table(found, f"{escape(study.study_name)}: {what} ({len(found)} trials)"))
+        print_table(console(), table(found, f"{escape(study.study_name)}: {what} "
+                                            f"({len(found)} trials)"))
+        for line in front_notes(study):
+            print(line)
     return 0
 
 

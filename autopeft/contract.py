@@ -23,7 +23,13 @@ def register_step_hook(model: Any, hook: Any) -> None:
     """``hook`` may define ``before_optimizer_step(step)`` and/or ``after_optimizer_step(step)``,
     and ``before_training(model, batches)``: called once before the first step with an
     iterator over one epoch of training batches (on the device), for methods that look at
-    the data first (Child-Tuning D's Fisher pass); it takes no optimiser step."""
+    the data first (Child-Tuning D's Fisher pass); it takes no optimiser step.
+
+    A hook that keeps state across steps (beyond the model's tensors and the random
+    generators) defines ``state_dict()`` and ``load_state_dict(state)`` (tensors, numbers,
+    strings, lists and dicts of them), so a run can be checkpointed and continued
+    (``autopeft/checkpoint.py``); ``before_training`` is not called again on a continued
+    run. A hook that cannot set ``can_continue = False``: its runs always train from step 0."""
     hooks = getattr(model, HOOKS_ATTR, None)
     if hooks is None:
         hooks = []

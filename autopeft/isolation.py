@@ -9,8 +9,9 @@ so pruning decisions stay in the study process. If the child dies, the trial rai
 (the child ignores SIGINT); the parent then stops the child.
 
 Cost (measured in BENCHMARKS.md): one extra model load per worker, and a pipe message per
-step. ``IsolatedBench.run`` has the signature of ``Bench.run``; its ``Outcome.model`` is
-None (the trained model stays in the child; ``export --train`` trains in-process).
+step. ``IsolatedBench.run`` has the signature of ``Bench.run`` (a checkpoint to continue
+from is passed as its path); its ``Outcome.model`` is None (the trained model stays in the
+child; ``export --train`` trains in-process).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from typing import Any
 import torch
 
 from autopeft.candidate import Candidate
+from autopeft.devices import cuda_broken
 from autopeft.errors import UserError
 from autopeft.protocols import Trainer
 from autopeft.runner import DataSettings, Fidelity, Outcome
@@ -78,7 +80,7 @@ def _serve_until_exit(conn: Any, model: str, data: dict, settings: dict,
             return
         if msg[0] != "run":  # a "stop" that arrived after the trial had already ended
             continue
-        _, cand, eval_at, fidelity = msg
+        _, cand, eval_at, fidelity, resume, checkpoint = msg
 
         def on_step(step: int, total: int, loss: float) -> None:
             conn.send(("step", step, total, loss))
@@ -92,7 +94,7 @@ def _serve_until_exit(conn: Any, model: str, data: dict, settings: dict,
 
         try:
             out = bench.run(Candidate.from_dict(cand), on_step, eval_at, on_eval,
-                            Fidelity(**fidelity))
+                            Fidelity(**fidelity), resume, checkpoint)
             reply: tuple = ("done", asdict(out.result), out.trainable, out.total, out.trained,
                             out.rung_scores)
             del out
@@ -100,10 +102,20 @@ def _serve_until_exit(conn: Any, model: str, data: dict, settings: dict,
             reply = ("stopped",)
         except (BrokenPipeError, ConnectionResetError, EOFError):
             raise  # the parent is gone: nobody to report to
-        except Exception as exc:  # reported to the parent; the child lives on
-            reply = ("error", type(exc).__name__, str(exc))
-        gc.collect()
+        except Exception as exc:  # reported to the parent; the child lives on, unless ...
+            reply = ("error", type(exc).__name__, str(exc), cuda_broken(exc))
+        _release()  # out of the except block: the traceback no longer holds the model
         conn.send(reply)
+        if reply[0] == "error" and reply[3]:
+            return  # ... its CUDA context is broken: the parent starts a fresh child
+
+
+def _release() -> None:
+    """Give the finished trial's memory back: Python's, and the CUDA allocator's cache (a
+    worker sharing its GPU leaves the room to the next trial, or to its neighbour)."""
+    gc.collect()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 class _FromLocal:
@@ -127,7 +139,13 @@ class IsolatedBench:
     ``local`` (optional) is this process's own ``Bench`` of the same model and data: it
     answers the questions the search asks before training (``base``, ``task``,
     ``train_data``, ``eval_data``: predictions, step counts). Use it in a ``with`` block,
-    which ends the child on leaving."""
+    which ends the child on leaving.
+
+    A CUDA error that breaks the child's CUDA context (``devices.cuda_broken``: a
+    device-side assert, an illegal address) fails its trial and ends the child; the next
+    trial starts a fresh one, so later candidates are not blamed."""
+
+    restarts_on_cuda_error = True
 
     def __init__(self, model: str, data: DataSettings, settings: TrainSettings,
                  cache_dir: str | None = None, trust_remote_code: bool = False,
@@ -187,10 +205,17 @@ class IsolatedBench:
             on_step: Callable[[int, int, float], None] | None = None,
             eval_at: Sequence[int] = (),
             on_eval: Callable[[int, float], None] | None = None,
-            fidelity: Fidelity | None = None) -> Outcome:
+            fidelity: Fidelity | None = None,
+            resume: str | None = None,
+            checkpoint: str | None = None) -> Outcome:
+        """``Bench.run`` in the child; ``resume`` and ``checkpoint`` are paths (a checkpoint
+        travels as a file, not over the pipe)."""
+        if resume is not None and not isinstance(resume, str):
+            raise TypeError("IsolatedBench.run continues from a checkpoint's path, not the object")
         if self._proc is None or not self._proc.is_alive():
             self.start()
-        self._conn.send(("run", candidate.to_dict(), list(eval_at), asdict(fidelity or Fidelity())))
+        self._conn.send(("run", candidate.to_dict(), list(eval_at), asdict(fidelity or Fidelity()),
+                         resume, checkpoint))
         while True:
             try:
                 msg = self._recv()
@@ -201,6 +226,8 @@ class IsolatedBench:
                 return Outcome(TrainResult(**msg[1]), msg[2], msg[3], None, msg[4], msg[5])
             if msg[0] == "error":
                 name, text = msg[1], msg[2]
+                if msg[3]:  # the child ended itself: its CUDA context was broken
+                    self.close()
                 raise ERRORS.get(name, RuntimeError)(text if name in ERRORS else f"{name}: {text}")
             try:
                 if msg[0] == "step" and on_step:

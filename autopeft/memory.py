@@ -2,6 +2,11 @@
 
 * CUDA: the allocator's own peak (``torch.cuda.max_memory_allocated``), reset when the
   trial starts. Weights, gradients, optimiser state, activations and workspace: all of it.
+  What the process held before (a worker's base kept on the device, another trial's
+  leftovers) is not the trial's: the peak counts from the allocation at the start, plus
+  the trial model's own tensors. Scoring (the rungs, the end) is measured apart
+  (``scoring()``): with a large eval batch and fp32 logits it can dwarf a LoRA step, and
+  the objective is training memory.
 * CPU: process RSS is shared by every trial and never goes down, so it cannot tell two
   candidates apart. Instead we add up the tensors a training step really holds:
   ``weights + gradients + optimiser state + activations saved for backward``, the last
@@ -37,9 +42,14 @@ class PeakMemory:
         self.cuda = device.type == "cuda"
         self.method = CUDA_METHOD if self.cuda else CPU_METHOD
         self.max_activations = 0
+        self._train_peak = self._score_peak = 0
+        self._baseline = self._model_bytes = 0
         if self.cuda:
             torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
+            self._baseline = torch.cuda.memory_allocated(device)
+            self._model_bytes = sum(t.numel() * t.element_size() for t in
+                                    [*model.parameters(), *model.buffers()] if t.is_cuda)
         self._param_keys = {_storage_key(p) for p in model.parameters()}
 
     @contextlib.contextmanager
@@ -62,9 +72,33 @@ class PeakMemory:
             yield
         self.max_activations = max(self.max_activations, total)
 
+    @contextlib.contextmanager
+    def scoring(self) -> Iterator[None]:
+        """Scoring, measured apart: on CUDA the training peak so far is kept, the allocator's
+        peak reset, scoring's own peak read after it and the peak reset again for training.
+        On CPU nothing to do (scoring saves no activations)."""
+        if not self.cuda:
+            yield
+            return
+        self._train_peak = max(self._train_peak, torch.cuda.max_memory_allocated(self.device))
+        torch.cuda.reset_peak_memory_stats(self.device)
+        try:
+            yield
+        finally:
+            self._score_peak = max(self._score_peak, torch.cuda.max_memory_allocated(self.device))
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def _own(self, peak: int) -> int:
+        return int(max(0, peak - self._baseline) + self._model_bytes)
+
+    def scoring_bytes(self) -> int | None:
+        """Scoring's peak (CUDA), counted as ``bytes()``; None where none was measured."""
+        return self._own(self._score_peak) if self.cuda and self._score_peak else None
+
     def bytes(self) -> int:
+        """The training peak (scoring left out)."""
         if self.cuda:
-            return int(torch.cuda.max_memory_allocated(self.device))
+            return self._own(max(self._train_peak, torch.cuda.max_memory_allocated(self.device)))
         weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
         grads = sum(p.numel() * p.element_size() for p in self.model.parameters() if p.requires_grad)
         state = sum(v.numel() * v.element_size() for s in self.optimizer.state.values()

@@ -5,7 +5,10 @@ unless the user asks for it.
 """
 from __future__ import annotations
 
+import importlib.util
+import logging
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +41,43 @@ def quiet_libraries() -> None:
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
+# bitsandbytes (0.50) looks up a CPU 4-bit matmul kernel on the Hugging Face hub when it is
+# imported on a CPU with AVX512-BF16 (``kernels.get_kernel("kernels-community/
+# quantization-bitsandbytes")``): online a download at import time, offline a line from
+# ``kernels`` ("Skipping publisher trust check ...") and one from bitsandbytes ("Failed to
+# load CPU gemm_4bit_forward ..."). peft imports bitsandbytes whenever it is installed, and
+# transformers' Trainer imports peft, so every model build would pay it.
+_BNB_CPU_OPS_LOGGER = "bitsandbytes.backends.cpu.ops"
+
+
+def import_bitsandbytes_quietly() -> None:
+    """Import bitsandbytes (if installed) before peft or transformers' Trainer do, with its
+    hub kernel look-up turned off: while it imports, ``kernels`` is unimportable (a ``None``
+    entry in ``sys.modules``), so bitsandbytes takes its own fallback (its C library's 4-bit
+    CPU matmul; on CUDA nothing changes) and says nothing. Idempotent and cheap after the
+    first call; ``kernels`` works as before for everyone else afterwards."""
+    if "bitsandbytes" in sys.modules or importlib.util.find_spec("bitsandbytes") is None:
+        return
+    missing = object()
+    kernels = sys.modules.get("kernels", missing)
+    log = logging.getLogger(_BNB_CPU_OPS_LOGGER)
+    level = log.level
+    sys.modules["kernels"] = None  # type: ignore[assignment]  # `from kernels import` fails
+    log.setLevel(logging.ERROR)
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        pass  # a broken install: peft's own `try: import bitsandbytes` copes the same way
+    finally:
+        log.setLevel(level)
+        if kernels is missing:
+            del sys.modules["kernels"]
+        else:
+            sys.modules["kernels"] = kernels
+
+
 def _quiet_transformers() -> None:
+    import_bitsandbytes_quietly()  # before anything of transformers can import peft
     import transformers
 
     transformers.logging.set_verbosity_error()
@@ -112,9 +151,16 @@ def reinit_new_parameters(model: Any) -> None:
             own = [*owner.named_parameters(recurse=False), *owner.named_buffers(recurse=False)]
             keep = {k: t.detach().clone() for k, t in own
                     if (f"{owner_name}.{k}" if owner_name else k) not in names}
+            # Drawn on the CPU wherever the model is (a base kept on a GPU): the same values
+            # as a CPU build, from the same generator.
+            device = next(iter([*owner.parameters(), *owner.buffers()]), torch.empty(0)).device
+            if device.type != "cpu":
+                owner.to("cpu")
             _initialiser(model, owner_name)._init_weights(owner)
             for k, value in keep.items():
                 getattr(owner, k).copy_(value)
+            if device.type != "cpu":
+                owner.to(device)
 
 
 def _initialiser(model: Any, module_name: str) -> Any:

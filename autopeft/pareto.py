@@ -1,7 +1,8 @@
 """Non-dominated sorting, crowding distance and hypervolume (a leaf: numpy only).
 
-Shared by ``show`` (the front), the pruner (rank, then crowding distance) and the study
-summary (hypervolume), so none of them imports another.
+Shared by the read model (the front, ``results.py``), the study summary and the refit
+(hypervolume), so none of them imports another. NSGA-II's order (``selection_keys``: rank,
+then crowding distance) was the pruner's until it promoted by score within size bands.
 """
 from __future__ import annotations
 

@@ -48,4 +48,7 @@ class Trainer(Protocol):
 
     def run(self, candidate: Any, on_step: Callable[[int, int, float], None] | None = None,
             eval_at: Sequence[int] = (), on_eval: Callable[[int, float], None] | None = None,
-            fidelity: Any = None) -> Any: ...
+            fidelity: Any = None, resume: str | None = None,
+            checkpoint: str | None = None) -> Any: ...
+    # resume: continue from the checkpoint at this path; checkpoint: keep the run's latest
+    # checkpoint at this path (``runner.Bench.run``).

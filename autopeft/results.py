@@ -16,8 +16,10 @@ hypervolume all ask this module what a trial's result means, so it is defined on
   search trials they do not supersede (a member the refit did not reach keeps its search
   score, marked ``search``); if no trial completed (a budget that ended first), among the
   provisional records, marked so everywhere. Scores that differ
-  by less than the noise (``score_noise``) are ties, so a cheaper candidate inside the noise
-  of a dearer one replaces it.
+  by less than the noise (``score_noise``) are ties, and so is peak memory within
+  ``MEMORY_TOLERANCE``, so a cheaper candidate inside the noise of a dearer one replaces it.
+  Near-identical candidates (``collapse_repeats``) are one entry that lists its ``repeats``;
+  ``hidden_best`` says why the best score is not on the front when it is not.
 
 A leaf: no optuna, no torch imports; trials are read through their attributes only.
 """
@@ -26,7 +28,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # only for annotations: optuna stays a lazy import
@@ -56,6 +58,32 @@ INTERRUPTED = "interrupted"  # the fail reason of a trial ended by Ctrl-C or SIG
 WARM_START = "warm_start"  # the recipe's name
 CONFIRM_OF = "confirm_of"  # a refit trial: the search trial it re-trains
 OVER_CAP = "over_cap"  # a worker's trial past the study's cap, never trained
+# The cost behind a result (``autopeft/checkpoint.py``: runs continue, never restart):
+STEPS = "steps"  # the fidelity reached: optimiser steps behind the trial's model
+STEPS_TRAINED = "steps_trained"  # optimiser steps this trial ran itself (all its seeds)
+CONTINUED_FROM = "continued_from"  # the step of the checkpoint it went on from (0: none)
+CONTINUES = "continues_trial"  # queued by a resumed search to continue that cut-short trial
+PROPOSAL = "proposal"  # how the sampler proposed it: recipe, family, design, model, random
+
+
+def size_band(params: float | None) -> int:
+    """The decade of a trainable-parameter count: 3 for 1,000-9,999, 4 for 10,000-99,999 (a
+    power of ten opens its band), 0 below 10. Exact (digits, not a float logarithm). The
+    pruner promotes within bands and the refit spreads over them."""
+    n = int(params or 0)
+    return len(str(n)) - 1 if n > 0 else 0
+
+
+def _count(n: int) -> str:
+    for unit, size in (("B", 10**9), ("M", 10**6), ("K", 10**3)):
+        if n >= size:
+            return f"{n // size}{unit}"
+    return str(n)
+
+
+def band_label(low: int, high: int | None = None) -> str:
+    """Bands ``low``..``high`` as a parameter range: ``band_label(3, 4)`` is ``1K-100K``."""
+    return f"{_count(10 ** low)}-{_count(10 ** ((low if high is None else high) + 1))}"
 
 
 @dataclass
@@ -70,6 +98,8 @@ class Record:
     feasible: bool = True
     fidelity: str = ""  # refit | search | provisional | "" (no score)
     steps: int | None = None  # steps behind the score
+    steps_trained: int | None = None  # optimiser steps this trial ran itself (its cost)
+    continued_from: int = 0  # the checkpoint's step it continued from
     trainable_fraction: float | None = None
     wall_seconds: float | None = None
     rung_scores: dict[int, float] = field(default_factory=dict)
@@ -80,6 +110,7 @@ class Record:
     score_mean: float | None = None  # ... their mean (a refit record's score)
     score_std: float | None = None  # ... and their sample standard deviation
     note: str = ""
+    repeats: list[int] = field(default_factory=list)  # a front entry: near-identical trials
 
     @property
     def values(self) -> tuple[float, float, float]:
@@ -137,11 +168,13 @@ def record(trial: FrozenTrial, superseded_by: int | None = None) -> Record:
                trainable_params=a.get("trainable_params"), peak_memory_bytes=None,
                feasible=feasible(trial), trainable_fraction=a.get("trainable_fraction"),
                wall_seconds=a.get("wall_seconds"), rung_scores=rungs,
-               superseded_by=superseded_by, note=_note(a, superseded_by))
+               superseded_by=superseded_by, note=_note(a, superseded_by),
+               steps_trained=a.get(STEPS_TRAINED, a.get(STEPS)),
+               continued_from=int(a.get(CONTINUED_FROM) or 0))
     if state == "COMPLETE" and trial.values is not None:
         r.score, params, memory = trial.values
         r.trainable_params, r.peak_memory_bytes = int(params), int(memory)
-        r.steps = a.get("steps")
+        r.steps = a.get(STEPS)
         r.seeds, r.score_mean, r.score_std = _seeds(a)
         if CONFIRM_OF in a:
             r.fidelity, r.refit_of = "refit", int(a[CONFIRM_OF])
@@ -175,15 +208,130 @@ def front_pool(recs: Sequence[Record]) -> list[Record]:
     return done or [r for r in scored if r.provisional]
 
 
+# Ties on the front treat every objective alike: scores within their noise (``score_noise``),
+# peak memory within 5% (a margin chosen, not measured: a 1.5% memory difference must not
+# decide where the scores tie), trainable parameters exactly (a deterministic count).
+MEMORY_TOLERANCE = 0.05
+# Near-identical candidates are one front entry: same methods and structure, same trainable
+# parameter count, learning rates within this factor (the sampler's draws 0.029 and 0.030
+# are one candidate, not two).
+REPEAT_LR_FACTOR = 1.1
+
+
+def _tie_values(r: Record) -> tuple[float, float, float]:
+    """A record's objectives with memory on a log scale, so its tolerance is relative."""
+    score, params, memory = r.values
+    return score, params, math.log1p(max(0.0, memory))
+
+
+def _tolerance(score_noise: float) -> tuple[float, float, float]:
+    return (score_noise, 0.0, math.log1p(MEMORY_TOLERANCE))
+
+
+def _structure(r: Record) -> tuple[str, str, int]:
+    """What makes two records the same candidate up to the learning rate and seed (a record
+    without its candidate is like no other)."""
+    import json
+
+    if not r.candidate:
+        return "unknown", str(r.number), 0
+    shape = {k: v for k, v in r.candidate.items() if k not in ("learning_rate", "seed")}
+    kind = "refit" if r.fidelity == "refit" else "search"  # fidelities are not merged
+    return kind, json.dumps(shape, sort_keys=True, default=str), int(r.trainable_params or 0)
+
+
+def collapse_repeats(pool: Sequence[Record]) -> list[Record]:
+    """One record per group of near-identical ones (``REPEAT_LR_FACTOR``): the best-scoring
+    (then the lowest number) stands for the group and lists the others in ``repeats``. Groups
+    are runs of learning rates each within the factor of the run's lowest, so a group never
+    spans more than the factor. In pool order."""
+    groups: dict[tuple[str, str, int], list[Record]] = {}
+    for r in pool:
+        groups.setdefault(_structure(r), []).append(r)
+    stand_in: dict[int, Record] = {}
+    for members in groups.values():
+        members = sorted(members, key=lambda r: (float(r.candidate.get("learning_rate") or 0),
+                                                 r.number))
+        runs: list[list[Record]] = []
+        for r in members:
+            lr = float(r.candidate.get("learning_rate") or 0)
+            low = float(runs[-1][0].candidate.get("learning_rate") or 0) if runs else None
+            if low is not None and (lr <= low * REPEAT_LR_FACTOR if low > 0 else lr == low):
+                runs[-1].append(r)
+            else:
+                runs.append([r])
+        for run in runs:
+            best = min(run, key=lambda r: (-r.values[0], r.number))
+            stand_in[best.number] = replace(
+                best, repeats=sorted(r.number for r in run if r.number != best.number))
+    return [stand_in[r.number] for r in pool if r.number in stand_in]
+
+
 def front(recs: Sequence[Record], score_noise: float = 0.0) -> list[Record]:
-    """The Pareto front of ``recs`` (see the module docstring), best score first."""
+    """The Pareto front of ``recs`` (see the module docstring), best score first: near-
+    identical candidates collapsed (``collapse_repeats``), ties within the noise of each
+    objective (``score_noise``, ``MEMORY_TOLERANCE``, parameters exact)."""
     from autopeft.pareto import non_dominated_mask  # numpy: `show --help` does without
 
-    pool = front_pool(recs)
+    pool = collapse_repeats(front_pool(recs))
     if not pool:
         return []
-    mask = non_dominated_mask([r.values for r in pool], DIRECTIONS, (score_noise, 0.0, 0.0))
+    mask = non_dominated_mask([_tie_values(r) for r in pool], DIRECTIONS, _tolerance(score_noise))
     return sorted((r for r, m in zip(pool, mask) if m), key=lambda r: -r.values[0])
+
+
+@dataclass(frozen=True)
+class HiddenBest:
+    """The best-scoring trial is not on the front: which front entry beats it, and why."""
+
+    number: int
+    score: float
+    by: int  # the trial that dominates it within the noise
+    why: str
+
+    def line(self) -> str:
+        return (f"best score {self.score:.4f} (trial {self.number}) is not on the front: "
+                f"dominated by trial {self.by} ({self.why})")
+
+
+def _why(winner: Record, loser: Record, score_noise: float) -> str:
+    """Objective by objective, what lets ``winner`` dominate ``loser`` within the noise."""
+    (ws, wp, wm), (ls, lp, lm) = winner.values, loser.values
+    parts = []
+    if ws < ls:
+        parts.append(f"score {ws:.4f} within noise {score_noise:.4f} of {ls:.4f}")
+    elif ws == ls:
+        parts.append("same score")
+    if wp < lp:
+        parts.append(f"fewer params ({int(wp):,} vs {int(lp):,})")
+    if wm < lm:
+        close = lm <= wm * (1 + MEMORY_TOLERANCE)
+        parts.append(f"{'memory within 5%' if close else 'less memory'} ({wm / 2**20:.1f} vs "
+                     f"{lm / 2**20:.1f} MiB)")
+    return ", ".join(parts)
+
+
+def hidden_best(recs: Sequence[Record], score_noise: float = 0.0) -> HiddenBest | None:
+    """Why the best-scoring record of the front's pool is not on the front (None: it is, or
+    stands in for repeats that are): the front entry that dominates it within the noise."""
+    from autopeft.pareto import dominates
+    import numpy as np
+
+    pool = collapse_repeats(front_pool(recs))
+    if not pool:
+        return None
+    on = front(recs, score_noise)
+    best = min(pool, key=lambda r: (-r.values[0], r.number))
+    if any(best.number == r.number for r in on):
+        return None
+    signs = np.array([-1.0, 1.0, 1.0])
+    tol = _tolerance(score_noise)
+    for other in [*on, *pool]:
+        if other.number != best.number and dominates(np.array(_tie_values(other)) * signs,
+                                                     np.array(_tie_values(best)) * signs, tol):
+            return HiddenBest(best.number, best.values[0], other.number,
+                              _why(other, best, score_noise))
+    return None
 
 
 def default_noise(metric: str) -> dict[str, float]:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from autopeft.build import build, count_stored, count_total, count_trainable
 from autopeft.candidate import Candidate
+from autopeft.checkpoint import Checkpoint, load, save, settings_dict
 from autopeft.checks import at_least, check_max_length, check_types
 from autopeft.data import CacheWarning, Encoded, encode
 from autopeft.models import BaseModel, load_base
@@ -91,7 +92,9 @@ class Bench:
 
     def build(self, candidate: Candidate, schedule_steps: int | None = None) -> Any:
         """The candidate on a fresh copy; ``schedule_steps``: how long it will train (methods
-        with schedules, e.g. AdaLoRA; default the data's epochs)."""
+        with schedules, e.g. AdaLoRA; default the data's epochs). On CUDA ``run`` keeps the
+        base on the device, so the copy is made there (no host copy, no host-to-device
+        transfer per trial); on CPU, as ever."""
         return build(self.base.model, candidate,
                      schedule_steps or total_steps(len(self.train_data), self.settings))
 
@@ -99,15 +102,35 @@ class Bench:
             on_step: Callable[[int, int, float], None] | None = None,
             eval_at: Sequence[int] = (),
             on_eval: Callable[[int, float], None] | None = None,
-            fidelity: Fidelity | None = None) -> Outcome:
+            fidelity: Fidelity | None = None,
+            resume: str | Checkpoint | None = None,
+            checkpoint: str | None = None) -> Outcome:
         """Train ``candidate`` on a fresh copy of the base model and score it (``fidelity``:
         how long, and on what the rungs in ``eval_at`` are scored). Everything random comes
         from ``candidate.seed``: the new head and the methods' tensors (``build``), dropout
-        and the data order (``train``)."""
+        and the data order (``train``).
+
+        ``resume`` (a checkpoint or its path) continues that run from its step instead of
+        step 0: the same candidate, settings and schedule, or ``ValueError``; the rungs it
+        had passed keep their scores and are not scored again. ``checkpoint`` (a path) keeps
+        the run's latest checkpoint there, written at each rung in ``eval_at`` (once it has
+        passed) and at the end, replacing the previous one. This is the one entry point for
+        continuing a run (a promoted trial, a resumed study, the refit); the result's
+        ``resumed_from`` says where it really started (0 for methods that cannot continue:
+        ``checkpoint.continuable``)."""
         fid = fidelity or Fidelity()
+        device = resolve_device(self.settings.device)
+        if device.type == "cuda":  # the frozen base stays there: copied at device speed
+            self.base.model.to(device)
+        n_steps = fid.schedule_steps or total_steps(len(self.train_data), self.settings)
+        end = min(n_steps, fid.stop_at or n_steps)
+        start = load(resume) if isinstance(resume, str) else resume
+        if start is not None:
+            why = start.mismatch(candidate.to_dict(), settings_dict(self.settings), n_steps)
+            if why:
+                raise ValueError(f"cannot continue from checkpoint {resume}: {why}")
         model = self.build(candidate, fid.schedule_steps)
         stored, trained, total = count_stored(model), count_trainable(model), count_total(model)
-        device = resolve_device(self.settings.device)
         tok = self.base.tokenizer
         evaluate = make_evaluator(self.task, self.eval_data, self.settings, tok, device)
         evaluate_rung = evaluate
@@ -115,7 +138,8 @@ class Bench:
             rows = seeded_subset(len(self.eval_data), fid.rung_rows)
             evaluate_rung = make_evaluator(self.task, self.eval_data.subset(rows), self.settings,
                                            tok, device)
-        rung_scores: dict[int, float] = {}
+        passed = start.rung_scores if start else {}  # a continued run's rungs keep their scores
+        rung_scores = {s: v for s, v in passed.items() if s in eval_at}
 
         def at_rung(step: int, model: Any) -> None:  # part-way: on the rungs' rows
             if step in eval_at:
@@ -123,9 +147,15 @@ class Bench:
                 if on_eval:
                     on_eval(step, rung_scores[step])  # may raise: pruned, or the budget ended
 
+        def keep(state: Checkpoint) -> None:  # what identifies the run goes with it
+            save(replace(state, candidate=candidate.to_dict(),
+                         settings=settings_dict(self.settings), rung_scores=dict(rung_scores)),
+                 checkpoint)
+
         result = train(model, self.train_data, evaluate, candidate.learning_rate, candidate.seed,
                        self.settings, tok.pad_token_id, on_step, fid.schedule_steps,
-                       fid.stop_at, at_rung)
+                       fid.stop_at, at_rung, resume=start, save_at={*eval_at, end},
+                       save=keep if checkpoint else None)
         rung_scores[result.steps] = result.score  # the end: on every validation row
         if on_eval and result.steps in eval_at:
             on_eval(result.steps, result.score)

@@ -13,11 +13,12 @@ from dataclasses import InitVar, dataclass
 from typing import TYPE_CHECKING
 
 from autopeft.checks import at_least, check_device, check_types, one_of, positive
+from autopeft.errors import UserError
 
 if TYPE_CHECKING:
     from autopeft.tasks import OwnData, Task
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "tf32")
 MAX_EPOCHS = 1e6  # far beyond any use; keeps the step count a finite whole number
 
 
@@ -37,7 +38,9 @@ class TrainSettings:
     num_beams: int = 1  # decoding for generation tasks (translation)
     max_new_tokens: int = 64
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (bf16 autocast on CUDA where supported, else fp32) | fp32 | bf16
+    # auto (bf16 on a GPU with native bf16, else fp32) | fp32 (exact) | bf16 | tf32 (fp32,
+    # TF32 matmuls on CUDA)
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         """The same checks for flags, the API, a stored study and a candidate.yaml."""
@@ -67,6 +70,11 @@ class DataSettings:
     validation: str | None = None
     task_type: str | None = None
     no_header: bool = False  # own CSV/TSV without a header line: columns given by index
+    validation_share: float = 0.1  # held out of train (seeded by subset_seed) without validation data
+    # Any dataset (task hf:NAME[:CONFIG]): the split that trains, the one scored (None: its
+    # labelled "validation" split, else the held-out share of train)
+    train_split: str = "train"
+    validation_split: str | None = None
     # The name ``subset_seed`` had in studies and candidate.yaml files written before it was
     # renamed (it shared ``seed`` with the sampler's): still read, never written.
     seed: InitVar[int | None] = None
@@ -77,6 +85,9 @@ class DataSettings:
         check_types(self)
         at_least(self, 1, ["train_samples", "eval_samples"])
         at_least(self, 0, ["subset_seed"])
+        if not 0 < self.validation_share < 1:
+            raise UserError(f"validation_share must be between 0 and 1 (a share of train), got "
+                            f"{self.validation_share}")
 
     def own(self) -> OwnData:
         from autopeft.tasks import OwnData
@@ -85,7 +96,8 @@ class DataSettings:
         return OwnData(text_columns=tuple(self.text_columns or defaults.text_columns),
                        label_column=self.label_column or defaults.label_column,
                        validation=self.validation, kind=self.task_type,
-                       header=not self.no_header)
+                       header=not self.no_header, validation_share=self.validation_share,
+                       train_split=self.train_split, validation_split=self.validation_split)
 
     def get_task(self) -> Task:
         from autopeft.tasks import get_task

@@ -4,8 +4,10 @@ Named tasks (GLUE) load from the Hugging Face hub with ``datasets`` online, or f
 ``DATA_DIR/glue/<task>/{train,validation}.{tsv,jsonl}`` offline (the layout of
 ``../shared/data``; MNLI: ``validation_matched`` / ``validation_mismatched``), given by
 ``--data-dir`` or ``AUTOPEFT_DATA_DIR``. A user's own data is ``csv:PATH``, ``tsv:PATH`` or
-``jsonl:PATH`` (see ``own_task``). We score on the labelled validation split and never tune
-on a test split; own data without a validation file holds out a seeded part of train.
+``jsonl:PATH`` (see ``own_task``); any dataset ``datasets`` can load is ``hf:NAME[:CONFIG]``
+(a hub id, or a folder written by ``save_to_disk``; see ``hub_task``). We score on the
+labelled validation split and never tune on a test split; data without one holds out a
+seeded share of train.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from autopeft.errors import UserError
 from autopeft.kinds import CLASSIFICATION, REGRESSION, TASK_KINDS, Rows, get_kind, kind_of
@@ -34,7 +37,7 @@ class Task:
     summary: str
     kind: str = "classification"  # a key of kinds.TASK_KINDS: regression, translation, ...
     label_column: str = "label"  # translation: the target text; causal-lm: the response
-    hub: tuple[str, str] | None = None  # (dataset path, config) for datasets.load_dataset
+    hub: tuple[str, str | None] | None = None  # (dataset path, config) for datasets.load_dataset
     local: str = ""  # folder under the data dir
     validation: str = "validation"  # the split scored during the search
     extra_validation: tuple[str, ...] = ()  # also scored at the end (MNLI mismatched)
@@ -85,6 +88,8 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          hub_splits={"train": "auxiliary_train"}, family="decoder"),
 )}
 OWN_PREFIXES = ("csv:", "tsv:", "jsonl:", "instruct:")
+HUB_PREFIX = "hf:"  # any dataset datasets can load: hf:NAME[:CONFIG] or hf:FOLDER
+TRAINER_PREFIX = "trainer:"  # trained and scored by the user's own Trainer (hf_trainer.py)
 
 
 @dataclass
@@ -106,9 +111,20 @@ class OwnData:
     validation: str | None = None  # a file; else a seeded 10% of train is held out
     kind: str | None = None  # classification | regression; None: inferred from the labels
     header: bool = True  # False (--no-header): no header line, columns given by index
+    validation_share: float = 0.1  # held out of train where there is no validation data
+    # A hub dataset (hf:NAME): which splits train and score (None: "validation" if labelled)
+    train_split: str = "train"
+    validation_split: str | None = None
 
 
 def get_task(name: str, own: OwnData | None = None) -> Task:
+    if name.startswith(TRAINER_PREFIX):
+        return trainer_task(name)
+    if name.startswith(HUB_PREFIX):
+        return hub_task(name, own or OwnData())
+    if own is not None and (own.train_split != "train" or own.validation_split is not None):
+        raise UserError(f"--train-split and --validation-split are for hub datasets "
+                        f"(hf:NAME[:CONFIG]); {name!r} is not one")
     if name.startswith(OWN_PREFIXES):
         return own_task(name, own or OwnData())
     if own is not None and not own.header:
@@ -116,7 +132,8 @@ def get_task(name: str, own: OwnData | None = None) -> Task:
                         "named task with known columns")
     if name not in TASKS:
         raise UserError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}, or your own "
-                        "data as csv:PATH, tsv:PATH or jsonl:PATH")
+                        "data as csv:PATH, tsv:PATH or jsonl:PATH, or any dataset as "
+                        "hf:NAME[:CONFIG] (a hub id or a folder written by save_to_disk)")
     return TASKS[name]
 
 
@@ -260,6 +277,18 @@ def _subsample(rows: Rows, n: int | None, seed: int) -> Rows:
 
 # --- own data ------------------------------------------------------------------------------
 
+def trainer_task(spec: str) -> Task:
+    """``trainer:METRIC``: a study whose candidates the user's own ``transformers.Trainer``
+    trained and scored on ``METRIC`` (its evaluation metric without ``eval_``; ``neg_``
+    before a metric where lower is better, so the score is still maximised). autopeft
+    holds none of its data: see ``autopeft/hf_trainer.py``."""
+    metric = spec[len(TRAINER_PREFIX):]
+    if not metric:
+        raise UserError("trainer: needs the metric the Trainer scores, e.g. trainer:accuracy")
+    return Task(name=spec, text_columns=(), num_labels=0, metric=metric,
+                summary=f"trained and scored ({metric}) by your own transformers Trainer")
+
+
 def instruct_task(spec: str, own: OwnData) -> Task:
     """Causal-LM instruction tuning on ``instruct:PATH`` (JSONL with ``prompt`` and
     ``response``), scored by the held-out loss of the responses."""
@@ -280,10 +309,7 @@ def own_task(spec: str, own: OwnData) -> Task:
     fmt, path = spec.split(":", 1)
     if fmt == "instruct":
         return instruct_task(spec, own)
-    if not 1 <= len(own.text_columns) <= 2:
-        raise UserError("give one or two --text-column values (a sentence, or a sentence pair)")
-    if own.kind is not None and own.kind not in KINDS:
-        raise UserError(f"--task-type must be one of {', '.join(KINDS)}, got {own.kind!r}")
+    _check_columns_and_kind(own)
     if not path.endswith(f".{fmt}") and not os.path.isfile(path):
         raise UserError(f"data file {path} does not exist")
     cols = [*own.text_columns, own.label_column]
@@ -295,11 +321,25 @@ def own_task(spec: str, own: OwnData) -> Task:
                 metric="pearson_spearman", summary=f"own data from {path}", kind=kind,
                 label_column=own.label_column, header=own.header,
                 files={"train": path, **({"validation": own.validation} if own.validation else {})})
-    if not get_kind(kind).classes:
+    return _with_classes(base, labels, path)
+
+
+def _check_columns_and_kind(own: OwnData) -> None:
+    if not 1 <= len(own.text_columns) <= 2:
+        raise UserError("give one or two --text-column values (a sentence, or a sentence pair)")
+    if own.kind is not None and own.kind not in KINDS:
+        raise UserError(f"--task-type must be one of {', '.join(KINDS)}, got {own.kind!r}")
+
+
+def _with_classes(base: Task, labels: list, where: str,
+                  names: tuple[str, ...] | None = None) -> Task:
+    """``base`` (a regression task) as a classification task if its kind has classes: the
+    given class ``names``, else the distinct training labels, sorted."""
+    if not get_kind(base.kind).classes:
         return base
-    names = tuple(sorted({str(v) for v in labels}, key=_natural))
+    names = names or tuple(sorted({str(v) for v in labels}, key=_natural))
     if len(names) < 2:
-        raise UserError(f"{path}: only one label ({names[0]}) in column {own.label_column!r}; "
+        raise UserError(f"{where}: only one label ({names[0]}) in column {base.label_column!r}; "
                         "classification needs at least two")
     return replace(base, num_labels=len(names), metric="accuracy", label_names=names)
 
@@ -319,6 +359,159 @@ def _infer_kind(labels: list) -> str:
     return CLASSIFICATION.name if all(v.is_integer() for v in values) else REGRESSION.name
 
 
+# --- any dataset that datasets loads (hf:NAME[:CONFIG]) ------------------------------------
+
+_DATASETS: dict[tuple[str, str | None], Any] = {}  # loaded once per process (checked, then used)
+
+
+def parse_hub_spec(spec: str) -> tuple[str, str | None]:
+    """``hf:NAME[:CONFIG]`` or ``hf:FOLDER`` -> (name or folder, config or None)."""
+    rest = spec[len(HUB_PREFIX):]
+    if not rest:
+        raise UserError("hf: needs a dataset: hf:NAME[:CONFIG] (a hub id such as "
+                        "stanfordnlp/imdb or tweet_eval:sentiment, or a folder written by "
+                        "datasets' save_to_disk)")
+    if os.path.isdir(os.path.expanduser(rest)):
+        return rest, None
+    path, _, config = rest.partition(":")
+    return path, config or None
+
+
+def _saved_to_disk(folder: str) -> bool:
+    """A folder written by ``Dataset(Dict).save_to_disk`` (read with ``load_from_disk``)."""
+    return any(os.path.isfile(os.path.join(folder, f)) for f in ("dataset_dict.json", "state.json"))
+
+
+def load_hub_dataset(path: str, config: str | None) -> Any:
+    """The ``DatasetDict`` of ``path``: ``datasets.load_from_disk`` for a ``save_to_disk``
+    folder, else ``datasets.load_dataset(path, config)`` (a hub id, or a local folder of data
+    files: parquet, csv, json). A lone ``Dataset`` is its ``train`` split."""
+    key = (path, config)
+    if key in _DATASETS:
+        return _DATASETS[key]
+    import datasets
+
+    local = os.path.expanduser(path)
+    try:
+        if os.path.isdir(local) and _saved_to_disk(local):
+            found = datasets.load_from_disk(local)
+        else:
+            found = datasets.load_dataset(path, config)
+    except Exception as exc:  # network, auth, no such dataset or config: the user can fix it
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        where = f"{path}:{config}" if config else path
+        raise UserError(f"cannot load dataset {where!r} ({first})") from None
+    if isinstance(found, datasets.Dataset):
+        found = datasets.DatasetDict({"train": found})
+    _DATASETS[key] = found
+    return found
+
+
+def _class_names(feature: Any) -> tuple[str, ...] | None:
+    """The names of a ``ClassLabel`` feature (None for any other feature)."""
+    names = getattr(feature, "names", None)
+    return tuple(names) if type(feature).__name__ == "ClassLabel" and names else None
+
+
+def _missing_labels(values: list) -> int:
+    """Rows without a label: ``None``, or -1 (how ``ClassLabel`` marks a test set's rows)."""
+    return sum(1 for v in values if v is None or (isinstance(v, int) and v == -1))
+
+
+def _labelled(part: Any, column: str) -> bool:
+    """Whether a split has rows and a label on every one (a test split's -1s: not labelled)."""
+    return column in part.column_names and len(part) > 0 and not _missing_labels(list(part[column]))
+
+
+def hub_task(spec: str, own: OwnData) -> Task:
+    """A task over any dataset ``datasets`` loads: ``hf:NAME[:CONFIG]`` (``stanfordnlp/imdb``,
+    ``tweet_eval:sentiment``) or ``hf:FOLDER``. Columns, kind and held-out share as for own
+    files; class names from the label's ``ClassLabel`` feature where it has one, else the
+    distinct training labels. Trains on ``own.train_split``; scores on
+    ``own.validation_split``, else a labelled ``validation`` split, else a seeded share of
+    train (never a test split unless asked for)."""
+    _check_columns_and_kind(own)
+    if own.validation is not None:
+        raise UserError("--validation names a file of your own data; for a hub dataset choose "
+                        "a split with --validation-split")
+    if not own.header:
+        raise UserError("--no-header is for CSV and TSV files; a dataset's columns have names")
+    path, config = parse_hub_spec(spec)
+    ds = load_hub_dataset(path, config)
+    train = _split(ds, spec, own.train_split, "--train-split")
+    cols = [*own.text_columns, own.label_column]
+    missing = [c for c in cols if c not in train.column_names]
+    if missing:
+        raise UserError(f"{spec} lacks column(s) {', '.join(missing)} (has "
+                        f"{', '.join(train.column_names)}); choose them with --text-column and "
+                        "--label-column")
+    labels = list(train[own.label_column])
+    if not labels:
+        raise UserError(f"{spec}: split {own.train_split!r} has no rows")
+    if _missing_labels(labels):
+        raise UserError(f"{spec}: split {own.train_split!r} is not labelled "
+                        f"({_missing_labels(labels)} rows without a label); train on another "
+                        "--train-split")
+    names = _class_names(train.features[own.label_column])
+    if names and own.kind == REGRESSION.name:
+        raise UserError(f"{spec}: column {own.label_column!r} holds classes ({', '.join(names[:5])}"
+                        "...); it cannot be a regression target")
+    validation = own.validation_split
+    if validation is not None:
+        _split(ds, spec, validation, "--validation-split")
+    elif "validation" in ds and _labelled(ds["validation"], own.label_column):
+        validation = "validation"
+    kind = own.kind or (CLASSIFICATION.name if names else _infer_kind(labels))
+    where = f"{path}:{config}" if config else path
+    base = Task(name=spec, text_columns=tuple(own.text_columns), num_labels=1,
+                metric="pearson_spearman", summary=f"dataset {where}", kind=kind,
+                label_column=own.label_column, hub=(path, config),
+                hub_splits={"train": own.train_split, **({"validation": validation}
+                                                         if validation else {})})
+    return _with_classes(base, labels, spec, names)
+
+
+def _split(ds: Any, spec: str, name: str, flag: str) -> Any:
+    if name not in ds:
+        raise UserError(f"{spec} has no split {name!r} (has {', '.join(ds)}); choose one with "
+                        f"{flag}")
+    return ds[name]
+
+
+def _hub_rows(task: Task, split: str) -> Rows:
+    """The task's columns of one split of its dataset, labels checked (class names where
+    the label is a ``ClassLabel``: its indices become names, read back as the task's)."""
+    assert task.hub is not None
+    part = load_hub_dataset(*task.hub)[split]
+    cols = [*task.text_columns, task.label_column]
+    missing = [c for c in cols if c not in part.column_names]
+    if missing:
+        raise UserError(f"{task.name}: split {split!r} lacks column(s) {', '.join(missing)} "
+                        f"(has {', '.join(part.column_names)})")
+    rows: Rows = {c: list(part[c]) for c in cols}
+    unlabelled = _missing_labels(rows[task.label_column])
+    if unlabelled:
+        raise UserError(f"{task.name}: split {split!r} is not labelled ({unlabelled} rows "
+                        "without a label); score on another --validation-split or, without "
+                        "one, on a held-out --validation-share of train")
+    names = _class_names(part.features[task.label_column])
+    if names:
+        rows[task.label_column] = [names[v] for v in rows[task.label_column]]
+    return _labels(rows, task, f"{task.name} split {split!r}")
+
+
+def hold_out(train: Rows, share: float, seed: int, where: str) -> tuple[Rows, Rows]:
+    """(train, validation): a seeded ``share`` of ``train``'s rows (at least one) held out,
+    disjoint from what trains; the same rows for the same seed in every process."""
+    n = len(next(iter(train.values())))
+    if n < 2:
+        raise UserError(f"{where} needs at least 2 rows to hold out validation")
+    held = set(random.Random(seed).sample(range(n), min(n - 1, max(1, int(n * share + 1e-9)))))
+    val = {c: [v[i] for i in sorted(held)] for c, v in train.items()}
+    rest = {c: [v[i] for i in range(n) if i not in held] for c, v in train.items()}
+    return rest, val
+
+
 # --- loading -------------------------------------------------------------------------------
 
 def load_task(name: str, data_dir: str | None = None, train_samples: int | None = None,
@@ -326,24 +519,36 @@ def load_task(name: str, data_dir: str | None = None, train_samples: int | None 
               own: OwnData | None = None) -> TaskData:
     """Load a task's train and validation rows (optionally a seeded subset of each)."""
     task = get_task(name, own)
+    if task.name.startswith(TRAINER_PREFIX):
+        raise UserError(f"this study ({task.name}) was trained by your own transformers Trainer: "
+                        "autopeft holds none of its data; rebuild a trial's candidate with "
+                        "autopeft.hf_trainer.build_trial(model, study, trial) and train it with "
+                        "your Trainer")
+    own = own or OwnData()
     cols = [*task.text_columns, task.label_column]
     data_dir = data_dir or os.environ.get("AUTOPEFT_DATA_DIR")
     splits = [task.validation, *task.extra_validation]
     note = ""
-    if task.files:
+    if task.name.startswith(HUB_PREFIX):
+        train = _hub_rows(task, task.hub_splits["train"])
+        if "validation" in task.hub_splits:
+            val = _hub_rows(task, task.hub_splits["validation"])
+        else:
+            train, val = hold_out(train, own.validation_share, seed, task.name)
+            note = (f"{task.name} has no labelled validation split: scoring on a seeded "
+                    f"{own.validation_share:.0%} of split {task.hub_splits['train']!r} "
+                    f"({len(val[task.label_column])} rows) held out from training")
+        loaded, source = {"train": train, task.validation: val}, task.name
+    elif task.files:
         train = _labels(_read(task.files["train"], cols, task.header), task, task.files["train"])
         if "validation" in task.files:
             val = _labels(_read(task.files["validation"], cols, task.header), task,
                           task.files["validation"])
-        else:  # hold out a seeded 10% (at least one row): never score on what we train on
-            n = len(train[task.label_column])
-            if n < 2:
-                raise UserError(f"{task.files['train']} needs at least 2 rows to hold out validation")
-            held = set(random.Random(seed).sample(range(n), max(1, n // 10)))
-            val = {c: [v[i] for i in sorted(held)] for c, v in train.items()}
-            train = {c: [v[i] for i in range(n) if i not in held] for c, v in train.items()}
-            note = (f"no --validation file: scoring on a seeded 10% of {task.files['train']} "
-                    f"({len(held)} rows) held out from training")
+        else:  # hold out a seeded share (at least one row): never score on what we train on
+            train, val = hold_out(train, own.validation_share, seed, task.files["train"])
+            note = (f"no --validation file: scoring on a seeded {own.validation_share:.0%} of "
+                    f"{task.files['train']} ({len(val[task.label_column])} rows) held out from "
+                    "training")
         loaded, source = {"train": train, task.validation: val}, task.files["train"]
     elif data_dir:
         folder = os.path.join(data_dir, task.local)
@@ -359,8 +564,7 @@ def load_task(name: str, data_dir: str | None = None, train_samples: int | None 
         loaded, source = _from_hub(task, ["train", *splits]), f"hub:{task.hub[0]}/{task.hub[1]}"
     extra = {s: _subsample(loaded[s], eval_samples, seed) for s in task.extra_validation}
     return TaskData(task, _subsample(loaded["train"], train_samples, seed),
-                    _subsample(loaded[task.validation], eval_samples, seed), source, extra,
-                    note if task.files and "validation" not in task.files else "")
+                    _subsample(loaded[task.validation], eval_samples, seed), source, extra, note)
 
 
 def _from_hub(task: Task, splits: list[str]) -> dict[str, Rows]:

@@ -10,18 +10,21 @@ the loop calls them, nothing else is hidden. The search's rungs are not the loop
 from __future__ import annotations
 
 import contextlib
-import itertools
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from autopeft.checkpoint import (Checkpoint, continuable, copied, hook_states, model_tensors,
+                                 rng_state)
 from autopeft.contract import HOOKS_ATTR, learning_rates, trainable_parameters
 from autopeft.settings import TrainSettings  # noqa: F401  (re-exported)
 from autopeft.data import Encoded, collate, train_order
+from autopeft.devices import bf16_native, claim_share
 from autopeft.memory import PeakMemory
 
 # A loss this many times its first value (after a few steps) has diverged: stop the trial
@@ -35,10 +38,12 @@ class TrainResult:
     steps: int
     samples: int
     seconds: float
-    peak_memory: int
+    peak_memory: int  # training only: the memory objective (``memory.PeakMemory``)
     memory_method: str
     final_loss: float
     metrics: dict[str, float] = field(default_factory=dict)  # the final metric's components
+    resumed_from: int = 0  # steps a checkpoint had done: this run trained steps - resumed_from
+    scoring_peak_memory: int | None = None  # scoring's own peak (CUDA; None on CPU)
 
 
 class Diverged(RuntimeError):
@@ -60,16 +65,110 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def uses_bf16(device: torch.device, precision: str) -> bool:
+    """``bf16``, or ``auto`` on a training device with native bf16 (``devices.bf16_native``:
+    compute capability 8.0+, never emulated bf16, asked of ``device`` itself)."""
+    return precision == "bf16" or (precision == "auto" and bf16_native(device))
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    use_bf16 = precision == "bf16" or (
-        precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
-    if use_bf16:
+    if uses_bf16(device, precision):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
+def bf16_base(settings: TrainSettings) -> bool:
+    """Whether a candidate's frozen weights train in bf16 (``frozen_in_bf16``): bf16 on CUDA."""
+    device = resolve_device(settings.device)
+    return device.type == "cuda" and uses_bf16(device, settings.precision)
+
+
+def maybe_bf16_base(settings: TrainSettings) -> bool:
+    """``bf16_base`` without asking the GPU (which would create a CUDA context in the search
+    process): bf16 or auto on CUDA. For memory predictions, which stay lower bounds."""
+    return resolve_device(settings.device).type == "cuda" and settings.precision in ("bf16", "auto")
+
+
+def set_tf32(device: torch.device, precision: str) -> None:
+    """TF32 matmuls (fp32 storage, 10-bit mantissa products, Ampere+) with ``--precision
+    tf32`` on CUDA; ``fp32`` is exact fp32. A process-wide switch, set by every trial."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+        torch.backends.cudnn.allow_tf32 = precision == "tf32"
+
+
+def frozen_in_bf16(model: Any) -> int:
+    """Store the frozen floating-point weights in bf16 (bf16 training): autocast would cast
+    each on every forward and keep the bf16 copies for backward. Whatever trains stays fp32
+    (LoRA, BitFit's biases, the head, all of full fine-tuning), so does a 4-bit model (peft
+    keeps its norms in fp32 on purpose). LayerNorm runs in fp32 under autocast either way.
+    Returns the number of tensors cast."""
+    if getattr(getattr(model, "get_base_model", lambda: model)(), "is_loaded_in_4bit", False):
+        return 0
+    cast = 0
+    for p in model.parameters():
+        if not p.requires_grad and p.dtype == torch.float32:
+            p.data = p.data.to(torch.bfloat16)
+            cast += 1
+    return cast
+
+
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    """Asynchronous only from pinned memory (from pageable memory ``non_blocking`` copies
+    synchronously anyway, through a staging buffer)."""
+    return {k: v.to(device, non_blocking=device.type == "cuda" and v.is_pinned())
+            for k, v in batch.items()}
+
+
+class OnDevice:
+    """``(rows, batch on device)`` for each micro-batch of ``stream``. On CUDA the next batch
+    is collated and pinned in a background thread while this one trains, then copied
+    asynchronously; on CPU in order, in this thread (results as ever). ``position`` is the
+    stream's position after the batches handed out so far (one drawn ahead is not counted),
+    so a checkpoint continues exactly where training stood."""
+
+    def __init__(self, device: torch.device, stream: Iterator[list[int]],
+                 make: Callable[[list[int]], dict[str, torch.Tensor]]) -> None:
+        self.device, self.stream, self.make = device, stream, make
+        self.position = getattr(stream, "position", None)
+        self._batches = self._run()
+
+    def __iter__(self) -> OnDevice:
+        return self
+
+    def __next__(self) -> tuple[list[int], dict[str, torch.Tensor]]:
+        return next(self._batches)
+
+    def _run(self) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+        if self.device.type != "cuda":
+            for rows in self.stream:
+                self.position = getattr(self.stream, "position", None)
+                yield rows, to_device(self.make(rows), self.device)
+            return
+
+        def load(rows: list[int]) -> dict[str, torch.Tensor]:
+            return {k: v.pin_memory() for k, v in self.make(rows).items()}
+
+        def submit(pool: ThreadPoolExecutor) -> tuple[list[int], Any, Any] | None:
+            rows = next(self.stream, None)
+            if rows is None:
+                return None
+            return rows, getattr(self.stream, "position", None), pool.submit(load, rows)
+
+        with ThreadPoolExecutor(1, thread_name_prefix="autopeft-collate") as pool:
+            ahead = submit(pool)
+            while ahead is not None:
+                rows, position, future = ahead
+                batch = future.result()
+                ahead = submit(pool)  # the next one is prepared while this one trains
+                self.position = position
+                yield rows, to_device(batch, self.device)
+
+
+def batches_on(device: torch.device, stream: Iterator[list[int]],
+               make: Callable[[list[int]], dict[str, torch.Tensor]]) -> OnDevice:
+    """The micro-batch stream on ``device`` (``OnDevice``)."""
+    return OnDevice(device, stream, make)
 
 
 def scored(model: Any, evaluate: Callable[[Any], dict[str, float]]) -> dict[str, float]:
@@ -82,9 +181,11 @@ def scored(model: Any, evaluate: Callable[[Any], dict[str, float]]) -> dict[str,
         model.train(was_training)
 
 
-def _optimizer(model: Any, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def _optimizer(model: Any, lr: float, weight_decay: float,
+               fused: bool = False) -> torch.optim.Optimizer:
     """AdamW; tensors a method gives their own learning rate (``_common.set_lr``, e.g.
-    ProPETL's mask scores) get a group of their own (the schedule scales every group)."""
+    ProPETL's mask scores) get a group of their own (the schedule scales every group).
+    ``fused``: one CUDA kernel for the whole step (trainable tensors on CUDA, fp32)."""
 
     own = learning_rates(model)
     groups: dict[tuple[float, float], list] = {}
@@ -92,7 +193,8 @@ def _optimizer(model: Any, lr: float, weight_decay: float) -> torch.optim.Optimi
         decay = weight_decay if p.ndim >= 2 else 0.0  # none on biases, norms, scaling vectors
         groups.setdefault((own.get(id(p), lr), decay), []).append(p)
     return torch.optim.AdamW([{"params": ps, "lr": g_lr, "weight_decay": wd}
-                              for (g_lr, wd), ps in groups.items()], lr=lr)
+                              for (g_lr, wd), ps in groups.items()], lr=lr,
+                             **({"fused": True} if fused else {}))
 
 
 def total_steps(n_examples: int, settings: TrainSettings) -> int:
@@ -109,15 +211,42 @@ def warmup_then_decay(step: int, warmup: int, total: int) -> float:
     return max(0.0, (total - step) / max(1, total - warmup))
 
 
-def micro_batches(train_enc: Encoded, batch_size: int, seed: int) -> Iterator[list[int]]:
+class MicroBatches:
     """Rows of one micro-batch after another, epoch after epoch (epoch ``e`` in the order
-    seeded ``seed + e``): an optimiser step's micro-batches may span two epochs."""
-    for epoch in itertools.count():
-        batches = train_order(train_enc, batch_size, seed + epoch)
-        if not batches:  # else the loop would wait for ever
-            raise ValueError(f"the training data yields no batches ({len(train_enc)} examples, "
-                             f"batch size {batch_size})")
-        yield from batches
+    seeded ``seed + e``): an optimiser step's micro-batches may span two epochs.
+    ``position`` is (epoch, index) of the next micro-batch: a stream started there
+    (``start``) draws exactly what this one draws next (a continued run, ``checkpoint``)."""
+
+    def __init__(self, train_enc: Encoded, batch_size: int, seed: int,
+                 start: tuple[int, int] = (0, 0)) -> None:
+        self.train_enc, self.batch_size, self.seed = train_enc, batch_size, seed
+        self.epoch, self.index = start
+        self._batches: list | None = None
+
+    @property
+    def position(self) -> tuple[int, int]:
+        return self.epoch, self.index
+
+    def __iter__(self) -> MicroBatches:
+        return self
+
+    def __next__(self) -> list[int]:
+        while self._batches is None or self.index >= len(self._batches):
+            if self._batches is not None:
+                self.epoch, self.index = self.epoch + 1, 0
+            self._batches = train_order(self.train_enc, self.batch_size, self.seed + self.epoch)
+            if not self._batches:  # else the loop would wait for ever
+                raise ValueError(f"the training data yields no batches ({len(self.train_enc)} "
+                                 f"examples, batch size {self.batch_size})")
+        batch = self._batches[self.index]
+        self.index += 1
+        return batch
+
+
+def micro_batches(train_enc: Encoded, batch_size: int, seed: int,
+                  start: tuple[int, int] = (0, 0)) -> MicroBatches:
+    """The micro-batch stream (``MicroBatches``), from ``start`` = (epoch, index)."""
+    return MicroBatches(train_enc, batch_size, seed, start)
 
 
 def _checkpointing(model: Any) -> None:
@@ -132,7 +261,9 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, fl
           seed: int, settings: TrainSettings, pad_id: int,
           on_step: Callable[[int, int, float], None] | None = None,
           schedule_steps: int | None = None, stop_at: int | None = None,
-          after_step: Callable[[int, Any], None] | None = None) -> TrainResult:
+          after_step: Callable[[int, Any], None] | None = None,
+          resume: Checkpoint | None = None, save_at: Collection[int] = (),
+          save: Callable[[Checkpoint], None] | None = None) -> TrainResult:
     """Train ``model``, then score it with ``evaluate(model)``.
 
     The learning-rate schedule (``warmup_then_decay``) is planned for ``schedule_steps``
@@ -142,15 +273,25 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, fl
     method's look at the data before training); ``after_step(step, model)`` runs after each
     step but the last, e.g. to score the model part-way (``scored``); either may raise to
     stop training.
+
+    ``resume``: go on from this checkpoint (``checkpoint.Checkpoint``) of the same run
+    instead of step 0; ``save(checkpoint)`` is called after each step in ``save_at`` (after
+    its callbacks passed). A run whose step hooks cannot give their state
+    (``checkpoint.continuable``) trains from step 0 and saves nothing: ``resumed_from`` says
+    where a run really started.
     """
     start = time.perf_counter()
     torch.manual_seed(seed)
     device = resolve_device(settings.device)
+    claim_share(device)  # a worker sharing its GPU: capped at its share of the memory
+    set_tf32(device, settings.precision)
     model.to(device)
+    if bf16_base(settings):
+        frozen_in_bf16(model)
     if settings.gradient_checkpointing:
         _checkpointing(model)
     model.train()
-    optimizer = _optimizer(model, lr, settings.weight_decay)
+    optimizer = _optimizer(model, lr, settings.weight_decay, fused=device.type == "cuda")
     n_steps = schedule_steps or total_steps(len(train_enc), settings)
     end = min(n_steps, stop_at or n_steps)
     warmup = int(settings.warmup_ratio * n_steps)
@@ -167,28 +308,40 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, fl
                 on_step(0, end, float("nan"))
             yield to_device(collate(train_enc, b, pad_id), device)
 
-    for hook in hooks:
+    if not continuable(hooks):
+        resume, save = None, None
+    for hook in hooks if resume is None else ():  # a continued run gets their state back
         if hasattr(hook, "before_training"):
             with autocast(device, settings.precision):
                 hook.before_training(model, look_ahead())
+    start_step, position, samples, loss_value, first_loss = 0, (0, 0), 0, float("nan"), None
+    if resume is not None:  # everything the first steps changed, the random generators last
+        if resume.schedule_steps != n_steps or resume.step > end:
+            raise ValueError(f"a checkpoint at step {resume.step} of a {resume.schedule_steps}-"
+                             f"step schedule cannot continue to step {end} of {n_steps}")
+        resume.restore(model, optimizer, scheduler, hooks)
+        start_step, position, samples = resume.step, resume.position, resume.samples
+        loss_value, first_loss = resume.loss, resume.first_loss
+    peak_before = resume.peak_memory if resume else 0  # the steps this run did not take
     params = [p for _, p in trainable_parameters(model)]
-    stream = micro_batches(train_enc, settings.batch_size, seed)
-    samples, loss_value, first_loss = 0, float("nan"), None
-    for step in range(1, end + 1):
+    stream = batches_on(device, micro_batches(train_enc, settings.batch_size, seed, position),
+                        lambda rows: collate(train_enc, rows, pad_id))
+    for step in range(start_step + 1, end + 1):
+        losses = []
         for _ in range(settings.grad_accum):  # gradients add up over the micro-batches
-            batch = next(stream)
-            inputs = to_device(collate(train_enc, batch, pad_id), device)
+            batch, inputs = next(stream)
             with memory.step(), autocast(device, settings.precision):
                 loss = model(**inputs).loss
             (loss / settings.grad_accum).backward()
-            loss_value = loss.item()
+            losses.append(loss.detach())
+            samples += len(batch)
+        for loss_value in torch.stack(losses).tolist():  # one host sync per optimiser step
             if not math.isfinite(loss_value):
                 raise Diverged(f"loss became {loss_value} at step {step}")
             first_loss = loss_value if first_loss is None else first_loss
             if step > EXPLODE_AFTER and loss_value > EXPLODE_FACTOR * max(first_loss, 1.0):
                 raise Diverged(f"loss exploded to {loss_value:.3g} at step {step} "
                                f"(it started at {first_loss:.3g})")
-            samples += len(batch)
         torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
         optimizer_step(optimizer, hooks, step - 1)
         scheduler.step()
@@ -196,8 +349,17 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, fl
         if on_step:
             on_step(step, end, loss_value)
         if after_step and step < end:
-            after_step(step, model)
-    metrics = scored(model, evaluate)
+            with memory.scoring():  # a rung's scoring is not training memory
+                after_step(step, model)
+        if save and step in save_at:
+            save(Checkpoint(step, n_steps, stream.position, samples, loss_value, first_loss,
+                            max(memory.bytes(), peak_before),
+                            model_tensors(model), copied(optimizer.state_dict()),
+                            copied(scheduler.state_dict()), rng_state(), hook_states(hooks)))
+    with memory.scoring():
+        metrics = scored(model, evaluate)
     return TrainResult(score=metrics["score"], steps=end, samples=samples,
-                       seconds=time.perf_counter() - start, peak_memory=memory.bytes(),
-                       memory_method=memory.method, final_loss=loss_value, metrics=metrics)
+                       seconds=time.perf_counter() - start,
+                       peak_memory=max(memory.bytes(), peak_before),
+                       memory_method=memory.method, final_loss=loss_value, metrics=metrics,
+                       resumed_from=start_step, scoring_peak_memory=memory.scoring_bytes())

@@ -7,10 +7,11 @@ public ``register`` and names this module in ``AUTOPEFT_PLUGINS`` (with this fol
 loss really becomes NaN), ``explode`` (trained weights scaled up: the loss really explodes),
 ``segfault`` (the process dies by SIGSEGV), ``sleep`` (slow
 steps, for interrupt tests), ``tick`` (each step advances the test clock ``CLOCK`` by
-``seconds`` instead of sleeping: budget tests pass it as the search's clock, in-process).
-A ``sleep`` fault with ``barrier: N`` waits on its process's first step until N processes
-have reached theirs (files in the folder ``$AUTOPEFT_TEST_BARRIER``): every worker of a
-scale-out test takes a trial, however slowly it started.
+``seconds`` instead of sleeping: budget tests pass it as the search's clock, in-process),
+``cuda`` (the error a device-side assert raises, which leaves a process's CUDA context
+broken). A ``sleep`` fault with ``barrier: N`` waits on its process's first step until N
+processes have reached theirs (files in the folder ``$AUTOPEFT_TEST_BARRIER``): every worker
+of a scale-out test takes a trial, however slowly it started.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from typing import Any
 @dataclass
 class Spec:
     kind: str = field(default="raise", metadata={
-        "help": "raise | memory | nan | explode | segfault | sleep | tick"})
+        "help": "raise | memory | nan | explode | segfault | sleep | tick | cuda"})
     at_step: int = field(default=0, metadata={
         "help": "the optimiser step (0-based) at which it strikes"})
     seconds: float = field(default=0.5, metadata={"help": 'for "sleep", "tick": seconds per step'})
@@ -93,6 +94,9 @@ class _Fault:
                 for p in self.model.parameters():
                     if p.requires_grad:
                         p.mul_(1e5)
+        if kind == "cuda":
+            raise RuntimeError("CUDA error: device-side assert triggered\nCUDA kernel errors "
+                               "might be asynchronously reported at some other API call")
         if kind == "segfault":
             os.kill(os.getpid(), signal.SIGSEGV)
 

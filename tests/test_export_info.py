@@ -20,7 +20,8 @@ from autopeft.settings import DataSettings, TrainSettings
 
 DATA = {"task": "sst2", "data_dir": "/data", "train_samples": 32, "eval_samples": 16,
         "subset_seed": 0, "text_columns": None, "label_column": None, "validation": None, "task_type": None,
-        "no_header": False}
+        "no_header": False, "validation_share": 0.1, "train_split": "train",
+        "validation_split": None}
 TRAIN = {"epochs": 1.0, "batch_size": 8, "eval_batch_size": 128, "max_length": 32,
          "warmup_ratio": 0.06, "weight_decay": 0.01, "max_grad_norm": 1.0, "grad_accum": 1,
          "gradient_checkpointing": False, "num_beams": 1, "max_new_tokens": 64, "device": "cpu",
@@ -76,7 +77,7 @@ def test_the_parts_are_typed() -> None:
 
 def test_settings_added_since_a_file_was_written_are_written_with_their_defaults() -> None:
     old = copy.deepcopy(FIRST)
-    for key in ("no_header", "task_type"):
+    for key in ("no_header", "task_type", "validation_share", "train_split", "validation_split"):
         del old["data"][key]
     del old["train"]["precision"]
     del old["study"], old["trial"], old["objectives"]

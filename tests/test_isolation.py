@@ -70,6 +70,16 @@ def test_errors_keep_their_type_and_the_child_lives(isolated) -> None:
     assert isolated._proc.pid == pid  # no restart needed for ordinary failures
 
 
+def test_a_cuda_error_restarts_the_child_and_blames_only_its_trial(isolated) -> None:
+    isolated.run(Candidate([MethodSpec("bitfit")], 1e-3))
+    pid = isolated._proc.pid
+    with pytest.raises(RuntimeError, match="device-side assert"):
+        isolated.run(fault("cuda"))
+    assert isolated._proc is None  # the broken child ended; the next trial starts a fresh one
+    assert isolated.run(Candidate([MethodSpec("bitfit")], 1e-3)).result.steps == 3
+    assert isolated._proc.pid != pid
+
+
 def test_a_callback_that_raises_stops_the_childs_trial(isolated) -> None:
     class Pruned(Exception):
         pass

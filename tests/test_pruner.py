@@ -26,41 +26,72 @@ def E(n: int, score: float, params: float = 100, memory: float = 1000) -> RungEn
 
 
 def test_same_cost_lower_score_is_pruned() -> None:
-    table = [E(0, 0.90), E(1, 0.80), E(2, 0.70)]  # same params and memory: scores decide
+    table = [E(0, 0.90), E(1, 0.80), E(2, 0.70)]  # one size band: scores decide
     assert mo_asha(table, 0).keep
     assert not mo_asha(table, 1).keep and not mo_asha(table, 2).keep
 
 
-def test_a_cheaper_candidate_survives_a_lower_score() -> None:
-    # 1 scores lower than 0 but trains 100x fewer parameters: both on the first front.
-    table = [E(0, 0.90, params=10_000), E(1, 0.80, params=100), E(2, 0.70, params=10_000)]
-    assert mo_asha(table, 0).keep and mo_asha(table, 1).keep
-    assert not mo_asha(table, 2).keep  # dominated by 0
+def test_the_smallest_candidate_at_chance_is_pruned_and_a_mid_size_one_scoring_well_goes_on() -> None:
+    # The old rule (front rank, crowding) kept the smallest whatever its score. Bands:
+    # 1K-10K {0, 1}, 10K-100K {2, 3}, 100K-1M {4, 5}, 10M-100M {6}.
+    table = [E(0, 0.51, params=5_380), E(1, 0.50, params=8_000), E(2, 0.80, params=40_000),
+             E(3, 0.52, params=74_000), E(4, 0.84, params=150_000),
+             E(5, 0.55, params=300_000), E(6, 0.86, params=22_700_000)]
+    kept = {e.number for e in table if mo_asha(table, e.number, score_noise=0.028).keep}
+    assert 0 not in kept and 1 not in kept  # small, but at chance
+    assert 2 in kept  # 40K parameters: the best of its (merged) group
+    assert 4 in kept and 6 in kept  # 0.84 and 0.86 are ties within the noise
+    d = mo_asha(table, 0, score_noise=0.028)
+    assert (d.band, d.rank, d.allowed, d.competitors) == ("1K-100K", 2, 1, 4)
+    assert "ranks 2 of 4" in d.reason and d.to_dict()["band"] == "1K-100K"
 
 
-def test_top_third_by_front_then_crowding() -> None:
-    # Nine trials: the top 9 // 3 = 3 go on. The first front is 0, 1, 2, 3 (a trade-off
-    # curve); 0 and 3 are its ends (infinite crowding), then the lonelier of 1 and 2.
-    table = [E(0, 0.90, params=1000), E(1, 0.85, params=500), E(2, 0.84, params=480),
-             E(3, 0.60, params=10), *(E(n, 0.50, params=2000) for n in range(4, 9))]
+def test_a_small_candidate_goes_on_because_it_scores_well_for_its_size() -> None:
+    # Six small ones and three large ones: each band prunes on its own; the best small one
+    # goes on although the large ones score higher.
+    small = [E(n, 0.60 + 0.04 * n, params=5_000) for n in range(6)]  # best: 5 at 0.80
+    large = [E(6 + n, 0.88 + 0.01 * n, params=500_000) for n in range(3)]
+    table = small + large
     kept = {e.number for e in table if mo_asha(table, e.number).keep}
-    assert kept == {0, 2, 3}  # 2 is lonelier than 1: crowding 1.33 against 0.73 (test_pareto)
-    for n in range(4, 9):
-        d = mo_asha(table, n)
-        assert not d.keep and d.allowed == 3 and d.competitors == 9
+    assert kept == {4, 5, 8}  # top 6 // 3 = 2 of the small, 3 // 3 = 1 of the large
+    assert mo_asha(table, 5).band == "1K-10K" and mo_asha(table, 8).band == "100K-1M"
+
+
+def test_band_edges_a_power_of_ten_opens_its_band() -> None:
+    # 9,999 and 10,000 are in different bands; with three trials each, the bands decide
+    # apart: 1 (10,000 parameters) goes on as the best of 10K-100K.
+    table = [E(0, 0.9, params=9_999), E(1, 0.7, params=10_000), E(2, 0.8, params=1_000),
+             E(3, 0.6, params=5_000), E(4, 0.5, params=99_999), E(5, 0.4, params=10_001)]
+    assert mo_asha(table, 1).keep and mo_asha(table, 1).band == "10K-100K"
+    assert mo_asha(table, 0).keep and not mo_asha(table, 2).keep  # 0.8 < 0.9 in 1K-10K
+    assert not mo_asha(table, 4).keep
+
+
+def test_a_thin_band_joins_the_next_larger_one() -> None:
+    # 0 is alone below 1K: it competes with 1K-10K, where 1 scores beyond the noise.
+    table = [E(0, 0.70, params=500), E(1, 0.90, params=2_000), E(2, 0.60, params=3_000)]
+    assert not mo_asha(table, 0).keep and mo_asha(table, 1).keep
+    # The leftover at the top joins the band below it.
+    table += [E(3, 0.95, params=10**7)]
+    assert mo_asha(table, 3).competitors == 4 and mo_asha(table, 3).keep
 
 
 def test_decisions_do_not_depend_on_arrival_order() -> None:
-    table = [E(0, 0.9, 10), E(1, 0.8, 5), E(2, 0.7, 50), E(3, 0.85, 10), E(4, 0.6, 1)]
-    first = {e.number: mo_asha(table, e.number).keep for e in table}
-    again = {e.number: mo_asha(table[::-1], e.number).keep for e in table}
-    assert first == again
+    import itertools
+
+    table = [E(0, 0.9, 10), E(1, 0.8, 5_000), E(2, 0.7, 50), E(3, 0.85, 10), E(4, 0.6, 1),
+             E(5, 0.88, 6_000), E(6, 0.5, 7_000)]
+    first = {e.number: mo_asha(table, e.number, score_noise=0.02) for e in table}
+    for order in itertools.islice(itertools.permutations(table), 0, 5040, 97):
+        assert {e.number: mo_asha(list(order), e.number, score_noise=0.02)
+                for e in table} == first
 
 
-def test_fewer_than_eta_trials_keep_every_non_dominated_one() -> None:
+def test_fewer_than_eta_trials_keep_the_best_and_its_ties() -> None:
     assert mo_asha([E(0, 0.5)], 0).keep
     both = [E(0, 0.9, params=1000), E(1, 0.7, params=10)]
-    assert mo_asha(both, 0).keep and mo_asha(both, 1).keep
+    assert mo_asha(both, 0).keep and not mo_asha(both, 1).keep  # small is not enough
+    assert mo_asha(both, 1, score_noise=0.25).keep  # inside the noise: a tie
 
 
 def test_median_score_ignores_cost() -> None:
@@ -89,6 +120,16 @@ def test_rung_table_reads_user_attrs_and_skips_failed() -> None:
               _T(3, "PRUNED", {"rung_scores": {"2": 0.4}, "trainable_params": 1,
                                "predicted_memory_bytes": 5})]
     assert rung_table(trials, 2) == [RungEntry(0, 0.5, 10, 99), RungEntry(3, 0.4, 1, 5)]
+
+
+def test_a_continued_candidate_counts_once_at_a_rung() -> None:
+    """Trial 4 continues trial 1 (cut short by the budget) and carries its rung score: the
+    rung table holds the candidate once, as the later trial."""
+    lora = {"methods": [{"name": "lora"}], "learning_rate": 5e-4, "seed": 0}
+    attrs = {"rung_scores": {"2": 0.7}, "trainable_params": 10, "candidate": lora}
+    trials = [_T(0, "COMPLETE", {"rung_scores": {"2": 0.5}, "trainable_params": 10}),
+              _T(1, "PRUNED", dict(attrs)), _T(4, "RUNNING", dict(attrs))]
+    assert sorted(e.number for e in rung_table(trials, 2)) == [0, 4]
 
 
 DECIDE_ALL = textwrap.dedent("""

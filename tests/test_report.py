@@ -124,6 +124,80 @@ def test_hypervolume_prefers_the_searchs_record_and_falls_back_to_its_own(tmp_pa
     assert recorded.hypervolume_source == "as recorded by the search"
 
 
+def many_methods_study(per_method: int = 3, seed: int = 0):
+    """Every registered method and four combinations, a few complete trials each, scores
+    rising with log parameters: a long front crowded with close points (half the trials)."""
+    import math
+    import random
+
+    import optuna
+    from optuna.trial import create_trial
+
+    from autopeft.methods.registry import METHODS
+
+    rng = random.Random(seed)
+    study = optuna.create_study(study_name="many", directions=["maximize", "minimize", "minimize"])
+    for label in [*METHODS, "lora+bitfit", "adapter+lora", "prefix+lora", "ia3+bitfit"]:
+        for _ in range(per_method):
+            params = 22_000_000 if label == "full" else int(10 ** rng.uniform(3.5, 7.3))
+            score = 0.70 + 0.035 * math.log10(params) + rng.uniform(-0.01, 0.01)
+            memory = int((300 + 40 * math.log10(params) + rng.uniform(-15, 15)) * 2**20)
+            study.add_trial(create_trial(
+                values=[score, params, memory], system_attrs={"constraints": [-1.0]},
+                user_attrs={"label": label, "trainable_fraction": params / 22_000_000,
+                            "wall_seconds": 12.0, "candidate": {"methods": [
+                                {"name": n, "params": {}} for n in label.split("+")],
+                                "learning_rate": 1e-3, "seed": 0}}))
+    return study
+
+
+def test_every_method_has_its_own_colour_and_marker_grouped_by_family() -> None:
+    from autopeft.methods.registry import METHODS
+    from autopeft.report.plots import figures
+    from autopeft.report.style import SHADES, by_family, registered_styles, styles
+
+    fixed = registered_styles()
+    assert set(fixed) == set(METHODS)
+    pairs = [(s.colour, s.marker) for s in fixed.values()]
+    assert len(set(pairs)) == len(pairs), "two methods look alike"
+    assert len({s.colour for s in fixed.values()}) == len(fixed), "two methods share a colour"
+    for name, st in fixed.items():  # the family is the hue: its shades and no other's
+        assert st.family == METHODS[name].category and st.colour in SHADES[st.family]
+    combos = [f"a{i}+b" for i in range(30)]  # combinations: hybrids, each its own look
+    looks = styles([*METHODS, *combos])
+    assert len({(s.colour, s.marker) for s in looks.values()}) == len(looks)
+    assert all(looks[c].family == "hybrid" for c in combos)
+    assert [f for f, _ in by_family(["lora+bitfit", "lora", "ia3", "full", "bitfit"])] == [
+        "baseline", "additive", "partial", "reparameterized", "hybrid"]
+
+    data = collect(many_methods_study(per_method=1))  # the HTML report: the same looks
+    traces = [t for t in figures(data)[1][2].data if t.showlegend and t.legendgroup != "marks"]
+    assert len(traces) == len(data.labels)
+    assert len({(t.marker.color, t.marker.symbol) for t in traces}) == len(traces)
+    assert all(t.marker.color == styles(data.labels)[t.name].colour for t in traces)
+    titles = [t.legendgrouptitle.text for t in traces if t.legendgrouptitle.text]
+    assert titles == [f for f, _ in by_family(data.labels)]  # one title per family
+
+
+def test_labels_on_a_crowded_front_do_not_overlap(tmp_path: Path) -> None:
+    from matplotlib.text import Text
+
+    from autopeft.report.plots import front_2d_figure
+
+    data = collect(many_methods_study())
+    assert len(data.front) >= 25, "a crowded front"  # memory within 5% ties: 29 of 66
+    fig = front_2d_figure(data, tmp_path / "front.png")
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes[:3]:
+        labels = [t for t in ax.texts if t.get_text().isdigit()]
+        assert sorted(int(t.get_text()) for t in labels) == sorted(p.number for p in data.front)
+        boxes = [Text.get_window_extent(t, renderer) for t in labels]  # the text, not its line
+        for i, a in enumerate(boxes):
+            for b in boxes[i + 1:]:
+                assert not a.overlaps(b), "two trial labels overlap"
+    assert (tmp_path / "front.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
 def test_show_table_is_readable_and_adds_seed_columns_when_confirmed(tmp_path: Path) -> None:
     from rich.console import Console
 
@@ -151,6 +225,63 @@ def test_show_table_is_readable_and_adds_seed_columns_when_confirmed(tmp_path: P
     assert "mean ± std" in text and "seeds" in text and "0.9100 ± 0.0100" in text
     row = next(r for r in rows(study) if r.number == 1)
     assert (row.seeds, row.score_mean) == (3, pytest.approx(0.91))
+
+
+LONG = {"label": "prefix+lora+bitfit",
+        "candidate": {"methods": [{"name": "prefix", "params": {"num_virtual_tokens": 20}},
+                                  {"name": "lora", "params": {"r": 16, "alpha": 32,
+                                   "targets": ["query", "key", "value", "dense"],
+                                   "layers": [0, 1, 2, 3, 4, 5]}},
+                                  {"name": "bitfit", "params": {}}],
+                      "learning_rate": 3e-4, "seed": 0}}
+LONG_PLACEMENT = ("prefix tokens=20; lora r=16 alpha=32 [query,key,value,dense] L=0,1,2,3,4,5; "
+                  "bitfit; lr=3.0e-04")
+
+
+def test_show_into_a_pipe_prints_every_column_in_full(tmp_path: Path, capsys,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """`autopeft show > front.txt`, a CI log: no terminal, so no width limit and no cut, even
+    where the terminal it would have had is 80 columns wide."""
+    monkeypatch.setenv("COLUMNS", "80")
+    url = f"sqlite:///{tmp_path / 'hand.db'}"
+    hand_made_study(storage=url, extra_attrs={2: LONG})
+    assert main(["show", "hand", "--storage", url, "--all"]) == 0
+    out = capsys.readouterr().out
+    assert "…" not in out and "..." not in out
+    for whole in ("0.9500", "0.9200", "0.9100", "0.8800", "0.8500", "infeasible", "complete",
+                  "failed", "pruned", "prefix+lora+bitfit", LONG_PLACEMENT, "peak mem", "time"):
+        assert whole in out, whole
+    assert max(map(len, out.splitlines())) > 80  # one row per trial, however long
+    assert all(line == line.rstrip() for line in out.splitlines()), "no trailing padding"
+
+    reporter = ConsoleReporter()  # a search's plain log on a terminal-less stderr
+    reporter.trial_finished(hand_made_study(extra_attrs={0: LONG}), 0)
+    err = capsys.readouterr().err
+    assert "…" not in err and LONG_PLACEMENT in err and "front so far" in err
+
+
+@pytest.mark.parametrize("width", [60, 80, 100])
+def test_a_narrow_terminal_drops_columns_never_the_numbers(width: int) -> None:
+    from rich.console import Console
+
+    from autopeft.report.show import DROP_ORDER, rows, table
+
+    study = hand_made_study(extra_attrs={2: LONG, 1: {"confirm_scores": [0.91, 0.90, 0.92]}})
+    term = Console(record=True, width=width, force_terminal=True)
+    term.print(table(rows(study, all_trials=True), "all"))
+    text = term.export_text()
+    lines = text.splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= width and "…" not in text
+    header = next(line.split() for line in lines if line.split()[:2] == ["trial", "method"])
+    for number, score, params, memory in ((5, "0.9500", "10.00K", "286.1 MiB"),
+                                          (0, "0.9200", "22.00M", "1.1 GiB"),
+                                          (2, "0.9100", "75.00K", "572.2 MiB")):
+        row = next(line for line in lines if line.split()[:1] == [str(number)])
+        assert score in row and params in row and memory in row, row
+    assert "prefix+lora+bitfit" in text and LONG_PLACEMENT.split(";")[0] in text
+    dropped = [name for name in DROP_ORDER if name not in " ".join(header)]
+    assert dropped == list(DROP_ORDER[:len(dropped)]), "the least important go first"
+    assert ("time" not in header) and (width > 60 or "status" not in header)
 
 
 def test_reporters_take_every_event() -> None:

@@ -107,7 +107,8 @@ def test_a_killed_worker_s_trial_fails_is_retried_and_the_cap_holds(pg_url, work
     study = f"k-{uuid.uuid4().hex[:8]}"
     base = search(pg_url, study, workdir, tiny_model, tiny_data, "--heartbeat", "1")
     assert main(base + ["--max-trials", "5", "--n-trials", "1"]) == 0  # creates it, one trial
-    env = dict(os.environ)  # PYTHONPATH: tests/ first (enable_faults), then the caller's
+    here = Path(__file__).parent  # the tests' folder (faults.py) and the tree under test
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(here), str(here.parent)]))
     # As a terminal's foreground job would: SIGINT raises KeyboardInterrupt (a background
     # job of a non-interactive shell, as under CI, inherits SIGINT ignored).
     code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "

@@ -11,11 +11,15 @@ def test_make_sampler_builds_each_named_sampler_with_its_settings() -> None:
     from autopeft.search.samplers import DEFAULT_SAMPLER, SAMPLERS, make_sampler
 
     assert SAMPLERS == ("tpe", "nsga2", "gp", "random") and DEFAULT_SAMPLER in SAMPLERS
-    kinds = {"tpe": optuna.samplers.TPESampler, "nsga2": optuna.samplers.NSGAIISampler,
+    from autopeft.search.proposals import RungSampler
+
+    kinds = {"tpe": RungSampler, "nsga2": optuna.samplers.NSGAIISampler,
              "gp": optuna.samplers.GPSampler, "random": optuna.samplers.RandomSampler}
     for name in SAMPLERS:
         assert type(make_sampler(name, 0)) is kinds[name]
-    assert make_sampler("tpe", 0)._n_startup_trials == 8
+    tpe = make_sampler("tpe", 0, {"lora": "reparameterized"})
+    assert type(tpe._model) is optuna.samplers.TPESampler and tpe._random_share == 1 / 3
+    assert tpe._families == {"lora": "reparameterized"}
     assert make_sampler("nsga2", None)._population_size == 10
     with pytest.raises(ValueError, match="unknown sampler 'cmaes'"):
         make_sampler("cmaes", 0)

@@ -305,3 +305,95 @@ def test_an_error_after_the_trial_was_told_keeps_its_result() -> None:
     (t,) = study.get_trials()
     assert t.state == TrialState.COMPLETE and t.value == 0.5
     assert "fail_reason" not in t.user_attrs
+
+
+# --- a dead worker process on this machine: failed at once, no heartbeat needed ----------------
+
+def _running(study: optuna.Study, record: dict | None) -> int:
+    """A RUNNING trial whose worker record is ``record`` (None: a trial of before records)."""
+    from autopeft.search.storage import WORKER, WORKER_PROCESS
+
+    trial = study.ask()
+    trial.set_user_attr("label", "lora")
+    trial.set_user_attr(WORKER, "somewhere:1")
+    if record is not None:
+        trial.set_user_attr(WORKER_PROCESS, record)
+    return trial.number
+
+
+def _dead_process_record(number: int) -> dict:
+    """The record of a real process that ran and was killed (SIGKILL)."""
+    import signal
+    import subprocess
+    import sys
+
+    from autopeft.search.storage import process_record
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    record = process_record(number, pid=proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return record
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="process start times: Linux")
+def test_a_trial_of_a_dead_process_here_fails_at_once_and_is_retried(tmp_path: Path) -> None:
+    from autopeft.report.show import rows
+    from autopeft.search.storage import WORKER_PROCESS, fail_dead_workers, process_record
+
+    # Heartbeats on, long ones: only the process check can fail anything in this test.
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 's.db'}",
+                                                     create=True, heartbeat=HEARTBEAT_SECONDS),
+                                directions=["maximize", "minimize", "minimize"])
+    dead = _running(study, _dead_process_record(0))
+    live = _running(study, process_record(1))  # this very process
+    reused = _running(study, {**process_record(2), "start": "1"})  # its PID, another start
+    elsewhere = _running(study, {**_dead_process_record(3), "host": "another-machine"})
+    copied = _running(study, {**_dead_process_record(3), "trial": 3})  # a retry's inherited one
+    old = _running(study, None)
+    assert sorted(fail_dead_workers(study)) == [dead, reused]
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[dead] == states[reused] == TrialState.FAIL
+    assert all(states[n] == TrialState.RUNNING for n in (live, elsewhere, copied, old))
+    retries = [t for t in study.get_trials() if t.state == TrialState.WAITING]
+    assert sorted(t.system_attrs["failed_trial"] for t in retries) == [dead, reused]
+    assert all(WORKER_PROCESS not in t.user_attrs and "fail_reason" not in t.user_attrs
+               for t in retries), "a retry must not carry the dead run's worker or reason"
+    notes = {r.number: r.note for r in rows(study, all_trials=True)}
+    assert notes[dead] == "its worker process (somewhere:1) died (killed); queued again"
+    assert notes[retries[0].number] == f"queued: retry of trial {dead}"
+    assert fail_dead_workers(study) == []  # once: the retry is queued, not the trial again
+
+    # A retry whose worker dies too is not queued a third time (one retry, as heartbeats).
+    retry = study.ask()
+    assert retry.number == retries[0].number
+    retry.set_user_attr(WORKER_PROCESS, _dead_process_record(retry.number))
+    assert fail_dead_workers(study) == [retry.number]
+    assert study.get_trials()[retry.number].user_attrs["fail_reason"].endswith(
+        "not queued again: it was a retry")
+    assert sum(t.state == TrialState.WAITING for t in study.get_trials()) == 1
+
+
+def test_fail_stale_trials_fails_dead_processes_even_without_heartbeats(tmp_path: Path) -> None:
+    """A journal study (no heartbeats in Optuna) loses no killed trial on this machine."""
+    if not os.path.exists("/proc/self/stat"):
+        pytest.skip("process start times: Linux")
+    study = optuna.create_study(storage=open_storage(f"journal:{tmp_path / 'j.log'}", create=True),
+                                directions=["maximize", "minimize", "minimize"])
+    number = _running(study, _dead_process_record(0))
+    fail_stale_trials(study)
+    states = [t.state for t in study.get_trials()]
+    assert states[number] == TrialState.FAIL and TrialState.WAITING in states
+
+
+def test_a_process_start_time_tells_a_reused_pid_apart() -> None:
+    from autopeft.search.storage import process_start, worker_alive, process_record
+
+    if process_start(os.getpid()) is None:
+        pytest.skip("process start times: Linux")
+    me = process_record(7)
+    assert worker_alive(me, 7) is True
+    assert worker_alive({**me, "start": str(int(me["start"]) + 1)}, 7) is False
+    assert worker_alive({**me, "boot": "another boot"}, 7) is False  # the machine restarted
+    assert worker_alive({**me, "pid_namespace": "pid:[1]"}, 7) is None  # another container
+    assert worker_alive(me, 8) is None and worker_alive("host:1", 7) is None

@@ -74,8 +74,7 @@ def test_the_search_does_not_import_the_report() -> None:
 
 def test_leaves_import_only_leaves() -> None:
     edges = import_graph()
-    leaves = {"autopeft.errors", "autopeft.pareto", "autopeft.contract", "autopeft.protocols",
-              "autopeft.search.samplers"}
+    leaves = {"autopeft.errors", "autopeft.pareto", "autopeft.contract", "autopeft.protocols"}
     for leaf in leaves:
         assert edges[leaf] <= leaves, f"{leaf} imports {edges[leaf] - leaves}"
     # the read model of results and the plan: leaves but for these

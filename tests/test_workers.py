@@ -144,3 +144,79 @@ def test_with_gpus_each_worker_gets_one_and_the_search_keeps_device_0(
     gpus(monkeypatch, 2)
     start_workers(3, "s", "sqlite:////tmp/s.db", "none", 60)
     assert [env["CUDA_VISIBLE_DEVICES"] for _, env in launched] == ["1", "0", "1"]
+    # Inside a worker its one GPU is `cuda`, whatever device the study names (cuda:1 ...).
+    assert all(cmd[-2:] == ["--device", "cuda"] for cmd, _ in launched)
+
+
+@pytest.mark.parametrize("inherited", [
+    "4,5,6,7",  # a SLURM job's GPUs
+    "GPU-8c1a2b3c-0000-1111-2222-333344445555,GPU-9d2b,GPU-ae3c,GPU-bf4d",  # UUIDs
+    "MIG-1f2e3d4c-aaaa-bbbb-cccc-ddddeeeeffff,MIG-2a,MIG-3b,MIG-4c",  # MIG instances
+])
+def test_workers_get_gpus_from_the_inherited_list(inherited: str, launched: Launched,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    gpus(monkeypatch, 4)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", inherited)
+    entries = inherited.split(",")
+    start_workers(3, "s", "sqlite:////tmp/s.db", "none", 60)
+    # The search keeps the first; never an index outside the job's list.
+    assert [env["CUDA_VISIBLE_DEVICES"] for _, env in launched] == entries[1:]
+
+
+def test_the_inherited_list_is_read_as_cuda_reads_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from autopeft.devices import visible_devices
+
+    gpus(monkeypatch, 2)
+    assert visible_devices({"CUDA_VISIBLE_DEVICES": "4, 5"}) == ["4", "5"]
+    assert visible_devices({"CUDA_VISIBLE_DEVICES": "4,5,6"}) == ["4", "5"]  # CUDA sees 2
+    assert visible_devices({"CUDA_VISIBLE_DEVICES": "3,-1,2"}) == ["3"]  # stops at -1
+    assert visible_devices({"CUDA_VISIBLE_DEVICES": ""}) == []  # every GPU hidden
+    assert visible_devices({}) == ["0", "1"]
+
+
+def test_workers_sharing_a_gpu_get_a_share_of_its_memory_and_of_the_threads(
+        launched: Launched, monkeypatch: pytest.MonkeyPatch) -> None:
+    from autopeft.devices import SHARE_ENV, place
+
+    gpus(monkeypatch, 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5")
+    slots = place(4, ["4", "5"], trials_per_gpu=2, first=1, cpus=16)
+    assert [s.device for s in slots] == ["5", "4", "5", "4"]  # the search on its own device
+    assert {s.share for s in slots} == {0.5} and {s.threads for s in slots} == {4}
+    start_workers(3, "s", "sqlite:////tmp/s.db", "none", 60, slots[1:])
+    envs = [env for _, env in launched]
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["4", "5", "4"]
+    assert {e[SHARE_ENV] for e in envs} == {"0.5"} and {e["OMP_NUM_THREADS"] for e in envs} == {"4"}
+    # Three GPUs, three workers: one each, the whole device, nothing shared.
+    assert {(s.share, s.threads) for s in place(3, ["0", "1", "2"], 1, cpus=12)} == {(1.0, 4)}
+
+
+def test_more_workers_than_trials_per_gpu_allow_are_refused_in_one_line() -> None:
+    from autopeft.devices import place
+    from autopeft.errors import UserError
+
+    with pytest.raises(UserError, match="--trials-per-gpu 2"):
+        place(5, ["0", "1"], trials_per_gpu=2)
+    assert len(place(5, [], trials_per_gpu=1)) == 5  # CPU: no GPU to share
+
+
+def test_how_many_trials_fit_on_a_gpu() -> None:
+    from autopeft.devices import MAX_AUTO_TRIALS_PER_GPU, auto_trials_per_gpu, fits
+
+    gib = 2**30
+    assert fits(10 * gib, 80 * gib, 4) == 4  # 40 GiB of 72 usable
+    assert fits(30 * gib, 80 * gib, 4) == 2  # only two fit: say so
+    assert fits(100 * gib, 80 * gib, 4) == 1  # never 0: one trial always runs
+    assert auto_trials_per_gpu(20 * gib, 141 * gib) == 6
+    assert auto_trials_per_gpu(gib, 141 * gib) == MAX_AUTO_TRIALS_PER_GPU
+
+
+def test_a_joining_worker_trains_on_its_own_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from autopeft.devices import worker_device
+
+    gpus(monkeypatch, 1)  # a worker started with one GPU in CUDA_VISIBLE_DEVICES
+    assert worker_device("cuda:1") == "cuda"  # the study's cuda:1 is not this process's
+    assert worker_device("cuda:0") == "cuda:0" and worker_device("auto") == "auto"
+    assert worker_device("cuda:1", "cpu") == "cpu"  # its own --device wins
+    gpus(monkeypatch, 4)  # a worker that sees all four: the study's device as it is
+    assert worker_device("cuda:1") == "cuda:1"

@@ -123,6 +123,24 @@ class _Reallocate:
     def after_optimizer_step(self, step: int) -> None:
         self.tuner.update_and_allocate(step + 1)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The rank allocator's importance averages and the rank pattern fixed so far:
+        what a continued run needs (``autopeft/checkpoint.py``)."""
+        alloc = self.tuner.rankallocator
+        config = self.tuner.peft_config[self.tuner.trainable_adapter_name]
+        return {"ipt": dict(alloc.ipt), "exp_avg_ipt": dict(alloc.exp_avg_ipt),
+                "exp_avg_unc": dict(alloc.exp_avg_unc),
+                "rank_pattern": {k: [bool(b) for b in v]
+                                 for k, v in (config.rank_pattern or {}).items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        alloc = self.tuner.rankallocator
+        device = next(self.tuner.parameters()).device
+        for key in ("ipt", "exp_avg_ipt", "exp_avg_unc"):
+            setattr(alloc, key, {k: v.to(device) for k, v in state[key].items()})
+        config = self.tuner.peft_config[self.tuner.trainable_adapter_name]
+        config.rank_pattern = dict(state["rank_pattern"]) or None
+
 
 def apply(model: Any, spec: Spec, ctx: Any) -> Any:
     from peft import PeftModel

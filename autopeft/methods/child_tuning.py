@@ -32,7 +32,9 @@ What the trainable-parameter objective reports: a masked tensor counts the entri
 mask lets through: D's fixed mask (before the Fisher pass, the same total spread over the
 tensors by size; after it, the true per-tensor counts), F's expected entries per step
 ``max(1, round(reserve_p * numel))`` (over a run F touches every entry). Unmasked tensors
-count whole. The masks are not saved (they only shape training); the trained weights are.
+count whole. The masks are not exported (they only shape training); the trained weights are.
+A run's checkpoint keeps D's masks (``state_dict``), so a continued run needs no second
+Fisher pass.
 """
 from __future__ import annotations
 
@@ -164,6 +166,18 @@ class _GradientMask:
         with torch.no_grad():
             for p, mask, values in zip(self.params, self.masks or (), self._frozen):
                 p.masked_scatter_(~mask, values)
+
+    def state_dict(self) -> dict[str, Any]:
+        """D's fixed masks (F's masks are drawn from torch's generator, which a checkpoint
+        restores): what a continued run needs instead of a second Fisher pass."""
+        return {"masks": list(self.masks)} if self.masks is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "masks" not in state:
+            return
+        self.masks = [m.to(p.device) for m, p in zip(state["masks"], self.params)]
+        # the masked-out entries hold their pretrained values (restored after every step)
+        self._frozen = [p.detach()[~m].clone() for p, m in zip(self.params, self.masks)]
 
     def _random_masks(self) -> None:
         import torch

@@ -11,9 +11,13 @@ exported candidate de-quantises, adds the LoRA product and re-quantises. The LoR
 the LoRA targets default to every linear role, as in the paper.
 
 CUDA is the real target: the 4-bit matmuls de-quantise to ``compute_dtype`` (``auto``: bf16
-on CUDA, fp32 on CPU). bitsandbytes (0.50.2) also runs 4-bit on CPU, measured about 15x slower
-than fp32 LoRA, so QLoRA is offered there with a one-time warning. Without bitsandbytes
-(``pip install 'autopeft[qlora]'``) building a candidate is a ``UserError``.
+on a GPU with native bf16, compute capability 8.0+; else fp32). The weights are quantised on
+the device the base model is on: the training device (``--device``, e.g. ``cuda:1``), where
+``Bench.run`` keeps the base. ``fp16`` is not offered: autopeft trains without a loss scaler,
+and fp16 gradients of small LoRA products underflow. bitsandbytes (0.50.2) also runs 4-bit on
+CPU, measured about 15x slower than fp32 LoRA, so QLoRA is offered there with a one-time
+warning. Without bitsandbytes (``pip install 'autopeft[qlora]'``) building a candidate is a
+``UserError``.
 
 Trainable parameters are LoRA's: ``r * (in + out)`` per target, plus the task head.
 """
@@ -30,7 +34,7 @@ from autopeft.methods import lora
 from autopeft.methods._common import attach_peft, one_of, targets_field, unwrap
 from autopeft.methods.registry import Method
 
-COMPUTE_DTYPES = ("auto", "bf16", "fp16", "fp32")
+COMPUTE_DTYPES = ("auto", "bf16", "fp32")
 _warned_cpu = False
 
 
@@ -48,13 +52,18 @@ class Spec(lora.Spec):
     def __post_init__(self) -> None:
         super().__post_init__()
         one_of("quant_type", self.quant_type, ("nf4", "fp4"), "qlora")
+        if self.compute_dtype == "fp16":
+            raise UserError("qlora: compute_dtype fp16 is not offered: autopeft trains without a "
+                            "loss scaler, so fp16 gradients underflow; use bf16 (GPUs of compute "
+                            "capability 8.0+), fp32 or auto")
         one_of("compute_dtype", self.compute_dtype, COMPUTE_DTYPES, "qlora")
         if not isinstance(self.double_quant, bool):
             raise UserError(f"qlora: double_quant must be true or false, got {self.double_quant!r}")
 
 
-def check_environment(spec: Spec) -> tuple[Any, str]:
-    """(bitsandbytes module, device to quantise on), or a ``UserError`` saying what is missing."""
+def check_environment(spec: Spec, device: Any) -> Any:
+    """bitsandbytes, or a ``UserError`` saying what is missing. ``device``: where the base
+    is (a meta skeleton: the check is this machine's)."""
     import torch
 
     try:
@@ -62,28 +71,30 @@ def check_environment(spec: Spec) -> tuple[Any, str]:
     except ImportError:
         raise UserError("qlora: needs bitsandbytes (4-bit NF4 weights); install it with "
                         "pip install 'autopeft[qlora]', or drop qlora from the space") from None
-    if torch.cuda.is_available():
-        return bitsandbytes, "cuda"
-    if spec.compute_dtype in ("bf16", "fp16"):
-        raise UserError(f"qlora: compute_dtype {spec.compute_dtype} needs CUDA and none is "
-                        "present; use compute_dtype auto or fp32 on CPU")
+    on_cuda = device.type == "cuda" or (device.type == "meta" and torch.cuda.is_available())
+    if not on_cuda and spec.compute_dtype == "bf16":
+        raise UserError("qlora: compute_dtype bf16 needs CUDA and the model trains on the CPU; "
+                        "use compute_dtype auto or fp32 on CPU")
     global _warned_cpu
-    if not _warned_cpu:
+    if device.type == "cpu" and not _warned_cpu:
         _warned_cpu = True
-        warnings.warn("qlora: no CUDA device; 4-bit QLoRA runs on CPU but is slow there (about "
+        warnings.warn("qlora: training on the CPU; 4-bit QLoRA runs there but is slow (about "
                       "15x a fp32 LoRA step)", stacklevel=3)
-    return bitsandbytes, "cpu"
+    return bitsandbytes
 
 
-def compute_dtype(spec: Spec, device: str) -> Any:
+def compute_dtype(spec: Spec, device: Any) -> Any:
+    """The matmul dtype on ``device``: ``auto`` is bf16 where the device has it natively."""
     import torch
 
+    from autopeft.devices import bf16_native
+
     name = spec.compute_dtype if spec.compute_dtype != "auto" else (
-        "bf16" if device == "cuda" and torch.cuda.is_bf16_supported() else "fp32")
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
+        "bf16" if bf16_native(device) else "fp32")
+    return {"bf16": torch.bfloat16, "fp32": torch.float32}[name]
 
 
-def quantize(model: Any, spec: Spec, ctx: Any, bnb: Any, device: str) -> int:
+def quantize(model: Any, spec: Spec, ctx: Any, bnb: Any, device: Any) -> int:
     """Swap every linear layer outside the task head for a 4-bit one; returns how many."""
     import torch
 
@@ -127,10 +138,11 @@ def quantize(model: Any, spec: Spec, ctx: Any, bnb: Any, device: str) -> int:
 def apply(model: Any, spec: Spec, ctx: Any) -> Any:
     inner = unwrap(model)
     config = lora.peft_config(inner, spec, ctx)  # checks ranks on the unquantised shapes
-    bnb, device = check_environment(spec)
+    device = next(inner.parameters()).device  # the training device, where Bench keeps the base
+    bnb = check_environment(spec, device)
     # A meta-device skeleton (checking a space) has no weights to quantise: LoRA alone shows
     # whether the candidate fits the model.
-    if next(inner.parameters()).device.type != "meta":
+    if device.type != "meta":
         if not quantize(inner, spec, ctx, bnb, device):
             raise UserError("qlora: this model has no linear layer outside its head to quantise")
         prepare(inner)

@@ -5,8 +5,10 @@ archived as one file. PNGs come from matplotlib's Agg backend, because plotly's 
 export needs kaleido (a browser), which servers and CI often lack.
 
 Figures: the 3-objective front in 3-D and its three 2-D projections (front highlighted,
-points coloured by method, hover shows the candidate), score vs trainable fraction (log
-axis), hypervolume over time, and trials by state. The study is read as it is now, so a
+each method in its own colour and marker with legends grouped by family: ``style.py``;
+front members labelled without overlap in the PNGs: ``labels.py``; hover shows the
+candidate), score vs trainable fraction (log axis), hypervolume over time, and trials by
+state. The study is read as it is now, so a
 report of a running study shows its current state: run ``autopeft plot`` again to refresh.
 """
 from __future__ import annotations
@@ -17,16 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autopeft.report.labels import place_labels
 from autopeft.report.plotdata import STATES, Point, ReportData, collect
 from autopeft.report.show import human_bytes, percent
+from autopeft.report.style import Style, by_family, styles
 
 if TYPE_CHECKING:
     from optuna import Study  # only for annotations: optuna stays a lazy import
 
-# One colour per method combination, the same in HTML and PNG (matplotlib's tab10, then more).
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-           "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173")
-STATE_COLOURS = {"complete": "#2ca02c", "pruned": "#ff7f0e", "failed": "#d62728",
+STATE_COLOURS = {"complete": "#2ca02c", "provisional": "#98df8a", "pruned": "#ff7f0e",
+                 "failed": "#d62728",
                  "infeasible": "#7f7f7f", "running": "#1f77b4"}
 FRONT_COLOUR = "#000000"
 PNG_NAMES = ("front_3d.png", "front_2d.png", "score_vs_fraction.png", "hypervolume.png",
@@ -42,8 +44,9 @@ class Report:
     data: ReportData | None = None
 
 
-def colours(data: ReportData) -> dict[str, str]:
-    return {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(data.labels)}
+def looks(data: ReportData) -> dict[str, Style]:
+    """Each method's colour and marker (``report/style.py``), the same in HTML and PNG."""
+    return styles(data.labels)
 
 
 def write_report(study: Study, out: Path) -> Report:
@@ -60,36 +63,53 @@ def write_report(study: Study, out: Path) -> Report:
 
 def _scatter_traces(go: Any, data: ReportData, x: str, y: str, z: str | None = None,
                     legend: bool = True) -> list[Any]:
-    """One trace per method (coloured), infeasible trials as grey crosses, and the front as
-    open black diamonds drawn over its members."""
+    """One trace per method (its colour and marker), in legend groups by family (the group's
+    title heads them), infeasible trials as grey crosses, and the front as open black
+    diamonds drawn over its members."""
     Trace = go.Scatter3d if z else go.Scatter
-    palette = colours(data)
+    look = looks(data)
 
-    def trace(points: list[Point], name: str, marker: dict[str, Any], show: bool, group: str) -> Any:
+    def trace(points: list[Point], name: str, marker: dict[str, Any], show: bool, group: str,
+              title: str = "") -> Any:
         coords = {"x": [getattr(p, x) for p in points], "y": [getattr(p, y) for p in points]}
         if z:
             coords["z"] = [getattr(p, z) for p in points]
         return Trace(**coords, mode="markers", name=name, legendgroup=group, showlegend=show,
+                     legendgrouptitle={"text": title} if title else None,
                      marker=marker, hovertext=[p.hover for p in points],
                      hovertemplate="%{hovertext}<extra></extra>",
                      customdata=[p.number for p in points])
 
     size = 5 if z else 9
     traces = []
-    for label in data.labels:
-        pts = [p for p in data.scored if p.label == label]
-        if pts:
-            traces.append(trace(pts, label, {"color": palette[label], "size": size, "opacity": 0.8},
-                                legend, label))
+    for family, labels in by_family(data.labels):
+        first = True
+        for label in labels:
+            pts = [p for p in data.scored if p.label == label]
+            if pts:
+                st = look[label]
+                symbol = SYMBOLS_3D.get(st.marker, "circle") if z else st.symbol
+                traces.append(trace(pts, label, {"color": st.colour, "size": size,
+                                                 "symbol": symbol, "opacity": 0.85},
+                                    legend, family, family if first else ""))
+                first = False
     bad = [p for p in data.points if p.state == "infeasible"]
+    marks = "marks"
     if bad:
         traces.append(trace(bad, "infeasible", {"color": STATE_COLOURS["infeasible"], "size": size,
-                                                "symbol": "x"}, legend, "infeasible"))
+                                                "symbol": "x"}, legend, marks, marks))
     if data.front:
         ring = {"color": FRONT_COLOUR, "size": size + (4 if z else 7), "symbol": "diamond-open",
                 "line": {"color": FRONT_COLOUR, "width": 2}}
-        traces.append(trace(data.front, "Pareto front", ring, legend, "front"))
+        traces.append(trace(data.front, "Pareto front", ring, legend, marks,
+                            "" if bad else marks))
     return traces
+
+
+# plotly's 3-D scatter has fewer symbols (no triangles): the nearest, and the colour tells
+# the rest apart (diamond-open is the front's ring, x an infeasible trial).
+SYMBOLS_3D = {"o": "circle", "s": "square", "^": "diamond", "v": "cross", "p": "circle-open",
+              "h": "square-open", "<": "diamond", ">": "cross", "P": "cross", "*": "diamond"}
 
 
 def figures(data: ReportData) -> list[tuple[str, str, Any, str]]:
@@ -99,11 +119,11 @@ def figures(data: ReportData) -> list[tuple[str, str, Any, str]]:
 
     out: list[tuple[str, str, Any, str]] = []
     log = {"type": "log", "dtick": 1}  # a tick per power of ten, no 2/5 minor labels
-    # The legend sits above the plot, clear of plotly's toolbar.
-    top_legend = {"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0}
+    # The legend sits right of the plot, one group per method family under its title.
+    side_legend = {"groupclick": "toggleitem", "tracegroupgap": 6, "font": {"size": 11}}
 
     fig = go.Figure(_scatter_traces(go, data, "params", "memory_mib", "score"))
-    fig.update_layout(height=640, margin={"l": 0, "r": 0, "t": 40, "b": 0}, legend=top_legend,
+    fig.update_layout(height=640, margin={"l": 0, "r": 0, "t": 40, "b": 0}, legend=side_legend,
                       scene={"xaxis": {**log, "title": {"text": "trainable params"}},
                              "yaxis": {"title": {"text": "peak memory (MiB)"}},
                              "zaxis": {"title": {"text": "score"}}, "aspectmode": "cube",
@@ -114,7 +134,7 @@ def figures(data: ReportData) -> list[tuple[str, str, Any, str]]:
                 "see its trial and candidate; click a method in the legend to hide it."))
 
     pairs = (("params", "score"), ("memory_mib", "score"), ("params", "memory_mib"))
-    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.07,
+    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.08,
                         subplot_titles=[f"{AXES[b].split(' (')[0]} vs {AXES[a].split(' (')[0]}"
                                         for a, b in pairs])
     for col, (x, y) in enumerate(pairs, start=1):
@@ -122,7 +142,7 @@ def figures(data: ReportData) -> list[tuple[str, str, Any, str]]:
             fig.add_trace(tr, row=1, col=col)
         fig.update_xaxes(**(log if x == "params" else {}), title_text=AXES[x], row=1, col=col)
         fig.update_yaxes(title_text=AXES[y], row=1, col=col)
-    fig.update_layout(height=480, margin={"t": 90}, legend={**top_legend, "y": 1.12})
+    fig.update_layout(height=520, margin={"t": 60}, legend=side_legend)
     out.append(("front-2d", "The front projected on each pair of objectives", fig,
                 "A front member can look beaten in one projection: it wins on the third objective."))
 
@@ -130,7 +150,7 @@ def figures(data: ReportData) -> list[tuple[str, str, Any, str]]:
     fig.update_xaxes(type="log", title_text="trainable fraction of the model (log)",
                      tickformat=".2~p")
     fig.update_yaxes(title_text="score")
-    fig.update_layout(height=440, margin={"t": 40}, legend=top_legend)
+    fig.update_layout(height=480, margin={"t": 40}, legend=side_legend)
     out.append(("score-fraction", "Score vs trainable-parameter fraction", fig,
                 "The share of the model's parameters that each candidate trains."))
 
@@ -241,23 +261,28 @@ def _human_ticks(axis: Any, what: str) -> None:
         axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
 
 
-def _scatter(ax: Any, data: ReportData, x: str, y: str, legend: bool = False) -> None:
-    palette = colours(data)
+DPI = 110
+LEGEND_ROW_INCHES = 0.175  # one legend line at fontsize 8
+LEGEND_COLUMN_INCHES = 1.55  # room for "parallel_adapter" beside its marker
+
+
+def _scatter(ax: Any, data: ReportData, x: str, y: str) -> None:
+    """Every scored trial in its method's colour and marker, infeasible ones as grey
+    crosses, the front as open black diamonds around its members."""
+    look = looks(data)
     for label in data.labels:
         pts = [p for p in data.scored if p.label == label]
-        ax.scatter([getattr(p, x) for p in pts], [getattr(p, y) for p in pts], s=28,
-                   color=palette[label], alpha=0.8, label=label)
+        st = look[label]
+        ax.scatter([getattr(p, x) for p in pts], [getattr(p, y) for p in pts],
+                   s=70 if st.marker == "*" else 32, color=st.colour, marker=st.marker,
+                   alpha=0.9, edgecolors="white", linewidths=0.4, zorder=2)
     bad = [p for p in data.points if p.state == "infeasible"]
     if bad:
         ax.scatter([getattr(p, x) for p in bad], [getattr(p, y) for p in bad], marker="x",
-                   color=STATE_COLOURS["infeasible"], label="infeasible")
+                   color=STATE_COLOURS["infeasible"], zorder=2)
     front = data.front
     ax.scatter([getattr(p, x) for p in front], [getattr(p, y) for p in front], s=110,
-               facecolors="none", edgecolors=FRONT_COLOUR, linewidths=1.5, marker="D",
-               label="Pareto front")
-    for p in front:
-        ax.annotate(str(p.number), (getattr(p, x), getattr(p, y)), textcoords="offset points",
-                    xytext=(6, 4), fontsize=8)
+               facecolors="none", edgecolors=FRONT_COLOUR, linewidths=1.3, marker="D", zorder=3)
     if x in ("params", "fraction"):
         ax.set_xscale("log")
     _human_ticks(ax.xaxis, x)
@@ -265,70 +290,151 @@ def _scatter(ax: Any, data: ReportData, x: str, y: str, legend: bool = False) ->
     ax.set_xlabel(AXES[x])
     ax.set_ylabel(AXES[y])
     ax.grid(alpha=0.3)
-    if legend:
-        ax.legend(fontsize=8, loc="best")
+
+
+def _label_front(ax: Any, data: ReportData, x: str, y: str) -> list[Any]:
+    """Each front member's trial number beside it, no two overlapping (``labels.py``)."""
+    front = data.front
+    others = [p for p in data.points if not p.on_front and getattr(p, x) is not None
+              and getattr(p, y) is not None and p.state in ("complete", "provisional",
+                                                            "infeasible")]
+    return place_labels(ax, [(getattr(p, x), getattr(p, y)) for p in front],
+                        [str(p.number) for p in front],
+                        others=[(getattr(p, x), getattr(p, y)) for p in others])
+
+
+def _legend_columns(data: ReportData) -> list[list[tuple[Any, str]]]:
+    """The legend as columns: one per method family (its name first, in bold), then the
+    marks (front, infeasible). Entries are (handle, text); a header's handle is None."""
+    from matplotlib.lines import Line2D
+
+    look = looks(data)
+    columns = []
+    for family, labels in by_family(data.labels):
+        column: list[tuple[Any, str]] = [(None, family)]
+        for label in labels:
+            st = look[label]
+            column.append((Line2D([], [], linestyle="none", marker=st.marker, color=st.colour,
+                                  markeredgecolor="white", markeredgewidth=0.4,
+                                  markersize=10 if st.marker == "*" else 7), label))
+        columns.append(column)
+    marks: list[tuple[Any, str]] = [(None, "marks")]
+    if data.front:
+        marks.append((Line2D([], [], linestyle="none", marker="D", markerfacecolor="none",
+                             markeredgecolor=FRONT_COLOUR, markersize=8), "Pareto front"))
+    if any(p.state == "infeasible" for p in data.points):
+        marks.append((Line2D([], [], linestyle="none", marker="x",
+                             color=STATE_COLOURS["infeasible"]), "infeasible"))
+    if len(marks) > 1:
+        columns.append(marks)
+    return columns
+
+
+def _finish(fig: Any, data: ReportData, path: Path,
+            labelled: tuple[tuple[Any, str, str], ...] = ()) -> None:
+    """Legend under the axes (one column per family), layout, front labels, save. The
+    labels come last: they are placed in the final layout's pixels."""
+    from matplotlib.lines import Line2D
+
+    columns = _legend_columns(data) if data.scored else []
+    rows = max((len(c) for c in columns), default=0)
+    width, height = fig.get_size_inches()
+    extra = rows * LEGEND_ROW_INCHES + 0.3 if columns else 0.0
+    fig.set_size_inches(max(width, LEGEND_COLUMN_INCHES * len(columns)), height + extra)
+    fig.tight_layout(rect=(0, extra / (height + extra), 1, 1))
+    if columns:
+        blank = Line2D([], [], linestyle="none")
+        handles, texts = [], []
+        for column in columns:  # matplotlib fills a legend column by column
+            column = column + [(None, "")] * (rows - len(column))
+            handles += [h if h is not None else blank for h, _ in column]
+            texts += [t for _, t in column]
+        legend = fig.legend(handles, texts, loc="lower center", bbox_to_anchor=(0.5, 0.0),
+                            ncol=len(columns), frameon=False, fontsize=8, handletextpad=0.3,
+                            columnspacing=1.6, borderaxespad=0.3)
+        headers = {t for column in columns for h, t in column if h is None}
+        for handle_text, text in zip(legend.get_texts(), texts):
+            if text in headers:
+                handle_text.set_fontweight("bold")
+    fig.canvas.draw()  # final axis limits and layout, in pixels
+    for ax, x, y in labelled:
+        _label_front(ax, data, x, y)
+    fig.savefig(path, dpi=DPI)
+
+
+def _figure(width: float, height: float) -> Any:
+    """A Figure drawn by Agg: pyplot's global backend and state are left alone (no display
+    needed; a notebook's backend is untouched)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+PAIRS = (("params", "score"), ("memory_mib", "score"), ("params", "memory_mib"))
+
+
+def front_2d_figure(data: ReportData, path: Path) -> Any:
+    """The front projected on each pair of objectives, front members labelled."""
+    fig = _figure(15, 4.6)
+    axes = fig.subplots(1, 3)
+    for ax, (x, y) in zip(axes, PAIRS):
+        if data.scored:
+            _scatter(ax, data, x, y)
+        else:
+            _empty(ax)
+    fig.suptitle(f"{data.study}: the front projected on each pair of objectives")
+    _finish(fig, data, path, tuple((ax, x, y) for ax, (x, y) in zip(axes, PAIRS))
+            if data.scored else ())
+    return fig
 
 
 def write_pngs(data: ReportData, out: Path) -> list[Path]:
-    # Figure objects render with Agg and leave pyplot's global backend and state alone
-    # (no display needed; a notebook's backend is untouched).
     import numpy as np
-    from matplotlib.figure import Figure
-
-    def subplots(*grid: int, figsize: tuple[float, float]) -> tuple[Any, Any]:
-        fig = Figure(figsize=figsize)
-        return fig, fig.subplots(*grid)
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     has = bool(data.scored)
     paths = [out / name for name in PNG_NAMES]
 
-    fig = Figure(figsize=(7, 6))
+    fig = _figure(7, 6)
     ax = fig.add_subplot(projection="3d")
-    palette = colours(data)
+    look = looks(data)
     for label in data.labels:
         pts = [p for p in data.scored if p.label == label]
         ax.scatter(np.log10([p.params for p in pts]), [p.memory_mib for p in pts],
-                   [p.score for p in pts], color=palette[label], label=label, s=24)
+                   [p.score for p in pts], color=look[label].colour, marker=look[label].marker,
+                   s=60 if look[label].marker == "*" else 26, depthshade=False)
     if has:
         f = data.front
         ax.scatter(np.log10([p.params for p in f]), [p.memory_mib for p in f],
                    [p.score for p in f], s=90, facecolors="none", edgecolors=FRONT_COLOUR,
-                   marker="D", label="Pareto front", depthshade=False)
-        ax.legend(fontsize=8, loc="upper left")
+                   marker="D", depthshade=False)
     else:
         _empty(ax)
-    from matplotlib.ticker import FuncFormatter, MaxNLocator
-
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # log10 axis: ticks at decades
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _short_count(10 ** v)))
     ax.set_xlabel("trainable params (log)", labelpad=8)
     ax.set_ylabel("peak memory (MiB)", labelpad=8)
     ax.set_zlabel("score")
     ax.set_title(f"{data.study}: the front in 3-D")
-    fig.tight_layout()
-    fig.savefig(paths[0], dpi=110)
+    _finish(fig, data, paths[0])
 
-    fig, axes = subplots(1, 3, figsize=(15, 4.6))
-    for i, (ax, (x, y)) in enumerate(zip(axes, (("params", "score"), ("memory_mib", "score"),
-                                                 ("params", "memory_mib")))):
-        if has:
-            _scatter(ax, data, x, y, legend=i == 0)
-        else:
-            _empty(ax)
-    fig.suptitle(f"{data.study}: the front projected on each pair of objectives")
-    fig.tight_layout()
-    fig.savefig(paths[1], dpi=110)
+    front_2d_figure(data, paths[1])
 
-    fig, ax = subplots(figsize=(7, 4.6))
-    if has and all(p.fraction for p in data.scored):
-        _scatter(ax, data, "fraction", "score", legend=True)
+    fig = _figure(7, 4.6)
+    ax = fig.subplots()
+    fraction = has and all(p.fraction for p in data.scored)
+    if fraction:
+        _scatter(ax, data, "fraction", "score")
     else:
         _empty(ax)
     ax.set_title(f"{data.study}: score vs trainable fraction")
-    fig.tight_layout()
-    fig.savefig(paths[2], dpi=110)
+    _finish(fig, data, paths[2], ((ax, "fraction", "score"),) if fraction else ())
 
-    fig, ax = subplots(figsize=(7, 4))
+    fig = _figure(7, 4)
+    ax = fig.subplots()
     if data.hypervolume:
         ax.step([t / 60 for t, _ in data.hypervolume], [v for _, v in data.hypervolume],
                 where="post", marker="o")
@@ -340,25 +446,29 @@ def write_pngs(data: ReportData, out: Path) -> list[Path]:
     ax.set_title(f"{data.study}: hypervolume of the front over time", fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(paths[3], dpi=110)
+    fig.savefig(paths[3], dpi=DPI)
 
-    fig, ax = subplots(figsize=(7, 4))
-    labels = sorted({p.label for p in data.points})
+    labels = [lab for _, group in by_family(sorted({p.label for p in data.points}))
+              for lab in group]  # methods side by side with their family
+    fig = _figure(max(7.0, 2.0 + 0.42 * len(labels)), 4.6)
+    ax = fig.subplots()
     bottom = np.zeros(len(labels))
     for state in STATES:
         counts = np.array([sum(p.label == lab and p.state == state for p in data.points)
                            for lab in labels], dtype=float)
         if counts.any():
-            ax.bar(labels, counts, bottom=bottom, color=STATE_COLOURS[state], label=state)
+            ax.bar(range(len(labels)), counts, bottom=bottom, color=STATE_COLOURS[state],
+                   label=state)
             bottom += counts
     if labels:
+        ax.set_xticks(range(len(labels)), labels, rotation=35, ha="right",
+                      rotation_mode="anchor", fontsize=8)
         ax.legend(fontsize=8)
-        ax.tick_params(axis="x", rotation=20)
     else:
         _empty(ax, "no trials yet")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("trials")
     ax.set_title(f"{data.study}: trials by state")
     fig.tight_layout()
-    fig.savefig(paths[4], dpi=110)
+    fig.savefig(paths[4], dpi=DPI)
     return paths

@@ -19,7 +19,8 @@ from typing import IO, TYPE_CHECKING, Any
 from rich.markup import escape
 
 from autopeft.protocols import NullReporter  # noqa: F401  (re-exported)
-from autopeft.report.show import human_bytes, human_count, placement, rows, table
+from autopeft.report.show import (console, human_bytes, human_count, placement,
+                                  print_table, rows, table)
 from autopeft.results import feasible, record
 
 if TYPE_CHECKING:
@@ -76,9 +77,7 @@ class ConsoleReporter(NullReporter):
     """Plain rich lines on stderr (stdout stays clean for ``--json`` users)."""
 
     def __init__(self, front_rows: int = 5):
-        from rich.console import Console
-
-        self.console = Console(stderr=True)
+        self.console = console(stderr=True)  # a log: no width limit, no column cut
         self.front_rows = front_rows
         self.progress: Any = None
         self.budget: Any = None
@@ -121,7 +120,8 @@ class ConsoleReporter(NullReporter):
     def trial_finished(self, study: Study, number: int) -> None:
         self.console.print(_result_line(study, number))
         front = rows(study)
-        self.console.print(table(front[: self.front_rows], f"front so far ({len(front)} trials)"))
+        print_table(self.console, table(front[: self.front_rows],
+                                        f"front so far ({len(front)} trials)"))
 
     def trial_pruned(self, number: int, reason: str) -> None:
         self.console.print(f"trial {number} [yellow]pruned[/]: {escape(reason)}")

@@ -1,10 +1,10 @@
 """The Pareto front (or every trial) of a study as rows: for tables, JSON and CSV."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from autopeft.results import front, records, score_noise
+from autopeft.results import front, hidden_best, records, score_noise
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -34,7 +34,9 @@ class Row:
     superseded_by: int | None = None  # its refit trial, which stands in for it
     fidelity: str = ""  # refit | search | provisional (autopeft/results.py)
     steps: int | None = None  # training steps behind the score
+    steps_trained: int | None = None  # optimiser steps the trial ran itself (continued: fewer)
     search_score: float | None = None  # a refit trial: the score the search measured
+    repeats: list[int] = field(default_factory=list)  # near-identical trials this entry stands for
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -46,7 +48,10 @@ def rows(study: Study, all_trials: bool = False, sort: str = "score") -> list[Ro
     ``autopeft/results.py``."""
     trials = study.get_trials(deepcopy=False)
     recs = records(trials)
-    on_front = {r.number for r in front(recs, score_noise(study.user_attrs, recs))}
+    noise = score_noise(study.user_attrs, recs)
+    shown = {r.number: r for r in front(recs, noise)}
+    on_front = set(shown)
+    hidden = hidden_best(recs, noise)
     notes = _storage_notes(trials)
     out = _queued(trials, notes) if all_trials else []
     for r in recs:
@@ -57,15 +62,32 @@ def rows(study: Study, all_trials: bool = False, sort: str = "score") -> list[Ro
                        trainable_fraction=r.trainable_fraction,
                        peak_memory_bytes=r.peak_memory_bytes, wall_seconds=r.wall_seconds,
                        on_front=r.number in on_front, candidate=r.candidate,
-                       note=r.note or notes.get(r.number, ""),
+                       note=r.note or notes.get(r.number, "") or (
+                           hidden.line() if hidden and hidden.number == r.number else ""),
                        feasible=r.feasible, seeds=r.seeds,
                        score_mean=r.score_mean,
                        score_std=r.score_std, superseded_by=r.superseded_by,
-                       fidelity=r.fidelity, steps=r.steps, search_score=r.search_score))
+                       fidelity=r.fidelity, steps=r.steps, search_score=r.search_score,
+                       steps_trained=r.steps_trained,
+                       repeats=shown[r.number].repeats if r.number in shown else []))
     key, descending = SORT_KEYS[sort]
     present = [r for r in out if getattr(r, key) is not None]
     missing = [r for r in out if getattr(r, key) is None]
     return sorted(present, key=lambda r: getattr(r, key), reverse=descending) + missing
+
+
+def front_notes(study: Study) -> list[str]:
+    """Lines ``show`` prints under the front: why the best-scoring trial is not on it (a tie
+    within the noise went to a cheaper one), and which entries stand for repeats."""
+    recs = records(study.get_trials(deepcopy=False))
+    noise = score_noise(study.user_attrs, recs)
+    hidden = hidden_best(recs, noise)
+    lines = [hidden.line()] if hidden else []
+    for r in front(recs, noise):
+        if r.repeats:
+            lines.append(f"trial {r.number} stands for its repeats (same candidate, learning "
+                         f"rate within 10%): {', '.join(map(str, r.repeats))}")
+    return lines
 
 
 def _storage_notes(trials: list[FrozenTrial]) -> dict[int, str]:
@@ -188,13 +210,46 @@ def status_word(r: Row) -> str:
     return {"FAIL": "failed"}.get(r.state, r.state.lower())
 
 
-WIDE = 120  # below this many columns, placements go under the table instead of in it
+WIDE = 120  # from this many columns on, placements stay in the table (folded if long)
+UNLIMITED = 1_000_000  # the width of a console that is not a terminal: nothing is cut
+# Columns a narrow terminal drops, least important first; the placement is not dropped
+# but listed under the table. The trial, method, score, trainable parameters and peak
+# memory are never dropped nor cut (they wrap only where nothing else is left to drop).
+DROP_ORDER = ("time", "steps", "%", "search", "seeds", "mean ± std", "status")
+
+
+def console(stderr: bool = False) -> Any:
+    """A rich console for tables: on a terminal its width, which a table fits by dropping
+    its least important columns; anywhere else (a pipe, a file, a CI log) no width limit,
+    so every column is printed in full. Print tables with ``print_table``."""
+    from rich.console import Console
+
+    out = Console(stderr=stderr)
+    try:  # a real terminal, not one that FORCE_COLOR pretends (a CI log)
+        tty = out.file.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    return out if (tty and out.is_terminal) or out.is_jupyter else Console(
+        stderr=stderr, width=UNLIMITED)
+
+
+def print_table(out: Any, renderable: Any) -> None:
+    """Print ``renderable`` on ``out``; without a width limit, lines lose the padding a
+    table adds up to its widest cell, so a file holds no runs of trailing spaces."""
+    if out.width < UNLIMITED:
+        out.print(renderable)
+        return
+    with out.capture() as captured:
+        out.print(renderable)
+    out.file.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+    out.file.flush()
 
 
 def table(study_rows: list[Row], title: str) -> Any:
-    """The rows as a rich renderable that fits the terminal: in a wide one the placement
-    (with any failure or pruning reason) is the last column; in a narrow one it is listed
-    under the table, one line per trial, so the numbers never wrap."""
+    """The rows as a rich renderable that fits the console: in a wide one (or one without
+    a width limit) every column, the placement (with any failure or pruning reason) last;
+    in a narrow one the placement is listed under the table, one line per trial, and the
+    least important columns are dropped (``DROP_ORDER``), so the numbers never wrap."""
     return _FittedTable(study_rows, title)
 
 
@@ -205,58 +260,89 @@ class _FittedTable:
     def __rich_console__(self, console: Any, options: Any) -> Any:
         from rich.text import Text
 
-        wide = options.max_width >= WIDE
-        yield _table(self.rows, self.title, wide)
-        if not wide:
-            for r in self.rows:
-                line = Text.assemble((f"{r.number:>6}  ", "bold"), placement(r.candidate))
-                if r.note:
-                    line.append(("  " if len(line) > 8 else "") + r.note[:200], style="italic")
-                yield line
+        width = options.max_width
+        whole = width >= UNLIMITED  # not a terminal: nothing cut, notes in full
+        columns = _columns(self.rows)
+        if whole or width >= WIDE or _width(console, options, self.rows, columns, True) <= width:
+            yield _table(self.rows, self.title, columns, with_placement=True, whole=whole)
+            return
+        for name in DROP_ORDER:
+            if _width(console, options, self.rows, columns, False) <= width:
+                break
+            if name in columns:
+                columns.remove(name)
+        yield _table(self.rows, self.title, columns, with_placement=False, whole=False)
+        for r in self.rows:
+            line = Text.assemble((f"{r.number:>6}  ", "bold"), placement(r.candidate))
+            if r.note:
+                line.append(("  " if len(line) > 8 else "") + r.note[:200], style="italic")
+            yield line
 
 
-def _table(study_rows: list[Row], title: str, with_placement: bool) -> Any:
+def _columns(study_rows: list[Row]) -> list[str]:
+    """The columns these rows need, in table order (the placement aside)."""
+    confirmed = any(r.seeds or r.score_mean is not None for r in study_rows)
+    refit = any(r.fidelity == "refit" for r in study_rows)
+    return ["trial", "method", "score", *(["mean ± std", "seeds"] if confirmed else []),
+            *(["search"] if refit else []), "steps", "trainable", "%", "peak mem", "time",
+            "status"]
+
+
+def _width(console: Any, options: Any, study_rows: list[Row], columns: list[str],
+           with_placement: bool) -> int:
+    """How wide the table is when no cell wraps."""
+    from rich.measure import Measurement
+
+    t = _table(study_rows, "", columns, with_placement, whole=False)
+    return Measurement.get(console, options.update_width(UNLIMITED), t).maximum
+
+
+KEPT = ("trial", "method", "score", "trainable", "peak mem")  # never dropped, never cut
+RIGHT = ("trial", "score", "mean ± std", "seeds", "search", "steps", "trainable", "%",
+         "peak mem", "time")
+
+
+def _cells(r: Row) -> dict[str, Any]:
+    from rich.text import Text
+
+    return {
+        "trial": str(r.number), "method": Text(r.label),
+        "score": "-" if r.score is None else f"{r.score:.4f}",
+        "mean ± std": "-" if r.score_mean is None else (
+            f"{r.score_mean:.4f}" + ("" if r.score_std is None else f" ± {r.score_std:.4f}")),
+        "seeds": "-" if r.seeds is None else str(r.seeds),
+        "search": "-" if r.search_score is None else f"{r.search_score:.4f}",
+        "steps": "-" if r.steps is None else str(r.steps),
+        "trainable": human_count(r.trainable_params), "%": percent(r.trainable_fraction),
+        "peak mem": human_bytes(r.peak_memory_bytes),
+        "time": "-" if r.wall_seconds is None else f"{r.wall_seconds:.0f}s",
+        "status": status_word(r)}
+
+
+def _table(study_rows: list[Row], title: str, columns: list[str], with_placement: bool,
+           whole: bool) -> Any:
     from rich import box
     from rich.table import Table
     from rich.text import Text
 
-    confirmed = any(r.seeds or r.score_mean is not None for r in study_rows)
-    refit = any(r.fidelity == "refit" for r in study_rows)
     t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
               collapse_padding=True)
-    t.add_column("trial", justify="right", no_wrap=True)
-    t.add_column("method", style="cyan", no_wrap=True, overflow="ellipsis", max_width=16)
-    t.add_column("score", justify="right", style="bold", no_wrap=True)
-    if confirmed:
-        t.add_column("mean ± std", justify="right", no_wrap=True)
-        t.add_column("seeds", justify="right", no_wrap=True)
-    if refit:
-        t.add_column("search", justify="right", no_wrap=True)
-    t.add_column("steps", justify="right", no_wrap=True)
-    t.add_column("trainable", justify="right", no_wrap=True)
-    t.add_column("%", justify="right", no_wrap=True)
-    t.add_column("peak mem", justify="right", no_wrap=True)
-    t.add_column("time", justify="right", no_wrap=True)
-    t.add_column("status", no_wrap=True)
+    for name in columns:
+        kept = name in KEPT  # may fold (never an ellipsis) if the terminal is too narrow
+        t.add_column(name, justify="right" if name in RIGHT else "left",
+                     style={"method": "cyan", "score": "bold"}.get(name),
+                     no_wrap=not kept, overflow="fold" if kept else "ellipsis")
     if with_placement:
         t.add_column("placement", overflow="fold", ratio=1)
     for r in study_rows:
-        cells: list[Any] = [str(r.number), Text(r.label), "-" if r.score is None else f"{r.score:.4f}"]
-        if confirmed:
-            spread = "-" if r.score_mean is None else (
-                f"{r.score_mean:.4f}" + ("" if r.score_std is None else f" ± {r.score_std:.4f}"))
-            cells += [spread, "-" if r.seeds is None else str(r.seeds)]
-        if refit:
-            cells.append("-" if r.search_score is None else f"{r.search_score:.4f}")
-        cells.append("-" if r.steps is None else str(r.steps))
-        cells += [human_count(r.trainable_params), percent(r.trainable_fraction),
-                  human_bytes(r.peak_memory_bytes),
-                  "-" if r.wall_seconds is None else f"{r.wall_seconds:.0f}s", status_word(r)]
+        cells = _cells(r)
+        row: list[Any] = [cells[name] for name in columns]
         if with_placement:
             # Text, not markup: a placement like "[query,value]" is not a style tag.
             where = Text(placement(r.candidate))
             if r.note:
-                where.append(("\n" if where else "") + r.note[:200], style="italic")
-            cells.append(where)
-        t.add_row(*cells, style=None if r.on_front or r.state == "COMPLETE" else "dim")
+                where.append(("\n" if where else "") + (r.note if whole else r.note[:200]),
+                             style="italic")
+            row.append(where)
+        t.add_row(*row, style=None if r.on_front or r.state == "COMPLETE" else "dim")
     return t

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from autopeft.errors import UserError
+from autopeft.results import CONFIRM_OF, STEPS, STEPS_TRAINED
 
 if TYPE_CHECKING:
     from optuna import Study  # only for annotations: optuna stays a lazy import
@@ -110,8 +111,10 @@ class Budget(Phase):
 
 def predict_seconds(attrs: Iterable[dict[str, Any]], steps: int) -> float | None:
     """Predicted wall time of a ``steps``-step trial: the median seconds per step of the
-    trials that trained (complete or stopped at a rung; start-up and rung evaluations
-    included), times ``steps``. None before any trial trained."""
-    rates = [a["wall_seconds"] / a["steps"] for a in attrs
-             if a.get("steps") and a.get("wall_seconds") is not None]
+    search trials that trained (complete or stopped at a rung; start-up and rung evaluations
+    included; per step they ran themselves, ``steps_trained``), times ``steps``. None
+    before any trial trained."""
+    rates = [a["wall_seconds"] / trained for a in attrs  # a continued trial ran fewer
+             if (trained := a.get(STEPS_TRAINED, a.get(STEPS))) and CONFIRM_OF not in a
+             and a.get("wall_seconds") is not None]
     return statistics.median(rates) * steps if rates else None

@@ -49,6 +49,9 @@ class SearchConfig:
     heartbeat: int = HEARTBEAT_SECONDS  # seconds between beats of a running trial (RDB storages)
     max_trials: int | None = None  # a cap over all workers of the study
     workers: int = 1  # worker processes on this machine (this one included)
+    # At most this many of them share one GPU, each capped at its share of the memory;
+    # "auto": as many as fit (measured peaks, else a full fine-tuning estimate), workers too.
+    trials_per_gpu: int | str = 1
 
     def __post_init__(self) -> None:
         if self.data is None:
@@ -74,6 +77,10 @@ def check_search_config(cfg: SearchConfig) -> None:
         one_of(cfg, name, choices)
     at_least(cfg, 1, ["n_trials", "workers", "heartbeat", "max_trials", "trial_steps"])
     at_least(cfg, 2, ["eta"])
+    if cfg.trials_per_gpu != "auto" and (not isinstance(cfg.trials_per_gpu, int)
+                                         or cfg.trials_per_gpu < 1):
+        raise UserError(f"trials_per_gpu must be a whole number >= 1 or auto, got "
+                        f"{cfg.trials_per_gpu!r}")
     at_least(cfg, 0, ["confirm_seeds", "seed"])
     if isinstance(cfg.budget, (int, float)):
         positive(cfg, ["budget"])

@@ -94,20 +94,26 @@ class Prediction:
     trained_params: int = 0  # parameters that train (``count_trainable``)
 
 
-def static_memory(model: Any) -> int:
-    """weights + gradients + AdamW state, in bytes (shared tensors once)."""
+def static_memory(model: Any, bf16_frozen: bool = False) -> int:
+    """weights + gradients + AdamW state, in bytes (shared tensors once). ``bf16_frozen``:
+    the frozen fp32 weights train in bf16 (``train.frozen_in_bf16``), 2 bytes each."""
+    import torch
+
     from autopeft.build import trainable_parameters
 
     seen, weights = set(), 0
     for p in model.parameters():
         if id(p) not in seen:
             seen.add(id(p))
-            weights += p.numel() * p.element_size()
+            size = 2 if bf16_frozen and not p.requires_grad and p.dtype == torch.float32 \
+                else p.element_size()
+            weights += p.numel() * size
     trained = sum(p.numel() * p.element_size() for _, p in trainable_parameters(model))
     return int(weights + (1 + ADAMW_STATE_FACTOR) * trained)
 
 
-def predict(skeleton: Any, real_base: Any, candidate: Any, total_steps: int) -> Prediction:
+def predict(skeleton: Any, real_base: Any, candidate: Any, total_steps: int,
+            bf16_frozen: bool = False) -> Prediction:
     """Build ``candidate`` on the meta skeleton (or, if a method cannot build there, on a
     real copy) and count. Raises what ``build`` raises for a candidate that cannot build."""
     from autopeft.build import build, count_stored, count_total, count_trainable
@@ -119,7 +125,8 @@ def predict(skeleton: Any, real_base: Any, candidate: Any, total_steps: int) -> 
     except Exception:  # a method that needs real weights to build (e.g. data-dependent masks)
         model = build(real_base, candidate, total_steps)
     try:
-        return Prediction(count_stored(model), count_total(model), static_memory(model),
+        return Prediction(count_stored(model), count_total(model),
+                          static_memory(model, bf16_frozen),
                           count_trainable(model))
     finally:
         del model

@@ -12,7 +12,8 @@ from autopeft.protocols import Reporter
 from autopeft.results import CANDIDATE
 from autopeft.search.budget import Phase
 from autopeft.search.objective import TrialRunner
-from autopeft.search.storage import fail_stale_trials, heartbeat
+from autopeft.search.storage import (WORKER, WORKER_PROCESS, fail_stale_trials, heartbeat,
+                                     process_record)
 from autopeft.search.summary import record_hypervolume
 from autopeft.search.workers import OVER_CAP, beyond_cap, cap_reached
 from autopeft.space import Space
@@ -20,7 +21,10 @@ from autopeft.space import Space
 if TYPE_CHECKING:
     from optuna import Study  # only for annotations: optuna stays a lazy import
 
-WORKER = f"{socket.gethostname()}:{os.getpid()}"  # which process ran a trial
+
+def worker_name() -> str:
+    """Which process ran a trial, for people: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def run_trials(study: Study, n_trials: int | None, max_trials: int | None, space: Space,
@@ -45,6 +49,10 @@ def run_trials(study: Study, n_trials: int | None, max_trials: int | None, space
             trial.set_user_attr(OVER_CAP, True)
             study.tell(trial, state=TrialState.FAIL)
             break
+        # Who runs it, at once: a search on this machine that finds this process gone
+        # fails the trial and retries it without waiting for heartbeats (storage.py).
+        trial.set_user_attr(WORKER, worker_name())
+        trial.set_user_attr(WORKER_PROCESS, process_record(trial.number))
         try:
             candidate = space.sample(trial)
         except BaseException:  # e.g. a choice the study never had: leave nothing RUNNING
@@ -52,7 +60,6 @@ def run_trials(study: Study, n_trials: int | None, max_trials: int | None, space
             raise
         trial.set_user_attr(CANDIDATE, candidate.to_dict())
         trial.set_user_attr("label", candidate.label)
-        trial.set_user_attr("worker", WORKER)
         reporter.trial_started(trial.number, candidate)
         with heartbeat(study, trial):
             runner.run(trial, candidate)

@@ -9,13 +9,17 @@ Every outcome is recorded on the trial (user attributes) before ``study.tell``:
 * pruned at a rung: state PRUNED, ``pruned_at_rung`` (1-based), ``pruned_at_step``,
   ``prune_reason`` and the ``rung_decisions`` that led there;
 * stopped by the budget: state PRUNED, ``stopped_by_budget: true``, ``pruned_at_rung`` is
-  the last rung it completed (0: none); its ``rung_scores`` keep what it reached;
+  the last rung it completed (0: none); its ``rung_scores`` keep what it reached, and its
+  checkpoint stays, so a later trial of the same candidate continues it;
 * a duplicate: state PRUNED, ``duplicate_of`` (a complete or running trial with the same
   candidate and seed: the same score, so it is not trained again);
 * failed: state FAIL, ``fail_reason``.
 
 How long a trial trains and where its rungs are come from the study's plan
 (``search/plan.py``); the warm-start recipes go through the same rungs as every trial.
+Each trial keeps its run's checkpoint at its latest rung (``search/continuation.py``) and
+records ``steps`` (the fidelity reached) and ``steps_trained`` (the steps it ran itself:
+fewer when it continued an earlier trial's checkpoint, ``continued_from``).
 """
 from __future__ import annotations
 
@@ -24,15 +28,20 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from autopeft.candidate import Candidate
+from autopeft.devices import cuda_broken
+from autopeft.errors import UserError
 from autopeft.protocols import Reporter, Trainer
-from autopeft.results import (CANDIDATE, DUPLICATE_OF, FAIL_REASON, INTERRUPTED, PREDICTED_MEMORY,
-                              RUNG_SCORES, STOPPED_BY_BUDGET)
+from autopeft.results import (CANDIDATE, CONTINUED_FROM, DUPLICATE_OF, FAIL_REASON, INTERRUPTED,
+                              PREDICTED_MEMORY, RUNG_SCORES, STEPS, STEPS_TRAINED,
+                              STOPPED_BY_BUDGET)
 from autopeft.runner import Fidelity, Outcome
 from autopeft.search.budget import Phase, predict_seconds
 from autopeft.search.constraints import Limits, Prediction, predict
+from autopeft.search.continuation import Checkpoints
 from autopeft.search.plan import Plan
 from autopeft.search.pruner import Pruner, decide_from_storage
 from autopeft.search.storage import disk_problem
+from autopeft.train import maybe_bf16_base
 
 if TYPE_CHECKING:
     from optuna.trial import Trial
@@ -48,14 +57,20 @@ def out_of_memory(exc: BaseException) -> bool:
 
 
 def free_memory() -> None:
-    """Give memory back before the next trial (the failed one's tensors are unreachable now)."""
+    """Give memory back before the next trial. Call it after the ``except`` block: inside it
+    the traceback still holds the failed trial's frames, and with them its model."""
     import gc
 
     import torch
 
     gc.collect()
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.empty_cache()
+
+
+# Out-of-memory failures that block a larger candidate: one alone may be a neighbour's doing
+# on a shared GPU or the allocator's fragmentation, so it blocks nothing by itself.
+OOM_REPEATS = 2
 
 
 class StopTrial(Exception):
@@ -75,7 +90,9 @@ def record(trial: Trial, outcome: Outcome) -> None:
         "trained_params": outcome.trained, "stored_params": outcome.trainable,
         "trainable_fraction": outcome.trainable / max(1, outcome.total),
         "peak_memory_bytes": r.peak_memory, "memory_method": r.memory_method,
-        "wall_seconds": round(r.seconds, 3), "steps": r.steps, "samples": r.samples,
+        "scoring_peak_memory_bytes": r.scoring_peak_memory,
+        "wall_seconds": round(r.seconds, 3), STEPS: r.steps, "samples": r.samples,
+        STEPS_TRAINED: r.steps - r.resumed_from, CONTINUED_FROM: r.resumed_from,
         "final_loss": r.final_loss, RUNG_SCORES: {str(k): v for k, v in outcome.rung_scores.items()},
         "metrics": r.metrics,
     }.items():
@@ -95,6 +112,7 @@ class TrialRunner:
     reporter: Reporter
     plan: Plan
     rung_noise: float = 0.0  # scores at an intermediate rung closer than this are ties
+    checkpoints: Checkpoints | None = None  # None: runs keep no checkpoint, none continues
 
     @property
     def rungs(self) -> list[int]:
@@ -135,7 +153,8 @@ class TrialRunner:
         if same is not None:
             return self._duplicate(trial, same)
         try:
-            pred = predict(self.skeleton, self.bench.base.model, candidate, self.plan.schedule_steps)
+            pred = predict(self.skeleton, self.bench.base.model, candidate,
+                           self.plan.schedule_steps, maybe_bf16_base(self.bench.settings))
         except Exception as exc:  # cannot even be built: fails alone, the study goes on
             return self._fail(trial, f"{type(exc).__name__}: {exc}"[:500])
         for key, value in {"trainable_params": pred.trainable_params,
@@ -154,6 +173,7 @@ class TrialRunner:
         trial.set_user_attr("rungs", rungs)
         scores: dict[str, float] = {}
         decisions: dict[str, Any] = {}
+        resume, keep = self._continuation(trial, candidate, rungs, scores)
 
         def on_step(step: int, total: int, loss: float) -> None:
             self.reporter.step(step, total, loss)
@@ -178,10 +198,13 @@ class TrialRunner:
                                 rungs.index(step) + 1, step)
 
         start = time.perf_counter()
+        failed: tuple[str, bool, bool] | None = None
         try:
             outcome = self.bench.run(candidate, on_step=on_step, eval_at=rungs, on_eval=on_eval,
-                                     fidelity=self.fidelity)
+                                     fidelity=self.fidelity, resume=resume, checkpoint=keep)
         except StopTrial as stop:
+            if not stop.by_budget:  # pruned at a rung: nothing will continue it
+                self._discard(candidate)
             return self._stopped(trial, pred, stop, time.perf_counter() - start)
         except KeyboardInterrupt:
             self._fail(trial, INTERRUPTED)
@@ -189,10 +212,10 @@ class TrialRunner:
         except Exception as exc:  # a bad candidate fails alone; the study goes on
             if disk_problem(exc):  # not the candidate's fault: storage.heartbeat ends the search
                 raise
-            if out_of_memory(exc):
-                free_memory()
-                trial.set_user_attr("out_of_memory", True)
-            return self._fail(trial, f"{type(exc).__name__}: {exc}"[:500])
+            self._discard(candidate)
+            failed = (f"{type(exc).__name__}: {exc}"[:500], out_of_memory(exc), cuda_broken(exc))
+        if failed is not None:  # out of the except block: the failed trial's frames are gone
+            return self._failed(trial, *failed)
         record(trial, outcome)
         r = outcome.result
         self._constrain(trial, outcome.trainable, r.peak_memory)
@@ -203,23 +226,68 @@ class TrialRunner:
         self.reporter.trial_finished(self.study, trial.number)
         return TrialState.COMPLETE.name
 
+    def _continuation(self, trial: Trial, candidate: Candidate, rungs: list[int],
+                      scores: dict[str, float]) -> tuple[str | None, str | None]:
+        """(the checkpoint this trial continues from, where it keeps its own): a candidate
+        an earlier trial trained part-way (stopped by the budget, interrupted, its worker
+        lost) goes on from that trial's last rung, keeping the rung scores it had."""
+        if self.checkpoints is None:
+            return None, None
+        schedule = int(self.plan.schedule_steps or self.plan.trial_steps)
+        keep = self.checkpoints.path(candidate, schedule)
+        found = self.checkpoints.find(candidate, schedule, self.plan.trial_steps)
+        if found is None or found.step == 0:
+            return None, keep
+        scores.update({str(s): v for s, v in found.rung_scores.items() if s in rungs})
+        trial.set_user_attr(RUNG_SCORES, dict(scores))
+        trial.set_user_attr(CONTINUED_FROM, found.step)
+        self.reporter.note(f"trial {trial.number} continues {candidate.label} from its "
+                           f"checkpoint at step {found.step}")
+        return found.path, keep
+
+    def _discard(self, candidate: Candidate) -> None:
+        if self.checkpoints is not None:
+            schedule = int(self.plan.schedule_steps or self.plan.trial_steps)
+            self.checkpoints.discard(candidate, schedule)
+
     def _ran_out_before(self, predicted_memory: int) -> list[str]:
-        """Without --max-memory, a candidate predicted to need at least as much memory as one
-        that already ran out is not tried blindly again."""
+        """Without --max-memory, a candidate is not tried blindly when ``OOM_REPEATS`` trials
+        predicted to need no more than it ran out of memory and no trial predicted to need at
+        least as much as one of them completed after it. So one out-of-memory error (a
+        neighbour on a shared GPU, fragmentation) blocks nothing alone, and a larger
+        candidate's success lifts the block."""
         if self.limits.max_memory_bytes is not None:
             return []
-        floors = [t.user_attrs.get(PREDICTED_MEMORY) for t in
-                  self.study.get_trials(deepcopy=False) if t.user_attrs.get("out_of_memory")]
-        floors = [f for f in floors if f]
-        if floors and predicted_memory >= min(floors):
-            return [f"predicted memory {predicted_memory} B >= that of trial(s) that ran out of "
-                    f"memory ({min(floors)} B)"]
+        trials = self.study.get_trials(deepcopy=False)
+        done = [(t.number, t.user_attrs.get(PREDICTED_MEMORY) or 0) for t in trials
+                if t.state.name == "COMPLETE"]
+        standing = [m for t in trials if t.user_attrs.get("out_of_memory")
+                    and (m := t.user_attrs.get(PREDICTED_MEMORY)) and m <= predicted_memory
+                    and not any(n > t.number and dm >= m for n, dm in done)]
+        if len(standing) >= OOM_REPEATS:
+            return [f"predicted memory {predicted_memory} B >= that of {len(standing)} trials "
+                    f"that ran out of memory (from {min(standing)} B)"]
         return []
 
     # -- the other endings -------------------------------------------------------------
     def _constrain(self, trial: Trial, params: float, memory: float) -> None:
         for key, value in self.limits.values(params, memory).items():
             trial.set_constraint(key, value)
+
+    def _failed(self, trial: Trial, reason: str, oom: bool, broken: bool) -> str:
+        """A trial that raised: FAIL. Out of memory: the memory is given back and remembered.
+        A broken CUDA context (``devices.cuda_broken``): a trial process restarts
+        (``IsolatedBench``); this process cannot, so the search stops after this trial
+        rather than blame every later candidate."""
+        if oom:
+            free_memory()
+            trial.set_user_attr("out_of_memory", True)
+        state = self._fail(trial, reason)
+        if broken and not getattr(self.bench, "restarts_on_cuda_error", False):
+            raise UserError(f"trial {trial.number} broke this process's CUDA context ({reason}); "
+                            "no later trial can run here: use --isolation process (the default), "
+                            "which restarts the trial process")
+        return state
 
     def _fail(self, trial: Trial, reason: str) -> str:
         from optuna.trial import TrialState
@@ -254,9 +322,11 @@ class TrialRunner:
         from optuna.trial import TrialState
 
         self._constrain(trial, pred.trainable_params, pred.memory_bytes)
+        continued = int(trial.user_attrs.get(CONTINUED_FROM, 0))
         for key, value in {"pruned_at_rung": stop.rung, "pruned_at_step": stop.step,
                            "prune_reason": stop.reason, STOPPED_BY_BUDGET: stop.by_budget,
-                           "steps": stop.step, "wall_seconds": round(seconds, 3),
+                           STEPS: stop.step, "wall_seconds": round(seconds, 3),
+                           STEPS_TRAINED: stop.step - continued,
                            "samples": stop.step * self.bench.settings.batch_size
                            * self.bench.settings.grad_accum}.items():
             trial.set_user_attr(key, value)

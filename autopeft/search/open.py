@@ -9,8 +9,10 @@ from autopeft.errors import UserError
 from autopeft.results import DIRECTIONS, OBJECTIVES
 from autopeft.search.config import SearchConfig
 from autopeft.search.samplers import make_sampler
+from autopeft.search.warmstart import entry_families
 from autopeft.settings import DataSettings
-from autopeft.search.storage import existing_url, mask, open_storage, storage_url
+from autopeft.search.storage import (existing_url, fail_dead_workers, mask, open_storage,
+                                     storage_url)
 from autopeft.space import Space
 
 
@@ -33,7 +35,8 @@ def open_study(cfg: SearchConfig, space: Space) -> Any:
                                 load_if_exists=True)
     # A resumed study (or a second process) must not draw the same candidates again: the
     # sampler's seed moves on with the trials the study already holds.
-    study.sampler = make_sampler(cfg.sampler, cfg.seed + len(study.get_trials(deepcopy=False)))
+    study.sampler = make_sampler(cfg.sampler, cfg.seed + len(study.get_trials(deepcopy=False)),
+                                 entry_families(space))
     attrs = study_attrs(cfg, space)
     old = study.user_attrs
     if old:
@@ -72,8 +75,10 @@ def open_existing_study(name: str, storage: str | None = None, heartbeat: int | 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = existing_url(name, storage)
     try:
-        return optuna.load_study(study_name=name,
-                                 storage=open_storage(url, create=False, heartbeat=heartbeat))
+        study = optuna.load_study(study_name=name,
+                                  storage=open_storage(url, create=False, heartbeat=heartbeat))
     except KeyError:
         raise UserError(f"no study named {name!r} in {mask(url)}; start it with "
                         "`autopeft search`") from None
+    fail_dead_workers(study)  # so `show` never lists a killed search's trial as running
+    return study

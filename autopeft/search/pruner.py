@@ -1,18 +1,30 @@
-"""Early stopping at rungs: Pareto-aware successive halving (after MO-ASHA) or median score.
+"""Early stopping at rungs: successive halving by score within size bands (our MO-ASHA), or
+median score.
 
 Optuna 5 cannot prune multi-objective studies (``trial.report`` raises), so the decision is
 ours. A trial trains in stages: rungs at geometric fractions of its steps (eta=3: 1/9, 1/3,
-all). At each rung but the last it is scored, and it goes on only if it ranks in the top
-1/eta of the trials that reached that rung (Schmucker et al. 2021, arXiv 2106.12639): order
-by non-dominated front on (rung score max, trainable parameters min, predicted memory min),
-ties broken by crowding distance (NSGA-II), so a cheap candidate with a lower score is not
-cut just because an expensive one scores higher.
+all). At each rung but the last it is scored, and it goes on only if its **score** ranks in
+the top 1/eta of the trials of its **size band** at that rung:
+
+* a band is one decade of trainable parameters (``results.size_band``: 1K-10K, 10K-100K,
+  ...); bands are walked from the smallest up and a band with fewer than eta trials joins the
+  next larger one (the leftover at the top joins the band below), so every group can prune
+  and a lone small candidate is compared with the nearest sizes, not waved through;
+* within its group a trial goes on if fewer than ``max(1, n // eta)`` trials score more than
+  its score plus the rung noise (``rung_noise``: scores within it are ties, kept together).
+
+Why not non-dominated sorting on (score, parameters, memory), as MO-ASHA proper (Schmucker et
+al. 2021, arXiv 2106.12639) does: parameters and memory are known before training, and
+crowding distance is infinite at the extremes, so the smallest candidate at a rung went on
+whatever its score. Here training decides: a small candidate goes on because it scores well
+for its size. Memory is not banded: for PEFT it follows the base model and the parameters.
 
 The rung tables are read from the storage (every trial's ``rung_scores`` user attribute,
 written as soon as the rung is scored), never from process memory: several workers on one
-storage take the same decision from the same trials. The decision functions are pure and
-take hand-made tables. Each pruner is a small object (``Pruner``: a ``name`` and a ``decide``);
-``make_pruner`` builds one by the name the CLI offers (``PRUNERS``).
+storage take the same decision from the same trials, whatever order they arrived in. The
+decision functions are pure and take hand-made tables. Each pruner is a small object
+(``Pruner``: a ``name`` and a ``decide``); ``make_pruner`` builds one by the name the CLI
+offers (``PRUNERS``).
 """
 from __future__ import annotations
 
@@ -21,13 +33,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from autopeft.results import PREDICTED_MEMORY, RUNG_SCORES
+from autopeft.results import CANDIDATE, PREDICTED_MEMORY, RUNG_SCORES, band_label, size_band
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
     from optuna import Study  # only for annotations: optuna stays a lazy import
 
-RUNG_DIRECTIONS = ("maximize", "minimize", "minimize")
 MEDIAN_MIN_PEERS = 2  # median-score waits for this many other trials at the rung
 
 
@@ -57,31 +68,53 @@ class RungEntry:
 class Decision:
     keep: bool
     reason: str
-    ahead: int = 0  # trials strictly better placed than this one
-    allowed: int = 0  # how many may go on
-    competitors: int = 0  # trials at the rung, this one included
+    ahead: int = 0  # trials that score beyond the noise above this one (in its group)
+    allowed: int = 0  # how many may go on (in its group)
+    competitors: int = 0  # trials it was compared with, this one included
+    band: str = ""  # the trainable-parameter range of its group, e.g. "1K-100K"
+    rank: int = 0  # 1 + ahead: its place by score in the group (ties share a place)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+def promotion_groups(table: Sequence[RungEntry], eta: int = 3) -> list[list[RungEntry]]:
+    """The rung's trials in size groups (see the module docstring), smallest first: decades
+    of trainable parameters, a band with fewer than ``eta`` trials merged into the next."""
+    by_band: dict[int, list[RungEntry]] = {}
+    for e in table:
+        by_band.setdefault(size_band(e.trainable_params), []).append(e)
+    groups: list[list[RungEntry]] = []
+    current: list[RungEntry] = []
+    for band in sorted(by_band):
+        current += by_band[band]
+        if len(current) >= eta:
+            groups.append(current)
+            current = []
+    if current:
+        if groups:
+            groups[-1] += current
+        else:
+            groups.append(current)
+    return groups
+
+
 def mo_asha(table: Sequence[RungEntry], number: int, eta: int = 3,
             score_noise: float = 0.0) -> Decision:
-    """Keep ``number`` if fewer than ``max(1, n // eta)`` trials are strictly better placed
-    by (front rank, crowding distance). Tied trials are treated alike, so the outcome does
-    not depend on the order the trials arrived in; with fewer than eta trials at the rung
-    only the best placed (often several: each non-dominated one) go on, as in ASHA.
-    Scores within ``score_noise`` of each other are ties (the plan's noise at this rung)."""
-    from autopeft.pareto import selection_keys  # numpy: not needed to list the pruners
-
-    keys = selection_keys([e.objectives() for e in table], RUNG_DIRECTIONS, (score_noise, 0, 0))
-    mine = keys[[e.number for e in table].index(number)]
-    ahead = sum(1 for k in keys if k < mine)
-    allowed = max(1, len(table) // eta)
+    """Keep ``number`` if fewer than ``max(1, n // eta)`` trials of its size group (``n`` of
+    them) score more than its score + ``score_noise`` (the plan's noise at this rung). Ties
+    are kept together; the outcome depends on the table, not on its order. With fewer than
+    eta trials at the rung they form one group and only the best (and its ties) go on."""
+    group = next(g for g in promotion_groups(table, eta) if any(e.number == number for e in g))
+    mine = next(e for e in group if e.number == number)
+    ahead = sum(1 for e in group if e.score > mine.score + score_noise)
+    allowed = max(1, len(group) // eta)
     keep = ahead < allowed
-    why = (f"{ahead} of {len(table)} trials at this rung ranked ahead (front rank, crowding); "
-           f"the top {allowed} go on")
-    return Decision(keep, why, ahead, allowed, len(table))
+    bands = sorted(size_band(e.trainable_params) for e in group)
+    band = band_label(bands[0], bands[-1])
+    why = (f"score {mine.score:.4f} ranks {ahead + 1} of {len(group)} trials with {band} "
+           f"trainable parameters (ties within {score_noise:.3f}); the top {allowed} go on")
+    return Decision(keep, why, ahead, allowed, len(group), band, ahead + 1)
 
 
 def median_score(table: Sequence[RungEntry], number: int,
@@ -166,16 +199,21 @@ def decide(pruner: str, table: Sequence[RungEntry], number: int, eta: int = 3,
 
 def rung_table(trials: Iterable[FrozenTrial], step: int) -> list[RungEntry]:
     """Every trial that has a score at ``step`` (running, complete or pruned; not failed),
-    read from FrozenTrials' user attributes."""
-    out = []
-    for t in trials:
+    read from FrozenTrials' user attributes. A candidate counts once: a trial that continues
+    a cut-short one (``search/continuation.py``) carries its rung scores, and the later trial
+    stands for both."""
+    import json
+
+    out: dict[Any, RungEntry] = {}
+    for t in sorted(trials, key=lambda t: t.number):
         a = t.user_attrs
         score = (a.get(RUNG_SCORES) or {}).get(str(step))
         if t.state.name == "FAIL" or score is None or "trainable_params" not in a:
             continue
         memory = a.get(PREDICTED_MEMORY, a.get("peak_memory_bytes", 0))
-        out.append(RungEntry(t.number, float(score), float(a["trainable_params"]), float(memory)))
-    return out
+        key = json.dumps(a[CANDIDATE], sort_keys=True) if CANDIDATE in a else t.number
+        out[key] = RungEntry(t.number, float(score), float(a["trainable_params"]), float(memory))
+    return list(out.values())
 
 
 def decide_from_storage(study: Study, pruner: Pruner | str, number: int, step: int, eta: int = 3,

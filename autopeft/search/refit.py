@@ -2,29 +2,39 @@
 
 Search trials are scored at the search fidelity (the plan's ``trial_steps``), which ranks
 candidates but flatters or hides some of them. The refit takes the search front's members,
-most promising first (the largest share of the front's hypervolume each one alone adds), and
-trains each at ``refit_steps`` with the candidate's seed and ``--confirm-seeds`` more. A run
-whose length the search trial already trained is not repeated: same candidate, same seed,
-same score. The result is added to the study as a *refit trial*: same parameters and
-candidate, values = the means over the runs, user attributes ``confirm_of`` (the search
-trial), ``confirm_scores``, ``confirm_seeds``, ``confirm_mean``, ``confirm_std`` (sample
-standard deviation), ``refit_steps`` and ``search_score``. Finished Optuna trials cannot
-change, so the search trial stays as it was and is superseded: the reported front holds the
-refit trials and the members the refit did not reach (``autopeft/results.py``). A member the budget cuts short keeps the seeds it
+most promising first (the largest share of the front's hypervolume each one alone adds),
+spread over the front (``spread``: distinct methods or size bands before variants of one),
+and trains each at ``refit_steps`` with the candidate's seed and ``--confirm-seeds`` more. The
+run with the candidate's own seed continues the search trial from its checkpoint (the
+search trial is the exact start of it: same schedule; ``search/continuation.py``), from
+step 0 where this machine has none; the other seeds train from 0. A run whose length the
+search trial already trained is not repeated: same candidate, same seed, same score.
+
+The result is added to the study as a *refit trial*: same parameters and candidate, values =
+the means over the runs, user attributes ``confirm_of`` (the search trial),
+``confirm_scores``, ``confirm_seeds``, ``confirm_mean``, ``confirm_std`` (sample standard
+deviation), ``refit_steps``, ``search_score``, ``steps`` (= ``refit_steps``),
+``steps_trained`` (the steps its runs trained, over all seeds) and ``continued_from``.
+Finished Optuna trials cannot change, so the search trial stays as it was and is
+superseded: the reported front holds the refit trials and the members the refit did not
+reach (``autopeft/results.py``). A member the budget cuts short keeps the seeds it
 finished; one with no finished run is left out of the refit front.
 """
 from __future__ import annotations
 
 import dataclasses
 import statistics
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from autopeft.candidate import Candidate
 from autopeft.protocols import Reporter, Trainer
-from autopeft.results import (CANDIDATE, CONFIRM_OF, PREDICTED_MEMORY, Record, front,
-                              rank_correlation, record, records)
+from autopeft.results import (CANDIDATE, CONFIRM_OF, CONTINUED_FROM, PREDICTED_MEMORY, STEPS,
+                              STEPS_TRAINED, Record, front, rank_correlation, record, records,
+                              size_band)
 from autopeft.runner import Fidelity
 from autopeft.search.budget import Phase
+from autopeft.search.continuation import Checkpoints
 from autopeft.search.objective import StopTrial
 from autopeft.search.plan import Plan
 from autopeft.search.summary import scales_of
@@ -58,20 +68,43 @@ def by_promise(members: list[Record], study: Study) -> list[Record]:
     return [members[i] for i in order]
 
 
+def kind(member: Record) -> tuple[tuple[str, ...], int]:
+    """What makes two front members distinct points for the refit: their method(s) and the
+    decade of their trainable parameters (``results.size_band``)."""
+    methods = tuple(m.get("name", "?") for m in member.candidate.get("methods", []))
+    return methods, size_band(member.trainable_params)
+
+
+def spread(members: list[Record], taken: Iterable[tuple[tuple[str, ...], int]] = ()) -> list[Record]:
+    """``members`` (in promise order) reordered so that each next one differs in method or
+    size band from those already chosen (``taken``: the kinds the refit already re-trained),
+    then the rest in their order: the refit's share buys distinct points of the front before
+    it re-trains variants of one (BitFit at three learning rates, tied within the noise)."""
+    seen = set(taken)
+    first, rest = [], []
+    for m in members:
+        (rest if kind(m) in seen else first).append(m)
+        seen.add(kind(m))
+    return first + rest
+
+
 def refit_front(study: Study, bench: Trainer, plan: Plan, seeds: int, budget: Phase,
-                reporter: Reporter) -> int:
+                reporter: Reporter, checkpoints: Checkpoints | None = None) -> int:
     """Refit the search front's members (see the module docstring) until ``budget`` (the
-    whole budget: the refit has its last share) ends; returns how many."""
+    whole budget: the refit has its last share) ends; returns how many. With
+    ``checkpoints``, the run with the candidate's own seed continues its search trial."""
     done: set[int] = {r.refit_of for r in records(study.get_trials(deepcopy=False))
                       if r.refit_of is not None}
     refitted = 0
     while True:
-        todo = [m for m in by_promise(_search_front(study), study) if m.number not in done]
+        taken = [kind(r) for r in records(study.get_trials(deepcopy=False)) if r.refit_of is not None]
+        todo = spread([m for m in by_promise(_search_front(study), study) if m.number not in done],
+                      taken)
         if not todo or budget.left() == 0:
             break
         member = todo[0]
         done.add(member.number)
-        runs = _runs(member, bench, plan, seeds, budget, reporter)
+        runs = _runs(member, bench, plan, seeds, budget, reporter, checkpoints)
         if runs:
             trial = next(t for t in study.get_trials(deepcopy=False) if t.number == member.number)
             added = record(_add_refit(study, trial, member, runs, plan.refit_steps))
@@ -88,19 +121,31 @@ def refit_front(study: Study, bench: Trainer, plan: Plan, seeds: int, budget: Ph
 
 
 def _runs(member: Record, bench: Trainer, plan: Plan, seeds: int, budget: Phase,
-          reporter: Reporter) -> list[dict[str, Any]]:
+          reporter: Reporter, checkpoints: Checkpoints | None = None) -> list[dict[str, Any]]:
+    """The member's runs at the refit's length: its own seed continues the search trial's
+    checkpoint (the trial is the exact start of this run), ``seeds`` more train from 0."""
     base = Candidate.from_dict(member.candidate)
     runs = []
     if member.fidelity == "search" and member.steps == plan.refit_steps:
         runs.append({"seed": base.seed, "score": member.score,
                      "peak_memory_bytes": member.peak_memory_bytes,
-                     "wall_seconds": member.wall_seconds or 0.0})  # already trained this long
-    rate = (member.wall_seconds or 0.0) / max(1, member.steps or 1)
+                     "wall_seconds": member.wall_seconds or 0.0, "steps_trained": 0,
+                     "continued_from": plan.refit_steps})  # already trained this long
+    rate = (member.wall_seconds or 0.0) / max(1, member.steps_trained or member.steps or 1)
     for k in range(len(runs), seeds + 1):
-        if not budget.fits(rate * plan.refit_steps):
+        resume, start = None, 0
+        if k == 0 and checkpoints is not None:
+            found = checkpoints.find(base, int(plan.schedule_steps or plan.refit_steps),
+                                     plan.refit_steps)
+            if found is None:
+                reporter.note(f"no checkpoint of trial {member.number} on this machine: its "
+                              "refit trains from step 0")
+            else:
+                resume, start = found.path, found.step
+        if not budget.fits(rate * (plan.refit_steps - start)):
             reporter.note(f"budget reached while re-training trial {member.number}")
             break
-        run = _train(bench, dataclasses.replace(base, seed=base.seed + k), plan, budget)
+        run = _train(bench, dataclasses.replace(base, seed=base.seed + k), plan, budget, resume)
         if run is None:
             break
         runs.append(run)
@@ -121,8 +166,9 @@ def _add_refit(study: Study, original: Any, member: Record, runs: list[dict[str,
                  confirm_std=statistics.stdev(scores) if len(scores) > 1 else 0.0,
                  peak_memory_bytes=int(statistics.fmean(memory)), refit_steps=steps,
                  search_score=member.score, search_fidelity=member.fidelity,
-                 wall_seconds=round(statistics.fmean(r["wall_seconds"] for r in runs), 3),
-                 steps=steps)
+                 wall_seconds=round(statistics.fmean(r["wall_seconds"] for r in runs), 3))
+    attrs.update({STEPS: steps, STEPS_TRAINED: sum(r["steps_trained"] for r in runs),
+                  CONTINUED_FROM: runs[0]["continued_from"]})
     constraints = {k: v for k, v in original.system_attrs.items() if k.startswith("constraints")}
     trial = optuna.trial.create_trial(
         params=original.params, distributions=original.distributions,
@@ -132,20 +178,22 @@ def _add_refit(study: Study, original: Any, member: Record, runs: list[dict[str,
     return trial
 
 
-def _train(bench: Trainer, candidate: Candidate, plan: Plan, budget: Phase) -> dict[str, Any] | None:
-    """One run at the refit's fidelity; None if the budget ended during it (or it failed)."""
+def _train(bench: Trainer, candidate: Candidate, plan: Plan, budget: Phase,
+           resume: str | None = None) -> dict[str, Any] | None:
+    """One run at the refit's fidelity (``resume``: from that checkpoint); None if the
+    budget ended during it (or it failed)."""
     def on_step(step: int, total: int, loss: float) -> None:
         if budget.left() == 0:
             raise StopTrial("budget ended", 0, step, by_budget=True)
 
     fidelity = Fidelity(schedule_steps=plan.schedule_steps, stop_at=plan.refit_steps)
     try:
-        outcome = bench.run(candidate, on_step=on_step, fidelity=fidelity)
+        outcome = bench.run(candidate, on_step=on_step, fidelity=fidelity, resume=resume)
     except StopTrial:
         return None
     except Exception:  # a seed that diverges is not a refit run; the others still count
         return None
     r = outcome.result
     return {"seed": candidate.seed, "score": r.score, "peak_memory_bytes": r.peak_memory,
-            "wall_seconds": r.seconds}
-
+            "wall_seconds": r.seconds, "steps_trained": r.steps - r.resumed_from,
+            "continued_from": r.resumed_from}

@@ -11,6 +11,13 @@ for three beats belongs to a dead worker (SIGKILL, lost machine) and becomes FAI
 Optuna's retry callback enqueues it once more, so no candidate is lost silently. The
 journal storage has no heartbeat in Optuna: a killed worker's trial stays RUNNING there.
 
+Dead processes on this machine (``fail_dead_workers``): a running trial records its worker
+process (``WORKER_PROCESS``: host, boot, PID namespace, PID and the process's start time).
+A search, a worker, ``show`` or ``plot`` on the same machine that finds that process gone
+(or its PID taken by another process: the start time differs) fails the trial at once and
+queues its retry, the same retry as for a missed heartbeat. Trials of other machines (or
+other containers) are left to the heartbeats.
+
 Disk trouble (a full disk, a read-only study file or folder) is not a candidate's fault:
 the trial in flight becomes FAIL where the storage still takes it, and the search stops
 with one line (``disk_problem``). Printed and stored URLs go through ``mask``.
@@ -21,6 +28,7 @@ import contextlib
 import errno
 import os
 import re
+import socket
 import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -36,6 +44,9 @@ if TYPE_CHECKING:
 
 HEARTBEAT_SECONDS = 60
 GRACE_BEATS = 3
+RETRIES = 1  # a trial whose worker died is queued once more, not again and again
+WORKER = "worker"  # user attr: "host:pid", for people
+WORKER_PROCESS = "worker_process"  # user attr: ``process_record``, for fail_dead_workers
 
 
 def storage_url(study: str, storage: str | None = None) -> str:
@@ -124,7 +135,7 @@ def open_storage(url: str, create: bool, heartbeat: int | None = HEARTBEAT_SECON
             beat = {} if not heartbeat else dict(
                 heartbeat_interval=heartbeat, grace_period=GRACE_BEATS * heartbeat,
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                    max_retry=1))
+                    max_retry=RETRIES))
             return optuna.storages.RDBStorage(_driver(url), **beat)
     except UserError:
         raise
@@ -190,12 +201,111 @@ def end_trial_failed(study: Study, trial: Trial, reason: str) -> bool:
 
 
 def fail_stale_trials(study: Study) -> None:
-    """Mark trials of dead workers FAIL (and enqueue their retry); a no-op without heartbeats."""
+    """Mark trials of dead workers FAIL (and enqueue their retry): at once for a dead
+    process on this machine (``fail_dead_workers``), after three missed heartbeats for any
+    other (a no-op without heartbeats)."""
     import optuna
 
+    fail_dead_workers(study)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+
+
+# -- the worker process of a running trial ------------------------------------------------
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii", errors="replace") as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
+
+
+def _pid_namespace() -> str | None:
+    """Two containers may share a host name but not a PID namespace: PIDs compare only
+    within one."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, Linux ``/proc/PID/stat`` field
+    22); None if no such live process (gone, a zombie) or no ``/proc`` to ask."""
+    stat = _read(f"/proc/{pid}/stat")
+    if not stat or ")" not in stat:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # the name in (...) may hold spaces
+    if len(fields) < 20 or fields[0] in ("Z", "X"):  # field 3, the state: zombie or dead
+        return None
+    return fields[19]
+
+
+def _here() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "boot": _read("/proc/sys/kernel/random/boot_id"),
+            "pid_namespace": _pid_namespace()}
+
+
+def process_record(number: int, pid: int | None = None) -> dict[str, Any]:
+    """Who runs trial ``number``: this machine (host name, boot id, PID namespace) and the
+    process (PID and start time, so a PID reused later by another process is told apart).
+    The trial number is part of it: Optuna copies a failed trial's attributes to its
+    retry, and a copied record must not be judged as the retry's."""
+    pid = os.getpid() if pid is None else pid
+    return {"trial": number, **_here(), "pid": pid, "start": process_start(pid)}
+
+
+def worker_alive(record: Any, number: int) -> bool | None:
+    """True/False: the process in ``record`` still runs / is gone (or its PID now belongs
+    to another process). None: this process cannot tell (another machine, container or
+    boot, no ``/proc``, a record of another trial): the heartbeats decide."""
+    if not isinstance(record, dict) or record.get("trial") != number:
+        return None
+    here = _here()
+    if None in here.values() or record.get("start") is None or not isinstance(
+            record.get("pid"), int):
+        return None
+    if record.get("host") != here["host"] or record.get("pid_namespace") != here["pid_namespace"]:
+        return None
+    if record.get("boot") != here["boot"]:
+        return False  # the machine restarted since: every process of before is gone
+    return process_start(record["pid"]) == record["start"]
+
+
+def fail_dead_workers(study: Study) -> list[int]:
+    """Fail each RUNNING trial whose worker process on this machine is gone, and queue its
+    retry through Optuna's ``RetryHeartbeatStaleTrialCallback`` (what a missed heartbeat
+    does, without waiting three beats). Best effort: a read-only storage changes nothing.
+    Returns the failed trial numbers."""
+    import copy
+
+    import optuna
+    from optuna.trial import TrialState
+
+    failed = []
+    with contextlib.suppress(Exception):
+        storage = study._storage
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if worker_alive(t.user_attrs.get(WORKER_PROCESS), t.number) is not False:
+                continue
+            # The retry callback retries a trial that was not retried RETRIES times before.
+            again = len(t.system_attrs.get("retry_history", [])) < RETRIES
+            reason = (f"its worker process ({t.user_attrs.get(WORKER, '?')}) died (killed); "
+                      + ("queued again" if again else "not queued again: it was a retry"))
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                storage.set_trial_user_attr(t._trial_id, FAIL_REASON, reason)
+                if storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                    failed.append(t)
+        for t in failed:
+            again = copy.deepcopy(storage.get_trial(t._trial_id))
+            for key in (WORKER, WORKER_PROCESS, FAIL_REASON):  # of the dead run, not the retry
+                again.user_attrs.pop(key, None)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=RETRIES)(study, again)
+    return [t.number for t in failed]
 
 
 @contextlib.contextmanager

@@ -18,18 +18,22 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import Counter
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from autopeft.devices import (Slot, auto_trials_per_gpu, device_index, device_memory, fits,
+                              own_slot, place, visible_devices, worker_device)
 from autopeft.errors import UserError
 from autopeft.isolation import IsolatedBench
-from autopeft.paths import cache_dir
+from autopeft.paths import cache_dir, checkpoints_dir
 from autopeft.protocols import NullReporter, Reporter, Trainer
 from autopeft.runner import Bench, DataSettings
 from autopeft.search.budget import Budget, Clock, Phase
 from autopeft.search.config import SearchConfig
 from autopeft.search.constraints import Limits
+from autopeft.search.continuation import Checkpoints, requeue_cut_short
 from autopeft.search.loop import run_trials
 from autopeft.search.objective import TrialRunner
 from autopeft.search.open import open_existing_study, open_study
@@ -39,7 +43,7 @@ from autopeft.search.samplers import make_sampler
 from autopeft.search.storage import HEARTBEAT_SECONDS, existing_url, mask, storage_url
 from autopeft.search.refit import refit_front
 from autopeft.search.summary import Scales, record_hypervolume
-from autopeft.search.warmstart import enqueue_recipes, requeue_interrupted
+from autopeft.search.warmstart import enqueue_recipes, entry_families, requeue_interrupted
 from autopeft.search.workers import start_workers
 from autopeft.space import Space, load_space, space_from_text
 from autopeft.train import TrainSettings
@@ -94,7 +98,8 @@ def prepare(study: Study, cfg: SearchConfig, space: Space, trainer: Trainer, bud
         reporter.note(f"warm start: retrying the interrupted recipe(s) {', '.join(names)}")
     noise = float((study.user_attrs.get("noise") or {}).get("rung", 0.0))
     return TrialRunner(study, trainer, skeleton(trainer.base.model),
-                       make_pruner(cfg.pruner, cfg.eta), limits, budget, reporter, plan, noise)
+                       make_pruner(cfg.pruner, cfg.eta), limits, budget, reporter, plan, noise,
+                       Checkpoints(checkpoints_dir(cfg.study), trainer.settings))
 
 
 def trainer_for(cfg: SearchConfig, bench: Bench) -> AbstractContextManager[Trainer]:
@@ -103,6 +108,49 @@ def trainer_for(cfg: SearchConfig, bench: Bench) -> AbstractContextManager[Train
     if cfg.isolation == "process":
         return IsolatedBench.around(bench, cfg.model, cfg.data, cache_dir(), cfg.trust_remote_code)
     return contextlib.nullcontext(bench)
+
+
+def per_trial_bytes(study: Study, bench: Bench) -> int:
+    """What one worker holds on its GPU, for checking that several fit: the base it keeps
+    there plus the largest training peak the study measured on CUDA, else full fine-tuning's
+    static part (fp32 weights, gradients, AdamW's two moments: 16 bytes a parameter)."""
+    from autopeft.memory import CUDA_METHOD
+
+    kept = sum(t.numel() * t.element_size() for t in
+               [*bench.base.model.parameters(), *bench.base.model.buffers()])
+    peaks = [t.user_attrs.get("peak_memory_bytes") or 0 for t in study.get_trials(deepcopy=False)
+             if t.state.name == "COMPLETE" and t.user_attrs.get("memory_method") == CUDA_METHOD]
+    params = sum(p.numel() for p in bench.base.model.parameters())
+    return int(kept + (max(peaks) if peaks else 16 * params))
+
+
+def placement(cfg: SearchConfig, bench: Bench, study: Study, reporter: Reporter) -> list[Slot]:
+    """Where this machine's workers train (slot 0: this process): GPUs from the inherited
+    list, at most ``--trials-per-gpu`` to one (``auto``: as many as fit, that many workers
+    per GPU). Says in one line when the workers sharing a GPU may not fit in its memory."""
+    from autopeft.train import resolve_device
+
+    device = resolve_device(bench.settings.device)
+    gpus = visible_devices() if device.type == "cuda" else []
+    if not gpus:
+        return place(cfg.workers, [], 1)
+    first = device_index(bench.settings.device)
+    auto = cfg.trials_per_gpu == "auto"
+    if cfg.workers == 1 and not auto:  # the search alone on its GPU: nothing to share or check
+        return place(1, gpus, 1, first)
+    need, have = per_trial_bytes(study, bench), device_memory(gpus[first])
+    k = auto_trials_per_gpu(need, have) if auto else int(cfg.trials_per_gpu)
+    slots = place(k * len(gpus) if auto else cfg.workers, gpus, k, first)
+    sharing = max(Counter(s.device for s in slots).values())
+    gib = 2**30
+    if fits(need, have, sharing) < sharing:
+        reporter.note(f"{sharing} trials on one GPU may not fit: each needs about "
+                      f"{need / gib:.1f} GiB of {have / gib:.1f} GiB; each is capped at "
+                      f"1/{sharing} and an out-of-memory trial fails alone")
+    elif auto:
+        reporter.note(f"--trials-per-gpu auto: {k} per GPU ({len(slots)} workers), each about "
+                      f"{need / gib:.1f} GiB of {have / gib:.1f} GiB")
+    return slots
 
 
 def run_search(cfg: SearchConfig, reporter: Reporter | None = None, bench: Bench | None = None,
@@ -124,17 +172,28 @@ def run_search(cfg: SearchConfig, reporter: Reporter | None = None, bench: Bench
     budget = budget.with_refit_share(plan.refit_share)
     budget.store(study)  # every worker of this study stops searching when the refit's share begins
     url = storage_url(cfg.study, cfg.storage)
-    with trainer_for(cfg, bench) as trainer:
+    slots = placement(cfg, bench, study, reporter)
+    max_trials = cfg.max_trials
+    if len(slots) > 1 and max_trials is None:  # --trials-per-gpu auto chose the workers
+        max_trials = cfg.n_trials
+        study.set_user_attr("max_trials", max_trials)
+    with own_slot(slots[0]), trainer_for(cfg, bench) as trainer:
         runner = prepare(study, cfg, space, trainer, budget.search, reporter, plan)
+        if cut := requeue_cut_short(study, runner.checkpoints, int(plan.schedule_steps or 0),
+                                    plan.trial_steps):
+            reporter.note(f"continuing trial(s) {', '.join(map(str, cut))} from their "
+                          "checkpoints first")
         reporter.started(study, mask(url), budget, cfg.n_trials)
-        procs = start_workers(cfg.workers - 1, cfg.study, url, cfg.isolation, cfg.heartbeat)
+        procs = start_workers(len(slots) - 1, cfg.study, url, cfg.isolation, cfg.heartbeat,
+                              slots[1:])
         try:
-            run_trials(study, None if procs else cfg.n_trials, cfg.max_trials, space, runner,
+            run_trials(study, None if procs else cfg.n_trials, max_trials, space, runner,
                        budget.search, reporter)
             for proc in procs:  # they stop at the same cap and deadline
                 proc.wait()
             if (plan.refit_steps > plan.trial_steps or cfg.confirm_seeds) and refit_front(
-                    study, trainer, plan, cfg.confirm_seeds, budget, reporter):
+                    study, trainer, plan, cfg.confirm_seeds, budget, reporter,
+                    runner.checkpoints):
                 record_hypervolume(study)
         finally:
             for proc in procs:
@@ -157,7 +216,8 @@ def run_worker(study_name: str, storage: str | None = None, reporter: Reporter |
     a = study.user_attrs
     if "space_text" not in a:
         raise UserError(f"study {study_name!r} was not made by this autopeft version's search")
-    train = TrainSettings(**{**a["train"], **({"device": device} if device else {})})
+    own_device = worker_device(a["train"].get("device", "auto"), device)  # its GPU is `cuda`
+    train = TrainSettings(**{**a["train"], "device": own_device})
     cfg = SearchConfig(task=a["task"], model=a["model"], study=study_name, storage=url,
                        data=DataSettings(**a["data"]), train=train,
                        **{k: v for k, v in a["search"].items() if k != "sampler"},
@@ -167,9 +227,10 @@ def run_worker(study_name: str, storage: str | None = None, reporter: Reporter |
     if cfg.max_trials is None and budget.search.seconds is None:
         raise UserError(f"study {study_name!r} has neither a trial cap nor a deadline: start it "
                         "with `autopeft search ... --max-trials N` or `--budget`")
-    study.sampler = make_sampler(a["search"]["sampler"], None)  # seeds would repeat across workers
     bench = Bench.load(cfg.model, cfg.data, cfg.train, cache_dir(), cfg.trust_remote_code)
     space, _ = fit_space(space_from_text(a["space_text"], a["space"]), bench.base.model)
+    # seed None: seeds would repeat across workers
+    study.sampler = make_sampler(a["search"]["sampler"], None, entry_families(space))
     plan = Plan.from_dict(a["plan"])
     with trainer_for(cfg, bench) as trainer:
         runner = prepare(study, replace(cfg, warm_start=False), space, trainer, budget.search,

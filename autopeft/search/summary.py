@@ -40,7 +40,8 @@ class Scales:
 
     @classmethod
     def for_metric(cls, metric: str, base_params: int) -> Scales:
-        return cls(base_params, {"bleu": 100.0, "neg_loss": 0.0}.get(metric, 1.0))
+        # a negated metric (lower is better: -loss, -wer) is normalised through exp(score)
+        return cls(base_params, 0.0 if metric.startswith("neg_") else {"bleu": 100.0}.get(metric, 1.0))
 
     def normalise(self, values: Any) -> tuple[float, float, float]:
         score, params, memory = (float(v) for v in values)

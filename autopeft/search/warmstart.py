@@ -93,6 +93,20 @@ def recipe_params(space: Space, recipe: Recipe) -> dict[str, Any] | None:
     return fixed
 
 
+def entry_families(space: Space) -> dict[str, str]:
+    """Each candidate entry of ``space`` with its method family (the review's taxonomy, as the
+    registry files each method; an entry of several methods is ``hybrid``), in the order the
+    start-up tries families (``CATEGORIES``), then the space's order."""
+    from autopeft.methods.registry import CATEGORIES, get_method
+
+    def family(entry: str) -> str:
+        names = entry.split("+")
+        return "hybrid" if len(names) > 1 else get_method(names[0]).category
+
+    found = {entry: family(entry) for entry in space.candidates}
+    return dict(sorted(found.items(), key=lambda kv: CATEGORIES.index(kv[1])))
+
+
 def enqueue_recipes(study: Study, space: Space) -> list[str]:
     """Enqueue every recipe the space can express; returns their names. Call on a fresh study."""
     names = []

@@ -15,8 +15,10 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from autopeft.devices import Slot
 from autopeft.search.budget import Budget, Clock
 from autopeft.results import OVER_CAP
 
@@ -48,17 +50,22 @@ def seconds_left(study: Study, clock: Clock = time.time) -> float | None:
     return Budget.of_study(study.user_attrs, clock).search.left()
 
 
-def start_workers(n: int, study: str, storage: str, isolation: str, heartbeat: int) -> list[Any]:
-    """``n`` ``autopeft worker`` processes on this machine; with GPUs, one device each."""
-    import torch
+def start_workers(n: int, study: str, storage: str, isolation: str, heartbeat: int,
+                  slots: Sequence[Slot] | None = None) -> list[Any]:
+    """``n`` ``autopeft worker`` processes on this machine, worker ``i`` in ``slots[i]``.
 
-    gpus = torch.cuda.device_count()
+    A worker on a GPU sees only its own (``CUDA_VISIBLE_DEVICES`` = its entry of the
+    inherited list, ``devices.place``) and trains on ``--device cuda``, whatever device the
+    study names. Default slots: the GPUs dealt round-robin, the search keeping the first."""
+    if slots is None:
+        from autopeft.devices import place, visible_devices
+
+        slots = place(n + 1, visible_devices(), n + 1)[1:]
     procs = []
-    for i in range(n):
-        env = dict(os.environ)
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = str((i + 1) % gpus)  # the search itself has device 0
+    for slot in slots[:n]:
         cmd = [sys.executable, "-m", "autopeft", "worker", "--study", study, "--storage", storage,
                "--isolation", isolation, "--heartbeat", str(heartbeat), "--quiet"]
-        procs.append(subprocess.Popen(cmd, env=env))
+        if slot.device is not None:
+            cmd += ["--device", "cuda"]
+        procs.append(subprocess.Popen(cmd, env=slot.env(os.environ)))
     return procs

@@ -1,0 +1,279 @@
+"""How the default sampler (``tpe``) proposes a candidate: a start-up design first, then a
+model that learns from every rung, with a share of random proposals beside it.
+
+In the order a study goes through them (each trial's way is its user attribute
+``proposal``):
+
+1. ``recipe``: the warm-start recipes (``warmstart.py`` enqueues them); the parameters a
+   recipe does not fix come from the design below (so do those of a queued retry, ``fixed``).
+2. ``family``: one candidate per method family of the space (the review's taxonomy: additive,
+   partial, reparameterized, hybrid, unified, and the full fine-tuning baseline) that no
+   trial has tried yet, so every family is measured once before any model ranks them.
+3. ``design``: a space-filling design: point ``trial.number`` of a scrambled Sobol sequence,
+   one dimension per parameter name (in the order the study met them), mapped onto each
+   distribution (log ranges on a log scale). At least ``design`` of them, and until a rung
+   has ``min_points`` scores.
+4. ``model``: multivariate TPE (grouped: the space is conditional) fitted on the **highest
+   rung with at least ``min_points`` scores**, as BOHB does (Falkner et al. 2018, which
+   asks for d+1 points; ``min_points`` = 8 covers the parameters one candidate entry
+   draws: the entry, its learning rate and 2-5 method parameters). Every trial that reached
+   that rung (complete, pruned, stopped by the budget, or still running) is an observation
+   there: the model sees it as a complete trial whose values are (its rung score, its
+   trainable parameters, its predicted memory). Trials that stopped below the rung stay
+   pruned without values: TPE counts them among the poor ones. So a trial pruned at the first
+   rung still teaches the model, and as more trials reach higher rungs the model moves up.
+5. ``random``: a share ``random_share`` (1/3, as BOHB) of the proposals after the start-up
+   are uniformly random, so a wrong model cannot lock the search in.
+
+Every stream has its own seed derived from the study's (``derive_seed``): the design does not
+repeat the ``random`` sampler's draws, and the same seed proposes the same candidates.
+Optuna's TPE reads a study through ``_get_trials`` / ``get_trials``, ``directions`` and
+``_is_multi_objective`` (optuna 5.1 ``samplers/_tpe/sampler.py``, ``search_space/
+group_decomposed.py``); ``RungView`` answers those and hands everything else to the study.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import math
+import random
+import warnings
+from collections.abc import Container, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution,
+                                  IntDistribution)
+from optuna.samplers import BaseSampler, RandomSampler, TPESampler
+from optuna.trial import FrozenTrial, TrialState
+
+from autopeft.results import CONFIRM_OF, DUPLICATE_OF, PROPOSAL, WARM_START
+from autopeft.search.pruner import rung_table
+
+if TYPE_CHECKING:
+    from optuna import Study
+
+RANDOM_SHARE = 1 / 3  # BOHB's share of random proposals
+MIN_POINTS = 8  # scores a rung needs before the model is fitted on it
+DESIGN = 4  # space-filling proposals after the families, at least
+DESIGN_POINTS = 256  # Sobol points (2^8); a study past them wraps around
+DESIGN_DIMS = 128  # parameter names the design tells apart (more wrap around)
+
+
+def derive_seed(seed: int | None, stream: str) -> int | None:
+    """A seed for one stream of proposals (None stays None: a worker's fresh randomness)."""
+    if seed is None:
+        return None
+    return int.from_bytes(hashlib.sha256(f"{seed}:{stream}".encode()).digest()[:4], "big")
+
+
+def from_unit(dist: BaseDistribution, u: float) -> Any:
+    """The value at ``u`` in [0, 1) of a distribution: log ranges on a log scale, steps on
+    their grid, a choice by its index."""
+    u = min(max(u, 0.0), 1.0 - 1e-12)
+    if isinstance(dist, CategoricalDistribution):
+        return dist.choices[int(u * len(dist.choices))]
+    if isinstance(dist, (FloatDistribution, IntDistribution)):
+        low, high = float(dist.low), float(dist.high)
+        if dist.log:
+            x = math.exp(math.log(low) + u * (math.log(high) - math.log(low)))
+        elif dist.step is not None:
+            n = int(round((high - low) / dist.step))
+            x = low + min(int(u * (n + 1)), n) * dist.step
+        else:
+            x = low + u * (high - low)
+        x = min(max(x, low), high)
+        return int(round(x)) if isinstance(dist, IntDistribution) else x
+    raise TypeError(f"unknown distribution {dist!r}")
+
+
+def model_rung(trials: Sequence[FrozenTrial], min_points: int = MIN_POINTS) -> int | None:
+    """The highest rung (step) at which at least ``min_points`` trials have a score."""
+    counts: dict[int, int] = {}
+    for t in _observed(trials):
+        for step in (t.user_attrs.get("rung_scores") or {}):
+            counts[int(step)] = counts.get(int(step), 0) + 1
+    ready = [step for step, n in counts.items() if n >= min_points]
+    return max(ready) if ready else None
+
+
+def _observed(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """The trials that say something about their parameters: not failed, not waiting, not a
+    duplicate (its twin speaks for it) and not a refit (its search trial does)."""
+    return [t for t in trials if t.state.name in ("COMPLETE", "PRUNED", "RUNNING")
+            and t.user_attrs.get(DUPLICATE_OF) is None and CONFIRM_OF not in t.user_attrs]
+
+
+def rung_view_trials(trials: Sequence[FrozenTrial], step: int) -> list[FrozenTrial]:
+    """The trials as the model sees them at rung ``step`` (see the module docstring)."""
+    observed = _observed(trials)
+    at_rung = {e.number: e for e in rung_table(observed, step)}
+    out = []
+    for t in observed:
+        entry = at_rung.get(t.number)
+        if entry is None and t.state == TrialState.RUNNING:
+            continue  # nothing measured yet
+        seen = copy.copy(t)
+        seen.intermediate_values = {}
+        if entry is not None:
+            seen.state = TrialState.COMPLETE
+            seen.values = [entry.score, entry.trainable_params, entry.memory_bytes]
+        else:
+            seen.state, seen.values = TrialState.PRUNED, None
+        out.append(seen)
+    return out
+
+
+class RungView:
+    """The study, with its trials as ``rung_view_trials`` makes them: what TPE reads."""
+
+    def __init__(self, study: Study, trials: list[FrozenTrial]):
+        self._study = study
+        self._view = trials
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def _get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None,
+                    use_cache: bool = False) -> list[FrozenTrial]:
+        trials = [t for t in self._view if states is None or t.state in states]
+        return copy.deepcopy(trials) if deepcopy else trials
+
+    def get_trials(self, deepcopy: bool = True,
+                   states: Container[TrialState] | None = None) -> list[FrozenTrial]:
+        return self._get_trials(deepcopy, states)
+
+    @property
+    def trials(self) -> list[FrozenTrial]:
+        return self._get_trials()
+
+
+class RungSampler(BaseSampler):
+    """Start-up design, then TPE on the highest rung with enough points, and a random share.
+
+    ``families`` maps each candidate entry of the space (``lora``, ``lora+bitfit``) to its
+    method family, in the order families are tried."""
+
+    def __init__(self, seed: int | None = None, families: Mapping[str, str] | None = None,
+                 random_share: float = RANDOM_SHARE, min_points: int = MIN_POINTS,
+                 design: int = DESIGN):
+        from scipy.stats import qmc
+
+        self._families = dict(families or {})
+        self._random_share, self._min_points, self._design = random_share, min_points, design
+        with _quiet():
+            self._model = TPESampler(multivariate=True, group=True,
+                                     seed=derive_seed(seed, "model"), n_startup_trials=0)
+        self._random = RandomSampler(seed=derive_seed(seed, "random"))
+        self._share_rng = random.Random(derive_seed(seed, "share"))
+        self._points = qmc.Sobol(DESIGN_DIMS, scramble=True, seed=derive_seed(seed, "design")
+                                 ).random_base2(int(math.log2(DESIGN_POINTS)))
+        self._ways: dict[int, str] = {}  # trial number -> its proposal
+        self._views: dict[int, RungView] = {}
+        self._dims: list[str] = []  # parameter names in the order the study met them
+
+    # -- which way a trial is proposed -------------------------------------------------
+    def way(self, study: Study, trial: FrozenTrial) -> str:
+        """``recipe``, ``family:<entry>``, ``design``, ``model`` or ``random`` (decided once
+        per trial, at ``before_trial``, from the trials in the storage then)."""
+        if trial.number in self._ways:
+            return self._ways[trial.number]
+        others = [t for t in study._get_trials(deepcopy=False, use_cache=False)
+                  if t.number != trial.number]
+        draw = self._share_rng.random()  # one draw per trial, whatever the way
+        fixed = trial.system_attrs.get("fixed_params") or {}
+        entry = self._family_entry(others, trial)
+        if WARM_START in trial.user_attrs:
+            way = "recipe"
+        elif "candidate" in fixed:
+            way = "fixed"  # queued with its candidate (a retry): the design fills the rest
+        elif entry is not None:
+            way = f"family:{entry}"
+        elif (sum(1 for t in others if t.user_attrs.get(PROPOSAL) == "design") < self._design
+              or model_rung(others, self._min_points) is None):
+            way = "design"
+        else:
+            way = "random" if draw < self._random_share else "model"
+        self._ways[trial.number] = way
+        study._storage.set_trial_user_attr(trial._trial_id, PROPOSAL, way.split(":")[0])
+        return way
+
+    def _family_entry(self, others: list[FrozenTrial], trial: FrozenTrial) -> str | None:
+        """An entry of the first family in ``families`` that no other trial has tried (the
+        entry within it chosen by the design), else None."""
+        tried = set()
+        for t in others:
+            entry = t.params.get("candidate", (t.system_attrs.get("fixed_params") or {}).get(
+                "candidate"))
+            if entry in self._families:
+                tried.add(self._families[entry])
+        for family in dict.fromkeys(self._families.values()):
+            if family not in tried:
+                entries = [e for e, f in self._families.items() if f == family]
+                return entries[int(self._unit(trial.number, "candidate") * len(entries))]
+        return None
+
+    def _unit(self, number: int, name: str) -> float:
+        """The design's coordinate for parameter ``name`` of trial ``number``."""
+        if name not in self._dims:
+            self._dims.append(name)
+        return float(self._points[number % DESIGN_POINTS, self._dims.index(name) % DESIGN_DIMS])
+
+    def _view(self, study: Study, trial: FrozenTrial) -> RungView:
+        if trial.number not in self._views:
+            trials = study._get_trials(deepcopy=False, use_cache=False)
+            step = model_rung(trials, self._min_points)
+            self._views = {trial.number: RungView(study, rung_view_trials(trials, step or 0))}
+        return self._views[trial.number]
+
+    # -- optuna's sampler interface ----------------------------------------------------
+    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
+        for t in sorted(study._get_trials(deepcopy=False, use_cache=False),
+                        key=lambda t: t.number):  # the design's dimensions, in the study's order
+            for name in sorted(t.distributions):
+                self._unit(0, name)
+        self.way(study, trial)
+
+    def infer_relative_search_space(self, study: Study,
+                                    trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        if self.way(study, trial) != "model":
+            return {}
+        return self._model.infer_relative_search_space(self._view(study, trial), trial)
+
+    def sample_relative(self, study: Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        if self.way(study, trial) != "model" or not search_space:
+            return {}
+        return self._model.sample_relative(self._view(study, trial), trial, search_space)
+
+    def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        way = self.way(study, trial)
+        if way == "model":
+            return self._model.sample_independent(self._view(study, trial), trial, param_name,
+                                                  param_distribution)
+        if way == "random":
+            return self._random.sample_independent(study, trial, param_name, param_distribution)
+        if (way.startswith("family:") and param_name == "candidate"
+                and way[len("family:"):] in getattr(param_distribution, "choices", ())):
+            return way[len("family:"):]
+        return from_unit(param_distribution, self._unit(trial.number, param_name))
+
+    def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        self._ways.pop(trial.number, None)
+        self._views.pop(trial.number, None)
+
+    def reseed_rng(self) -> None:
+        self._model.reseed_rng()
+        self._random.reseed_rng()
+        self._share_rng.seed()
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Optuna marks ``group`` experimental: building the sampler is not the user's warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield

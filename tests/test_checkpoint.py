@@ -1,0 +1,375 @@
+"""Continue, never restart: a run stopped at a rung (its checkpoint kept) and continued in a
+fresh bench ends bit for bit where the uninterrupted run ends: same loss, score, memory
+and trained tensors, for LoRA, AdaLoRA (its rank allocator), Child-Tuning (D's masks, F's
+random masks) with dropout on, and gradient accumulation across an epoch boundary."""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from autopeft.candidate import Candidate, MethodSpec
+from autopeft.checkpoint import Checkpoint, load
+from autopeft.contract import register_step_hook, trainable_parameters
+from autopeft.runner import Bench, DataSettings, Fidelity
+from autopeft.train import TrainSettings, micro_batches, train
+from test_train_loop import Bag, data
+
+# 40 rows in micro-batches of 16: 3 an epoch (16, 16, 8); 2 per optimiser step, so every
+# third step spans an epoch boundary.
+DATA = dict(train_samples=40, eval_samples=32)
+SETTINGS = TrainSettings(batch_size=16, grad_accum=2, max_length=32, device="cpu")
+SCHEDULE, STOP, END = 12, 5, 9  # a 12-step schedule; stopped at step 5, run to step 9
+
+
+class Stopped(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def load_bench(tiny_model: Path, tiny_data: Path, tmp_path_factory):
+    cache = str(tmp_path_factory.mktemp("cache"))
+
+    def fresh() -> Bench:
+        return Bench.load(str(tiny_model), DataSettings("sst2", str(tiny_data), **DATA), SETTINGS,
+                          cache)
+    return fresh
+
+
+def cand(name: str, lr: float = 3e-3, **params) -> Candidate:
+    return Candidate([MethodSpec(name, params)], lr, seed=3)
+
+
+CANDIDATES = {
+    "lora": cand("lora", r=2, dropout=0.1),
+    # reallocation from step 2 to 9, final ranks fixed after: the stop falls inside it
+    "adalora": cand("adalora", init_r=4, target_r=2, dropout=0.1, warmup_ratio=0.1,
+                    final_ratio=0.25),
+    "child_tuning_D": cand("child_tuning", 1e-3, mode="D", reserve_p=0.3, fisher_batches=2),
+    "child_tuning_F": cand("child_tuning", 1e-3, mode="F", reserve_p=0.3),
+}
+
+
+def tensors(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in trainable_parameters(model)}
+
+
+def assert_same_end(a, b) -> None:
+    assert a.result.final_loss == b.result.final_loss
+    assert a.result.score == b.result.score and a.result.metrics == b.result.metrics
+    assert (a.result.steps, a.result.samples) == (b.result.steps, b.result.samples)
+    assert a.result.peak_memory == b.result.peak_memory
+    assert a.rung_scores == b.rung_scores
+
+
+def stop_at(step: int):
+    """An ``on_step`` that stops the run at ``step`` (as the budget does)."""
+    def on_step(s: int, total: int, loss: float) -> None:
+        if s == step:
+            raise Stopped
+    return on_step
+
+
+@pytest.mark.parametrize("name", list(CANDIDATES))
+def test_a_run_continued_in_a_fresh_bench_ends_bit_for_bit_where_the_whole_run_ends(
+        load_bench, tmp_path: Path, name: str) -> None:
+    candidate = CANDIDATES[name]
+    fidelity = Fidelity(schedule_steps=SCHEDULE, stop_at=END)
+    rungs = [2, STOP, END]
+    whole = load_bench().run(candidate, eval_at=rungs, fidelity=fidelity)
+
+    path = str(tmp_path / "run.pt")
+    with pytest.raises(Stopped):  # out of time after the rung: its checkpoint stays
+        load_bench().run(candidate, on_step=stop_at(STOP + 2), eval_at=rungs, fidelity=fidelity,
+                         checkpoint=path)
+    kept = load(path)
+    assert kept.step == STOP and set(kept.rung_scores) == {2, STOP}
+    steps: list[int] = []
+    continued = load_bench().run(candidate, on_step=lambda s, n, loss: steps.append(s),
+                                 eval_at=rungs, fidelity=fidelity, resume=path, checkpoint=path)
+    assert steps == list(range(STOP + 1, END + 1))  # no step trained twice
+    assert continued.result.resumed_from == STOP and whole.result.resumed_from == 0
+    assert_same_end(whole, continued)
+    a, b = tensors(whole.model), tensors(continued.model)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert load(path).step == END  # the end's checkpoint replaced the rung's
+
+
+@pytest.mark.slow  # spawns a trial process
+def test_a_run_stopped_here_continues_bit_for_bit_in_a_child_process(
+        load_bench, tiny_model: Path, tiny_data: Path, tmp_path: Path) -> None:
+    from autopeft.isolation import IsolatedBench
+
+    candidate, fidelity = CANDIDATES["adalora"], Fidelity(schedule_steps=SCHEDULE, stop_at=END)
+    whole = load_bench().run(candidate, eval_at=[STOP], fidelity=fidelity)
+    path, end = str(tmp_path / "rung.pt"), str(tmp_path / "end.pt")
+    with pytest.raises(Stopped):
+        load_bench().run(candidate, on_step=stop_at(STOP + 1), eval_at=[STOP], fidelity=fidelity,
+                         checkpoint=path)
+    with IsolatedBench(str(tiny_model), DataSettings("sst2", str(tiny_data), **DATA), SETTINGS,
+                       str(tmp_path / "cache")) as child:
+        with pytest.raises(TypeError, match="path"):
+            child.run(candidate, fidelity=fidelity, resume=load(path))
+        continued = child.run(candidate, eval_at=[STOP], fidelity=fidelity, resume=path,
+                              checkpoint=end)
+    assert continued.result.resumed_from == STOP
+    assert_same_end(whole, continued)
+    a, b = tensors(whole.model), load(end).tensors
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_adalora_continues_its_rank_allocation_into_the_final_phase(load_bench, tmp_path) -> None:
+    """Stopped after the final ranks were fixed (step 10 of 12): the rank pattern and the
+    importance averages come back with the checkpoint."""
+    candidate, fidelity = CANDIDATES["adalora"], Fidelity(schedule_steps=SCHEDULE)
+    whole = load_bench().run(candidate, fidelity=fidelity)
+    path = str(tmp_path / "a.pt")
+    with pytest.raises(Stopped):
+        load_bench().run(candidate, on_step=stop_at(11), eval_at=[10], fidelity=fidelity,
+                         checkpoint=path)
+    assert load(path).hooks[0]["rank_pattern"]  # fixed at step 9 (12 - tfinal 3)
+    continued = load_bench().run(candidate, fidelity=fidelity, resume=path)
+    assert_same_end(whole, continued)
+    assert all(torch.equal(whole.model.state_dict()[k], v)
+               for k, v in continued.model.state_dict().items())
+
+
+def test_a_checkpoint_continues_only_its_own_run(load_bench, tmp_path: Path) -> None:
+    path = str(tmp_path / "lora.pt")
+    bench = load_bench()
+    bench.run(CANDIDATES["lora"], fidelity=Fidelity(SCHEDULE, 3), checkpoint=path)
+    other_seed = Candidate(CANDIDATES["lora"].methods, 3e-3, seed=4)
+    with pytest.raises(ValueError, match="another candidate"):
+        bench.run(other_seed, fidelity=Fidelity(SCHEDULE, 6), resume=path)
+    with pytest.raises(ValueError, match="schedule"):
+        bench.run(CANDIDATES["lora"], fidelity=Fidelity(SCHEDULE + 1, 6), resume=path)
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot read"):
+        load(str(tmp_path / "bad.pt"))
+
+
+def test_the_micro_batch_stream_continues_from_its_position() -> None:
+    enc = data(10)  # 3 batches an epoch
+    whole = list(itertools.islice(micro_batches(enc, 4, seed=7), 8))
+    stream = micro_batches(enc, 4, seed=7)
+    first = list(itertools.islice(stream, 3))
+    assert stream.position == (0, 3)  # the end of epoch 0: the next one opens epoch 1
+    rest = list(itertools.islice(micro_batches(enc, 4, 7, stream.position), 5))
+    assert all(np.array_equal(a, b) for a, b in zip(whole, first + rest))
+
+
+def test_the_loop_continues_bit_for_bit_with_dropout_across_epochs() -> None:
+    """The loop alone (no bench): dropout 0.5, two micro-batches a step over 3 a epoch."""
+    settings = TrainSettings(batch_size=4, grad_accum=2, epochs=4, device="cpu")
+    enc, score = data(10), lambda m: {"score": 0.0}
+    whole_model = Bag()
+    whole = train(whole_model, enc, score, 1e-2, 0, settings, 0)
+    saved: list[Checkpoint] = []
+    train(Bag(), enc, score, 1e-2, 0, settings, 0, stop_at=3, save_at={3}, save=saved.append)
+    assert saved[0].position == (1, 3)  # 6 micro-batches drawn: two epochs
+    model = Bag()
+    continued = train(model, enc, score, 1e-2, 0, settings, 0, resume=saved[0])
+    assert continued.final_loss == whole.final_loss and continued.samples == whole.samples
+    assert all(torch.equal(a, b) for a, b in zip(whole_model.parameters(), model.parameters()))
+
+
+def test_a_method_whose_hook_cannot_continue_trains_from_step_0_and_saves_nothing() -> None:
+    class Opaque:
+        can_continue = False
+
+    settings = TrainSettings(batch_size=4, device="cpu")
+    enc, score = data(12), lambda m: {"score": 0.0}
+    donor: list[Checkpoint] = []
+    train(Bag(), enc, score, 1e-2, 0, settings, 0, stop_at=2, save_at={2}, save=donor.append)
+    model, saved = Bag(), []
+    register_step_hook(model, Opaque())
+    result = train(model, enc, score, 1e-2, 0, settings, 0, resume=donor[0], save_at={1, 2, 3},
+                   save=saved.append)
+    assert result.resumed_from == 0 and result.steps == 3 and saved == []
+
+
+# -- the search continues runs: the refit, a resumed study, a missing checkpoint ----------
+ONE = """
+name: one
+candidates: [lora]
+learning_rate: 1.0e-3
+methods:
+  lora: {r: 2, targets: [query, value]}
+"""
+
+
+def small(model: Path, data: Path, **extra) -> dict:
+    return dict(model=str(model), data_dir=str(data), batch_size=16, max_length=48,
+                warm_start=False, space="one.yaml", **extra)
+
+
+def fresh_run(model: Path, data: Path, study, stop_at: int):
+    """The study's candidate trained from step 0 in a fresh bench, to ``stop_at``."""
+    from autopeft.search.plan import Plan
+
+    plan = Plan.from_dict(study.user_attrs["plan"])
+    trial = next(t for t in study.get_trials() if "candidate" in t.user_attrs)
+    bench = Bench.load(str(model), DataSettings("sst2", str(data)),
+                       TrainSettings(batch_size=16, max_length=48))
+    return bench.run(Candidate.from_dict(trial.user_attrs["candidate"]),
+                     fidelity=Fidelity(plan.schedule_steps, stop_at))
+
+
+@pytest.mark.slow
+def test_the_refit_continues_the_search_trial_and_ends_where_training_from_0_ends(
+        workdir: Path, tiny_model: Path, tiny_data: Path) -> None:
+    from autopeft.report.show import rows
+
+    (workdir / "one.yaml").write_text(ONE)
+    study = api_search(study="refit", n_trials=1, pruner="none", trial_steps=4,
+                       **small(tiny_model, tiny_data))
+    searched, refit = study.get_trials()
+    assert searched.user_attrs["steps_trained"] == 4 and refit.user_attrs["confirm_of"] == 0
+    assert (refit.user_attrs["steps"], refit.user_attrs["steps_trained"],
+            refit.user_attrs["continued_from"]) == (13, 9, 4)
+    assert refit.values[0] == fresh_run(tiny_model, tiny_data, study, 13).result.score
+    shown = {r.number: r for r in rows(study, all_trials=True)}  # what show --json prints
+    assert (shown[1].steps, shown[1].steps_trained) == (13, 9)
+    assert (shown[0].steps, shown[0].steps_trained) == (4, 4)
+
+
+@pytest.mark.slow
+def test_an_interrupted_trial_continues_in_the_resumed_study(
+        workdir: Path, tiny_model: Path, tiny_data: Path) -> None:
+    from autopeft.protocols import NullReporter
+    from autopeft.paths import checkpoints_dir
+
+    class CtrlC(NullReporter):
+        def step(self, step: int, total: int, loss: float) -> None:
+            if step == 3:
+                raise KeyboardInterrupt
+
+    (workdir / "one.yaml").write_text(ONE.replace("{r: 2,", "{r: {choices: [2, 4]},")
+                                      .replace("1.0e-3", "{choices: [1.0e-3, 3.0e-3]}"))
+    opts = dict(study="again", pruner="median-score", rungs="2,4", refit_share=0.0,
+                **small(tiny_model, tiny_data))
+    with pytest.raises(KeyboardInterrupt):
+        api_search(n_trials=1, progress=CtrlC(), **opts)
+    (kept,) = Path(checkpoints_dir("again")).glob("*.pt")
+    assert load(str(kept)).step == 2  # its last rung
+    study = api_search(n_trials=1, **opts)
+    first, second = study.get_trials()
+    assert first.state.name == "FAIL" and second.state.name == "COMPLETE"
+    a = second.user_attrs  # queued first by the resumed search, the same candidate
+    assert a["continues_trial"] == 0 and a["candidate"] == first.user_attrs["candidate"]
+    assert (a["continued_from"], a["steps"], a["steps_trained"]) == (2, 4, 2)
+    assert a["rung_scores"]["2"] == first.user_attrs["rung_scores"]["2"]
+    assert second.values[0] == fresh_run(tiny_model, tiny_data, study, 4).result.score
+    assert load(str(kept)).step == 4  # the complete trial's, for the refit
+
+
+@pytest.mark.slow
+def test_a_pruned_trial_leaves_no_checkpoint(workdir: Path, tiny_model: Path, tiny_data: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import autopeft.search.objective as objective
+    from autopeft.paths import checkpoints_dir
+    from autopeft.search.pruner import Decision
+
+    def decide(study, pruner, number, step, **_) -> Decision:  # on at step 2, cut at 4
+        return Decision(step == 2, "ahead" if step == 2 else "behind at the rung")
+
+    monkeypatch.setattr(objective, "decide_from_storage", decide)
+    (workdir / "one.yaml").write_text(ONE)
+    study = api_search(study="cut", n_trials=1, pruner="median-score", rungs="2,4,6",
+                       refit_share=0.0, **small(tiny_model, tiny_data))
+    (trial,) = study.get_trials()
+    assert trial.state.name == "PRUNED" and trial.user_attrs["pruned_at_step"] == 4
+    assert not list(Path(checkpoints_dir("cut")).glob("*.pt"))
+
+
+def test_time_predictions_count_the_steps_a_trial_ran_itself() -> None:
+    from autopeft.search.budget import predict_seconds
+
+    continued = {"wall_seconds": 2.0, "steps": 4, "steps_trained": 2}  # 1 s a step, not 0.5
+    refit = {"wall_seconds": 1.0, "steps": 13, "steps_trained": 22, "confirm_of": 0}
+    assert predict_seconds([continued, refit], 10) == 10.0
+    assert predict_seconds([{"wall_seconds": 2.0, "steps": 4}], 10) == 5.0  # older trials
+
+
+def test_the_refit_trains_from_0_and_says_so_when_the_checkpoint_is_missing(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from autopeft.protocols import NullReporter
+    from autopeft.results import Record
+    from autopeft.search.budget import Phase
+    from autopeft.search.continuation import Checkpoints, Found
+    from autopeft.search.plan import Plan
+    from autopeft.search.refit import _runs
+
+    class Notes(NullReporter):
+        said: list[str] = []
+
+        def note(self, text: str) -> None:
+            self.said.append(text)
+
+    class Recorder:
+        resumed: list = []
+
+        def run(self, candidate, on_step=None, fidelity=None, resume=None, **_):
+            self.resumed.append(resume)
+            start = 4 if resume else 0
+            return SimpleNamespace(result=SimpleNamespace(
+                score=0.5, peak_memory=1, seconds=1.0, steps=13, resumed_from=start))
+
+    candidate = CANDIDATES["lora"]
+    plan = Plan(max_steps=100, trial_steps=4, refit_steps=13, rungs=[4])
+    member = Record(0, "COMPLETE", "lora", candidate.to_dict(), 0.5, 10, 10, fidelity="search",
+                    steps=4, steps_trained=4, wall_seconds=1.0)
+    store = Checkpoints(str(tmp_path / "none-here"), SETTINGS)
+    bench, notes = Recorder(), Notes()
+    runs = _runs(member, bench, plan, 1, Phase(None), notes, store)
+    assert bench.resumed == [None, None] and [r["steps_trained"] for r in runs] == [13, 13]
+    assert any("no checkpoint of trial 0" in n and "step 0" in n for n in notes.said)
+    # with its checkpoint there, the candidate's own seed continues; the extra seed does not
+    path = store.path(candidate, plan.schedule_steps)
+    there = SimpleNamespace(find=lambda *a: Found(path, 4, {}), path=store.path)
+    bench.resumed.clear()
+    runs = _runs(member, bench, plan, 1, Phase(None), notes, there)
+    assert bench.resumed == [path, None] and [r["steps_trained"] for r in runs] == [9, 13]
+
+
+def api_search(**options):
+    from autopeft import api
+
+    return api.search("sst2", options.pop("model"), **options)
+
+
+def test_a_resumed_search_queues_the_trials_cut_short_that_have_a_checkpoint() -> None:
+    from types import SimpleNamespace
+
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from autopeft.search.continuation import Found, requeue_cut_short
+
+    def add(lr: float, state: TrialState, **attrs) -> None:
+        cand = Candidate([MethodSpec("lora", {"r": 2})], lr).to_dict()
+        study.add_trial(create_trial(
+            state=state, params={"lr": lr}, distributions={"lr": FloatDistribution(1e-4, 1e-2)},
+            user_attrs={"candidate": cand, **attrs},
+            values=[0.5, 1, 1] if state == TrialState.COMPLETE else None))
+
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    add(1e-3, TrialState.PRUNED, stopped_by_budget=True)  # 0: queued
+    add(2e-3, TrialState.FAIL, fail_reason="interrupted")  # 1: queued
+    add(3e-3, TrialState.FAIL, fail_reason="interrupted", warm_start="lora")  # 2: a recipe
+    add(4e-3, TrialState.PRUNED, stopped_by_budget=True)  # 3: taken up again by 4
+    add(4e-3, TrialState.COMPLETE)
+    add(5e-3, TrialState.PRUNED, stopped_by_budget=False)  # 5: pruned, not cut short
+    here = SimpleNamespace(find=lambda *a: Found("x.pt", 2, {}))
+    assert requeue_cut_short(study, here, 12, 4) == [0, 1]
+    waiting = study.get_trials(states=[TrialState.WAITING])
+    queued = [(t.system_attrs["fixed_params"], t.user_attrs["continues_trial"]) for t in waiting]
+    assert queued == [({"lr": 1e-3}, 0), ({"lr": 2e-3}, 1)]
+    assert requeue_cut_short(study, here, 12, 4) == []  # queued once
+    nowhere = SimpleNamespace(find=lambda *a: None)  # no checkpoint on this machine
+    assert requeue_cut_short(optuna.create_study(), nowhere, 12, 4) == []

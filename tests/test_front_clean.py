@@ -1,0 +1,111 @@
+"""A clean front: near-identical candidates are one entry, ties treat every objective alike,
+the hidden best is explained, and the refit spreads over distinct points of the front."""
+from __future__ import annotations
+
+from autopeft.results import Record, collapse_repeats, front, hidden_best
+from autopeft.search.refit import kind, spread
+
+MiB = 2**20
+
+
+def cand(method: str, lr: float, **params) -> dict:
+    return {"methods": [{"name": method, "params": {"layers": "all", **params}}],
+            "learning_rate": lr, "seed": 0}
+
+
+def rec(n: int, score: float, params: int, memory: int = 400 * MiB, candidate: dict | None = None,
+        fidelity: str = "search") -> Record:
+    return Record(n, "COMPLETE", "x", candidate or cand("m", 1e-3 * (n + 1)), score, params,
+                  memory, fidelity=fidelity)
+
+
+IA3 = dict(targets=["key", "value"])
+
+
+def test_near_identical_candidates_are_one_entry_listing_its_repeats() -> None:
+    # Three IA3 [key,value] L=all at 0.029-0.030, same 5.38K parameters: one entry, the best.
+    same = [rec(3, 0.801, 5_380, candidate=cand("ia3", 0.0290, **IA3)),
+            rec(5, 0.806, 5_380, candidate=cand("ia3", 0.0300, **IA3)),
+            rec(9, 0.803, 5_380, candidate=cand("ia3", 0.0295, **IA3))]
+    other_lr = rec(11, 0.79, 5_380, candidate=cand("ia3", 0.0400, **IA3))  # 33% above: distinct
+    other_shape = rec(12, 0.80, 5_380, candidate=cand("ia3", 0.0300, targets=["key"]))
+    got = {r.number: r.repeats for r in collapse_repeats(same + [other_lr, other_shape])}
+    assert got == {5: [3, 9], 11: [], 12: []}
+    on = front(same + [rec(20, 0.85, 300_000, candidate=cand("adapter", 1e-3))], 0.0)
+    assert [(r.number, r.repeats) for r in on] == [(20, []), (5, [3, 9])]
+
+
+def test_a_repeat_group_never_spans_more_than_the_factor() -> None:
+    chain = [rec(n, 0.8, 100, candidate=cand("bitfit", lr)) for n, lr in
+             enumerate([1.00e-3, 1.08e-3, 1.16e-3, 1.25e-3])]  # each 8% above the last
+    assert {r.number: r.repeats for r in collapse_repeats(chain)} == {0: [1], 2: [3]}
+
+
+def test_refit_and_search_records_are_never_each_others_repeats() -> None:
+    a = rec(1, 0.8, 100, candidate=cand("bitfit", 1e-3))
+    b = rec(2, 0.8, 100, candidate=cand("bitfit", 1e-3), fidelity="refit")
+    assert {r.number for r in collapse_repeats([a, b])} == {1, 2}
+
+
+def test_a_memory_difference_within_tolerance_is_a_tie() -> None:
+    # Same params, scores tied within the noise, memory 1.5% apart: neither dominates, so the
+    # better score stays on the front (before, 1.5% of memory removed it).
+    best = rec(12, 0.8119, 100_000, memory=int(406 * MiB), candidate=cand("adapter", 1e-3))
+    lean = rec(7, 0.8080, 100_000, memory=int(400 * MiB), candidate=cand("lora", 1e-3))
+    assert {r.number for r in front([best, lean], 0.006)} == {7, 12}
+    # Beyond the tolerance (10% less memory) memory decides again.
+    leaner = rec(8, 0.8080, 100_000, memory=int(360 * MiB), candidate=cand("lora", 2e-3))
+    assert [r.number for r in front([best, leaner], 0.006)] == [8]
+
+
+def test_show_says_why_the_best_score_is_not_on_the_front() -> None:
+    best = rec(12, 0.8119, 1_200_000, candidate=cand("adapter", 1e-3))
+    ia3 = rec(7, 0.8080, 5_380, candidate=cand("ia3", 3e-2, **IA3))
+    assert [r.number for r in front([best, ia3], 0.006)] == [7]
+    why = hidden_best([best, ia3], 0.006)
+    assert why is not None and (why.number, why.by) == (12, 7)
+    assert why.line().startswith("best score 0.8119 (trial 12) is not on the front: "
+                                 "dominated by trial 7 (score 0.8080 within noise 0.0060")
+    assert "fewer params (5,380 vs 1,200,000)" in why.line()
+    assert hidden_best([best, ia3], 0.0) is None  # no noise: both are on the front
+
+
+def test_the_refit_spreads_over_methods_and_sizes_before_variants() -> None:
+    bitfit = [rec(n, 0.88 - 0.01 * n, 100_000, candidate=cand("bitfit", 1e-3 * (n + 1)))
+              for n in range(3)]
+    lora_small = rec(3, 0.86, 70_000, candidate=cand("lora", 5e-4, r=8))
+    lora_big = rec(4, 0.85, 300_000, candidate=cand("lora", 5e-4, r=32))
+    promise = [*bitfit, lora_small, lora_big]
+    assert [m.number for m in spread(promise)] == [0, 3, 4, 1, 2]
+    # What the refit already re-trained counts as chosen.
+    assert [m.number for m in spread(promise, [kind(bitfit[0])])] == [3, 4, 0, 1, 2]
+    assert kind(lora_small) == (("lora",), 4) and kind(lora_big) == (("lora",), 5)
+
+
+def test_show_lists_repeats_and_the_hidden_best_from_a_study() -> None:
+    import optuna
+
+    from autopeft.report.show import front_notes, rows
+
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    study.set_user_attr("noise", {"rung": 0.028, "final": 0.006})
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+
+    def add(score: float, params: int, candidate: dict) -> None:
+        study.add_trial(optuna.trial.create_trial(
+            params={"x": 0.5}, distributions=dist, values=[score, params, 400 * MiB],
+            user_attrs={"candidate": candidate, "label": candidate["methods"][0]["name"],
+                        "trainable_params": params, "steps": 100}))
+
+    add(0.801, 5_380, cand("ia3", 0.0290, **IA3))  # 0
+    add(0.806, 5_380, cand("ia3", 0.0300, **IA3))  # 1
+    add(0.8119, 1_200_000, cand("adapter", 1e-3))  # 2: best score, tied with 1 in the noise
+    shown = rows(study)
+    assert [(r.number, r.repeats) for r in shown] == [(1, [0])]
+    everything = {r.number: r for r in rows(study, all_trials=True)}
+    assert everything[1].repeats == [0] and everything[0].repeats == []
+    assert everything[2].note.startswith("best score 0.8119 (trial 2) is not on the front")
+    notes = front_notes(study)
+    assert notes[0].startswith("best score 0.8119 (trial 2) is not on the front: dominated by "
+                               "trial 1")
+    assert "trial 1 stands for its repeats" in notes[1] and notes[1].endswith(": 0")

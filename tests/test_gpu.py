@@ -1,0 +1,420 @@
+"""The CUDA path, tested with stand-ins on a machine without a GPU (``bench/gpu_check.py``
+runs it for real where there is one): memory caps for workers sharing a GPU, native bf16,
+which CUDA errors break a process, training memory measured apart from scoring, the frozen
+base in bf16, batches prepared off the main thread, fused AdamW, TF32, QLoRA's precision,
+and when out-of-memory failures block larger candidates."""
+from __future__ import annotations
+
+import threading
+import types
+from typing import Any
+
+import numpy as np
+import optuna
+import pytest
+import torch
+
+from autopeft import devices
+from autopeft.errors import UserError
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+CUDA = torch.device("cuda")
+
+
+def test_a_worker_sharing_its_gpu_caps_its_own_allocations(monkeypatch: pytest.MonkeyPatch) -> None:
+    capped: list[tuple[float, Any]] = []
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction",
+                        lambda f, d: capped.append((f, d)))
+    monkeypatch.delenv(devices.SHARE_ENV, raising=False)
+    assert devices.claim_share(CUDA) == 1.0 and capped == []  # alone on its GPU: no cap
+    monkeypatch.setenv(devices.SHARE_ENV, "0.25")
+    assert devices.claim_share(torch.device("cpu")) == 1.0 and capped == []  # CPU: nothing
+    assert devices.claim_share(CUDA) == 0.25 and capped == [(0.25, CUDA)]
+
+
+def test_the_search_process_takes_its_own_slot_and_gives_it_back(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(devices.SHARE_ENV, raising=False)
+    threads = torch.get_num_threads()
+    with devices.own_slot(devices.Slot("4", 0.5, 1)):
+        assert devices.os.environ[devices.SHARE_ENV] == "0.5"  # its trial child inherits it
+        assert torch.get_num_threads() == 1
+    assert devices.SHARE_ENV not in devices.os.environ and torch.get_num_threads() == threads
+    with devices.own_slot(devices.Slot(None)):  # CPU: threads and environment untouched
+        assert torch.get_num_threads() == threads
+
+
+def fake_gpu(monkeypatch: pytest.MonkeyPatch, capability: tuple[int, int],
+             native: bool) -> list[Any]:
+    """A CUDA device of ``capability``; returns the devices asked about."""
+    asked: list[Any] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i: asked.append(i) or capability)
+    monkeypatch.setattr(torch.cuda, "device", lambda i: __import__("contextlib").nullcontext())
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                        lambda including_emulation=True: native or including_emulation)
+    return asked
+
+
+def test_auto_precision_takes_bf16_only_where_the_training_device_has_it_natively(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from autopeft.train import uses_bf16
+
+    asked = fake_gpu(monkeypatch, (7, 0), native=False)  # V100: bf16 only emulated
+    assert not devices.bf16_native(torch.device("cuda:1"))
+    assert asked == [1]  # the training device, not the current one
+    assert not uses_bf16(torch.device("cuda:1"), "auto") and uses_bf16(CUDA, "bf16")
+    fake_gpu(monkeypatch, (8, 0), native=True)  # A100
+    assert devices.bf16_native(CUDA) and uses_bf16(CUDA, "auto")
+    assert not uses_bf16(CUDA, "fp32") and not uses_bf16(torch.device("cpu"), "auto")
+
+
+def test_cuda_errors_that_break_the_context_are_told_from_the_rest() -> None:
+    assert devices.cuda_broken(RuntimeError("CUDA error: device-side assert triggered"))
+    assert devices.cuda_broken(RuntimeError("CUDA error: an illegal memory access was encountered"))
+    assert not devices.cuda_broken(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate"))
+    assert not devices.cuda_broken(RuntimeError("injected fault at step 1"))
+    assert not devices.cuda_broken(ValueError("shapes do not match"))
+
+
+class FakeAllocator:
+    """torch.cuda's memory counters, driven by the test."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, allocated: int):
+        self.allocated = self.peak = allocated
+        for name, fn in {"synchronize": lambda d=None: None,
+                         "reset_peak_memory_stats": self.reset,
+                         "memory_allocated": lambda d=None: self.allocated,
+                         "max_memory_allocated": lambda d=None: self.peak}.items():
+            monkeypatch.setattr(torch.cuda, name, fn)
+
+    def reset(self, d: Any = None) -> None:
+        self.peak = self.allocated
+
+    def use(self, n: int) -> None:  # allocate n bytes, then free them
+        self.peak = max(self.peak, self.allocated + n)
+
+
+def test_training_memory_is_measured_apart_from_scoring(monkeypatch: pytest.MonkeyPatch) -> None:
+    from autopeft.memory import PeakMemory
+
+    gpu = FakeAllocator(monkeypatch, allocated=1000)  # a worker's base kept on the device
+    model = torch.nn.Linear(2, 2)
+    memory = PeakMemory(model, torch.optim.AdamW(model.parameters()), CUDA)
+    gpu.use(300)  # a training step
+    with memory.scoring():
+        gpu.use(5000)  # scoring a rung: a large eval batch's logits
+    gpu.use(350)  # training again
+    with memory.scoring():
+        gpu.use(4000)  # the final scoring
+    # What the process held before the trial is not the trial's; scoring is not training.
+    assert memory.bytes() == 350 and memory.scoring_bytes() == 5000
+
+
+def test_the_loop_scores_rungs_and_the_end_inside_the_scoring_measurement(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import contextlib
+
+    from autopeft.memory import PeakMemory
+    from autopeft.train import TrainSettings, train
+    from test_train_loop import Bag, data
+
+    inside: list[bool] = []
+    state = {"scoring": False}
+
+    @contextlib.contextmanager
+    def scoring(self: Any) -> Any:
+        state["scoring"] = True
+        yield
+        state["scoring"] = False
+
+    monkeypatch.setattr(PeakMemory, "scoring", scoring)
+    settings = TrainSettings(batch_size=4, epochs=2, device="cpu")
+    result = train(Bag(), data(12), lambda m: inside.append(state["scoring"]) or {"score": 0.5},
+                   1e-2, 0, settings, 0, after_step=lambda s, m: inside.append(state["scoring"]))
+    assert inside == [True] * result.steps  # every rung (after_step) and the end
+    assert result.scoring_peak_memory is None  # CPU: scoring saves nothing, none measured
+
+
+class Frozen(torch.nn.Module):
+    """A block with a frozen weight, a bias, a LayerNorm and a trainable adapter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dense = torch.nn.Linear(4, 4)
+        self.norm = torch.nn.LayerNorm(4)
+        self.adapter = torch.nn.Linear(4, 4)
+
+
+@pytest.mark.parametrize("trains, kept_fp32", [
+    ("adapter", {"adapter.weight", "adapter.bias"}),  # LoRA-like: the new tensors
+    ("bias", {"dense.bias", "norm.bias", "adapter.bias"}),  # BitFit: every bias trains
+    ("all", {"dense.weight", "dense.bias", "norm.weight", "norm.bias", "adapter.weight",
+             "adapter.bias"}),  # full fine-tuning: nothing is cast
+])
+def test_a_frozen_base_trains_in_bf16_and_whatever_trains_stays_fp32(trains: str,
+                                                                    kept_fp32: set[str]) -> None:
+    from autopeft.train import frozen_in_bf16
+
+    model = Frozen()
+    for name, p in model.named_parameters():
+        p.requires_grad_(trains == "all" or (trains == "bias" and name.endswith("bias"))
+                         or (trains == "adapter" and name.startswith("adapter")))
+    frozen_in_bf16(model)
+    assert {n for n, p in model.named_parameters() if p.dtype == torch.float32} == kept_fp32
+    assert frozen_in_bf16(Frozen().requires_grad_(False)) == 6
+    quantised = Frozen().requires_grad_(False)
+    quantised.is_loaded_in_4bit = True
+    assert frozen_in_bf16(quantised) == 0
+
+
+def test_the_static_prediction_sees_a_bf16_base() -> None:
+    from autopeft.search.constraints import static_memory
+
+    model = Frozen().requires_grad_(False)
+    model.adapter.requires_grad_(True)
+    frozen, trained = 4 * 4 + 4 + 4 + 4, 4 * 4 + 4
+    assert static_memory(model) == 4 * (frozen + trained) + 3 * 4 * trained
+    assert static_memory(model, bf16_frozen=True) == 2 * frozen + 4 * trained + 3 * 4 * trained
+
+
+def test_on_cuda_batches_are_collated_and_pinned_ahead_in_another_thread(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import autopeft.train as train_mod
+
+    pinned, threads = [], []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda t: pinned.append(t) or t)
+    monkeypatch.setattr(train_mod, "to_device", lambda batch, device: batch)
+
+    def make(rows: list[int]) -> dict[str, torch.Tensor]:
+        threads.append(threading.current_thread().name)
+        return {"input_ids": torch.tensor(rows)}
+
+    rows = [[0, 1], [2, 3], [4, 5], [6, 7]]
+    got = list(zip(range(3), train_mod.batches_on(CUDA, iter(rows), make)))
+    assert [r for _, (r, _) in got] == rows[:3]  # in order, the next one ahead
+    assert [b["input_ids"].tolist() for _, (_, b) in got] == rows[:3]
+    assert set(threads) == {t for t in threads if t.startswith("autopeft-collate")} and pinned
+    threads.clear()
+    cpu = list(train_mod.batches_on(torch.device("cpu"), iter(rows), make))
+    assert [r for r, _ in cpu] == rows and set(threads) == {threading.current_thread().name}
+
+
+def test_only_pinned_batches_are_copied_asynchronously(monkeypatch: pytest.MonkeyPatch) -> None:
+    from autopeft.train import to_device
+
+    calls: list[bool] = []
+
+    class T:
+        def __init__(self, pinned: bool):
+            self.pinned = pinned
+
+        def is_pinned(self) -> bool:
+            return self.pinned
+
+        def to(self, device: Any, non_blocking: bool) -> T:
+            calls.append(non_blocking)
+            return self
+
+    to_device({"a": T(True), "b": T(False)}, CUDA)
+    to_device({"a": T(True)}, torch.device("cpu"))
+    assert calls == [True, False, False]
+
+
+def test_adamw_is_fused_on_cuda_and_tf32_follows_the_precision(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import autopeft.train as train_mod
+
+    made: list[dict] = []
+    monkeypatch.setattr(torch.optim, "AdamW", lambda groups, **kw: made.append(kw))
+    model = torch.nn.Linear(2, 2)
+    train_mod._optimizer(model, 1e-3, 0.01, fused=True)
+    train_mod._optimizer(model, 1e-3, 0.01)
+    assert made[0].get("fused") is True and "fused" not in made[1]
+    before = torch.backends.cuda.matmul.allow_tf32
+    try:
+        train_mod.set_tf32(CUDA, "tf32")
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        train_mod.set_tf32(CUDA, "fp32")  # exact fp32
+        assert not torch.backends.cuda.matmul.allow_tf32
+        train_mod.set_tf32(torch.device("cpu"), "tf32")  # CPU: untouched
+        assert not torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def test_qlora_refuses_fp16_without_a_loss_scaler_and_picks_native_bf16(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from autopeft.methods import make_spec
+    from autopeft.methods.qlora import compute_dtype
+
+    with pytest.raises(UserError, match="fp16 is not offered: autopeft trains without a loss"):
+        make_spec("qlora", {"compute_dtype": "fp16"})
+    spec = make_spec("qlora", {})
+    assert compute_dtype(spec, torch.device("cpu")) == torch.float32
+    fake_gpu(monkeypatch, (7, 5), native=False)  # T4
+    assert compute_dtype(spec, CUDA) == torch.float32
+    fake_gpu(monkeypatch, (9, 0), native=True)  # H100
+    assert compute_dtype(spec, CUDA) == torch.bfloat16
+
+
+def test_a_kept_base_on_a_gpu_draws_the_new_head_as_on_the_cpu(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The head ``from_pretrained`` created is re-drawn on the CPU generator wherever the
+    model is, so a build from a base kept on a GPU starts from the same head."""
+    from autopeft.models import NEW_PARAMETERS_ATTR, reinit_new_parameters
+
+    moved: list[str] = []
+
+    class Head(torch.nn.Linear):
+        def to(self, device: Any) -> Any:  # record the moves; stay on the CPU
+            moved.append(str(device))
+            return self
+
+    class Model(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.classifier = Head(4, 2)
+
+        def _init_weights(self, module: Any) -> None:
+            module.weight.data.normal_()
+
+    model = Model()
+    setattr(model, NEW_PARAMETERS_ATTR, ("classifier.weight",))
+    torch.manual_seed(3)
+    reinit_new_parameters(model)
+    on_cpu = model.classifier.weight.detach().clone()
+    assert moved == []
+    monkeypatch.setattr(torch.Tensor, "device", property(lambda t: CUDA))
+    torch.manual_seed(3)
+    reinit_new_parameters(model)
+    monkeypatch.undo()
+    assert moved == ["cpu", "cuda"] and torch.equal(model.classifier.weight, on_cpu)
+
+
+# -- out of memory: when it blocks larger candidates ----------------------------------------
+
+def runner_on(study: optuna.Study) -> Any:
+    from autopeft.search.constraints import Limits
+    from autopeft.search.objective import TrialRunner
+
+    return TrialRunner(study, None, None, None, Limits(), None, None, None)
+
+
+def add(study: optuna.Study, state: str, predicted: int, oom: bool = False) -> None:
+    from optuna.trial import TrialState, create_trial
+
+    from autopeft.results import PREDICTED_MEMORY
+
+    attrs = {PREDICTED_MEMORY: predicted, **({"out_of_memory": True} if oom else {})}
+    s = TrialState[state]
+    study.add_trial(create_trial(state=s, values=[0.5, 1, 1] if state == "COMPLETE" else None,
+                                 user_attrs=attrs))
+
+
+def test_one_out_of_memory_blocks_nothing_two_block_larger_candidates_until_one_succeeds() -> None:
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    runner = runner_on(study)
+    add(study, "FAIL", 100, oom=True)
+    assert runner._ran_out_before(500) == []  # a neighbour's doing, perhaps: tried again
+    add(study, "FAIL", 200, oom=True)
+    assert "2 trials that ran out of memory" in runner._ran_out_before(500)[0]
+    assert runner._ran_out_before(150) == []  # only one ran out at or below 150
+    add(study, "COMPLETE", 300)  # a larger candidate trained after both: the block lifts
+    assert runner._ran_out_before(500) == []
+    add(study, "FAIL", 400, oom=True)
+    add(study, "FAIL", 450, oom=True)
+    assert runner._ran_out_before(500) and runner._ran_out_before(350) == []
+
+
+# -- placing this machine's workers before the search starts ----------------------------------
+
+class Notes:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def note(self, text: str) -> None:
+        self.lines.append(text)
+
+
+def placed(monkeypatch: pytest.MonkeyPatch, peak: int | None, gib: int, **cfg: Any) -> tuple:
+    """``placement`` on 2 stand-in GPUs of ``gib`` GiB, with a study that measured ``peak``."""
+    from autopeft.memory import CUDA_METHOD
+    from autopeft.search.config import SearchConfig
+    from autopeft.search.study import placement
+    from autopeft.train import TrainSettings
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    import autopeft.search.study as study_mod
+
+    asked: list[str] = []
+    monkeypatch.setattr(study_mod, "device_memory", lambda e: asked.append(e) or gib * 2**30)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "6,7")
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    if peak is not None:
+        study.add_trial(optuna.trial.create_trial(
+            state=optuna.trial.TrialState.COMPLETE, values=[0.9, 1, peak],
+            user_attrs={"peak_memory_bytes": peak, "memory_method": CUDA_METHOD}))
+    base = torch.nn.Linear(256, 256)  # 65,792 parameters, 263,168 bytes kept on the device
+    bench = types.SimpleNamespace(settings=TrainSettings(device="cuda:1"),
+                                  base=types.SimpleNamespace(model=base))
+    notes = Notes()
+    cfg = SearchConfig(task="sst2", model="m", n_trials=8, **cfg)
+    slots = placement(cfg, bench, study, notes)
+    assert asked in ([], ["7"])  # the search's own GPU, when there is something to check
+    if len(slots) == 1:  # alone on its GPU: the GPU is not even asked
+        assert asked == []
+    return slots, notes.lines
+
+
+def test_placement_shares_the_gpus_and_says_in_one_line_when_trials_may_not_fit(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    slots, notes = placed(monkeypatch, 10 * 2**30, 80, workers=4, trials_per_gpu=2)
+    assert [s.device for s in slots] == ["7", "6", "7", "6"]  # the search keeps its cuda:1
+    assert {s.share for s in slots} == {0.5} and notes == []  # 2 x 10 GiB fit in 80
+    slots, notes = placed(monkeypatch, 50 * 2**30, 80, workers=4, trials_per_gpu=2)
+    assert len(slots) == 4 and len(notes) == 1 and "may not fit" in notes[0]
+    with pytest.raises(UserError, match="--trials-per-gpu 1"):
+        placed(monkeypatch, None, 80, workers=3)
+    slots, notes = placed(monkeypatch, None, 80)  # the default: the search alone on cuda:1
+    assert [(s.device, s.share) for s in slots] == [("7", 1.0)] and notes == []
+
+
+def test_trials_per_gpu_auto_starts_as_many_workers_as_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    slots, notes = placed(monkeypatch, 20 * 2**30, 141, trials_per_gpu="auto")
+    assert len(slots) == 2 * 6 and {s.share for s in slots} == {1 / 6}
+    assert "auto: 6 per GPU (12 workers)" in notes[0]
+
+
+def test_trials_per_gpu_is_a_count_or_auto() -> None:
+    from autopeft.cli import parser
+    from autopeft.search.config import SearchConfig
+
+    for bad in (0, "two", 1.5):
+        with pytest.raises(UserError, match="trials_per_gpu"):
+            SearchConfig(task="sst2", model="m", n_trials=1, trials_per_gpu=bad)
+    args = parser().parse_args(["search", "--task", "sst2", "--model", "m", "--trials-per-gpu", "auto"])
+    assert args.trials_per_gpu == "auto"
+    args = parser().parse_args(["search", "--task", "sst2", "--model", "m", "--trials-per-gpu", "3"])
+    assert args.trials_per_gpu == 3
+
+
+def test_a_checkpoint_on_cuda_continues_after_the_batches_trained_not_the_one_drawn_ahead(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import autopeft.train as train_mod
+    from test_train_loop import data
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda t: t)
+    monkeypatch.setattr(train_mod, "to_device", lambda batch, device: batch)
+    enc = data(10)
+    make = lambda rows: {"input_ids": torch.tensor(list(rows))}  # noqa: E731
+    for device in (CUDA, torch.device("cpu")):
+        stream = train_mod.batches_on(device, train_mod.micro_batches(enc, 4, 0), make)
+        reference = train_mod.micro_batches(enc, 4, 0)
+        for _ in range(4):  # across an epoch's end (3 batches an epoch)
+            next(stream)
+            next(reference)
+            assert stream.position == reference.position

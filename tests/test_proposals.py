@@ -1,0 +1,168 @@
+"""The default sampler: recipes, one candidate per family, a space-filling design on its own
+seed stream, then TPE fitted on the highest rung with enough scores (pruned trials count),
+a third random. No training: trials are told hand-made rung scores."""
+from __future__ import annotations
+
+import collections
+
+import optuna
+import pytest
+import yaml
+
+from autopeft.search.proposals import (DESIGN, RungSampler, from_unit, model_rung,
+                                       rung_view_trials)
+from autopeft.search.samplers import make_sampler
+from autopeft.search.warmstart import entry_families, enqueue_recipes
+from autopeft.space import parse_space
+
+SPACE = parse_space(yaml.safe_load("""
+candidates: [lora, bitfit, ia3, adapter, prefix, full, mam, propetl, lora+bitfit]
+learning_rate: {low: 1.0e-5, high: 1.0e-1, log: true}
+methods:
+  lora: {r: {choices: [4, 8, 16]}}
+"""))
+FAMILIES = entry_families(SPACE)
+PRUNED = optuna.trial.TrialState.PRUNED
+
+
+def study(sampler: optuna.samplers.BaseSampler, recipes: bool = True) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    st = optuna.create_study(directions=["maximize", "minimize", "minimize"], sampler=sampler)
+    if recipes:
+        enqueue_recipes(st, SPACE)
+    return st
+
+
+def score_of(good: str):
+    return lambda entry: 0.9 if entry == good else 0.5  # 0.5: chance
+
+
+def propose(st: optuna.Study, n: int, score=score_of("lora")) -> list[tuple[str, float, str]]:
+    """Ask ``n`` trials; each is pruned at rung 10 with ``score(entry)`` (same size for all)."""
+    out = []
+    for _ in range(n):
+        trial = st.ask()
+        candidate = SPACE.sample(trial)
+        entry = trial.params["candidate"]
+        for key, value in {"rung_scores": {"10": score(entry)}, "trainable_params": 1000,
+                           "predicted_memory_bytes": 10**6}.items():
+            trial.set_user_attr(key, value)
+        st.tell(trial, state=PRUNED)
+        way = st.trials[trial.number].user_attrs.get("proposal")
+        out.append((entry, candidate.learning_rate, way))
+    return out
+
+
+def test_entries_are_filed_by_family_in_the_reviews_order() -> None:
+    assert FAMILIES == {"full": "baseline", "ia3": "additive", "adapter": "additive",
+                        "prefix": "additive", "bitfit": "partial", "lora": "reparameterized",
+                        "mam": "hybrid", "lora+bitfit": "hybrid", "propetl": "unified"}
+
+
+def test_after_the_recipes_tpe_and_random_propose_different_candidates() -> None:
+    tpe = propose(study(make_sampler("tpe", 0, FAMILIES)), 12)
+    rnd = propose(study(make_sampler("random", 0, FAMILIES)), 12)
+    assert [p[:2] for p in tpe[:6]] == [p[:2] for p in rnd[:6]]  # the six recipes
+    assert not {p[:2] for p in tpe[6:]} & {p[:2] for p in rnd[6:]}
+
+
+def test_the_start_up_tries_every_family_once_then_a_design() -> None:
+    got = propose(study(RungSampler(0, FAMILIES)), 6 + 2 + DESIGN)
+    assert [w for _, _, w in got] == ["recipe"] * 6 + ["family"] * 2 + ["design"] * DESIGN
+    # the recipes cover baseline, additive, partial, reparameterized: hybrid and unified next
+    assert {FAMILIES[e] for e, _, _ in got[6:8]} == {"hybrid", "unified"}
+    # without recipes, the first trials are one per family, each family once
+    bare = propose(study(RungSampler(3, FAMILIES), recipes=False), 6)
+    families = [FAMILIES[e] for e, _, _ in bare]
+    assert sorted(families) == sorted(set(FAMILIES.values()))
+
+
+def test_the_design_fills_the_space() -> None:
+    import math
+
+    one = parse_space(yaml.safe_load("""
+candidates: [lora]
+learning_rate: {low: 1.0e-5, high: 1.0e-1, log: true}
+methods:
+  lora: {r: {choices: [4, 8, 16]}}
+"""))
+    st = optuna.create_study(directions=["maximize", "minimize", "minimize"],
+                             sampler=RungSampler(1, entry_families(one), design=16))
+    rates, ranks = [], []
+    for _ in range(17):
+        trial = st.ask()
+        c = one.sample(trial)
+        st.tell(trial, state=PRUNED)
+        rates.append(c.learning_rate)
+        ranks.append(c.methods[0].params["r"])
+    design = rates[1:]  # the first is the family's candidate
+    decades = collections.Counter(math.floor(math.log10(lr)) for lr in design)
+    assert set(decades) == {-5, -4, -3, -2} and max(decades.values()) <= 6  # 4 each, roughly
+    assert min(collections.Counter(ranks).values()) >= 4 and len(set(ranks)) == 3
+
+
+def test_pruned_trials_rung_scores_steer_the_model() -> None:
+    def later(good: str) -> collections.Counter:
+        st = study(RungSampler(0, FAMILIES, random_share=0.0), recipes=False)
+        got = propose(st, 40, score_of(good))
+        assert [w for _, _, w in got[20:]] == ["model"] * 20
+        return collections.Counter(e for e, _, _ in got[20:])
+
+    lora, bitfit = later("lora"), later("bitfit")
+    assert lora["lora"] > 2 * lora["bitfit"] and lora["lora"] >= 8
+    assert bitfit["bitfit"] > 2 * bitfit["lora"] and bitfit["bitfit"] >= 8
+
+
+def test_a_third_of_the_proposals_after_the_start_up_are_random() -> None:
+    got = propose(study(RungSampler(0, FAMILIES)), 60)
+    ways = collections.Counter(w for _, _, w in got[20:])
+    assert set(ways) == {"model", "random"} and 6 <= ways["random"] <= 20
+
+
+def test_the_same_seed_proposes_the_same_candidates() -> None:
+    first = propose(study(RungSampler(5, FAMILIES)), 24)
+    assert propose(study(RungSampler(5, FAMILIES)), 24) == first
+    assert propose(study(RungSampler(6, FAMILIES)), 24) != first
+
+
+class _T:  # a FrozenTrial look-alike for the rung model's pure parts
+    def __init__(self, number: int, state: str, scores: dict, **attrs):
+        self.number, self.params, self.distributions = number, {}, {}
+        self.user_attrs = {"rung_scores": scores, "trainable_params": 10,
+                           "predicted_memory_bytes": 5, **attrs}
+        self.system_attrs, self.intermediate_values = {}, {}
+        self.state = optuna.trial.TrialState[state]
+        self.values = None
+
+
+def test_the_model_rung_is_the_highest_with_enough_scores() -> None:
+    trials = [_T(n, "PRUNED", {"3": 0.5}) for n in range(6)]
+    trials += [_T(6 + n, "COMPLETE", {"3": 0.6, "9": 0.7}) for n in range(3)]
+    assert model_rung(trials, 8) == 3 and model_rung(trials, 3) == 9
+    assert model_rung(trials, 10) is None
+    dup = _T(9, "PRUNED", {"3": 0.5}, duplicate_of=0)  # a duplicate is not a new point
+    assert model_rung([*trials[:7], dup], 8) is None
+
+
+def test_the_view_makes_every_trial_at_the_rung_a_complete_observation() -> None:
+    trials = [_T(0, "PRUNED", {"3": 0.5}), _T(1, "COMPLETE", {"3": 0.6, "9": 0.8}),
+              _T(2, "RUNNING", {"3": 0.7}), _T(3, "RUNNING", {}), _T(4, "FAIL", {"3": 0.9})]
+    seen = {t.number: t for t in rung_view_trials(trials, 3)}
+    assert set(seen) == {0, 1, 2}
+    assert all(t.state.name == "COMPLETE" for t in seen.values())
+    assert seen[0].values == [0.5, 10.0, 5.0] and seen[1].values == [0.6, 10.0, 5.0]
+    high = {t.number: t for t in rung_view_trials(trials, 9)}
+    assert high[0].state.name == "PRUNED" and high[0].values is None  # stopped below
+    assert high[1].values == [0.8, 10.0, 5.0] and 2 not in high
+    assert trials[0].state.name == "PRUNED"  # the study's own trials are untouched
+
+
+@pytest.mark.parametrize("dist,u,want", [
+    (optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True), 0.5, 1e-3),
+    (optuna.distributions.FloatDistribution(0.0, 1.0, step=0.25), 0.99, 1.0),
+    (optuna.distributions.IntDistribution(2, 32, log=True), 0.0, 2),
+    (optuna.distributions.IntDistribution(1, 5), 0.5, 3),
+    (optuna.distributions.CategoricalDistribution(["a", "b", "c"]), 0.999, "c"),
+])
+def test_the_design_maps_the_unit_interval_onto_each_distribution(dist, u, want) -> None:
+    assert from_unit(dist, u) == pytest.approx(want)
