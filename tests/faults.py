@@ -6,8 +6,12 @@ public ``register`` and names this module in ``AUTOPEFT_PLUGINS`` (with this fol
 (a real MemoryError from an impossible allocation), ``nan`` (weights set to NaN, so the
 loss really becomes NaN), ``explode`` (trained weights scaled up: the loss really explodes),
 ``segfault`` (the process dies by SIGSEGV), ``sleep`` (slow
-steps, for budget and interrupt tests), ``cuda`` (the error a device-side assert raises,
-which leaves a process's CUDA context broken).
+steps, for interrupt tests), ``tick`` (each step advances the test clock ``CLOCK`` by
+``seconds`` instead of sleeping: budget tests pass it as the search's clock, in-process),
+``cuda`` (the error a device-side assert raises, which leaves a process's CUDA context
+broken). A ``sleep`` fault with ``barrier: N`` waits on its process's first step until N
+processes have reached theirs (files in the folder ``$AUTOPEFT_TEST_BARRIER``): every worker
+of a scale-out test takes a trial, however slowly it started.
 """
 from __future__ import annotations
 
@@ -20,10 +24,43 @@ from typing import Any
 @dataclass
 class Spec:
     kind: str = field(default="raise", metadata={
-        "help": "raise | memory | nan | explode | segfault | sleep | cuda"})
+        "help": "raise | memory | nan | explode | segfault | sleep | tick | cuda"})
     at_step: int = field(default=0, metadata={
         "help": "the optimiser step (0-based) at which it strikes"})
-    seconds: float = field(default=0.5, metadata={"help": 'for "sleep": seconds per step'})
+    seconds: float = field(default=0.5, metadata={"help": 'for "sleep", "tick": seconds per step'})
+    barrier: int = field(default=0, metadata={
+        "help": 'for "sleep": processes to wait for on the first step (0: none)'})
+
+
+class Clock:
+    """A wall clock that moves only when told (``budget.Clock``: called for the time)."""
+
+    def __init__(self, start: float = 1_000_000.0):
+        self.t = start
+
+    def __call__(self) -> float:
+        return self.t
+
+
+CLOCK = Clock()
+BARRIER_SECONDS = 180.0  # a worker that has not started a trial by then is not coming
+_passed_barriers: set[str] = set()
+
+
+def wait_at_barrier(parties: int) -> None:
+    """Once per process and barrier folder: mark this process arrived, then wait until
+    ``parties`` have."""
+    folder = os.environ["AUTOPEFT_TEST_BARRIER"]
+    if folder in _passed_barriers:
+        return
+    open(os.path.join(folder, str(os.getpid())), "w").close()
+    end = time.monotonic() + BARRIER_SECONDS
+    while len(os.listdir(folder)) < parties:
+        if time.monotonic() > end:
+            raise RuntimeError(f"only {len(os.listdir(folder))} of {parties} processes "
+                               f"started a trial within {BARRIER_SECONDS:.0f} s")
+        time.sleep(0.05)
+    _passed_barriers.add(folder)
 
 
 class _Fault:
@@ -33,7 +70,11 @@ class _Fault:
     def before_optimizer_step(self, step: int) -> None:
         kind = self.spec.kind
         if kind == "sleep":
+            if self.spec.barrier:
+                wait_at_barrier(self.spec.barrier)
             time.sleep(self.spec.seconds)
+        if kind == "tick":
+            CLOCK.t += self.spec.seconds
         if step != self.spec.at_step:
             return
         if kind == "raise":

@@ -49,6 +49,11 @@ def test_exported_yaml_retrains_to_the_same_candidate(
     measured = json.loads(capsys.readouterr().out)
     assert measured["trainable_params"] == best["trainable_params"]
     assert measured["score"] == pytest.approx(best["score"], abs=1e-9)
+    import autopeft  # the score may be the majority class's for any run: the loss is not
+
+    searched = autopeft.load_study("t").trials[best["number"]].user_attrs
+    assert measured["final_loss"] == pytest.approx(searched["final_loss"], rel=1e-6)
+    assert measured["steps"] == searched["steps"]
     assert measured["seed"] == best["candidate"]["seed"]
     saved = json.loads((trained / "metrics.json").read_text())
     assert saved["trainable_params"] == best["trainable_params"]

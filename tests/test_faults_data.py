@@ -140,6 +140,9 @@ def json_notes(out: str) -> list[str]:
 
 
 def test_unwritable_cache_means_no_disk_cache(workdir, tiny_model, tiny_data, capsys) -> None:
+    from autopeft import data as data_mod
+
+    data_mod._MEMORY.clear()  # tokens kept from an earlier test would never reach the disk
     (workdir / "studies").mkdir()
     (workdir / "studies" / ".cache").write_text("a file where the cache folder should be")
     capsys.readouterr()

@@ -45,9 +45,18 @@ def test_same_result_as_in_process(isolated, tiny_model: Path, tiny_data: Path) 
 
 
 def test_a_segfault_fails_the_trial_and_the_next_one_runs(isolated) -> None:
+    """The crash ends the child; a new one trains the next candidate exactly as before."""
+    bitfit = Candidate([MethodSpec("bitfit")], 1e-3)
+    before = isolated.run(bitfit)
+    pid = isolated._proc.pid
     with pytest.raises(TrialCrashed, match="SIGSEGV"):
         isolated.run(fault("segfault"))
-    assert isolated.run(Candidate([MethodSpec("bitfit")], 1e-3)).trainable > 0
+    after = isolated.run(bitfit)
+    assert isolated._proc.pid != pid  # a fresh child
+    assert after.result.steps == before.result.steps == 3  # 48 rows, batch 16: to the end
+    assert after.result.score == before.result.score
+    assert after.result.final_loss == before.result.final_loss
+    assert after.trainable == before.trainable > 0
 
 
 def test_errors_keep_their_type_and_the_child_lives(isolated) -> None:

@@ -32,4 +32,7 @@ def test_full_fine_tuning_on_minilm_learns_sst2(workdir: Path, capsys) -> None:
     assert main(["show", "minilm", "--all", "--json"]) == 0
     trials = json.loads(capsys.readouterr().out)
     assert len(trials) == 2 and all(t["state"] == "COMPLETE" for t in trials)
-    assert max(t["score"] for t in trials) > 0.6
+    # Measured on 2 CPU cores: the better trial 0.750-0.759 (lr about 7e-5), the other 0.717
+    # (lr 5e-5). The bar is a few points under the better one and far above the majority
+    # class (0.509): a model that learned nothing, or learned little, fails.
+    assert max(t["score"] for t in trials) > 0.72

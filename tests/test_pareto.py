@@ -46,6 +46,22 @@ def test_selection_keys_rank_first_then_crowding() -> None:
     assert keys.index(min(keys[1], keys[2], keys[4])) == 4  # the loneliest interior point
 
 
+def test_crowding_breaks_a_tie_on_the_front_toward_the_lonelier_point() -> None:
+    """(score max, params min, memory min): 0..3 a trade-off front, 4..8 dominated. The
+    interior points' crowding by hand, over the front's ranges (score 0.30, params 990):
+    1: (0.90 - 0.84) / 0.30 + (1000 - 480) / 990 = 0.7253;
+    2: (0.85 - 0.60) / 0.30 + (500 - 10) / 990 = 1.3283. So the top three are 0, 3, 2."""
+    pts = [[0.90, 1000, 1000], [0.85, 500, 1000], [0.84, 480, 1000], [0.60, 10, 1000],
+           *([0.50, 2000, 1000] for _ in range(5))]
+    d = crowding_distance(pts, DIRS)
+    assert math.isinf(d[0]) and math.isinf(d[3])
+    assert d[1] == pytest.approx(0.06 / 0.30 + 520 / 990) and d[2] == pytest.approx(0.25 / 0.30 + 490 / 990)
+    keys = selection_keys(pts, DIRS)
+    assert [k[0] for k in keys] == [0, 0, 0, 0, 1, 1, 1, 1, 1]
+    top3 = sorted(range(len(pts)), key=lambda i: keys[i])[:3]
+    assert set(top3) == {0, 2, 3}
+
+
 @pytest.mark.parametrize("points, ref, expected", [
     ([[0.5, 0.5]], [1, 1], 0.25),
     ([[0, 0.5], [0.5, 0]], [1, 1], 0.75),

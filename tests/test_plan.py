@@ -105,11 +105,31 @@ def test_the_search_measures_costs_stores_the_plan_and_every_trial_follows_it(
 
 
 def test_workers_stop_searching_when_the_refit_share_begins(
-        workdir: Path, tiny_model: Path, tiny_data: Path) -> None:
-    """The deadline every worker obeys is the end of the search phase, not of the budget."""
-    import time
+        workdir: Path, tiny_model: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deadline every worker obeys is the end of the search phase, not of the budget: a
+    worker that starts in the refit's share asks the study for no trial. The clock is the
+    test's (``faults.Clock``), so the deadlines are exact and nothing waits."""
+    import functools
 
-    start = time.time()
+    import optuna
+
+    import autopeft.search.study as study_mod
+    from faults import Clock
+
+    clock = Clock()
+    start = clock()
+    monkeypatch.setattr(study_mod, "run_search", functools.partial(study_mod.run_search,
+                                                                   clock=clock))
     study = api.search("sst2", study="share", budget="60s", n_trials=1, trial_steps=4,
                        refit_share=0.5, **small(tiny_model, tiny_data))
-    assert study.user_attrs["deadline"] == pytest.approx(start + 30, abs=5)
+    assert study.user_attrs["budget"] == {"seconds": 60.0, "started": start, "refit_share": 0.5}
+    assert study.user_attrs["deadline"] == start + 30  # the search phase's end
+    before = len(study.get_trials())
+
+    def no_ask(self, *args, **kwargs):  # raising, not counting: a worker that asks would
+        raise AssertionError("a worker asked for a trial after the search phase")  # never end
+
+    monkeypatch.setattr(optuna.Study, "ask", no_ask)
+    clock.t = start + 45  # in the refit's share: the budget is not over, the search is
+    after = study_mod.run_worker("share", isolation="none", clock=clock)
+    assert len(after.get_trials()) == before

@@ -20,7 +20,7 @@ from autopeft.cli import main
 from autopeft.report.plotdata import collect, hypervolume_history
 from autopeft.report.plots import PNG_NAMES
 from autopeft.report.progress import (ConsoleReporter, JsonLogReporter, LiveReporter,
-                                      NullReporter)
+                                      NullReporter, state_counts)
 from test_pick import hand_made_study
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -285,7 +285,8 @@ def test_a_narrow_terminal_drops_columns_never_the_numbers(width: int) -> None:
 
 
 def test_reporters_take_every_event() -> None:
-    """The search may send rung / pruned events to any reporter, including the silent one."""
+    """The search may send rung / pruned events to any reporter, including the silent one;
+    each one that writes says what happened (read back from its output)."""
     from rich.console import Console
 
     from autopeft.candidate import Candidate, MethodSpec
@@ -294,9 +295,10 @@ def test_reporters_take_every_event() -> None:
     study = hand_made_study()
     cand = Candidate([MethodSpec("lora", {"r": 8, "targets": ["query", "value"]})], 1e-3)
     buf = io.StringIO()
-    for reporter in (NullReporter(), JsonLogReporter(stream=buf),
-                     LiveReporter(console=Console(file=io.StringIO(), force_terminal=True, width=150)),
-                     ConsoleReporter()):
+    console = ConsoleReporter()
+    console.console = Console(file=io.StringIO(), width=150)  # instead of stderr
+    live = LiveReporter(console=Console(file=io.StringIO(), force_terminal=True, width=150))
+    for reporter in (NullReporter(), JsonLogReporter(stream=buf), live, console):
         reporter.started(study, "memory", Budget(60.0), 5)
         reporter.trial_started(9, cand)
         reporter.step(1, 4, 0.7)
@@ -306,9 +308,21 @@ def test_reporters_take_every_event() -> None:
         reporter.trial_finished(study, 1)
         reporter.note("budget reached")
         reporter.finished(study)
-    events = [json.loads(line)["event"] for line in buf.getvalue().splitlines()]
-    assert events == ["started", "trial_started", "rung", "trial_pruned", "trial_failed",
-                      "trial_finished", "note", "finished"]  # step throttled (10 s)
+    events = [json.loads(line) for line in buf.getvalue().splitlines()]
+    assert [e["event"] for e in events] == ["started", "trial_started", "rung", "trial_pruned",
+                                            "trial_failed", "trial_finished", "note",
+                                            "finished"]  # step throttled (10 s)
+    by_event = {e["event"]: e for e in events}
+    assert by_event["rung"]["number"] == 9 and by_event["rung"]["score"] == pytest.approx(0.81)
+    assert by_event["trial_failed"]["reason"] == "boom"
+    assert by_event["note"]["text"] == "budget reached"
+    done = f"done: {state_counts(study)['complete']} complete"
+    for reporter in (live, console):
+        text = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", reporter.console.file.getvalue())
+        for needle in ("at memory", "trial 9 pruned: below the rung's top 1/3",
+                       "trial 10 failed: boom", "trial 1 ", "budget reached", done):
+            assert needle in text, (type(reporter).__name__, needle)
+    assert "trial 9 rung at step 2: score 0.8100" in console.console.file.getvalue()
 
 
 def test_live_panel_shows_trial_budget_counts_and_front() -> None:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -76,14 +75,46 @@ def test_a_max_params_violation_is_skipped_without_training(workdir: Path, tiny_
     assert api.front(study) == []
 
 
-def test_predicted_parameter_count_is_exact(workdir: Path, tiny_model: Path, tiny_data: Path) -> None:
+def test_predicted_memory_is_a_lower_bound_and_the_hypervolume_is_recorded(
+        workdir: Path, tiny_model: Path, tiny_data: Path) -> None:
     study = api.search("sst2", **small(tiny_model, tiny_data, n_trials=3, pruner="none"))
     done = [t for t in study.get_trials() if t.state.name == "COMPLETE"]
     assert len(done) == 3  # LoRA, BitFit, (IA)3: the warm start
-    for t in done:  # predicted before training, then recorded from the trained model
-        assert t.values[1] == t.user_attrs["trainable_params"]
-        assert t.user_attrs["predicted_memory_bytes"] <= t.values[2]  # a lower bound
+    for t in done:
+        assert 0 < t.user_attrs["predicted_memory_bytes"] <= t.values[2]  # a lower bound
     assert study.user_attrs["hypervolume_history"][-1][1] == study.user_attrs["hypervolume"] > 0
+
+
+def _prediction_cases() -> list[tuple[str, dict]]:
+    """Every registered method with its defaults, plus the settings that store differently
+    from what trains (prefix tuning's reparameterisation MLP, ProPETL's masks)."""
+    from autopeft.methods import METHODS
+
+    cases = [(name, {}) for name in METHODS if name != "fault"]
+    cases += [(name, {"prefix_projection": True}) for name in METHODS
+              if "prefix_projection" in METHODS[name].params()]
+    return cases
+
+
+@pytest.mark.parametrize("name,params", _prediction_cases(),
+                         ids=lambda v: v if isinstance(v, str) else ",".join(v) or "defaults")
+def test_predicted_parameter_count_is_exact(name: str, params: dict) -> None:
+    """What ``--max-params`` skips on (``predict`` on the meta skeleton) is the count the
+    built model stores (``build.count_stored``), and trains (``count_trainable``)."""
+    from autopeft.build import build, count_stored, count_total, count_trainable
+    from autopeft.candidate import Candidate, MethodSpec
+    from autopeft.search.constraints import predict
+    from autopeft.validate import skeleton
+    from families import tiny_model
+
+    base = tiny_model("bert")
+    candidate = Candidate([MethodSpec(name, params)], 1e-3, seed=1)
+    pred = predict(skeleton(base), base, candidate, total_steps=10)
+    model = build(base, candidate, total_steps=10)
+    assert pred.trainable_params == count_stored(model) > 0
+    assert pred.trained_params == count_trainable(model)
+    if name != "qlora":  # 4-bit packing happens on real weights only: the skeleton is unpacked
+        assert pred.total_params == count_total(model)
 
 
 def test_warm_start_enqueues_the_recipes_the_space_has() -> None:
@@ -125,38 +156,109 @@ def test_no_warm_start_on_a_resumed_study(workdir: Path, tiny_model: Path, tiny_
     assert len(recipes) == 1 and len(study.get_trials()) == 2
 
 
-@pytest.mark.slow
-def test_budget_end_is_respected(workdir: Path, tiny_model: Path, tiny_data: Path) -> None:
-    from faults import enable_faults
+def test_mo_asha_prunes_trials_at_their_rungs_end_to_end(workdir: Path, tiny_model: Path) -> None:
+    """Nine candidates through rungs 2, 4, 8: each rung score is stored, the pruner decides
+    from the storage, and a trial it stops is PRUNED at that rung with its decision and
+    reason. STS-B (a correlation): candidates score differently, so ranks are not ties."""
+    from test_tasks import write_glue
 
-    enable_faults()  # `fault` kind sleep: each step takes 0.4 s, so a trial takes ~5 s
-    (workdir / "slow.yaml").write_text("candidates: [fault]\nmethods:\n  fault: {kind: sleep, "
-                                       "seconds: 0.4}\nlearning_rate: 1.0e-3\n")
-    start = time.monotonic()
+    write_glue(workdir / "data", "stsb", n=128)  # batch 16: 8 steps
+    (workdir / "bitfit.yaml").write_text("candidates: [bitfit]\n"
+                                         "learning_rate: {low: 1.0e-4, high: 1.0e-1, log: true}\n")
+    study = api.search("stsb", **small(tiny_model, workdir / "data", n_trials=9, rungs="2,4,8",
+                                       space="bitfit.yaml", pruner="mo-asha", warm_start=False,
+                                       sampler="random", seed=0))
+    trials = study.get_trials()
+    assert len(trials) == 9 and study.user_attrs["plan"]["rungs"] == [2, 4, 8]
+    pruned = [t for t in trials if t.state.name == "PRUNED"]
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert pruned and complete and len(pruned) + len(complete) == 9
+    for t in pruned:
+        a = t.user_attrs
+        step = a["pruned_at_step"]
+        assert step in (2, 4) and a["steps"] == step  # stopped at a rung, never at the end
+        assert a["pruned_at_rung"] == [2, 4, 8].index(step) + 1
+        assert set(a["rung_scores"]) == {str(s) for s in (2, 4) if s <= step}
+        decisions = a["rung_decisions"]
+        assert set(decisions) == set(a["rung_scores"])  # one decision per rung it reached
+        assert decisions[str(step)]["keep"] is False
+        assert all(d["keep"] for k, d in decisions.items() if k != str(step))
+        assert a["prune_reason"].startswith(f"mo-asha at step {step}: ")
+        assert decisions[str(step)]["reason"] in a["prune_reason"]
+        assert a["stopped_by_budget"] is False and t.values is None
+    for t in complete:
+        a = t.user_attrs
+        assert a["steps"] == 8 and set(a["rung_scores"]) == {"2", "4", "8"}
+        assert all(d["keep"] for d in a["rung_decisions"].values())
+        assert set(a["rung_decisions"]) == {"2", "4"}  # none at the end: the score is the result
+
+
+def test_budget_end_is_respected(workdir: Path, tiny_model: Path, tiny_data: Path,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The search's clock is the test's: loading the model takes 1 s of it and each step of
+    the `fault` kind tick 0.5 s, so a 3 s budget (which starts before the model loads) ends
+    with the fourth step of the first trial, whatever the machine."""
+    import functools
+
+    import autopeft.search.study as study_mod
+    from autopeft.runner import Bench
+    from faults import CLOCK, enable_faults
+
+    enable_faults()
+    monkeypatch.setattr(study_mod, "run_search", functools.partial(study_mod.run_search,
+                                                                   clock=CLOCK))
+    load = Bench.load
+
+    def slow_load(*args, **kwargs):
+        CLOCK.t += 1.0
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(Bench, "load", slow_load)
+    (workdir / "slow.yaml").write_text("candidates: [fault]\nmethods:\n  fault: {kind: tick, "
+                                       "seconds: 0.5}\nlearning_rate: 1.0e-3\n")
+    start = CLOCK()
     study = api.search("sst2", **small(tiny_model, tiny_data, budget="3s", space="slow.yaml",
                                        warm_start=False, trial_steps=13, refit_share=0.0))
-    assert time.monotonic() - start < 3 + 15
+    assert study.user_attrs["budget"]["started"] == start and study.user_attrs["deadline"] == start + 3
     trials = study.get_trials()
     assert len(trials) == 1  # nothing else could start after the end
     a = trials[0].user_attrs
     assert trials[0].state.name == "PRUNED" and a["stopped_by_budget"] is True
-    assert a["pruned_at_rung"] == sum(1 for s in a["rungs"] if str(s) in a.get("rung_scores", {}))
-    assert a["steps"] < 13
+    assert a["steps"] == a["pruned_at_step"] == 4  # 1 s + 4 x 0.5 s = 3 s
+    assert a["pruned_at_rung"] == 0 and "rung_scores" not in a  # its only rung is the end, 13
+    assert "budget ended at step 4" in a["prune_reason"]
 
 
 @pytest.mark.slow
 def test_confirm_seeds_replace_front_members_by_their_means(workdir: Path, tiny_model: Path,
                                                             tiny_data: Path) -> None:
+    from autopeft.pareto import non_dominated_mask
+
+    from test_tasks import write_glue
+
+    # STS-B: a correlation, so seeds that train differently score differently (on SST-2 the
+    # tiny model predicts one class whatever the seed: the same accuracy every time)
+    write_glue(workdir / "data", "stsb", n=32)
     (workdir / "lora.yaml").write_text(LORA_SPACE)
-    study = api.search("sst2", **small(tiny_model, tiny_data, n_trials=2, space="lora.yaml",
-                                       pruner="none", confirm_seeds=2, warm_start=False))
+    study = api.search("stsb", **small(tiny_model, workdir / "data", n_trials=2,
+                                       space="lora.yaml", pruner="none", confirm_seeds=2,
+                                       warm_start=False))
+    searched = [t for t in study.get_trials()
+                if t.state.name == "COMPLETE" and "confirm_of" not in t.user_attrs]
+    assert len(searched) == 2
+    on_front = non_dominated_mask([t.values for t in searched], ["maximize", "minimize", "minimize"])
+    members = {t.number for t, on in zip(searched, on_front) if on}
     confirmations = [t for t in study.get_trials() if "confirm_of" in t.user_attrs]
-    assert confirmations
-    originals = {t.user_attrs["confirm_of"] for t in confirmations}
+    originals = [t.user_attrs["confirm_of"] for t in confirmations]
+    assert len(originals) == len(set(originals))  # each trial confirmed once
+    assert members <= set(originals)  # every member of the search front confirmed
     front = api.front(study)
-    assert not originals & {r.number for r in front}  # the means stand in for them
+    assert front and {r.number for r in front} <= {t.number for t in confirmations}  # the means
+    assert not set(originals) & {r.number for r in front}  # stand in for the search trials
+    by_number = {t.number: t for t in searched}
     for t in confirmations:
         a = t.user_attrs
-        assert len(a["confirm_scores"]) == 3 and a["confirm_seeds"] == [0, 1, 2]
+        assert a["confirm_seeds"] == [0, 1, 2] and len(a["confirm_scores"]) == 3
+        assert a["confirm_scores"][0] == by_number[a["confirm_of"]].values[0]  # seed 0: the trial
         assert t.values[0] == pytest.approx(sum(a["confirm_scores"]) / 3)
-    assert {r.number for r in front} <= {t.number for t in front_trials(study)} | originals
+        assert len(set(a["confirm_scores"])) == 3, a["confirm_scores"]  # each seed its own run

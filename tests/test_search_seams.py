@@ -53,18 +53,25 @@ def test_the_budget_s_search_phase_ends_before_the_whole_and_workers_read_the_sa
     budget = Budget(100.0, started=1000.0).with_refit_share(0.25)
     assert (budget.search.end, budget.end) == (1075.0, 1100.0)
     assert budget.search.started == budget.started == 1000.0
-    now = Budget(600.0).with_refit_share(0.5)
-    assert 299 < now.search.left() <= 300 and 599 < now.left() <= 600
+    t = [5000.0]  # the clock: moved by hand, never waited for
+    now = Budget(600.0, 5000.0, clock=lambda: t[0]).with_refit_share(0.5)
+    assert (now.search.left(), now.left()) == (300.0, 600.0)
     assert now.search.fits(200) and not now.search.fits(400) and now.fits(400)
+    t[0] = 5250.0
+    assert (now.search.left(), now.left(), now.search.elapsed()) == (50.0, 350.0, 250.0)
+    assert now.search.fits(50) and not now.search.fits(51)
 
     study = optuna.create_study()
     now.store(study)
-    worker = Budget.of_study(study.user_attrs)  # what a worker reads: the same deadlines
-    assert worker == now and worker.search.end == study.user_attrs["deadline"]
-    assert abs(seconds_left(study) - now.search.left()) < 1
+    worker = Budget.of_study(study.user_attrs, lambda: t[0])  # what a worker reads: the same
+    assert worker == now and worker.search.end == study.user_attrs["deadline"] == 5300.0
+    assert seconds_left(study, lambda: t[0]) == 50.0
+    t[0] = 5400.0  # the search phase is over, the refit's share is not
+    assert seconds_left(study, lambda: t[0]) == 0.0 and not worker.search.fits(None)
+    assert worker.left() == 200.0 and worker.fits(None)
     assert Budget.of_study({}).search.left() is None  # no time limit
-    old = Budget.of_study({"deadline": now.search.end})  # a study with only its deadline
-    assert abs(old.search.end - now.search.end) < 1e-6 and old.end == old.search.end
+    old = Budget.of_study({"deadline": 5300.0}, lambda: 5100.0)  # a study with only its deadline
+    assert (old.search.end, old.end, old.search.left()) == (5300.0, 5300.0, 200.0)
 
 
 def test_no_budget_means_no_deadline_in_any_phase() -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy.exc
 
 from autopeft.cli import main
 
@@ -134,7 +135,11 @@ def wait_for(workdir: Path, proc: subprocess.Popen, done: int, timeout: float = 
         if _created(workdir / "studies" / "s.db"):
             try:
                 states = [t.state.name for t in trials(workdir)]
-            except Exception:  # the study is being created
+            except KeyError:  # the tables exist, the study's row not yet
+                states = []
+            except sqlalchemy.exc.OperationalError as exc:  # the search holds the write lock
+                if "locked" not in str(exc):
+                    raise
                 states = []
             if states.count("COMPLETE") >= done and states.count("RUNNING") == 1:
                 return

@@ -136,6 +136,20 @@ def search(model: Path, task: str, *extra: str) -> list[dict]:
     return argv
 
 
+def multiple_of(value: float, n: int) -> bool:
+    """``value`` is a count of right answers out of ``n``: k / n for a whole k."""
+    return abs(value * n - round(value * n)) < 1e-9 and 0 <= value <= 1
+
+
+def completed(study_name: str) -> list:
+    import autopeft
+
+    trials = [t for t in autopeft.load_study(study_name).trials if t.state.name != "WAITING"]
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"], \
+        [t.user_attrs.get("fail_reason") for t in trials]
+    return trials
+
+
 @pytest.mark.parametrize("name", ["rte", "stsb", "mnli"])
 def test_two_trial_search_per_glue_kind(name: str, workdir: Path, tiny_model: Path,
                                         capsys: pytest.CaptureFixture) -> None:
@@ -143,21 +157,38 @@ def test_two_trial_search_per_glue_kind(name: str, workdir: Path, tiny_model: Pa
     assert main(search(tiny_model, name, "--data-dir", str(workdir / "data"))) == 0
     capsys.readouterr()
     assert main(["show", "k", "--all", "--json"]) == 0
-    trials = [t for t in json.loads(capsys.readouterr().out) if t["state"] == "COMPLETE"]
-    assert trials
+    shown = {t["number"]: t for t in json.loads(capsys.readouterr().out)}
+    for t in completed("k"):
+        metrics = t.user_attrs["metrics"]
+        assert metrics["score"] == pytest.approx(shown[t.number]["score"]) == t.values[0]
+        assert t.user_attrs["steps"] == 3  # 24 rows, batch 8
+        if name == "stsb":  # the mean of two correlations
+            assert -1 <= metrics["pearson"] <= 1 and -1 <= metrics["spearman"] <= 1
+            assert metrics["score"] == pytest.approx((metrics["pearson"] + metrics["spearman"]) / 2)
+        else:  # right answers out of the 24 validation rows
+            assert multiple_of(metrics["accuracy"], 24) and metrics["score"] == metrics["accuracy"]
+        if name == "mnli":
+            assert multiple_of(metrics["validation_mismatched/accuracy"], 24)
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl", "tsv"])
+def test_two_trial_search_on_own_file(kind: str, workdir: Path, tiny_model: Path) -> None:
+    """Two text columns and a label column, named: 30 rows, 3 held out for validation."""
+    rows = [(sentence(i), sentence(i + 3), ["no", "yes"][i % 2]) for i in range(30)]
+    path = workdir / f"pairs.{kind}"
+    if kind == "jsonl":
+        path.write_text("\n".join(json.dumps({"a": a, "b": b, "y": y}) for a, b, y in rows))
+    else:
+        sep = "," if kind == "csv" else "\t"
+        path.write_text(sep.join(["a", "b", "y"]) + "\n"
+                        + "".join(sep.join(r) + "\n" for r in rows))
+    assert main(search(tiny_model, f"{kind}:{path}", "--text-column", "a", "--text-column", "b",
+                       "--label-column", "y")) == 0
     import autopeft
 
-    study = autopeft.load_study("k")
-    metrics = study.trials[trials[0]["number"]].user_attrs["metrics"]
-    assert metrics["score"] == pytest.approx(trials[0]["score"])
-    if name == "mnli":
-        assert "validation_mismatched/accuracy" in metrics
-    if name == "stsb":
-        assert {"pearson", "spearman"} <= set(metrics)
-
-
-def test_two_trial_search_on_own_csv(workdir: Path, tiny_model: Path) -> None:
-    path = workdir / "pairs.csv"
-    path.write_text("a,b,y\n" + "".join(f"{sentence(i)},{sentence(i + 3)},{i % 2}\n" for i in range(30)))
-    assert main(search(tiny_model, f"csv:{path}", "--text-column", "a", "--text-column", "b",
-                       "--label-column", "y")) == 0
+    data = autopeft.load_study("k").user_attrs["data"]
+    assert (data["text_columns"], data["label_column"]) == (["a", "b"], "y")
+    for t in completed("k"):
+        a = t.user_attrs
+        assert a["samples"] == 27 and a["steps"] == 4  # 27 training rows, batch 8
+        assert multiple_of(a["metrics"]["accuracy"], 3) and a["metrics"]["score"] == t.values[0]

@@ -27,6 +27,20 @@ def test_cpu_peak_memory_orders_full_above_peft(tiny_model, tiny_data) -> None:
     assert "saved activations" in full.result.memory_method
 
 
+def test_cpu_peak_memory_holds_weights_gradients_and_two_adamw_states(tiny_model, tiny_data) -> None:
+    """An absolute floor, not an ordering: fp32 full fine-tuning holds 4 bytes of weight,
+    4 of gradient and 8 of AdamW moments per parameter, so at least 16 bytes each; LoRA
+    holds every weight and 12 more bytes per trained parameter. Short batches keep the saved
+    activations small, so they cannot make up for a state left uncounted."""
+    b = Bench.load(str(tiny_model), DataSettings("sst2", str(tiny_data), 64, 32),
+                   TrainSettings(batch_size=2, max_length=16))
+    full = b.run(Candidate([MethodSpec("full")], 1e-4))
+    assert full.trainable == full.total > 20_000
+    assert full.result.peak_memory >= 16 * full.trainable
+    lora = b.run(Candidate([MethodSpec("lora", {"r": 2})], 1e-3))
+    assert lora.result.peak_memory >= 4 * lora.total + 12 * lora.trained
+
+
 def test_a_candidate_never_sees_weights_changed_by_another(tiny_model, tiny_data) -> None:
     b = bench(tiny_model, tiny_data)
     pristine = {k: v.clone() for k, v in b.base.model.state_dict().items()}
@@ -77,13 +91,31 @@ def test_gradient_checkpointing_lowers_measured_memory_same_loss(tiny_model, tin
 
 
 def test_base_weights_are_read_from_disk_once_per_worker(tiny_model, tiny_data, monkeypatch) -> None:
+    """Two trials on one bench load nothing: each builds on a copy of the weights in memory."""
     import transformers
 
+    import autopeft.models
+    import autopeft.runner
+
+    loads: list[str] = []
+
+    def counted(module, name):
+        original = getattr(module, name)
+
+        def spy(*args, **kwargs):
+            loads.append(f"{getattr(module, '__name__', module)}.{name}")
+            return original(*args, **kwargs)
+        monkeypatch.setattr(module, name, spy)
+
+    counted(transformers.AutoModelForSequenceClassification, "from_pretrained")
+    counted(autopeft.models, "load_base")
+    counted(autopeft.runner, "load_base")
     b = bench(tiny_model, tiny_data)
-
-    def no_reload(*args, **kwargs):
-        raise AssertionError("the base model was loaded from disk again")
-
-    monkeypatch.setattr(transformers.AutoModelForSequenceClassification, "from_pretrained", no_reload)
-    b.run(Candidate([MethodSpec("lora")], 1e-3))
-    b.run(Candidate([MethodSpec("bitfit")], 1e-3))
+    assert len(loads) == 2  # the spies see the bench's one load (load_base, then transformers)
+    weights = {n: p.detach().clone() for n, p in b.base.model.named_parameters()}
+    first = b.run(Candidate([MethodSpec("lora")], 1e-3))
+    second = b.run(Candidate([MethodSpec("bitfit")], 1e-3))
+    assert len(loads) == 2, loads  # nothing read again
+    assert first.result.steps == second.result.steps == 4
+    for n, p in b.base.model.named_parameters():  # the copies trained, not the base
+        assert torch.equal(p, weights[n]), n

@@ -152,6 +152,9 @@ def apply(model: Any, spec: Spec, ctx: Any) -> Any:
                         "rank allocator in the outer model); it cannot join prefix/prompt "
                         "tuning or come after another peft method")
     wrapped = attach_peft(model, peft_config(unwrap(model), spec, ctx), ctx, "adalora")
+    for name, param in wrapped.named_parameters():  # peft's rank counters are constants, but
+        if ".ranknum." in name:  # built on a meta skeleton they come back trainable
+            param.requires_grad_(False)  # (then --max-params would count them)
     register_step_hook(wrapped, _Reallocate(wrapped.base_model, ctx.total_steps is not None))
     return wrapped
 

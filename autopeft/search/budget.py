@@ -11,7 +11,7 @@ import math
 import re
 import statistics
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -45,19 +45,24 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+Clock = Callable[[], float]  # wall-clock seconds since the epoch, as ``time.time``
+
+
 @dataclass(frozen=True)
 class Phase:
-    """``seconds`` of wall-clock time from ``started`` (None: no time limit)."""
+    """``seconds`` of wall-clock time from ``started`` (None: no time limit). ``clock`` reads
+    the time (``time.time``; a test passes its own to move time without waiting)."""
 
     seconds: float | None
     started: float = field(default_factory=time.time)
+    clock: Clock = field(default=time.time, kw_only=True, compare=False, repr=False)
 
     @property
     def end(self) -> float | None:
         return None if self.seconds is None else self.started + self.seconds
 
     def elapsed(self) -> float:
-        return time.time() - self.started
+        return self.clock() - self.started
 
     def left(self) -> float | None:
         return None if self.seconds is None else max(0.0, self.seconds - self.elapsed())
@@ -80,7 +85,7 @@ class Budget(Phase):
     @property
     def search(self) -> Phase:
         seconds = None if self.seconds is None else self.seconds * (1 - self.refit_share)
-        return Phase(seconds, self.started)
+        return Phase(seconds, self.started, clock=self.clock)
 
     def with_refit_share(self, share: float) -> Budget:
         return replace(self, refit_share=share)
@@ -93,15 +98,15 @@ class Budget(Phase):
         study.set_user_attr("deadline", self.search.end)
 
     @classmethod
-    def of_study(cls, attrs: Mapping[str, Any]) -> Budget:
+    def of_study(cls, attrs: Mapping[str, Any], clock: Clock = time.time) -> Budget:
         """The budget a search stored in a study's ``attrs``; from only a ``deadline``, the
         time until it, all of it search (None, or neither: no time limit)."""
         raw = attrs.get("budget")
         if raw:
-            return cls(raw["seconds"], raw["started"], raw["refit_share"])
+            return cls(raw["seconds"], raw["started"], raw["refit_share"], clock=clock)
         deadline = attrs.get("deadline")
-        now = time.time()
-        return cls(None if deadline is None else max(0.0, deadline - now), now)
+        now = clock()
+        return cls(None if deadline is None else max(0.0, deadline - now), now, clock=clock)
 
 
 def predict_seconds(attrs: Iterable[dict[str, Any]], steps: int) -> float | None:

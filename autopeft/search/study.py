@@ -30,7 +30,7 @@ from autopeft.isolation import IsolatedBench
 from autopeft.paths import cache_dir, checkpoints_dir
 from autopeft.protocols import NullReporter, Reporter, Trainer
 from autopeft.runner import Bench, DataSettings
-from autopeft.search.budget import Budget, Phase
+from autopeft.search.budget import Budget, Clock, Phase
 from autopeft.search.config import SearchConfig
 from autopeft.search.constraints import Limits
 from autopeft.search.continuation import Checkpoints, requeue_cut_short
@@ -153,10 +153,12 @@ def placement(cfg: SearchConfig, bench: Bench, study: Study, reporter: Reporter)
     return slots
 
 
-def run_search(cfg: SearchConfig, reporter: Reporter | None = None, bench: Bench | None = None) -> Any:
-    """Run (or resume) the study described by ``cfg``; returns the Optuna study."""
+def run_search(cfg: SearchConfig, reporter: Reporter | None = None, bench: Bench | None = None,
+               clock: Clock = time.time) -> Any:
+    """Run (or resume) the study described by ``cfg``; returns the Optuna study. ``clock``
+    is what every deadline reads (a test's own moves time without waiting)."""
     reporter = reporter or NullReporter()
-    budget = Budget(cfg.budget_seconds())
+    budget = Budget(cfg.budget_seconds(), clock(), clock=clock)
     if cfg.n_trials is None and budget.seconds is None and cfg.max_trials is None:
         raise UserError("give --budget, --n-trials or --max-trials, or the search never ends")
     space = load_space(cfg.space)
@@ -203,7 +205,7 @@ def run_search(cfg: SearchConfig, reporter: Reporter | None = None, bench: Bench
 
 def run_worker(study_name: str, storage: str | None = None, reporter: Reporter | None = None,
                isolation: str | None = None, heartbeat: int = HEARTBEAT_SECONDS,
-               device: str | None = None) -> Any:
+               device: str | None = None, clock: Clock = time.time) -> Any:
     """Join an existing study and run its trials until its cap or deadline is reached.
 
     Everything (task, model, data, training settings, space, pruner, limits) comes from the
@@ -221,7 +223,7 @@ def run_worker(study_name: str, storage: str | None = None, reporter: Reporter |
                        **{k: v for k, v in a["search"].items() if k != "sampler"},
                        **({"isolation": isolation} if isolation else {}),  # else the default
                        heartbeat=heartbeat, max_trials=a.get("max_trials"), n_trials=1)
-    budget = Budget.of_study(a)
+    budget = Budget.of_study(a, clock)
     if cfg.max_trials is None and budget.search.seconds is None:
         raise UserError(f"study {study_name!r} has neither a trial cap nor a deadline: start it "
                         "with `autopeft search ... --max-trials N` or `--budget`")

@@ -14,11 +14,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from autopeft.devices import Slot
-from autopeft.search.budget import Budget
+from autopeft.search.budget import Budget, Clock
 from autopeft.results import OVER_CAP
 
 if TYPE_CHECKING:
@@ -44,9 +45,9 @@ def beyond_cap(study: Study, trial: Trial, cap: int | None) -> bool:
     return len(ahead) > cap
 
 
-def seconds_left(study: Study) -> float | None:
+def seconds_left(study: Study, clock: Clock = time.time) -> float | None:
     """Until the study's search phase ends (``Budget.of_study``); None: no time limit."""
-    return Budget.of_study(study.user_attrs).search.left()
+    return Budget.of_study(study.user_attrs, clock).search.left()
 
 
 def start_workers(n: int, study: str, storage: str, isolation: str, heartbeat: int,
