@@ -49,9 +49,10 @@ if TYPE_CHECKING:
     from optuna import Study  # only for annotations: optuna stays a lazy import
 
 
-def plan_for(study: Study, cfg: SearchConfig, bench: Bench, budget: Budget) -> Plan:
+def plan_for(study: Study, cfg: SearchConfig, bench: Trainer, budget: Budget) -> Plan:
     """The study's stored plan (a resumed study keeps its rungs, so rung tables stay
-    comparable), or a new one from the budget and costs measured now (``probe``)."""
+    comparable), or a new one from the budget and costs measured now (``probe``) on
+    ``bench``: where the trials will train (the trial process, with ``--isolation process``)."""
     from autopeft.results import default_noise
     from autopeft.search.plan import RUNG_EVAL_ROWS
     from autopeft.search.probe import probe
@@ -68,7 +69,7 @@ def plan_for(study: Study, cfg: SearchConfig, bench: Bench, budget: Budget) -> P
     fixed = trial_steps is not None and cfg.refit_share is not None  # nothing left to fit
     costs = probe(bench, RUNG_EVAL_ROWS) if budget.seconds is not None and not fixed else None
     plan = make_plan(max_steps, budget.left(), costs, cfg.eta, 1 + cfg.confirm_seeds,
-                     trial_steps, cfg.refit_share, rungs)
+                     trial_steps, cfg.refit_share, rungs, bench.settings.warmup_ratio)
     study.set_user_attr("plan", plan.to_dict())
     study.set_user_attr("noise", default_noise(bench.task.metric))
     return plan
@@ -94,7 +95,8 @@ def prepare(study: Study, cfg: SearchConfig, space: Space, trainer: Trainer, bud
         reporter.note(f"warm start: retrying the interrupted recipe(s) {', '.join(names)}")
     noise = float((study.user_attrs.get("noise") or {}).get("rung", 0.0))
     return TrialRunner(study, trainer, skeleton(trainer.base.model),
-                       make_pruner(cfg.pruner, cfg.eta), limits, budget, reporter, plan, noise)
+                       make_pruner(cfg.pruner, cfg.eta), limits, budget, reporter, plan, noise,
+                       loss_check=cfg.loss_check)
 
 
 def trainer_for(cfg: SearchConfig, bench: Bench) -> AbstractContextManager[Trainer]:
@@ -117,12 +119,12 @@ def run_search(cfg: SearchConfig, reporter: Reporter | None = None, bench: Bench
     study = open_study(cfg, space)
     for note in [*bench.notes, *notes]:
         reporter.note(note)
-    plan = plan_for(study, cfg, bench, budget)
-    reporter.note(plan.describe())
-    budget = budget.with_refit_share(plan.refit_share)
-    budget.store(study)  # every worker of this study stops searching when the refit's share begins
     url = storage_url(cfg.study, cfg.storage)
     with trainer_for(cfg, bench) as trainer:
+        plan = plan_for(study, cfg, trainer, budget)  # measured where the trials train
+        reporter.note(plan.describe())
+        budget = budget.with_refit_share(plan.refit_share)
+        budget.store(study)  # every worker of this study stops searching when the refit's share begins
         runner = prepare(study, cfg, space, trainer, budget.search, reporter, plan)
         reporter.started(study, mask(url), budget, cfg.n_trials)
         procs = start_workers(cfg.workers - 1, cfg.study, url, cfg.isolation, cfg.heartbeat)
