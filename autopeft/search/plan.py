@@ -83,6 +83,7 @@ class Costs:
     eval_seconds: float  # scoring the whole validation split
     rung_eval_seconds: float  # scoring the rung subset
     start_seconds: float = 0.5  # building a candidate on a fresh copy of the model
+    probe: str | None = None  # the candidate measured (the LoRA recipe, else its fallbacks)
 
     def run_seconds(self, steps: int) -> float:
         """One run of ``steps`` steps from its start, scored on the whole validation split."""

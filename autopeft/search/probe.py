@@ -29,7 +29,7 @@ from autopeft.candidate import Candidate, MethodSpec
 from autopeft.runner import Fidelity
 from autopeft.search.plan import Costs
 
-PROBE_STEPS = 10  # timed steps, after WARMUP_STEPS untimed ones
+PROBE_STEPS = 20  # timed steps, after WARMUP_STEPS untimed ones
 WARMUP_STEPS = 3
 PROBES = (Candidate([MethodSpec("lora", {"r": 8, "alpha": 16, "targets": ["query", "value"]})], 5e-4),
           Candidate([MethodSpec("bitfit")], 1e-3),
@@ -81,5 +81,5 @@ def probe(bench: Any, rung_rows: int | None) -> Costs:
         first = stamps[0] - start - step  # build and copy, before the first step
         return Costs(step_seconds=round(step, 4), eval_seconds=round(evaluation, 3),
                      rung_eval_seconds=round(evaluation * share, 3),
-                     start_seconds=round(max(0.0, first), 3))
+                     start_seconds=round(max(0.0, first), 3), probe=candidate.label)
     raise RuntimeError(f"no probe candidate trains on this model: {last}")
