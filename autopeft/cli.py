@@ -175,7 +175,7 @@ def parser() -> argparse.ArgumentParser:
                                "e.g. 30,90,270 (the last is the trial's length)")
     search.add("--refit-share", type=float,
                help="override the plan: the share of the budget kept for re-training the "
-                    "front (the plan keeps 0.25 where a longer refit fits)")
+                    "front (the plan sizes it to continue the best members to full fidelity)")
     search.add("--seed", type=int, help="the sampler's seed (the data subsets have "
                                         "--subset-seed, a candidate's training the space's seed)")
     search.add("--max-trials", type=_positive_int,

@@ -130,8 +130,8 @@ class Plan:
             parts.append(f"about {n} candidate{'s' if n != 1 else ''}")
         if self.refit_steps > self.trial_steps:
             share = f"the last {self.refit_share:.0%} of the budget " if self.refit_share else ""
-            who = (f"the best {self.refit_members} member{'s' if self.refit_members != 1 else ''}"
-                   if self.refit_members else "the front")
+            who = ("the front" if not self.refit_members else "the best member"
+                   if self.refit_members == 1 else f"the best {self.refit_members} members")
             parts.append(f"{share or 'then the refit '}continues {who} to {self.refit_steps} steps")
         text = f"plan ({self.source}): " + "; ".join(parts)
         return text + "".join(f". {n[0].upper()}{n[1:]}" for n in self.notes)
@@ -288,9 +288,9 @@ def _short_plan(max_steps: int, budget: float, costs: Costs, eta: int, warmup_ra
     per_probe = candidate_seconds(t, eta, costs, rungs=[t])
     longest = min(max_steps, t + int((budget - probes - costs.start_seconds - costs.eval_seconds)
                                      / costs.step_seconds))
-    below = (f"R = {ratio:.2f}: the budget affords no full-fidelity run ({max_steps} steps)"
-             if ratio < 1 else f"R = {ratio:.2f}: too little to search and then train to full "
-             f"fidelity ({max_steps} steps)")
+    below = (f"the budget affords no full-fidelity run ({max_steps} steps)" if ratio < 1
+             else f"the budget is too short to search and then train to full fidelity "
+             f"({max_steps} steps)")
     if probes < SHORT_MIN_PROBES * per_probe or longest <= t or refit_share == 0:
         note = (f"{below}; it trains one candidate (the first recipe) for {alone} steps, "
                 f"no search")
