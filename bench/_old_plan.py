@@ -15,6 +15,7 @@ import math
 from typing import Any
 
 from autopeft.search.plan import Costs, Plan
+from autopeft.search.plan import candidate_seconds as new_candidate_seconds
 
 TARGET_CANDIDATES = 24
 MIN_TRIAL_STEPS = 100
@@ -29,14 +30,8 @@ def ladder(trial_steps: int, eta: int, levels: int = 3, min_rung: int = MIN_RUNG
 
 
 def candidate_seconds(trial_steps: int, eta: int, costs: Costs) -> float:
-    rungs = ladder(trial_steps, eta)
-    seconds, previous = costs.start_seconds, 0
-    for k, rung in enumerate(rungs):
-        reach = eta ** -k
-        evaluation = costs.eval_seconds if rung == rungs[-1] else costs.rung_eval_seconds
-        seconds += reach * ((rung - previous) * costs.step_seconds + evaluation)
-        previous = rung
-    return seconds
+    """The package's successive-halving cost, on the old ladder."""
+    return new_candidate_seconds(trial_steps, eta, costs, rungs=ladder(trial_steps, eta))
 
 
 def old_make_plan(max_steps: int, budget_seconds: float | None, costs: Costs | None, eta: int = 3,
