@@ -174,6 +174,10 @@ def parser() -> argparse.ArgumentParser:
     search.add("--no-warm-start", dest="warm_start", action="store_false",
                help="do not start a new study with the standard recipes (LoRA r=8, BitFit, "
                     "(IA)3, adapter, prefix, full FT)")
+    search.add("--no-loss-check", dest="loss_check", action="store_false",
+               help="train every candidate to its rung even if its training loss has not moved "
+                    "off its start after the warm-up (default: such a candidate stops early, "
+                    "PRUNED as not learning)")
     search.add("--max-memory", help="peak training memory limit, e.g. 16GB, 12GiB, 800MB")
     search.add("--max-params", help="trainable parameter limit: 1% of the base model, or a "
                                     "count such as 2M")
@@ -186,7 +190,7 @@ def parser() -> argparse.ArgumentParser:
                                "e.g. 30,90,270 (the last is the trial's length)")
     search.add("--refit-share", type=float,
                help="override the plan: the share of the budget kept for re-training the "
-                    "front (the plan keeps 0.25 where a longer refit fits)")
+                    "front (the plan sizes it to continue the best members to full fidelity)")
     search.add("--seed", type=int, help="the sampler's seed (the data subsets have "
                                         "--subset-seed, a candidate's training the space's seed)")
     search.add("--max-trials", type=_positive_int,

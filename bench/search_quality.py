@@ -1,21 +1,34 @@
-"""What does a budget buy? SST-2 from ../shared/data, the real MiniLM, the default space,
-the same wall-clock budget per arm, each arm a real `autopeft search` process (as a user
-runs it; trials in a child process), on an idle machine:
+"""Does the search beat its own recipes at every budget? SST-2 on the real MiniLM, at budget
+ratios R = 1, 3, 10 and 40 (R = budget / cost of one full-fidelity run), on an idle machine.
 
-  (a) autopeft default: the fidelity plan, MO-ASHA, the refit;
-  (b) random sampler with the same plan and refit;
-  (c) no search: the LoRA r=8 recipe trained alone for the whole budget (as many steps of
-      one schedule as the budget affords, at most one epoch): what a user does without the tool;
-  (d) the 4-minute default run: `autopeft search --budget 4m` with default settings.
+The training rows and batch size are chosen (from a measurement at the start) so that one
+full-fidelity run takes ``--full-seconds`` (default 10 s, within 10-25 s); each arm's budget
+is R such runs plus the start-up measured for a search process. Arms:
 
-Per arm (mean and spread over repetitions with different sampler seeds): candidates looked
-at, how many reached each rung, how many were refit, hypervolume of the reported front
-(normalised objectives, one scale for all arms: autopeft/search/summary.py), best score,
-best score at <= 1% trainable parameters, and the rank correlation of search and refit scores.
+  (A) the default: ``autopeft search --budget ...`` (as a user runs it; trials in a child
+      process);
+  (B) random proposals with the same plan (``--sampler random``);
+  (C) no search: the LoRA recipe alone with the whole budget (trained to full fidelity: a
+      budget above R = 1 cannot train it longer, so C is one run per repetition);
+  (C+) the six warm-start recipes at full fidelity, the best picked on validation (one set
+      of runs per repetition, the same at every R);
+  (D) the plan on main before issue 19: the default search with the old fidelity rule,
+      frozen in ``bench/_old_plan.py`` (put in place of the package's in D's process).
 
-    python bench/search_quality.py                 # 3 arms x 2 reps x 10 min + 4 min: ~55 min
-    python bench/search_quality.py --budget 5m --reps 1
-    python bench/search_quality.py --quick         # ~8 minutes
+Repetitions are paired: repetition k draws its training rows with ``--subset-seed k`` and
+seeds the samplers with ``--seed k`` in every arm (the candidates' own seed is the space's).
+Per arm and R (mean ± sample std over repetitions): the best score at <= 1% trainable
+parameters on the reported front (``autopeft/results.py``), the hypervolume of that front
+(one scale for all arms: ``autopeft/search/summary.py``), the best score, the candidates
+looked at, and the R the plan measured. The targets of issue 19 are checked and printed, met
+or missed.
+
+Every finished arm is saved to ``--out`` (JSON) at once; a rerun skips what is there and
+redoes an interrupted arm from its start (its study is deleted first).
+
+    python bench/search_quality.py                # 3 repetitions, about 80 min on 2 cores
+    python bench/search_quality.py --reps 1 --ratios 1,10
+    python bench/search_quality.py --quick        # a smoke check, about a minute or two
 """
 from __future__ import annotations
 
@@ -25,10 +38,10 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -36,25 +49,82 @@ sys.path.insert(0, str(ROOT))
 from _report import DATA, minilm, write_section  # noqa: E402
 
 warnings.filterwarnings("ignore")
+DATA_DIR = Path(os.environ.get("AUTOPEFT_BENCH_DATA", DATA))
+BASE_PARAMS = 22_713_216  # MiniLM-L6 with a 2-class head: one hypervolume scale for every arm
+ARMS = ("A", "B", "C", "C+", "D")
+NAMES = {"A": "(A) autopeft default", "B": "(B) random proposals, same plan",
+         "C": "(C) LoRA recipe alone, whole budget", "C+": "(C+) six recipes, best on validation",
+         "D": "(D) the old plan (main before issue 19)"}
 
 
+# -- the setting: rows and batch so that one full run takes the target seconds ------------
+def calibrate(full_seconds: float, batch: int, max_length: int, eval_samples: int | None) -> dict:
+    """Measure a step and a scoring with the package's probe, then pick the training rows."""
+    import torch
 
-def search(workdir: Path, study: str, budget: str, extra: list[str]) -> dict:
-    """One `autopeft search` process; returns what its study holds."""
-    cmd = [sys.executable, "-m", "autopeft", "search", "--task", "sst2", "--model", minilm(),
-           "--data-dir", str(DATA), "--budget", budget, "--study", study, "--quiet", *extra]
+    from autopeft.runner import Bench, DataSettings
+    from autopeft.search.probe import probe
+    from autopeft.train import TrainSettings
+
+    torch.set_num_threads(os.cpu_count() or 1)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    bench = Bench.load(minilm(), DataSettings("sst2", data_dir=str(DATA_DIR), train_samples=4000,
+                                              eval_samples=eval_samples),
+                       TrainSettings(batch_size=batch, max_length=max_length))
+    loaded = time.perf_counter() - t0
+    costs = probe(bench, None)
+    steps = max(10, int((full_seconds - costs.eval_seconds - costs.start_seconds) / costs.step_seconds))
+    full = costs.run_seconds(steps)
+    # what a search process spends before its plan: start, imports, loading, the trial
+    # process, the probe (about twice the in-process loading, plus the probe)
+    startup = 2 * loaded + 3 + (time.perf_counter() - t0 - loaded)
+    return {"train_rows": steps * batch, "batch_size": batch, "max_length": max_length,
+            "eval_samples": eval_samples, "steps": steps, "full_run_seconds": round(full, 2),
+            "startup_seconds": round(startup, 1), "costs": costs.__dict__}
+
+
+def common_flags(setting: dict, rep: int) -> list[str]:
+    flags = ["--train-samples", str(setting["train_rows"]), "--subset-seed", str(rep),
+             "--batch-size", str(setting["batch_size"]), "--max-length", str(setting["max_length"])]
+    if setting["eval_samples"]:
+        flags += ["--eval-samples", str(setting["eval_samples"])]
+    return flags
+
+
+# -- the arms ------------------------------------------------------------------------------
+OLD_PLAN_CHILD = """
+import sys
+sys.path.insert(0, {bench!r})
+import autopeft.search.study as study
+from _old_plan import old_make_plan
+study.make_plan = old_make_plan
+from autopeft.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def search_arm(work: Path, study: str, budget_s: float, flags: list[str], old_plan: bool) -> dict:
+    """One `autopeft search` process (arm A, B or D); returns what its study holds."""
+    db = work / "studies" / f"{study}.db"
+    if db.exists():
+        db.unlink()  # an interrupted arm starts again from its beginning
+    argv = ["search", "--task", "sst2", "--model", minilm(), "--data-dir", str(DATA_DIR),
+            "--budget", f"{budget_s:.0f}s", "--study", study, "--quiet", *flags]
+    cmd = ([sys.executable, "-c", OLD_PLAN_CHILD.format(bench=str(ROOT / "bench")), *argv]
+           if old_plan else [sys.executable, "-m", "autopeft", *argv])
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
-    return summarise(workdir / "studies" / f"{study}.db", study, seconds)
+        raise RuntimeError(f"{' '.join(argv)} failed:\n{proc.stderr[-2000:]}")
+    return summarise(db, study, seconds)
 
 
 def summarise(db: Path, name: str, seconds: float) -> dict:
     import optuna
 
-    from autopeft.results import front, rank_correlation, records, score_noise
+    from autopeft.results import front, records, score_noise
     from autopeft.search.summary import Scales, front_hypervolume
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -65,149 +135,209 @@ def summarise(db: Path, name: str, seconds: float) -> dict:
     searched = [t for t in trials if "confirm_of" not in t.user_attrs
                 and t.user_attrs.get("duplicate_of") is None and not t.user_attrs.get("skipped")
                 and t.state.name != "WAITING"]
-    rungs = plan.get("rungs", [])
-    reached = {r: sum(str(r) in (t.user_attrs.get("rung_scores") or {}) for t in searched)
-               for r in rungs}
     on_front = front(recs, score_noise(study.user_attrs, recs))
-    scales = Scales(22_713_216)  # MiniLM-L6 with a 2-class head: one scale for every arm
     small = [r.score for r in on_front if (r.trainable_fraction or 1) <= 0.01]
-    return {"seconds": round(seconds), "looked_at": len(searched), "reached": reached,
+    return {"seconds": round(seconds), "looked_at": len(searched),
+            "not_learning": sum(bool(t.user_attrs.get("not_learning")) for t in searched),
             "refit": sum(r.fidelity == "refit" for r in recs),
-            "hypervolume": front_hypervolume(trials, scales),
+            "hypervolume": front_hypervolume(trials, Scales(BASE_PARAMS)),
             "best": max((r.score for r in on_front), default=None),
-            "best_small": max(small, default=None),
-            "rank_correlation": rank_correlation(recs),
-            "fidelity": sorted({r.fidelity for r in on_front}),
+            "best_small": max(small, default=None), "plan_ratio": plan.get("ratio"),
             "plan": {k: plan.get(k) for k in ("trial_steps", "refit_steps", "rungs", "refit_share",
-                                              "expected_candidates")},
-            "front": [(r.number, r.label, round(r.score, 4), r.trainable_params,
-                       round((r.trainable_fraction or 0) * 100, 3), r.fidelity) for r in on_front]}
+                                              "refit_members", "expected_candidates")},
+            "front": [(r.number, r.label, round(r.score, 4), round((r.trainable_fraction or 0) * 100, 3),
+                       r.fidelity) for r in on_front]}
 
 
-def lora_alone(budget_s: float) -> dict:
-    """(c): the LoRA recipe, one schedule as long as the budget affords (probe included)."""
+def recipes_arm(setting: dict, rep: int, only_lora: bool) -> dict:
+    """(C): the LoRA recipe at full fidelity; (C+): the six recipes, best on validation."""
     import torch
 
+    from autopeft.candidate import Candidate, MethodSpec
+    from autopeft.pareto import hypervolume
     from autopeft.runner import Bench, DataSettings, Fidelity
-    from autopeft.search.objective import StopTrial
-    from autopeft.search.probe import PROBES, probe
-    from autopeft.train import TrainSettings, total_steps
+    from autopeft.search.summary import REFERENCE, Scales
+    from autopeft.search.warmstart import RECIPES
+    from autopeft.train import TrainSettings
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(os.cpu_count() or 1)
     t0 = time.perf_counter()
-    bench = Bench.load(minilm(), DataSettings("sst2", data_dir=str(DATA)), TrainSettings())
-    costs = probe(bench, None)
-    left = budget_s - (time.perf_counter() - t0) - costs.eval_seconds - costs.start_seconds
-    steps = max(1, min(total_steps(len(bench.train_data), bench.settings),
-                       int(left / costs.step_seconds)))
-
-    def on_step(step: int, total: int, loss: float) -> None:
-        if time.perf_counter() - t0 > budget_s:
-            raise StopTrial("budget", 0, step, by_budget=True)
-
-    try:
-        out = bench.run(PROBES[0], on_step=on_step, fidelity=Fidelity(steps, steps))
-        score, trainable = out.result.score, out.trainable
-    except StopTrial:
-        score, trainable = None, None
-    return {"seconds": round(time.perf_counter() - t0), "steps": steps, "best": score,
-            "best_small": score, "trainable": trainable, "looked_at": 1}
-
-
-def mean_spread(values: list) -> str:
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return "-"
-    if len(vals) == 1:
-        return f"{vals[0]:.4g}"
-    return f"{statistics.fmean(vals):.4g} ± {statistics.stdev(vals):.2g}"
+    bench = Bench.load(minilm(), DataSettings("sst2", data_dir=str(DATA_DIR),
+                                              train_samples=setting["train_rows"], subset_seed=rep,
+                                              eval_samples=setting["eval_samples"]),
+                       TrainSettings(batch_size=setting["batch_size"], max_length=setting["max_length"]))
+    runs = []
+    for recipe in RECIPES[:1] if only_lora else RECIPES:
+        cand = Candidate([MethodSpec(m, dict(p)) for m, p in (recipe.params or {recipe.entry: {}}).items()],
+                         recipe.learning_rate, 0)
+        out = bench.run(cand, fidelity=Fidelity(setting["steps"], setting["steps"]))
+        runs.append({"recipe": recipe.name, "score": out.result.score, "params": out.trainable,
+                     "fraction": out.trainable / max(1, out.total),
+                     "memory": out.result.peak_memory})
+    best = max(runs, key=lambda r: r["score"])
+    small = [r["score"] for r in runs if r["fraction"] <= 0.01]
+    scales = Scales(BASE_PARAMS)
+    points = [scales.normalise((r["score"], r["params"], r["memory"])) for r in runs]
+    return {"seconds": round(time.perf_counter() - t0), "looked_at": len(runs), "runs": runs,
+            "best": best["score"], "picked": best["recipe"], "best_small": max(small, default=None),
+            "hypervolume": hypervolume(points, REFERENCE)}
 
 
+# -- the loop, resumable -----------------------------------------------------------------
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--budget", default="10m", help="per arm (default 10m)")
-    ap.add_argument("--reps", type=int, default=2, help="repetitions of (a) and (b)")
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "search_quality.json"))
-    ap.add_argument("--resummarise", metavar="JSON",
-                    help="re-read the studies of an earlier run (its JSON names their folder) "
-                         "with the current read model and rewrite the section")
+    ap.add_argument("--ratios", default="1,3,10,40", help="budget ratios R (default 1,3,10,40)")
+    ap.add_argument("--reps", type=int, default=3, help="paired repetitions (default 3)")
+    ap.add_argument("--arms", default=",".join(ARMS), help="default A,B,C,C+,D")
+    ap.add_argument("--full-seconds", type=float, default=10.0,
+                    help="seconds one full-fidelity run should take (default 10)")
+    ap.add_argument("--old-plan-ratios", default="1,3,10",
+                    help="the R at which arm D runs (default 1,3,10: the old plan at R = 40 "
+                         "is the new one's full-fidelity search; saves 9 minutes a repetition)")
+    ap.add_argument("--quick", action="store_true", help="a smoke check: R = 3, one repetition, "
+                                                          "a 3-second full run on 200 rows of validation")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "search_quality_ratio.json"))
+    ap.add_argument("--work", default=None, help="where the studies go (default: next to --out)")
+    ap.add_argument("--write", action="store_true", help="write BENCHMARKS.md (default unless --quick)")
     args = ap.parse_args()
-    if args.resummarise:
-        return resummarise(Path(args.resummarise), args)
-    extra: list[str] = []
+    eval_samples = None
     if args.quick:
-        args.budget, args.reps, extra = "2m", 1, ["--train-samples", "4000", "--max-length", "64"]
-    from autopeft.search.budget import parse_duration
-
-    budget_s = parse_duration(args.budget)
+        args.ratios, args.reps, args.full_seconds, args.old_plan_ratios = "3", 1, 3.0, "3"
+        eval_samples = 200
+        if args.out == str(ROOT / "bench" / "search_quality_ratio.json"):
+            args.out = str(ROOT / "bench" / "search_quality_quick.json")
+    out = Path(args.out)
+    work = Path(args.work or out.with_suffix(".studies"))
+    work.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
     start = time.perf_counter()
-    work = Path(tempfile.mkdtemp(prefix="autopeft-quality-"))
-    results: dict[str, list[dict]] = {"a": [], "b": [], "c": [], "d": []}
+
+    def save() -> None:
+        out.write_text(json.dumps(results, indent=1, default=str))
+
+    if "setting" not in results:
+        results["setting"] = calibrate(args.full_seconds, 32 if not args.quick else 16, 64, eval_samples)
+        results["command"] = " ".join(sys.argv[1:])
+        save()
+    setting = results["setting"]
+    print("setting:", json.dumps(setting), flush=True)
+    ratios = [float(r) for r in args.ratios.split(",")]
+    old_ratios = {float(r) for r in args.old_plan_ratios.split(",")}
+    arms = args.arms.split(",")
+    runs: dict[str, Any] = results.setdefault("runs", {})
     for rep in range(args.reps):
-        results["a"].append(search(work, f"a{rep}", args.budget, [*extra, "--seed", str(rep)]))
-        print("a", rep, json.dumps(results["a"][-1]), flush=True)
-        results["b"].append(search(work, f"b{rep}", args.budget,
-                                   [*extra, "--seed", str(rep), "--sampler", "random"]))
-        print("b", rep, json.dumps(results["b"][-1]), flush=True)
-    results["c"].append(lora_alone(budget_s))
-    print("c", json.dumps(results["c"][-1]), flush=True)
-    if not args.quick:
-        results["d"].append(search(work, "d", "4m", []))
-        print("d", json.dumps(results["d"][-1]), flush=True)
-    results.update(workdir=str(work), command=" ".join(sys.argv[1:]),  # type: ignore[arg-type]
-                   minutes=round((time.perf_counter() - start) / 60))
-    Path(args.out).write_text(json.dumps(results, indent=1, default=str))
-    write(results, args)
+        for arm in ("C", "C+"):  # the same at every R >= 1: once per repetition
+            key = f"{arm}/rep{rep}"
+            if arm in arms and key not in runs:
+                runs[key] = recipes_arm(setting, rep, only_lora=arm == "C")
+                save()
+                print(key, json.dumps(runs[key]), flush=True)
+        for ratio in ratios:
+            budget = ratio * setting["full_run_seconds"] + setting["startup_seconds"]
+            for arm in ("A", "B", "D"):
+                key = f"{arm}/R{ratio:g}/rep{rep}"
+                if arm not in arms or key in runs or (arm == "D" and ratio not in old_ratios):
+                    continue
+                flags = [*common_flags(setting, rep), "--seed", str(rep)]
+                if arm == "B":
+                    flags += ["--sampler", "random"]
+                runs[key] = search_arm(work, key.replace("/", "-").replace(".", "_"), budget, flags,
+                                       old_plan=arm == "D")
+                save()
+                print(key, json.dumps(runs[key]), flush=True)
+    results["minutes"] = round(results.get("minutes", 0) + (time.perf_counter() - start) / 60, 1)
+    save()
+    report(results, ratios, args.quick, args.write or not args.quick)
 
 
-def resummarise(path: Path, args: argparse.Namespace) -> None:
-    results = json.loads(path.read_text())
-    work = Path(results["workdir"])
-    for key in ("a", "b", "d"):
-        for i, old in enumerate(results[key]):
-            name = f"{key}{i}" if key != "d" else "d"
-            results[key][i] = summarise(work / "studies" / f"{name}.db", name, old["seconds"])
-    path.write_text(json.dumps(results, indent=1, default=str))
-    write(results, args)
+# -- the report ----------------------------------------------------------------------------
+def values(results: dict, arm: str, ratio: float, key: str) -> list[float]:
+    runs = results["runs"]
+    found = [r for k, r in runs.items() if (k.startswith(f"{arm}/R{ratio:g}/")
+                                           or (arm in ("C", "C+") and k.startswith(f"{arm}/rep")))]
+    return [r[key] for r in found if r.get(key) is not None]
 
 
-def write(results: dict, args: argparse.Namespace) -> None:
-    """The BENCHMARKS.md section from a run's results (the arms' summaries)."""
-    env_note = f"{os.cpu_count()} cores"
-    names = {"a": "(a) autopeft default", "b": "(b) random, same plan and refit",
-             "c": "(c) LoRA r=8 alone, whole budget", "d": "(d) `--budget 4m`, defaults"}
-    lines = ["| arm | runs | looked at | reached rungs | refit | hypervolume | best score | "
-             "best at <= 1% params | search vs refit (Spearman) |",
-             "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
-    for key, runs in results.items():
-        if key not in names or not runs:
+def mean_sd(vals: list[float]) -> tuple[float | None, float]:
+    if not vals:
+        return None, 0.0
+    return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
+
+
+def show(vals: list[float], digits: int = 4) -> str:
+    m, sd = mean_sd(vals)
+    if m is None:
+        return "-"
+    return f"{m:.{digits}f}" + (f" ± {sd:.{digits}f}" if len(vals) > 1 else "")
+
+
+def paired_gain(results: dict, a: str, b: str, ratio: float, key: str) -> tuple[float | None, float]:
+    """Mean and sample std over repetitions of arm a minus arm b (same repetition)."""
+    runs = results["runs"]
+    diffs = []
+    for k, r in runs.items():
+        if not k.startswith(f"{a}/R{ratio:g}/"):
             continue
-        reached = "; ".join(" ".join(f"{k}:{v}" for k, v in (r.get("reached") or {}).items())
-                            for r in runs) or "-"
-        lines.append(f"| {names[key]} | {len(runs)} | {mean_spread([r['looked_at'] for r in runs])} | "
-                     f"{reached} | {mean_spread([r.get('refit') for r in runs])} | "
-                     f"{mean_spread([r.get('hypervolume') for r in runs])} | "
-                     f"{mean_spread([r['best'] for r in runs])} | "
-                     f"{mean_spread([r['best_small'] for r in runs])} | "
-                     f"{mean_spread([r.get('rank_correlation') for r in runs])} |")
-    fronts = []
-    for key in ("a", "d"):
-        for i, r in enumerate(results[key]):
-            fronts.append(f"- {names[key]} run {i}: plan {r['plan']}; front: "
-                          + ", ".join(f"trial {n} {lab} {s} ({pct}% params, {fid})"
-                                      for n, lab, s, _, pct, fid in r["front"]))
+        rep = k.split("/")[-1]
+        other = runs.get(f"{b}/R{ratio:g}/{rep}") or runs.get(f"{b}/{rep}")
+        if other and r.get(key) is not None and other.get(key) is not None:
+            diffs.append(r[key] - other[key])
+    return mean_sd(diffs)
+
+
+def targets(results: dict, ratios: list[float]) -> list[str]:
+    """Issue 19's targets, each met or missed ("beyond the spread": the paired difference's
+    mean exceeds its sample std over repetitions)."""
+    lines = []
+    for ratio in ratios:
+        checks = []
+        if ratio == 1:
+            checks.append(("A within 0.5 point of C (best at <= 1% params)", "C", "best_small",
+                           lambda m, sd: m >= -0.005))
+        if ratio >= 3:
+            checks.append(("A above C beyond the spread (best at <= 1% params)", "C", "best_small",
+                           lambda m, sd: m > max(sd, 0.0)))
+        if ratio >= 10:
+            checks.append(("A above C+ (best at <= 1% params)", "C+", "best_small",
+                           lambda m, sd: m > 0))
+            checks.append(("A's hypervolume above B's beyond the spread", "B", "hypervolume",
+                           lambda m, sd: m > max(sd, 0.0)))
+        for text, other, key, ok in checks:
+            m, sd = paired_gain(results, "A", other, ratio, key)
+            verdict = "no data" if m is None else ("met" if ok(m, sd) else "MISSED")
+            gain = "-" if m is None else f"{m:+.4f} ± {sd:.4f}"
+            lines.append(f"- R = {ratio:g}: {text}: {verdict} (A - {other}: {gain})")
+    return lines
+
+
+def report(results: dict, ratios: list[float], quick: bool, write: bool) -> None:
+    s = results["setting"]
+    rows = ["| R | arm | runs | plan's R | looked at | not learning | best at <= 1% params | "
+            "hypervolume | best score |", "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for ratio in ratios:
+        for arm in ARMS:
+            n = len(values(results, arm, ratio, "looked_at"))
+            if not n:
+                continue
+            rows.append(f"| {ratio:g} | {NAMES[arm]} | {n} | {show(values(results, arm, ratio, 'plan_ratio'), 1)} | "
+                        f"{show(values(results, arm, ratio, 'looked_at'), 1)} | "
+                        f"{show(values(results, arm, ratio, 'not_learning'), 1)} | "
+                        f"{show(values(results, arm, ratio, 'best_small'))} | "
+                        f"{show(values(results, arm, ratio, 'hypervolume'))} | "
+                        f"{show(values(results, arm, ratio, 'best'))} |")
     body = "\n".join([
-        f"## Search quality{' (quick)' if args.quick else ''} (bench/search_quality.py)", "",
-        f"Command: `python bench/search_quality.py {results['command']}` "
-        f"({time.strftime('%Y-%m-%d')}, {env_note}, total {results['minutes']} min). MiniLM-L6, SST-2 "
-        f"({'4000 training rows, max length 64' if args.quick else 'all 67,349 training rows, max length 128'}), "
-        f"the default space, {args.budget} per arm; (a) and (b) with sampler seeds "
-        f"0..{args.reps - 1}. Scores are validation accuracy on all 872 rows; the front is "
-        "the reported one (`autopeft/results.py`).", "", *lines, "",
-        "Fronts:", "", *fronts])
-    write_section("search-quality" + ("-quick" if args.quick else ""), body)
+        f"## Search quality{' (quick)' if quick else ''} (bench/search_quality.py)", "",
+        f"Command: `python bench/search_quality.py {results.get('command', '')}` "
+        f"({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {results.get('minutes')} min). "
+        f"MiniLM-L6, SST-2: {s['train_rows']} training rows (subset seed = repetition), batch "
+        f"{s['batch_size']}, max length {s['max_length']}, {s['steps']} steps = one full-fidelity "
+        f"run of {s['full_run_seconds']} s (measured), scored on "
+        f"{s['eval_samples'] or 'all 872'} validation rows. Budget per arm: R full runs + "
+        f"{s['startup_seconds']} s of start-up. Mean ± sample std over paired repetitions.", "",
+        *rows, "", "Targets (issue 19):", "", *targets(results, ratios)])
     print(body)
+    if write:
+        write_section("search-quality" + ("-quick" if quick else ""), body)
 
 
 if __name__ == "__main__":

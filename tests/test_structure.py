@@ -79,7 +79,8 @@ def test_leaves_import_only_leaves() -> None:
         assert edges[leaf] <= leaves, f"{leaf} imports {edges[leaf] - leaves}"
     # the read model of results and the plan: leaves but for these
     assert edges["autopeft.results"] <= {"autopeft.pareto"}
-    assert edges["autopeft.search.plan"] <= {"autopeft.errors"}
+    assert edges["autopeft.search.plan"] <= {"autopeft.errors", "autopeft.search.losscheck"}
+    assert edges["autopeft.search.losscheck"] == set()  # plain arithmetic on losses
 
 
 def test_the_package_offers_every_api_function() -> None:

@@ -8,6 +8,10 @@ Every outcome is recorded on the trial (user attributes) before ``study.tell``:
   training (the exact parameter count or the memory lower bound already broke it);
 * pruned at a rung: state PRUNED, ``pruned_at_rung`` (1-based), ``pruned_at_step``,
   ``prune_reason`` and the ``rung_decisions`` that led there;
+* not learning: state PRUNED, ``not_learning: true``, ``pruned_at_step`` (the loss check's
+  step, ``search/losscheck.py``), ``pruned_at_rung`` (the rungs it completed) and
+  ``prune_reason`` (``not learning: loss ...``); a rung before the loss has moved off its
+  start is scored but decides nothing (``rung_decisions`` says so);
 * stopped by the budget: state PRUNED, ``stopped_by_budget: true``, ``pruned_at_rung`` is
   the last rung it completed (0: none); its ``rung_scores`` keep what it reached, and its
   checkpoint stays, so a later trial of the same candidate continues it;
@@ -38,6 +42,7 @@ from autopeft.runner import Fidelity, Outcome
 from autopeft.search.budget import Phase, predict_seconds
 from autopeft.search.constraints import Limits, Prediction, predict
 from autopeft.search.continuation import Checkpoints
+from autopeft.search.losscheck import LossCheck, chance_loss
 from autopeft.search.plan import Plan
 from autopeft.search.pruner import Pruner, decide_from_storage
 from autopeft.search.storage import disk_problem
@@ -113,6 +118,7 @@ class TrialRunner:
     plan: Plan
     rung_noise: float = 0.0  # scores at an intermediate rung closer than this are ties
     checkpoints: Checkpoints | None = None  # None: runs keep no checkpoint, none continues
+    loss_check: bool = True  # stop a candidate whose training loss has not moved (losscheck)
 
     @property
     def rungs(self) -> list[int]:
@@ -174,20 +180,35 @@ class TrialRunner:
         scores: dict[str, float] = {}
         decisions: dict[str, Any] = {}
         resume, keep = self._continuation(trial, candidate, rungs, scores)
+        # A run that continues a checkpoint sees its losses from there on only: its start is
+        # not the candidate's start, so the loss check (made when it first ran) stays off.
+        check_loss = self.loss_check and resume is None
+        watch = LossCheck(int(self.bench.settings.warmup_ratio * self.plan.schedule_steps),
+                          chance_loss(self.bench.task.num_labels))
 
         def on_step(step: int, total: int, loss: float) -> None:
             self.reporter.step(step, total, loss)
+            done = [s for s in rungs if str(s) in scores]
             if self.budget.left() == 0:
-                done = [s for s in rungs if str(s) in scores]
                 raise StopTrial(f"budget ended at step {step}; kept its last completed rung "
                                 f"({'step ' + str(done[-1]) if done else 'none'})",
                                 len(done), step, by_budget=True)
+            stuck = watch.add(step, loss)
+            # A plan of one run has nothing to spend the time on instead: it trains on.
+            if stuck and check_loss and step < rungs[-1] and self.plan.expected_candidates != 1:
+                trial.set_user_attr("not_learning", True)
+                raise StopTrial(stuck, len(done), step)
 
         def on_eval(step: int, score: float) -> None:
             scores[str(step)] = score
             trial.set_user_attr(RUNG_SCORES, dict(scores))  # other workers see it now
             self.reporter.rung(trial.number, step, score)
             if step >= rungs[-1] or not self.pruner.prunes:
+                return
+            if check_loss and not watch.moved(step):  # every score is chance yet
+                decisions[str(step)] = {"keep": True, "reason": "deferred: the training loss "
+                                        "has not moved off its start yet"}
+                trial.set_user_attr("rung_decisions", dict(decisions))
                 return
             decision = decide_from_storage(self.study, self.pruner, trial.number, step,
                                            score_noise=self.rung_noise)

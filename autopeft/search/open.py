@@ -21,7 +21,8 @@ def study_attrs(cfg: SearchConfig, space: Space) -> dict[str, Any]:
             "space_digest": space.digest, "space_text": space.text, "data": asdict(cfg.data),
             "train": asdict(cfg.train), "objectives": list(OBJECTIVES),
             "search": {"pruner": cfg.pruner, "eta": cfg.eta, "max_memory": cfg.max_memory,
-                       "max_params": cfg.max_params, "sampler": cfg.sampler, "seed": cfg.seed}}
+                       "max_params": cfg.max_params, "sampler": cfg.sampler, "seed": cfg.seed,
+                       "loss_check": cfg.loss_check}}
 
 
 def open_study(cfg: SearchConfig, space: Space) -> Any:

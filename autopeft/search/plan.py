@@ -1,35 +1,59 @@
 """The fidelity plan: how long a search trial trains, where its rungs are, and how much of
-the budget the refit keeps, chosen from the budget and step costs measured on this machine.
+the budget the refit keeps, chosen from the budget ratio measured on this machine.
 
 Why: a fixed fidelity (one epoch a trial) finishes nothing in a short budget, and a tiny one
-ranks candidates by noise. The plan makes the budget buy a number of candidates at a fidelity
-that separates them, then re-trains the front longer (the refit).
+ranks candidates by noise. What a search can do is decided by the **budget ratio**
+``R = budget / cost of one full-fidelity run`` (``max_steps`` steps, one scoring of the
+validation split and a start-up; ``Costs.full_run``). The plan makes the budget buy
+candidates at a fidelity that separates them, then continues the best to full fidelity.
 
 The rule (all in steps of the optimiser; every number below is a module constant):
 
 * **Full fidelity** ``max_steps`` is what ``--epochs`` over ``--train-samples`` gives: the
-  most any run trains.
-* **Search fidelity** ``trial_steps`` and **refit fidelity** ``refit_steps = min(max_steps,
-  eta x trial_steps)`` (one rung further): the longest trial at which ``TARGET_CANDIDATES``
-  candidates (counting successive halving: a candidate reaches rung k with probability
-  ``eta^-k``, the rung evaluations and a start-up per trial) *and* the refit of
-  ``REFIT_MEMBERS`` members (times the seeds asked for) fit in the budget; never below
-  ``MIN_TRIAL_STEPS`` (then fewer candidates fit, the plan says how many, and the refit gets
-  ``REFIT_SHARE`` of the budget at the length that share affords). The refit's share of the
-  budget is what it costs. When the search trials already train everything and one seed is
-  asked for, there is nothing to refit: the whole budget searches.
-* **Rungs**: ``trial_steps / eta^k`` for k = 2, 1, 0, dropping any below ``MIN_RUNG_STEPS``
-  (scores after fewer steps are chance: BENCHMARKS.md, "fidelity"). Intermediate rungs are
-  scored on a fixed seeded subset of ``RUNG_EVAL_ROWS`` validation rows; the last rung and
-  the refit on the whole validation split.
-* **Cut**: every run follows one learning-rate schedule (warm-up and decay planned for
-  ``schedule_steps = min(max_steps, eta x trial_steps)``, or the refit's length if longer);
-  a search trial stops at ``trial_steps``, the refit at ``refit_steps``: "steps within one
-  long schedule". BENCHMARKS.md ("fidelity") measured it against short schedules: after 90
-  steps of a 270-step schedule the LoRA recipe scored 0.764, after a 90-step schedule 0.519
-  (chance 0.509). With the same seed a trial is the exact start of its refit.
-* The refit re-trains the front's members, most promising first, while the budget lasts.
+  most any run trains, and the length of the one learning-rate schedule every run follows
+  (``schedule_steps``): a search trial stops part-way through it, "steps within one long
+  schedule" (BENCHMARKS.md, "fidelity": after 90 steps of a 270-step schedule the LoRA
+  recipe scored 0.764, after a 90-step schedule of its own 0.519, chance 0.509).
+* **Rungs** are geometric up to full fidelity, Hyperband's ladder: ``max_steps / eta^k`` for
+  k = 0, 1, 2, ..., none before the **first rung** (``first_rung``). The first rung is not a
+  constant (the 90-step floor measured for one schedule on one task left a 125-step full
+  fidelity with no rung at all): it is the end of the warm-up (``warmup_ratio x max_steps``:
+  before it the learning rate has not reached its value) plus one window of the loss check
+  (``losscheck.LOSS_WINDOW`` steps: before that the training loss cannot say whether the
+  candidate learns), and never a rung that costs more to score than to reach (rung scoring
+  seconds / step seconds). Measured on MiniLM/SST-2 (a 270-step schedule, warm-up 16 steps):
+  every recipe still scored chance at step 30 and had separated at step 90, and the first
+  rung is 90; a 125-step full fidelity gets rungs at 42 and 125. At run time a rung only
+  counts once the training loss has moved off its start (``losscheck``; before that the
+  pruner's decision is deferred), so a slow good recipe is not cut at a rung where every
+  score is still chance.
+* **R >= 1** (a full run fits): the best members always reach full fidelity. The search
+  trains candidates up to ``trial_steps``, one rung of the ladder; the refit then
+  *continues* the best ``refit_members`` from their search trial to ``max_steps``.
+  ``trial_steps`` and ``refit_members`` are the longest rung and the most members (at most
+  ``REFIT_MEMBERS``) at which ``TARGET_CANDIDATES`` candidates (counting successive halving:
+  a candidate reaches the k-th rung with probability ``eta^-k``, plus scorings and start-up)
+  and the refit fit in the budget; if none does, the first rung and as many members as fit
+  in ``MAX_REFIT_SHARE`` of the budget (at least one). When the search already trains full
+  fidelity and one seed is asked for, there is nothing to refit: the whole budget searches
+  (about R = 10 and above on MiniLM/SST-2). At R = 1 the budget buys exactly one full run:
+  the first recipe (the LoRA recipe, run first by the warm start) to the first rung, then
+  continued to full fidelity: "the LoRA recipe alone with the whole budget".
+* **R < 1** (no run can reach full fidelity): the plan says so and spends
+  ``SHORT_PROBE_SHARE`` of the budget on cheap probes (the warm-start recipes, LoRA first,
+  and what else fits, to the first rung of the schedule the budget affords) and the rest on
+  continuing the most promising one as far as the budget affords (``refit_steps`` < full
+  fidelity; the schedule is planned for that length, so its learning rate still decays to
+  zero).
+* **Assumption: trials continue from checkpoints.** A refit run with the search trial's own
+  seed continues that trial from its last step (``runner``/``refit``): re-training a member
+  that the search trained to step t costs ``refit_steps - t`` steps, one scoring and a
+  start-up, and that is what the plan reserves. Extra seeds (``--confirm-seeds``) train
+  from step 0 and are reserved at the full cost.
+* Intermediate rungs are scored on a fixed seeded subset of ``RUNG_EVAL_ROWS`` validation
+  rows; the last rung and the refit on the whole validation split.
 * Without a budget: every trial may train ``max_steps``; the refit only adds seeds.
+  ``--trial-steps``, ``--rungs`` and ``--refit-share`` override the rule.
 
 No torch, no optuna here: costs are measured by the caller (``probe`` in ``search/study.py``)
 and the plan is plain data stored with the study.
@@ -41,14 +65,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from autopeft.errors import UserError
+from autopeft.search.losscheck import LOSS_WINDOW
 
 TARGET_CANDIDATES = 24  # candidates a budget should let the search look at
-MIN_TRIAL_STEPS = 100  # a search trial trains at least this much (or max_steps if fewer)
-MIN_RUNG_STEPS = 90  # no rung before this step: at 30 steps every recipe still scored chance
-# on MiniLM/SST-2 and at 90 they had separated (BENCHMARKS.md, "fidelity")
 RUNG_EVAL_ROWS = 512  # validation rows scored at intermediate rungs (fixed, seeded subset)
-REFIT_SHARE = 0.25  # of the budget for the refit, when even the shortest search leaves less
-REFIT_MEMBERS = 3  # the refit share is sized to re-train this many front members
+REFIT_MEMBERS = 3  # the most front members the refit continues to full fidelity
+MAX_REFIT_SHARE = 0.5  # when the target does not fit: the refit's members fit in this share
+SHORT_PROBE_SHARE = 0.2  # below R = 1: the share of the budget for cheap probes
+SHORT_MIN_PROBES = 3  # ... if it buys this many (else one run, the first recipe, no search)
 
 
 @dataclass(frozen=True)
@@ -59,6 +83,11 @@ class Costs:
     eval_seconds: float  # scoring the whole validation split
     rung_eval_seconds: float  # scoring the rung subset
     start_seconds: float = 0.5  # building a candidate on a fresh copy of the model
+    probe: str | None = None  # the candidate measured (the LoRA recipe, else its fallbacks)
+
+    def run_seconds(self, steps: int) -> float:
+        """One run of ``steps`` steps from its start, scored on the whole validation split."""
+        return self.start_seconds + steps * self.step_seconds + self.eval_seconds
 
 
 @dataclass
@@ -74,6 +103,9 @@ class Plan:
     costs: Costs | None = None
     source: str = "budget"  # budget | no budget | override | study (a resumed study's plan)
     notes: list[str] = field(default_factory=list)
+    ratio: float | None = None  # R: the budget over the cost of one full-fidelity run
+    budget_seconds: float | None = None  # what the plan was made for (after the probe)
+    refit_members: int | None = None  # members the refit's share is sized for
 
     def __post_init__(self) -> None:
         if self.schedule_steps is None:  # the longest run of the plan
@@ -82,6 +114,11 @@ class Plan:
     def describe(self) -> str:
         """The plan in one paragraph, printed when the search starts."""
         parts = []
+        if self.ratio is not None and self.costs and self.budget_seconds:
+            full = self.costs.run_seconds(self.max_steps)
+            parts.append(f"R = {self.ratio:.1f} (budget {_duration(self.budget_seconds)} / "
+                         f"{full:.0f} s per full run of {self.max_steps} steps)"
+                         + (": below 1, no run reaches full fidelity" if self.ratio < 1 else ""))
         if self.costs:
             c = self.costs
             parts.append(f"measured {c.step_seconds:.3f} s/step, {c.eval_seconds:.1f} s to score "
@@ -93,8 +130,9 @@ class Plan:
             parts.append(f"about {n} candidate{'s' if n != 1 else ''}")
         if self.refit_steps > self.trial_steps:
             share = f"the last {self.refit_share:.0%} of the budget " if self.refit_share else ""
-            parts.append(f"{share or 'then the refit '}re-trains the front at "
-                         f"{self.refit_steps} steps")
+            who = ("the front" if not self.refit_members else "the best member"
+                   if self.refit_members == 1 else f"the best {self.refit_members} members")
+            parts.append(f"{share or 'then the refit '}continues {who} to {self.refit_steps} steps")
         text = f"plan ({self.source}): " + "; ".join(parts)
         return text + "".join(f". {n[0].upper()}{n[1:]}" for n in self.notes)
 
@@ -104,20 +142,46 @@ class Plan:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Plan:
         costs = Costs(**raw["costs"]) if raw.get("costs") else None
-        return cls(**{**raw, "costs": costs, "rungs": [int(r) for r in raw["rungs"]]})
+        known = {k: v for k, v in raw.items() if k in cls.__dataclass_fields__}
+        return cls(**{**known, "costs": costs, "rungs": [int(r) for r in raw["rungs"]]})
 
 
-def ladder(trial_steps: int, eta: int, levels: int = 3, min_rung: int = MIN_RUNG_STEPS) -> list[int]:
-    """Rungs ``trial_steps / eta^k`` (k = levels-1 .. 0), none before ``min_rung`` steps; the
-    last rung is always ``trial_steps``."""
-    rungs = {max(1, math.ceil(trial_steps / eta ** k)) for k in range(levels)}
-    return sorted({r for r in rungs if r >= min(min_rung, trial_steps)} | {trial_steps})
+def _duration(seconds: float) -> str:
+    minutes, s = divmod(int(round(seconds)), 60)
+    hours, m = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h{m:02d}m" if m else f"{hours}h"
+    return f"{m}m{s:02d}s" if s and m else (f"{m}m" if m else f"{s}s")
 
 
-def candidate_seconds(trial_steps: int, eta: int, costs: Costs) -> float:
-    """Expected seconds one candidate costs under successive halving on ``ladder``: all
-    reach the first rung, a share ``eta^-k`` the k-th."""
-    rungs = ladder(trial_steps, eta)
+def first_rung(schedule_steps: int, warmup_ratio: float, costs: Costs | None = None) -> int:
+    """The earliest step a rung may be at (see the module docstring): the warm-up's end plus
+    one loss window, and at least the steps that cost as much as scoring the rung subset."""
+    floor = int(warmup_ratio * schedule_steps) + LOSS_WINDOW
+    if costs and costs.step_seconds > 0:
+        floor = max(floor, math.ceil(costs.rung_eval_seconds / costs.step_seconds))
+    return max(1, floor)
+
+
+def ladder(trial_steps: int, eta: int, levels: int | None = None, min_rung: int = 1) -> list[int]:
+    """Rungs ``trial_steps / eta^k`` (k = 0, 1, ..., ``levels``-1; None: down to ``min_rung``),
+    none before ``min_rung`` steps; the last rung is always ``trial_steps``."""
+    rungs, k = {trial_steps}, 1
+    while levels is None or k < levels:
+        rung = max(1, math.ceil(trial_steps / eta ** k))
+        if rung < min_rung or rung == 1 and 1 in rungs:
+            break
+        rungs.add(rung)
+        k += 1
+    return sorted(r for r in rungs if r >= min(min_rung, trial_steps))
+
+
+def candidate_seconds(trial_steps: int, eta: int, costs: Costs, min_rung: int = 1,
+                      rungs: list[int] | None = None) -> float:
+    """Expected seconds one candidate costs under successive halving on its rungs (``rungs``,
+    else ``ladder(trial_steps, eta, min_rung=min_rung)``): all reach the first rung, a share
+    ``eta^-k`` the k-th."""
+    rungs = rungs or ladder(trial_steps, eta, min_rung=min_rung)
     seconds, previous = costs.start_seconds, 0
     for k, rung in enumerate(rungs):
         reach = eta ** -k
@@ -127,82 +191,119 @@ def candidate_seconds(trial_steps: int, eta: int, costs: Costs) -> float:
     return seconds
 
 
+def refit_seconds(trial_steps: int, refit_steps: int, members: int, seeds: int,
+                  costs: Costs) -> float:
+    """The refit of ``members``: each continues its search trial from ``trial_steps`` to
+    ``refit_steps`` (nothing if already there), and ``seeds - 1`` more seeds train from 0."""
+    go_on = (costs.run_seconds(refit_steps - trial_steps) if refit_steps > trial_steps else 0.0)
+    return members * (go_on + (seeds - 1) * costs.run_seconds(refit_steps))
+
+
 def make_plan(max_steps: int, budget_seconds: float | None, costs: Costs | None, eta: int = 3,
               seeds: int = 1, trial_steps: int | None = None, refit_share: float | None = None,
-              rungs: list[int] | None = None) -> Plan:
+              rungs: list[int] | None = None, warmup_ratio: float = 0.06) -> Plan:
     """The plan for a search (see the module docstring); ``trial_steps``, ``refit_share`` and
     ``rungs`` override the rule."""
     overridden = any(v is not None for v in (trial_steps, refit_share, rungs))
+    source = "override" if overridden else "budget"
     if rungs:
         trial_steps = rungs[-1]
+    first = first_rung(max_steps, warmup_ratio, costs)
     if budget_seconds is None or costs is None:  # nothing to fit: the overrides or the data
         t = min(max_steps, trial_steps or max_steps)
         refit = t if refit_share == 0 else max_steps
-        return Plan(max_steps, t, refit, rungs or ladder(t, eta),
-                    refit_share=refit_share or 0.0,
-                    schedule_steps=max(refit, _refit_steps(t, max_steps, eta)),
+        return Plan(max_steps, t, refit, rungs or ladder(t, eta, min_rung=first),
+                    refit_share=refit_share or 0.0, schedule_steps=max(refit, max_steps),
                     source="override" if overridden else "no budget")
-    notes = []
-    t = min(max_steps, trial_steps or _fit_trial_steps(max_steps, budget_seconds, eta, costs, seeds))
-    refit = _refit_steps(t, max_steps, eta)
-    if refit == t and seeds == 1:
-        share = 0.0  # a refit would repeat the search trials exactly
+    ratio = budget_seconds / costs.run_seconds(max_steps)
+    if ratio < 1 and trial_steps is None:
+        return _short_plan(max_steps, budget_seconds, costs, eta, warmup_ratio, ratio,
+                           refit_share, source)
+    full_ladder = ladder(max_steps, eta, min_rung=first)
+    if trial_steps is not None:
+        t = min(max_steps, trial_steps)
+        members = _members_that_fit(t, max_steps, budget_seconds, costs, seeds)
     else:
-        share = _refit_seconds(refit, costs, seeds) / budget_seconds
-        if share > REFIT_SHARE and trial_steps is None and t == _floor(max_steps):
-            # Even the shortest search leaves too little: the refit gets its share, shorter.
-            share = REFIT_SHARE
-            per_run = share * budget_seconds / (REFIT_MEMBERS * seeds)
-            refit = max(t, min(refit, int((per_run - costs.eval_seconds - costs.start_seconds)
-                                          / costs.step_seconds)))
-            if refit == t and seeds == 1:
-                share = 0.0
+        t, members = _fit(full_ladder, max_steps, budget_seconds, eta, costs, seeds)
+        if budget_seconds - refit_seconds(t, max_steps, members, seeds, costs) < candidate_seconds(
+                t, eta, costs, rungs=[r for r in full_ladder if r <= t]) and seeds == 1:
+            return _short_plan(max_steps, budget_seconds, costs, eta, warmup_ratio, ratio,
+                               refit_share, source)  # not even one candidate and its refit
+    search_rungs = rungs or [r for r in full_ladder if r < t] + [t]
+    if t == max_steps and seeds == 1:
+        members = 0  # a refit would repeat the search trials exactly
+    share = refit_seconds(t, max_steps, members, seeds, costs) / budget_seconds
     if refit_share is not None:
         share = refit_share
-    if share == 0.0 and refit > t and refit_share is None:
-        refit = t
+    share = min(share, 0.95)
+    notes = []
     if share == 0.0:
-        notes.append("no refit: the budget affords no longer training than the search trials")
-    expected = max(1, int(budget_seconds * (1 - share) / candidate_seconds(t, eta, costs)))
+        notes.append("no refit: the search trials train full fidelity")
+    expected = max(1, int(budget_seconds * (1 - share)
+                          / candidate_seconds(t, eta, costs, rungs=search_rungs)))
     if expected < TARGET_CANDIDATES:
-        notes.append(f"the budget fits about {expected} candidates at the minimum fidelity "
-                     f"({t} steps); a longer --budget looks at more")
-    return Plan(max_steps, t, refit, rungs or ladder(t, eta), refit_share=round(share, 4),
-                schedule_steps=max(refit, _refit_steps(t, max_steps, eta)),
-                expected_candidates=expected, costs=costs,
-                source="override" if overridden else "budget", notes=notes)
+        notes.append(f"the budget fits about {expected} candidate{'s' if expected != 1 else ''} "
+                     f"at {t} steps; a longer --budget looks at more")
+    return Plan(max_steps, t, max_steps if share else t, search_rungs, refit_share=round(share, 4),
+                schedule_steps=max_steps, expected_candidates=expected, costs=costs,
+                source=source, notes=notes, ratio=round(ratio, 2), budget_seconds=budget_seconds,
+                refit_members=members or None)
 
 
-def _floor(max_steps: int) -> int:
-    return min(max_steps, MIN_TRIAL_STEPS)
+def _fit(full_ladder: list[int], max_steps: int, budget: float, eta: int, costs: Costs,
+         seeds: int) -> tuple[int, int]:
+    """The longest search rung and the most refit members (``REFIT_MEMBERS`` down to 1) at
+    which ``TARGET_CANDIDATES`` candidates and the refit fit in ``budget``; else the first
+    rung and the members that fit in ``MAX_REFIT_SHARE`` of it."""
+    for members in range(REFIT_MEMBERS, 0, -1):
+        for t in reversed(full_ladder):
+            refit = refit_seconds(t, max_steps, members if (t < max_steps or seeds > 1) else 0,
+                                  seeds, costs)
+            search_rungs = [r for r in full_ladder if r <= t]
+            if TARGET_CANDIDATES * candidate_seconds(t, eta, costs, rungs=search_rungs) + refit <= budget:
+                return t, members
+    t = full_ladder[0]
+    return t, _members_that_fit(t, max_steps, budget, costs, seeds)
 
 
-def _refit_steps(trial_steps: int, max_steps: int, eta: int) -> int:
-    """The refit trains one rung further than the search: ``eta`` times, at most everything."""
-    return min(max_steps, eta * trial_steps)
+def _members_that_fit(t: int, max_steps: int, budget: float, costs: Costs, seeds: int) -> int:
+    one = refit_seconds(t, max_steps, 1, seeds, costs)
+    if one <= 0:
+        return REFIT_MEMBERS
+    return max(1, min(REFIT_MEMBERS, int(MAX_REFIT_SHARE * budget / one)))
 
 
-def _refit_seconds(refit_steps: int, costs: Costs, seeds: int) -> float:
-    return REFIT_MEMBERS * seeds * (refit_steps * costs.step_seconds + costs.eval_seconds
-                                    + costs.start_seconds)
-
-
-def _fit_trial_steps(max_steps: int, budget: float, eta: int, costs: Costs, seeds: int) -> int:
-    """The longest trial at which TARGET_CANDIDATES candidates and the refit of
-    REFIT_MEMBERS members (``eta`` times longer) fit in ``budget``; at least the floor."""
-    def total(t: int) -> float:
-        refit = _refit_steps(t, max_steps, eta)
-        spare = refit == t and seeds == 1
-        return (TARGET_CANDIDATES * candidate_seconds(t, eta, costs)
-                + (0.0 if spare else _refit_seconds(refit, costs, seeds)))
-
-    if total(max_steps) <= budget:
-        return max_steps
-    lo, hi = _floor(max_steps), max_steps - 1
-    while lo < hi:  # total() grows with t below max_steps
-        mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if total(mid) <= budget else (lo, mid - 1)
-    return lo
+def _short_plan(max_steps: int, budget: float, costs: Costs, eta: int, warmup_ratio: float,
+                ratio: float, refit_share: float | None, source: str) -> Plan:
+    """When the budget cannot both search and continue a member to full fidelity (R < 1, or
+    just above): cheap probes to the first rung, then the most promising one continued as far
+    as the rest of the budget goes; or, where probes would cost more than
+    ``SHORT_PROBE_SHARE`` of the budget, no probes: one run (the first recipe) as long as
+    the budget affords."""
+    alone = max(1, min(max_steps, int((budget - costs.start_seconds - costs.eval_seconds)
+                                      / costs.step_seconds)))
+    first = min(first_rung(alone, warmup_ratio, costs), alone)
+    t = ladder(alone, eta, min_rung=first)[0]
+    probes = SHORT_PROBE_SHARE * budget
+    per_probe = candidate_seconds(t, eta, costs, rungs=[t])
+    longest = min(max_steps, t + int((budget - probes - costs.start_seconds - costs.eval_seconds)
+                                     / costs.step_seconds))
+    below = (f"the budget affords no full-fidelity run ({max_steps} steps)" if ratio < 1
+             else f"the budget is too short to search and then train to full fidelity "
+             f"({max_steps} steps)")
+    if probes < SHORT_MIN_PROBES * per_probe or longest <= t or refit_share == 0:
+        note = (f"{below}; it trains one candidate (the first recipe) for {alone} steps, "
+                f"no search")
+        return Plan(max_steps, alone, alone, [alone], schedule_steps=alone, expected_candidates=1,
+                    costs=costs, source=source, notes=[note], ratio=round(ratio, 2),
+                    budget_seconds=budget)
+    share = refit_share if refit_share is not None else refit_seconds(t, longest, 1, 1, costs) / budget
+    expected = max(1, int(budget * (1 - share) / per_probe))
+    note = (f"{below}; it probes about {expected} candidates (the recipes first) to step {t}, "
+            f"then continues the most promising one to step {longest}")
+    return Plan(max_steps, t, longest, [t], refit_share=round(min(share, 0.95), 4),
+                schedule_steps=longest, expected_candidates=expected, costs=costs, source=source,
+                notes=[note], ratio=round(ratio, 2), budget_seconds=budget, refit_members=1)
 
 
 def parse_rungs(text: str | None) -> list[int] | None:

@@ -1,11 +1,27 @@
 """Measure what training and scoring cost on this machine, before the plan is made.
 
-A few optimiser steps of a small standard candidate (the LoRA recipe; BitFit or full
-fine-tuning where LoRA does not fit the model), then one scoring of the validation split.
-Costs a few seconds on a small model; its numbers are stored with the plan.
+The plan is only as good as this number: a probe that measured 0.365 s/step while the trials
+then ran at 0.18 s/step made a plan for half the candidates that ran. So the probe is
+measured as the trials run:
+
+* **where they run**: through the search's trainer, i.e. inside the trial process with
+  ``--isolation process`` (``IsolatedBench.run``), with that process's threads;
+* **warm**: a first short run starts that process, builds a candidate and takes
+  ``WARMUP_STEPS`` steps (allocator, kernels, the data's first batches), untimed; the
+  timed run then builds a fresh candidate (its start-up is measured) and is timed from
+  step ``WARMUP_STEPS`` on;
+* **on the same batches**: ``Bench.run`` with the trials' settings (batch size, padding,
+  length grouping, the candidate's seed), so the batches are the trials' batches;
+* **robustly**: seconds per step is the median of the timed steps' durations (a step
+  slowed by another process on a shared machine does not move it).
+
+The probe candidate is the LoRA recipe (the first trial of a warm-started search), BitFit
+where LoRA does not fit the model, full fine-tuning where neither does. Then one scoring of
+the validation split. A few seconds on a small model; its numbers are stored with the plan.
 """
 from __future__ import annotations
 
+import statistics
 import time
 from typing import Any
 
@@ -13,33 +29,57 @@ from autopeft.candidate import Candidate, MethodSpec
 from autopeft.runner import Fidelity
 from autopeft.search.plan import Costs
 
-PROBE_STEPS = 6  # timed steps, after WARMUP_STEPS untimed ones (allocator, kernels)
-WARMUP_STEPS = 2
+PROBE_STEPS = 20  # timed steps, after WARMUP_STEPS untimed ones
+WARMUP_STEPS = 3
 PROBES = (Candidate([MethodSpec("lora", {"r": 8, "alpha": 16, "targets": ["query", "value"]})], 5e-4),
           Candidate([MethodSpec("bitfit")], 1e-3),
           Candidate([MethodSpec("full")], 2e-5))
 
 
+def step_seconds(stamps: list[float], skip: int = WARMUP_STEPS) -> float:
+    """The median duration of the steps after the first ``skip`` (``stamps``: the time at the
+    end of each step, from step 1)."""
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])][max(0, skip - 1):]  # steps 2, 3, ...
+    return statistics.median(gaps) if gaps else 0.0
+
+
+class _Warm(Exception):
+    """Ends the warm-up run after its steps, before it scores anything."""
+
+
+def _stop_when_warm(step: int, total: int, loss: float) -> None:
+    if step >= WARMUP_STEPS:
+        raise _Warm
+
+
 def probe(bench: Any, rung_rows: int | None) -> Costs:
-    """Seconds per step, per full scoring and per rung scoring, measured on ``bench``."""
-    stamps: list[float] = []
+    """Seconds per step, per full scoring and per rung scoring, measured on ``bench`` (the
+    trainer the trials use)."""
+    fidelity = Fidelity(schedule_steps=10 * (PROBE_STEPS + WARMUP_STEPS),
+                        stop_at=PROBE_STEPS + WARMUP_STEPS)
     last: Exception | None = None
     for candidate in PROBES:
-        stamps.clear()
-        start = time.perf_counter()
-        try:
-            bench.run(candidate, on_step=lambda *_: stamps.append(time.perf_counter()),
-                      fidelity=Fidelity(schedule_steps=10 * (PROBE_STEPS + WARMUP_STEPS),
-                                        stop_at=PROBE_STEPS + WARMUP_STEPS))
+        try:  # warm: start the trial process, build once, first batches
+            bench.run(candidate, on_step=_stop_when_warm, fidelity=fidelity)
+        except _Warm:
+            pass
         except Exception as exc:  # this probe does not fit the model: the next one
             last = exc
             continue
+        stamps: list[float] = []
+
+        def on_step(step: int, total: int, loss: float) -> None:
+            if step >= 1:
+                stamps.append(time.perf_counter())
+
+        start = time.perf_counter()
+        bench.run(candidate, on_step=on_step, fidelity=fidelity)
         end = time.perf_counter()
-        step = (stamps[-1] - stamps[WARMUP_STEPS - 1]) / max(1, len(stamps) - WARMUP_STEPS)
+        step = step_seconds(stamps)
         evaluation = end - stamps[-1]
         share = min(1.0, (rung_rows or len(bench.eval_data)) / max(1, len(bench.eval_data)))
         first = stamps[0] - start - step  # build and copy, before the first step
         return Costs(step_seconds=round(step, 4), eval_seconds=round(evaluation, 3),
                      rung_eval_seconds=round(evaluation * share, 3),
-                     start_seconds=round(max(0.0, first), 3))
+                     start_seconds=round(max(0.0, first), 3), probe=candidate.label)
     raise RuntimeError(f"no probe candidate trains on this model: {last}")

@@ -53,9 +53,10 @@ if TYPE_CHECKING:
     from optuna import Study  # only for annotations: optuna stays a lazy import
 
 
-def plan_for(study: Study, cfg: SearchConfig, bench: Bench, budget: Budget) -> Plan:
+def plan_for(study: Study, cfg: SearchConfig, bench: Trainer, budget: Budget) -> Plan:
     """The study's stored plan (a resumed study keeps its rungs, so rung tables stay
-    comparable), or a new one from the budget and costs measured now (``probe``)."""
+    comparable), or a new one from the budget and costs measured now (``probe``) on
+    ``bench``: where the trials will train (the trial process, with ``--isolation process``)."""
     from autopeft.results import default_noise
     from autopeft.search.plan import RUNG_EVAL_ROWS
     from autopeft.search.probe import probe
@@ -72,7 +73,7 @@ def plan_for(study: Study, cfg: SearchConfig, bench: Bench, budget: Budget) -> P
     fixed = trial_steps is not None and cfg.refit_share is not None  # nothing left to fit
     costs = probe(bench, RUNG_EVAL_ROWS) if budget.seconds is not None and not fixed else None
     plan = make_plan(max_steps, budget.left(), costs, cfg.eta, 1 + cfg.confirm_seeds,
-                     trial_steps, cfg.refit_share, rungs)
+                     trial_steps, cfg.refit_share, rungs, bench.settings.warmup_ratio)
     study.set_user_attr("plan", plan.to_dict())
     study.set_user_attr("noise", default_noise(bench.task.metric))
     return plan
@@ -99,7 +100,8 @@ def prepare(study: Study, cfg: SearchConfig, space: Space, trainer: Trainer, bud
     noise = float((study.user_attrs.get("noise") or {}).get("rung", 0.0))
     return TrialRunner(study, trainer, skeleton(trainer.base.model),
                        make_pruner(cfg.pruner, cfg.eta), limits, budget, reporter, plan, noise,
-                       Checkpoints(checkpoints_dir(cfg.study), trainer.settings))
+                       checkpoints=Checkpoints(checkpoints_dir(cfg.study), trainer.settings),
+                       loss_check=cfg.loss_check)
 
 
 def trainer_for(cfg: SearchConfig, bench: Bench) -> AbstractContextManager[Trainer]:
@@ -167,10 +169,6 @@ def run_search(cfg: SearchConfig, reporter: Reporter | None = None, bench: Bench
     study = open_study(cfg, space)
     for note in [*bench.notes, *notes]:
         reporter.note(note)
-    plan = plan_for(study, cfg, bench, budget)
-    reporter.note(plan.describe())
-    budget = budget.with_refit_share(plan.refit_share)
-    budget.store(study)  # every worker of this study stops searching when the refit's share begins
     url = storage_url(cfg.study, cfg.storage)
     slots = placement(cfg, bench, study, reporter)
     max_trials = cfg.max_trials
@@ -178,6 +176,10 @@ def run_search(cfg: SearchConfig, reporter: Reporter | None = None, bench: Bench
         max_trials = cfg.n_trials
         study.set_user_attr("max_trials", max_trials)
     with own_slot(slots[0]), trainer_for(cfg, bench) as trainer:
+        plan = plan_for(study, cfg, trainer, budget)  # measured where the trials train
+        reporter.note(plan.describe())
+        budget = budget.with_refit_share(plan.refit_share)
+        budget.store(study)  # every worker of this study stops searching when the refit's share begins
         runner = prepare(study, cfg, space, trainer, budget.search, reporter, plan)
         if cut := requeue_cut_short(study, runner.checkpoints, int(plan.schedule_steps or 0),
                                     plan.trial_steps):

@@ -1,0 +1,79 @@
+"""The cost probe measures a step as the trials run it (warm, same batches, in the trial
+process), and the default ``--budget`` path runs the real probe, its fallback included."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from autopeft import api
+from autopeft.candidate import Candidate, MethodSpec
+from autopeft.isolation import IsolatedBench
+from autopeft.runner import Bench, DataSettings, Fidelity
+from autopeft.search import probe as probe_mod
+from autopeft.search.plan import Plan
+from autopeft.search.probe import PROBES, probe, step_seconds
+from autopeft.train import TrainSettings
+
+
+def wide_model(folder: Path, tiny: Path) -> Path:
+    """The tiny model's vocabulary in a model wide enough that a step is real compute."""
+    import transformers
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    transformers.logging.set_verbosity_error()
+    config = transformers.AutoConfig.from_pretrained(tiny)
+    config.hidden_size, config.intermediate_size = 256, 1024
+    config.num_hidden_layers, config.num_attention_heads = 3, 4
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny).save_pretrained(folder)
+    return folder
+
+
+def test_the_probe_step_time_is_the_trials_step_time(tmp_path: Path, tiny_model: Path,
+                                                      tiny_data: Path) -> None:
+    """Probe and trial back to back in the trial process; medians, so a neighbour's burst on
+    a shared machine moves neither. Up to three pairs: one within 20% is the behaviour."""
+    model = wide_model(tmp_path / "wide", tiny_model)
+    data = DataSettings("sst2", str(tiny_data))
+    settings = TrainSettings(batch_size=16, max_length=48)
+    local = Bench.load(str(model), data, settings)
+    trial = Candidate([MethodSpec("lora", {"r": 8, "alpha": 16, "targets": ["query", "value"]})], 5e-4)
+    ratios = []
+    with IsolatedBench.around(local, str(model), data, None) as bench:
+        for _ in range(3):
+            costs = probe(bench, None)
+            stamps: list[float] = []
+            bench.run(trial, on_step=lambda s, *_: s and stamps.append(time.perf_counter()),
+                      fidelity=Fidelity(schedule_steps=300, stop_at=40))
+            ratios.append(costs.step_seconds / step_seconds(stamps))
+            if abs(ratios[-1] - 1) <= 0.2:
+                break
+    assert abs(ratios[-1] - 1) <= 0.2, f"probe / trial step time: {ratios}"
+    assert costs.eval_seconds > 0 and costs.rung_eval_seconds <= costs.eval_seconds
+
+
+def test_the_default_budget_path_runs_the_real_probe_and_falls_back(
+        workdir: Path, tiny_model: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--budget` with the default isolation (a trial process): the probe trains there. A
+    LoRA probe that cannot be built on this model (rank 64 on a 32-wide layer), a BitFit
+    probe on layers it lacks: the full fine-tuning probe measures."""
+    bad_lora = Candidate([MethodSpec("lora", {"r": 64, "targets": ["query", "value"]})], 5e-4)
+    bad_bitfit = Candidate([MethodSpec("bitfit", {"layers": [7]})], 1e-3)
+    monkeypatch.setattr(probe_mod, "PROBES", (bad_lora, bad_bitfit, PROBES[2]))
+    seen: list[str] = []
+    real = probe_mod.probe
+
+    def spy(bench, rows):
+        seen.append(type(bench).__name__)
+        return real(bench, rows)
+
+    monkeypatch.setattr(probe_mod, "probe", spy)
+    study = api.search("sst2", model=str(tiny_model), data_dir=str(tiny_data), study="probed",
+                       budget="2m", n_trials=1, batch_size=16, max_length=48, warm_start=False,
+                       isolation="process")
+    plan = Plan.from_dict(study.user_attrs["plan"])
+    assert seen == ["IsolatedBench"]  # measured in the trial process, where trials train
+    assert plan.costs.probe == "full" and plan.costs.step_seconds > 0 and plan.costs.eval_seconds > 0
+    assert plan.ratio and plan.ratio > 1 and f"R = {plan.ratio:.1f}" in plan.describe()
