@@ -104,20 +104,23 @@ learning_rate: {low: 1.0e-9, high: 2.0e-9, log: true}
 
 def test_a_candidate_that_is_not_learning_is_pruned_with_its_reason(
         workdir: Path, tiny_model: Path, tiny_data: Path) -> None:
-    """A real search: 5 epochs of 13 steps, warm-up 3 steps; lr 1e-9 cannot move the loss."""
+    """A real search: 7 epochs of 13 steps, warm-up 5 steps (rungs at 31 and 91: the first
+    after the warm-up and a loss window); lr 1e-9 cannot move the loss."""
     (workdir / "stuck.yaml").write_text(STUCK)
     opts = dict(model=str(tiny_model), data_dir=str(tiny_data), batch_size=16, max_length=48,
-                epochs=5, n_trials=1, space="stuck.yaml", warm_start=False)
-    study = api.search("sst2", study="stuck", rungs="10,65", **opts)
+                epochs=7, n_trials=1, space="stuck.yaml", warm_start=False)
+    study = api.search("sst2", study="stuck", **opts)  # the plan's rungs (no --rungs)
     (trial,) = study.get_trials()
     a = trial.user_attrs
-    # a rung before the loss has moved decides nothing (every score is chance yet)
-    assert a["rung_decisions"]["10"]["reason"].startswith("deferred: the training loss")
+    first = study.user_attrs["plan"]["rungs"][0]
+    assert first < 5 + LOSS_PATIENCE
+    # a rung the plan chose before the loss has moved decides nothing (every score is chance)
+    assert a["rung_decisions"][str(first)]["reason"].startswith("deferred: the training loss")
     assert trial.state.name == "PRUNED" and a["not_learning"] is True
     assert a["prune_reason"].startswith("not learning: loss ")
-    assert a["pruned_at_step"] == 3 + LOSS_PATIENCE < 65 and a["steps"] == a["pruned_at_step"]
+    assert a["pruned_at_step"] == 5 + LOSS_PATIENCE < 91 and a["steps"] == a["pruned_at_step"]
     # the user's flag: trained to the end
     off = api.search("sst2", study="stuck-off", loss_check=False, **opts)
     (trial,) = off.get_trials()
-    assert trial.state.name == "COMPLETE" and trial.user_attrs["steps"] == 65
+    assert trial.state.name == "COMPLETE" and trial.user_attrs["steps"] == 91
     assert off.user_attrs["search"]["loss_check"] is False  # workers of the study obey it too

@@ -205,7 +205,9 @@ class TrialRunner:
             self.reporter.rung(trial.number, step, score)
             if step >= rungs[-1] or not self.pruner.prunes:
                 return
-            if check_loss and not watch.moved(step):  # every score is chance yet
+            # Every score is chance yet: a rung the plan chose decides nothing (rungs the
+            # user set, --rungs, decide where they were set).
+            if check_loss and self.plan.source != "override" and not watch.moved(step):
                 decisions[str(step)] = {"keep": True, "reason": "deferred: the training loss "
                                         "has not moved off its start yet"}
                 trial.set_user_attr("rung_decisions", dict(decisions))
