@@ -162,3 +162,22 @@ def test_workers_stop_searching_when_the_refit_share_begins(
     clock.t = start + 45  # in the refit's share: the budget is not over, the search is
     after = study_mod.run_worker("share", isolation="none", clock=clock)
     assert len(after.get_trials()) == before
+
+
+def test_the_refit_phase_is_the_plans_share_of_the_time_it_was_made_for() -> None:
+    """A 36 s budget planned after 10 s of loading and probing (26 s left) with a refit
+    share of 0.5: the refit gets the last 13 s, so the search phase ends at 23 s, not at
+    18 s (a share of the whole budget, which left the one trial of an R = 1 plan 8 s)."""
+    from autopeft.search.budget import Budget
+    from autopeft.search.study import refit_phase
+
+    now = [100.0]
+    budget = Budget(36.0, 100.0, clock=lambda: now[0])
+    now[0] = 110.0
+    plan = Plan(max_steps=152, trial_steps=51, refit_steps=152, rungs=[51], refit_share=0.5,
+                budget_seconds=budget.left())
+    phased = refit_phase(budget, plan)
+    assert phased.search.end == pytest.approx(123.0) and phased.end == 136.0
+    assert phased.search.left() == pytest.approx(13.0)
+    # a share the user asked for (--refit-share) is of the whole budget
+    assert refit_phase(budget, plan, asked=0.5).search.end == pytest.approx(118.0)

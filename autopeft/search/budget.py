@@ -90,6 +90,15 @@ class Budget(Phase):
     def with_refit_share(self, share: float) -> Budget:
         return replace(self, refit_share=share)
 
+    def with_refit_seconds(self, seconds: float) -> Budget:
+        """The refit gets the last ``seconds`` of the whole budget. Why not a share: a plan
+        is made after loading and the cost probe, for the time left then, so its refit share
+        is of that time, not of the whole budget (at R = 1 the difference ended the search
+        phase before its one trial could finish)."""
+        if self.seconds is None or self.seconds <= 0:
+            return self
+        return replace(self, refit_share=min(1.0, max(0.0, seconds / self.seconds)))
+
     def store(self, study: Study) -> None:
         """Into the study, for its workers. ``deadline`` (the search phase's end) is what
         workers of earlier versions read."""

@@ -79,6 +79,16 @@ def plan_for(study: Study, cfg: SearchConfig, bench: Trainer, budget: Budget) ->
     return plan
 
 
+def refit_phase(budget: Budget, plan: Plan, asked: float | None = None) -> Budget:
+    """``budget`` with the refit's phase at its end: the plan's share of the time it was
+    made for (``plan.budget_seconds``, what was left after loading and the probe), or of the
+    whole budget where the user asked for a share (``--refit-share``) or a plan does not
+    say (an older study's plan)."""
+    if asked is None and plan.budget_seconds:
+        return budget.with_refit_seconds(plan.refit_share * plan.budget_seconds)
+    return budget.with_refit_share(plan.refit_share)
+
+
 def prepare(study: Study, cfg: SearchConfig, space: Space, trainer: Trainer, budget: Phase,
             reporter: Reporter, plan: Plan) -> TrialRunner:
     """Resolve the limits, note the hypervolume scales, warm-start a fresh study."""
@@ -178,7 +188,7 @@ def run_search(cfg: SearchConfig, reporter: Reporter | None = None, bench: Bench
     with own_slot(slots[0]), trainer_for(cfg, bench) as trainer:
         plan = plan_for(study, cfg, trainer, budget)  # measured where the trials train
         reporter.note(plan.describe())
-        budget = budget.with_refit_share(plan.refit_share)
+        budget = refit_phase(budget, plan, cfg.refit_share)
         budget.store(study)  # every worker of this study stops searching when the refit's share begins
         runner = prepare(study, cfg, space, trainer, budget.search, reporter, plan)
         if cut := requeue_cut_short(study, runner.checkpoints, int(plan.schedule_steps or 0),
