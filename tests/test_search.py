@@ -229,6 +229,49 @@ def test_budget_end_is_respected(workdir: Path, tiny_model: Path, tiny_data: Pat
     assert "budget ended at step 4" in a["prune_reason"]
 
 
+@pytest.mark.parametrize("budget, expected, ends", [("7s", 1, None), ("7s", 2, 12),
+                                                    ("4s", 1, 9)])
+def test_the_one_run_of_a_one_run_plan_may_overrun_the_budget_a_little(
+        workdir: Path, tiny_model: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch,
+        budget: str, expected: int, ends: int | None) -> None:
+    """Loading takes 1 s of the test's clock, each step 0.5 s: 13 steps end at 7.5 s. A plan
+    with room for one run finishes it past a 7 s budget (within a quarter of it); a plan of
+    two candidates stops at the budget (step 12); past the quarter even the one run stops
+    (4 s x 1.25 = 5 s: step 9)."""
+    import functools
+
+    import autopeft.search.study as study_mod
+    from autopeft.runner import Bench
+    from autopeft.search.plan import Plan
+    from faults import CLOCK, enable_faults
+
+    enable_faults()
+    monkeypatch.setattr(study_mod, "run_search", functools.partial(study_mod.run_search,
+                                                                   clock=CLOCK))
+    load = Bench.load
+
+    def slow_load(*args, **kwargs):
+        CLOCK.t += 1.0
+        return load(*args, **kwargs)
+
+    def plan_for(study, cfg, bench, budget):
+        return Plan(max_steps=13, trial_steps=13, refit_steps=13, rungs=[13],
+                    expected_candidates=expected, source="budget")
+
+    monkeypatch.setattr(Bench, "load", slow_load)
+    monkeypatch.setattr(study_mod, "plan_for", plan_for)
+    (workdir / "slow.yaml").write_text("candidates: [fault]\nmethods:\n  fault: {kind: tick, "
+                                       "seconds: 0.5}\nlearning_rate: 1.0e-3\n")
+    study = api.search("sst2", **small(tiny_model, tiny_data, budget=budget, space="slow.yaml",
+                                       warm_start=False))
+    (trial,) = study.get_trials()
+    if ends is None:
+        assert trial.state.name == "COMPLETE" and trial.user_attrs["steps"] == 13
+    else:
+        assert trial.state.name == "PRUNED" and trial.user_attrs["stopped_by_budget"] is True
+        assert trial.user_attrs["pruned_at_step"] == ends
+
+
 @pytest.mark.slow
 def test_confirm_seeds_replace_front_members_by_their_means(workdir: Path, tiny_model: Path,
                                                             tiny_data: Path) -> None:

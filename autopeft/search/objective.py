@@ -78,6 +78,9 @@ def free_memory() -> None:
 OOM_REPEATS = 2
 
 
+ONE_RUN_GRACE = 0.25  # of the budget: how far the only run of a one-run plan may overrun it
+
+
 class StopTrial(Exception):
     """Raised from the training callbacks to end a trial at a rung (pruner) or now (budget)."""
 
@@ -186,10 +189,20 @@ class TrialRunner:
         watch = LossCheck(int(self.bench.settings.warmup_ratio * self.plan.schedule_steps),
                           chance_loss(self.bench.task.num_labels))
 
+        def out_of_time() -> bool:
+            """The budget ended. The one run of a one-run plan (no refit, room for one
+            candidate) may overrun it by ``ONE_RUN_GRACE`` of the budget: it is the whole
+            result, and cutting it near its end would leave the search with nothing."""
+            if self.budget.left() != 0:
+                return False
+            one_run = self.plan.expected_candidates == 1 and not self.plan.refit_share
+            return not one_run or self.budget.elapsed() > (1 + ONE_RUN_GRACE) * (
+                self.budget.seconds or 0.0)
+
         def on_step(step: int, total: int, loss: float) -> None:
             self.reporter.step(step, total, loss)
             done = [s for s in rungs if str(s) in scores]
-            if self.budget.left() == 0:
+            if out_of_time():
                 raise StopTrial(f"budget ended at step {step}; kept its last completed rung "
                                 f"({'step ' + str(done[-1]) if done else 'none'})",
                                 len(done), step, by_budget=True)
