@@ -109,3 +109,31 @@ def test_show_lists_repeats_and_the_hidden_best_from_a_study() -> None:
     assert notes[0].startswith("best score 0.8119 (trial 2) is not on the front: dominated by "
                                "trial 1")
     assert "trial 1 stands for its repeats" in notes[1] and notes[1].endswith(": 0")
+
+
+class _Study:  # what leaders_first reads of a study
+    def __init__(self, recipes: set[int], noise: float) -> None:
+        self.user_attrs = {"noise": {"rung": noise}}
+        self._trials = [type("T", (), {"number": n, "user_attrs": {"warm_start": "r"}})()
+                        for n in sorted(recipes)]
+
+    def get_trials(self, deepcopy: bool = False) -> list:
+        return self._trials
+
+
+def test_the_refit_takes_the_leaders_first_the_recipes_among_them_first() -> None:
+    """Search scores near chance, within the noise of each other: the hypervolume puts the
+    smallest candidates first, but the recipes (LoRA trial 0, BitFit trial 1) lead the refit;
+    a member clearly ahead beyond the noise leads it whatever it is."""
+    from autopeft.search.refit import leaders_first
+
+    ia3 = rec(6, 0.52, 5_000, candidate=cand("ia3", 3e-3))
+    prompt = rec(7, 0.51, 10_000, candidate=cand("prompt", 3e-2))
+    lora = rec(0, 0.509, 74_498, candidate=cand("lora", 5e-4, r=8))
+    bitfit = rec(1, 0.50, 26_882, candidate=cand("bitfit", 1e-3))
+    promise = [ia3, prompt, bitfit, lora]  # by hypervolume added: smallest first
+    got = leaders_first(promise, _Study({0, 1}, noise=0.028))
+    assert [m.number for m in got] == [0, 1, 6, 7]
+    ahead = rec(8, 0.70, 300_000, candidate=cand("adapter", 1e-3))
+    got = leaders_first([ia3, ahead, lora], _Study({0}, noise=0.028))
+    assert [m.number for m in got] == [8, 6, 0]
