@@ -137,3 +137,29 @@ def test_the_refit_takes_the_leaders_first_the_recipes_among_them_first() -> Non
     ahead = rec(8, 0.70, 300_000, candidate=cand("adapter", 1e-3))
     got = leaders_first([ia3, ahead, lora], _Study({0}, noise=0.028))
     assert [m.number for m in got] == [8, 6, 0]
+
+
+def test_the_refit_sees_a_recipe_tied_at_chance_that_a_smaller_one_dominates() -> None:
+    """After a 51-step trial LoRA and BitFit both score 0.5092 (chance): BitFit, smaller,
+    dominates LoRA on the front, yet LoRA is a leader within the noise, and as the first
+    recipe it is the first the refit continues (MiniLM/SST-2 at R = 3 refit BitFit alone)."""
+    import optuna
+
+    from autopeft.search.refit import _search_front, by_promise, leaders_first
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    study.set_user_attr("noise", {"rung": 0.028})
+    for n, (label, score, params, recipe) in enumerate([("lora", 0.5092, 74_498, True),
+                                                        ("bitfit", 0.5092, 26_882, True),
+                                                        ("ia3", 0.5103, 14_594, True),
+                                                        ("prompt", 0.30, 9_000, False)]):
+        attrs = {"label": label, "candidate": cand(label, 1e-3), "trainable_params": params,
+                 "peak_memory_bytes": 400 * MiB, "steps": 51}
+        if recipe:
+            attrs["warm_start"] = label
+        study.add_trial(optuna.trial.create_trial(values=[score, params, 400 * MiB],
+                                                  user_attrs=attrs))
+    pool = _search_front(study)
+    assert {r.number for r in pool} == {0, 1, 2, 3}  # the front (1, 2, 3) and the leader 0
+    assert [r.number for r in leaders_first(by_promise(pool, study), study)][:3] == [0, 1, 2]

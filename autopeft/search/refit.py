@@ -47,10 +47,21 @@ CARRIED = (CANDIDATE, "label", "trainable_params", "total_params", "trainable_fr
 
 
 def _search_front(study: Study) -> list[Record]:
-    """The front among search-fidelity records (complete, else provisional)."""
+    """The front among search-fidelity records (complete, else provisional), and the
+    members within the rung noise of the best search score that it leaves out: two recipes
+    tied at chance after a short trial, one of them with fewer parameters, would otherwise
+    drop the other from the refit (``leaders_first``)."""
     recs = [r for r in records(study.get_trials(deepcopy=False)) if r.fidelity != "refit"
             and r.superseded_by is None]
-    return front(recs)
+    members = front(recs)
+    if recs:
+        best = max(r.score for r in recs)
+        members += [r for r in recs if r.score >= best - _noise(study) and r not in members]
+    return members
+
+
+def _noise(study: Study) -> float:
+    return float((study.user_attrs.get("noise") or {}).get("rung", 0.0))
 
 
 def by_promise(members: list[Record], study: Study) -> list[Record]:
@@ -78,7 +89,7 @@ def leaders_first(members: list[Record], study: Study) -> list[Record]:
     the evidence has not overturned."""
     if not members:
         return members
-    noise = float((study.user_attrs.get("noise") or {}).get("rung", 0.0))
+    noise = _noise(study)
     best = max(m.score for m in members)
     recipes = {t.number for t in study.get_trials(deepcopy=False) if t.user_attrs.get(WARM_START)}
     leaders = sorted((m for m in members if m.score >= best - noise),
