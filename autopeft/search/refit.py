@@ -54,9 +54,10 @@ def _search_front(study: Study) -> list[Record]:
     recs = [r for r in records(study.get_trials(deepcopy=False)) if r.fidelity != "refit"
             and r.superseded_by is None]
     members = front(recs)
-    if recs:
-        best = max(r.score for r in recs)
-        members += [r for r in recs if r.score >= best - _noise(study) and r not in members]
+    scored = [r for r in recs if r.score is not None]
+    if scored:
+        best = max(r.score for r in scored)
+        members += [r for r in scored if r.score >= best - _noise(study) and r not in members]
     return members
 
 
@@ -87,12 +88,13 @@ def leaders_first(members: list[Record], study: Study) -> list[Record]:
     known before training, and the refit spent its share on the smallest candidates (MiniLM/
     SST-2 at R = 3: (IA)3 0.734 against the LoRA recipe's 0.767); the recipes are the prior
     the evidence has not overturned."""
-    if not members:
+    scores = [m.score for m in members if m.score is not None]
+    if not scores:
         return members
     noise = _noise(study)
-    best = max(m.score for m in members)
+    best = max(scores)
     recipes = {t.number for t in study.get_trials(deepcopy=False) if t.user_attrs.get(WARM_START)}
-    leaders = sorted((m for m in members if m.score >= best - noise),
+    leaders = sorted((m for m in members if m.score is not None and m.score >= best - noise),
                      key=lambda m: (m.number not in recipes, m.number if m.number in recipes else 0))
     return leaders + [m for m in members if m not in leaders]
 
