@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -193,11 +194,10 @@ def test_mo_asha_prunes_trials_at_their_rungs_end_to_end(workdir: Path, tiny_mod
         assert set(a["rung_decisions"]) == {"2", "4"}  # none at the end: the score is the result
 
 
-def test_budget_end_is_respected(workdir: Path, tiny_model: Path, tiny_data: Path,
-                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """The search's clock is the test's: loading the model takes 1 s of it and each step of
-    the `fault` kind tick 0.5 s, so a 3 s budget (which starts before the model loads) ends
-    with the fourth step of the first trial, whatever the machine."""
+@pytest.fixture
+def ticking(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The search's clock is the test's (``faults.CLOCK``): loading the model takes 1 s of
+    it and each step of the ``slow.yaml`` space (the `fault` kind tick) 0.5 s."""
     import functools
 
     import autopeft.search.study as study_mod
@@ -216,7 +216,14 @@ def test_budget_end_is_respected(workdir: Path, tiny_model: Path, tiny_data: Pat
     monkeypatch.setattr(Bench, "load", slow_load)
     (workdir / "slow.yaml").write_text("candidates: [fault]\nmethods:\n  fault: {kind: tick, "
                                        "seconds: 0.5}\nlearning_rate: 1.0e-3\n")
-    start = CLOCK()
+    return CLOCK
+
+
+def test_budget_end_is_respected(workdir: Path, tiny_model: Path, tiny_data: Path,
+                                 ticking: Any) -> None:
+    """On the test's clock (``ticking``) a 3 s budget (which starts before the model loads)
+    ends with the fourth step of the first trial, whatever the machine."""
+    start = ticking()
     study = api.search("sst2", **small(tiny_model, tiny_data, budget="3s", space="slow.yaml",
                                        warm_start=False, trial_steps=13, refit_share=0.0))
     assert study.user_attrs["budget"]["started"] == start and study.user_attrs["deadline"] == start + 3
@@ -233,35 +240,19 @@ def test_budget_end_is_respected(workdir: Path, tiny_model: Path, tiny_data: Pat
                                                     ("4s", 1, 9)])
 def test_the_one_run_of_a_one_run_plan_may_overrun_the_budget_a_little(
         workdir: Path, tiny_model: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch,
-        budget: str, expected: int, ends: int | None) -> None:
-    """Loading takes 1 s of the test's clock, each step 0.5 s: 13 steps end at 7.5 s. A plan
-    with room for one run finishes it past a 7 s budget (within a quarter of it); a plan of
-    two candidates stops at the budget (step 12); past the quarter even the one run stops
-    (4 s x 1.25 = 5 s: step 9)."""
-    import functools
-
+        ticking: Any, budget: str, expected: int, ends: int | None) -> None:
+    """On the test's clock (``ticking``) 13 steps end at 7.5 s. A plan with room for one
+    run finishes it past a 7 s budget (within a quarter of it); a plan of two candidates
+    stops at the budget (step 12); past the quarter even the one run stops (4 s x 1.25 =
+    5 s: step 9)."""
     import autopeft.search.study as study_mod
-    from autopeft.runner import Bench
     from autopeft.search.plan import Plan
-    from faults import CLOCK, enable_faults
-
-    enable_faults()
-    monkeypatch.setattr(study_mod, "run_search", functools.partial(study_mod.run_search,
-                                                                   clock=CLOCK))
-    load = Bench.load
-
-    def slow_load(*args, **kwargs):
-        CLOCK.t += 1.0
-        return load(*args, **kwargs)
 
     def plan_for(study, cfg, bench, budget):
         return Plan(max_steps=13, trial_steps=13, refit_steps=13, rungs=[13],
                     expected_candidates=expected, source="budget")
 
-    monkeypatch.setattr(Bench, "load", slow_load)
     monkeypatch.setattr(study_mod, "plan_for", plan_for)
-    (workdir / "slow.yaml").write_text("candidates: [fault]\nmethods:\n  fault: {kind: tick, "
-                                       "seconds: 0.5}\nlearning_rate: 1.0e-3\n")
     study = api.search("sst2", **small(tiny_model, tiny_data, budget=budget, space="slow.yaml",
                                        warm_start=False))
     (trial,) = study.get_trials()
