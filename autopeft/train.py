@@ -139,6 +139,17 @@ class OnDevice:
     def __next__(self) -> tuple[list[int], dict[str, torch.Tensor]]:
         return next(self._batches)
 
+    def close(self) -> None:
+        """Stop drawing ahead: waits for the batch being prepared, so no collate thread
+        outlives the training that asked for it."""
+        self._batches.close()
+
+    def __enter__(self) -> OnDevice:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _run(self) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
         if self.device.type != "cuda":
             for rows in self.stream:
@@ -324,38 +335,38 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, fl
         loss_value, first_loss = resume.loss, resume.first_loss
     peak_before = resume.peak_memory if resume else 0  # the steps this run did not take
     params = [p for _, p in trainable_parameters(model)]
-    stream = batches_on(device, micro_batches(train_enc, settings.batch_size, seed, position),
-                        lambda rows: collate(train_enc, rows, pad_id))
-    for step in range(start_step + 1, end + 1):
-        losses = []
-        for _ in range(settings.grad_accum):  # gradients add up over the micro-batches
-            batch, inputs = next(stream)
-            with memory.step(), autocast(device, settings.precision):
-                loss = model(**inputs).loss
-            (loss / settings.grad_accum).backward()
-            losses.append(loss.detach())
-            samples += len(batch)
-        for loss_value in torch.stack(losses).tolist():  # one host sync per optimiser step
-            if not math.isfinite(loss_value):
-                raise Diverged(f"loss became {loss_value} at step {step}")
-            first_loss = loss_value if first_loss is None else first_loss
-            if step > EXPLODE_AFTER and loss_value > EXPLODE_FACTOR * max(first_loss, 1.0):
-                raise Diverged(f"loss exploded to {loss_value:.3g} at step {step} "
-                               f"(it started at {first_loss:.3g})")
-        torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
-        optimizer_step(optimizer, hooks, step - 1)
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        if on_step:
-            on_step(step, end, loss_value)
-        if after_step and step < end:
-            with memory.scoring():  # a rung's scoring is not training memory
-                after_step(step, model)
-        if save and step in save_at:
-            save(Checkpoint(step, n_steps, stream.position, samples, loss_value, first_loss,
-                            max(memory.bytes(), peak_before),
-                            model_tensors(model), copied(optimizer.state_dict()),
-                            copied(scheduler.state_dict()), rng_state(), hook_states(hooks)))
+    with batches_on(device, micro_batches(train_enc, settings.batch_size, seed, position),
+                    lambda rows: collate(train_enc, rows, pad_id)) as stream:
+        for step in range(start_step + 1, end + 1):
+            losses = []
+            for _ in range(settings.grad_accum):  # gradients add up over the micro-batches
+                batch, inputs = next(stream)
+                with memory.step(), autocast(device, settings.precision):
+                    loss = model(**inputs).loss
+                (loss / settings.grad_accum).backward()
+                losses.append(loss.detach())
+                samples += len(batch)
+            for loss_value in torch.stack(losses).tolist():  # one host sync per optimiser step
+                if not math.isfinite(loss_value):
+                    raise Diverged(f"loss became {loss_value} at step {step}")
+                first_loss = loss_value if first_loss is None else first_loss
+                if step > EXPLODE_AFTER and loss_value > EXPLODE_FACTOR * max(first_loss, 1.0):
+                    raise Diverged(f"loss exploded to {loss_value:.3g} at step {step} "
+                                   f"(it started at {first_loss:.3g})")
+            torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+            optimizer_step(optimizer, hooks, step - 1)
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            if on_step:
+                on_step(step, end, loss_value)
+            if after_step and step < end:
+                with memory.scoring():  # a rung's scoring is not training memory
+                    after_step(step, model)
+            if save and step in save_at:
+                save(Checkpoint(step, n_steps, stream.position, samples, loss_value, first_loss,
+                                max(memory.bytes(), peak_before),
+                                model_tensors(model), copied(optimizer.state_dict()),
+                                copied(scheduler.state_dict()), rng_state(), hook_states(hooks)))
     with memory.scoring():
         metrics = scored(model, evaluate)
     return TrainResult(score=metrics["score"], steps=end, samples=samples,

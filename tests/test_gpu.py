@@ -192,7 +192,10 @@ def test_on_cuda_batches_are_collated_and_pinned_ahead_in_another_thread(
         return {"input_ids": torch.tensor(rows)}
 
     rows = [[0, 1], [2, 3], [4, 5], [6, 7]]
-    got = list(zip(range(3), train_mod.batches_on(CUDA, iter(rows), make)))
+    with train_mod.batches_on(CUDA, iter(rows), make) as stream:
+        got = list(zip(range(3), stream))
+    # closed: the batch drawn ahead is finished, so no collate thread outlives the stream
+    assert not [t for t in threading.enumerate() if t.name.startswith("autopeft-collate")]
     assert [r for _, (r, _) in got] == rows[:3]  # in order, the next one ahead
     assert [b["input_ids"].tolist() for _, (_, b) in got] == rows[:3]
     assert set(threads) == {t for t in threads if t.startswith("autopeft-collate")} and pinned
