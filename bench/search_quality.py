@@ -247,7 +247,8 @@ def main() -> None:
                 print(key, json.dumps(runs[key]), flush=True)
     results["minutes"] = round(results.get("minutes", 0) + (time.perf_counter() - start) / 60, 1)
     save()
-    report(results, ratios, args.quick, args.write or not args.quick)
+    measured = {float(k.split("/")[1][1:]) for k in runs if k.count("/") == 2}
+    report(results, sorted(measured | set(ratios)), args.quick, args.write or not args.quick)
 
 
 # -- the report ----------------------------------------------------------------------------
