@@ -217,8 +217,11 @@ def main() -> None:
 
     if "setting" not in results:
         results["setting"] = calibrate(args.full_seconds, 32 if not args.quick else 16, 64, eval_samples)
-        results["command"] = " ".join(sys.argv[1:])
         save()
+    commands = results.setdefault("commands", [results.pop("command", None)] if "command" in results
+                                  else [])
+    if " ".join(sys.argv[1:]) not in commands:  # every run that added results, in order
+        commands.append(" ".join(sys.argv[1:]))
     setting = results["setting"]
     print("setting:", json.dumps(setting), flush=True)
     ratios = [float(r) for r in args.ratios.split(",")]
@@ -328,7 +331,8 @@ def report(results: dict, ratios: list[float], quick: bool, write: bool) -> None
                         f"{show(values(results, arm, ratio, 'best'))} |")
     body = "\n".join([
         f"## Search quality{' (quick)' if quick else ''} (bench/search_quality.py)", "",
-        f"Command: `python bench/search_quality.py {results.get('command', '')}` "
+        "Commands: " + ", then ".join(f"`python bench/search_quality.py {c}`"
+                                      for c in results.get("commands", [])) + " "
         f"({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {results.get('minutes')} min). "
         f"MiniLM-L6, SST-2: {s['train_rows']} training rows (subset seed = repetition), batch "
         f"{s['batch_size']}, max length {s['max_length']}, {s['steps']} steps = one full-fidelity "
