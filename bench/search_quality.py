@@ -58,8 +58,11 @@ NAMES = {"A": "(A) autopeft default", "B": "(B) random proposals, same plan",
 
 
 # -- the setting: rows and batch so that one full run takes the target seconds ------------
-def calibrate(full_seconds: float, batch: int, max_length: int, eval_samples: int | None) -> dict:
-    """Measure a step and a scoring with the package's probe, then pick the training rows."""
+def measure(rows: int, batch: int, max_length: int, eval_samples: int | None,
+            subset_seed: int = 0) -> tuple[Any, float]:
+    """The package's probe on ``rows`` training rows: its costs, and the start-up a search
+    process spends before its plan (start, imports, loading, the trial process, the probe:
+    about twice the in-process loading, plus the probe)."""
     import torch
 
     from autopeft.runner import Bench, DataSettings
@@ -68,19 +71,33 @@ def calibrate(full_seconds: float, batch: int, max_length: int, eval_samples: in
 
     torch.set_num_threads(os.cpu_count() or 1)
     t0 = time.perf_counter()
-    bench = Bench.load(minilm(), DataSettings("sst2", data_dir=str(DATA_DIR), train_samples=4000,
-                                              eval_samples=eval_samples),
+    bench = Bench.load(minilm(), DataSettings("sst2", data_dir=str(DATA_DIR), train_samples=rows,
+                                              subset_seed=subset_seed, eval_samples=eval_samples),
                        TrainSettings(batch_size=batch, max_length=max_length))
     loaded = time.perf_counter() - t0
     costs = probe(bench, None)
+    return costs, 2 * loaded + 3 + (time.perf_counter() - t0 - loaded)
+
+
+def calibrate(full_seconds: float, batch: int, max_length: int, eval_samples: int | None) -> dict:
+    """Measure a step and a scoring with the package's probe, then pick the training rows."""
+    costs, startup = measure(4000, batch, max_length, eval_samples)
     steps = max(10, int((full_seconds - costs.eval_seconds - costs.start_seconds) / costs.step_seconds))
-    full = costs.run_seconds(steps)
-    # what a search process spends before its plan: start, imports, loading, the trial
-    # process, the probe (about twice the in-process loading, plus the probe)
-    startup = 2 * loaded + 3 + (time.perf_counter() - t0 - loaded)
     return {"train_rows": steps * batch, "batch_size": batch, "max_length": max_length,
-            "eval_samples": eval_samples, "steps": steps, "full_run_seconds": round(full, 2),
+            "eval_samples": eval_samples, "steps": steps,
+            "full_run_seconds": round(costs.run_seconds(steps), 2),
             "startup_seconds": round(startup, 1), "costs": costs.__dict__}
+
+
+def retime(setting: dict) -> dict:
+    """This machine's seconds, now, for the stored setting's full run and start-up. Every
+    invocation measures them before its arms, so an arm's budget is R full runs *here*: a
+    benchmark resumed on a slower or faster machine keeps its R (the rows stay the stored
+    ones, so the arms stay paired with those measured before)."""
+    costs, startup = measure(setting["train_rows"], setting["batch_size"], setting["max_length"],
+                             setting["eval_samples"])
+    return {"full_run_seconds": round(costs.run_seconds(setting["steps"]), 2),
+            "startup_seconds": round(startup, 1)}
 
 
 def common_flags(setting: dict, rep: int) -> list[str]:
@@ -224,6 +241,10 @@ def main() -> None:
         commands.append(" ".join(sys.argv[1:]))
     setting = results["setting"]
     print("setting:", json.dumps(setting), flush=True)
+    timing = {k: setting[k] for k in ("full_run_seconds", "startup_seconds")}
+    if len(commands) > 1 or results.get("runs"):  # the calibration just measured it otherwise
+        timing = retime(setting)
+        print("this machine now:", json.dumps(timing), flush=True)
     ratios = [float(r) for r in args.ratios.split(",")]
     old_ratios = {float(r) for r in args.old_plan_ratios.split(",")}
     arms = args.arms.split(",")
@@ -236,7 +257,7 @@ def main() -> None:
                 save()
                 print(key, json.dumps(runs[key]), flush=True)
         for ratio in ratios:
-            budget = ratio * setting["full_run_seconds"] + setting["startup_seconds"]
+            budget = ratio * timing["full_run_seconds"] + timing["startup_seconds"]
             for arm in ("A", "B", "D"):
                 key = f"{arm}/R{ratio:g}/rep{rep}"
                 if arm not in arms or key in runs or (arm == "D" and ratio not in old_ratios):
@@ -244,8 +265,8 @@ def main() -> None:
                 flags = [*common_flags(setting, rep), "--seed", str(rep)]
                 if arm == "B":
                     flags += ["--sampler", "random"]
-                runs[key] = search_arm(work, key.replace("/", "-").replace(".", "_"), budget, flags,
-                                       old_plan=arm == "D")
+                runs[key] = {**search_arm(work, key.replace("/", "-").replace(".", "_"), budget,
+                                          flags, old_plan=arm == "D"), **timing}
                 save()
                 print(key, json.dumps(runs[key]), flush=True)
     results["minutes"] = round(results.get("minutes", 0) + (time.perf_counter() - start) / 60, 1)
@@ -314,6 +335,19 @@ def targets(results: dict, ratios: list[float]) -> list[str]:
     return lines
 
 
+def spans(results: dict) -> str:
+    """The full-run and start-up seconds the arms' budgets were made of, as ranges (the
+    calibration's for arms measured before invocations re-timed)."""
+    s = results["setting"]
+    timed = [r for k, r in results["runs"].items() if k.count("/") == 2]
+    parts = []
+    for key, what in (("full_run_seconds", "full run"), ("startup_seconds", "start-up")):
+        vals = [r.get(key, s[key]) for r in timed] or [s[key]]
+        low, high = min(vals), max(vals)
+        parts.append(f"{what} {low:g} s" if low == high else f"{what} {low:g}-{high:g} s")
+    return ", ".join(parts)
+
+
 def report(results: dict, ratios: list[float], quick: bool, write: bool) -> None:
     s = results["setting"]
     rows = ["| R | arm | runs | plan's R | looked at | not learning | best at <= 1% params | "
@@ -338,7 +372,8 @@ def report(results: dict, ratios: list[float], quick: bool, write: bool) -> None
         f"{s['batch_size']}, max length {s['max_length']}, {s['steps']} steps = one full-fidelity "
         f"run of {s['full_run_seconds']} s (measured), scored on "
         f"{s['eval_samples'] or 'all 872'} validation rows. Budget per arm: R full runs + "
-        f"{s['startup_seconds']} s of start-up. Mean ± sample std over paired repetitions.", "",
+        f"the start-up, both measured at the start of each invocation ({spans(results)}). "
+        "Mean ± sample std over paired repetitions.", "",
         *rows, "", "Targets (issue 19):", "", *targets(results, ratios)])
     print(body)
     if write:

@@ -10,7 +10,8 @@ import pytest
 from optuna.trial import TrialState
 
 from autopeft.methods import get_method, make_spec
-from autopeft.search.warmstart import (RECIPES, Recipe, enqueue_recipes, recipe_params,
+from autopeft.search.warmstart import (FEW_CANDIDATES, RECIPES, Recipe,
+                                       enqueue_recipes, few_candidates, recipe_params,
                                        requeue_interrupted)
 from autopeft.space import Space, space_from_text
 
@@ -170,6 +171,39 @@ def test_each_queued_recipe_is_sampled_as_the_recipe() -> None:
                 if p in s.methods.get(method.name, {}):  # the space has these values
                     assert method.params[p] == value, (r.name, p)
         study.tell(trial, 0.5)
+
+
+def test_when_few_candidates_fit_the_first_recipe_is_tried_at_its_ladder_of_learning_rates() -> None:
+    s = space(EVERY_RECIPE)
+    study = optuna.create_study()
+    names = enqueue_recipes(study, s, lr_ladder=True)
+    lora = RECIPES[0]
+    rates = [2e-3, 1e-3]  # x4 and x2 of the recipe's 5e-4, inside the range 1e-4..3e-3
+    assert names == [lora.name, *(f"{lora.name}, learning rate {r:.1e}" for r in rates),
+                     *(r.name for r in RECIPES[1:])]
+    sampled = []
+    for name in names[:3]:
+        trial = study.ask()
+        candidate = s.sample(trial)
+        assert trial.user_attrs["warm_start"] == name and candidate.label == "lora"
+        sampled.append(candidate)
+        study.tell(trial, 0.5)
+    assert [c.learning_rate for c in sampled] == pytest.approx([lora.learning_rate, *rates])
+    assert len({json.dumps([m.params for m in c.methods]) for c in sampled}) == 1  # only the rate
+
+
+def test_the_ladder_stays_inside_the_learning_rate_range_and_does_not_repeat_a_rate() -> None:
+    s = lora_space(learning_rate="{low: 1.0e-4, high: 1.0e-3, log: true}")
+    names = enqueue_recipes(optuna.create_study(), s, lr_ladder=True)
+    assert names == [RECIPES[0].name, f"{RECIPES[0].name}, learning rate 1.0e-03"]  # x4 = x2
+
+
+@pytest.mark.parametrize("expected, ladder", [(None, False), (1, False), (2, True), (3, True),
+                                              (FEW_CANDIDATES - 1, True), (FEW_CANDIDATES, False),
+                                              (24, False)])
+def test_the_ladder_is_for_plans_that_cannot_try_every_recipe(expected: int | None,
+                                                              ladder: bool) -> None:
+    assert few_candidates(expected) is ladder
 
 
 def test_a_space_without_any_recipe_queues_nothing() -> None:
