@@ -10,7 +10,8 @@ from autopeft import api
 from autopeft.errors import UserError
 from autopeft.search import plan as plan_mod
 from autopeft.search.plan import (REFIT_MEMBERS, TARGET_CANDIDATES, Costs, Plan, candidate_seconds,
-                                  first_rung, ladder, make_plan, parse_rungs, refit_seconds)
+                                  first_rung, ladder, make_plan, parse_rungs, refit_seconds,
+                                  refit_shortfall)
 
 MINILM_CPU = Costs(step_seconds=0.2, eval_seconds=3.0, rung_eval_seconds=1.8, start_seconds=0.5)
 
@@ -187,3 +188,41 @@ def test_the_refit_phase_is_the_plans_share_of_the_time_it_was_made_for() -> Non
     assert phased.search.left() == pytest.approx(13.0)
     # a share the user asked for (--refit-share) is of the whole budget
     assert refit_phase(budget, plan, asked=0.5).search.end == pytest.approx(118.0)
+
+
+def _small_plan(members: int | None = 1) -> Plan:
+    """MiniLM/SST-2 at R = 3 as measured: 64 s after the probe, 25% kept for one member."""
+    return Plan(max_steps=152, trial_steps=51, refit_steps=152, rungs=[51], refit_share=0.25,
+                budget_seconds=64.0, refit_members=members, expected_candidates=4)
+
+
+def test_the_refit_shortfall_is_what_its_members_need_beyond_the_kept_share() -> None:
+    plan = _small_plan()
+    assert refit_shortfall(plan, 22.7) == pytest.approx(22.7 - 16.0)  # the probe said 16 s
+    assert refit_shortfall(plan, 10.0) == 0.0  # the share suffices
+    assert refit_shortfall(_small_plan(members=3), 10.0) == pytest.approx(30.0 - 16.0)
+    assert refit_shortfall(_small_plan(members=None), 22.7) == 0.0  # no refit
+    assert refit_shortfall(plan, None) == 0.0  # nothing measured yet
+
+
+def test_a_trial_starts_only_if_the_refit_keeps_what_its_members_need() -> None:
+    """At the rate the trials measured (11.5 s for 51 steps), the next trial needs 11.5 s and
+    the refit's member 22.7 s, 6.7 s more than the plan kept: 18.2 s in all. Before, the
+    search started a fourth trial with 15 s left and the refit found too little."""
+    import optuna
+
+    from autopeft.search.budget import Phase
+    from autopeft.search.objective import TrialRunner
+
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    for _ in range(3):
+        study.add_trial(optuna.trial.create_trial(
+            values=[0.7, 1.0, 1.0], user_attrs={"wall_seconds": 11.5, "steps": 51}))
+    runner = TrialRunner(study, None, None, None, None, Phase(None), None, _small_plan())
+    member = 11.5 / 51 * 101
+    assert runner.time_needed() == pytest.approx(11.5 + member - 16.0)
+    assert not Phase(15.0, started=0.0, clock=lambda: 0.0).fits(runner.time_needed())
+    assert Phase(15.0, started=0.0, clock=lambda: 0.0).fits(runner.predicted_seconds())  # before
+    no_refit = TrialRunner(study, None, None, None, None, Phase(None), None,
+                           Plan(max_steps=152, trial_steps=152, refit_steps=152, rungs=[51, 152]))
+    assert no_refit.time_needed() == pytest.approx(11.5 / 51 * 152)

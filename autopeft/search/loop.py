@@ -39,7 +39,7 @@ def run_trials(study: Study, n_trials: int | None, max_trials: int | None, space
         if cap_reached(study, max_trials):
             reporter.note(f"the study holds its {max_trials} trials")
             break
-        if not budget.fits(runner.predicted_seconds()):
+        if not budget.fits(runner.time_needed()):
             reporter.note("budget reached: no further trial fits in the time left")
             break
         with warnings.catch_warnings():  # we beat ourselves (heartbeat below), not optimize()

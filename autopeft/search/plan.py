@@ -36,9 +36,11 @@ The rule (all in steps of the optimiser; every number below is a module constant
   and the refit fit in the budget; if none does, the first rung and as many members as fit
   in ``MAX_REFIT_SHARE`` of the budget (at least one). When the search already trains full
   fidelity and one seed is asked for, there is nothing to refit: the whole budget searches
-  (about R = 10 and above on MiniLM/SST-2). At R = 1 the budget buys exactly one full run:
-  the first recipe (the LoRA recipe, run first by the warm start) to the first rung, then
-  continued to full fidelity: "the LoRA recipe alone with the whole budget".
+  (R = 40 on MiniLM/SST-2; at R = 3 and 10 trials train a third of full fidelity). At R = 1
+  the budget buys exactly one full run: the first recipe (the LoRA recipe, run first by the
+  warm start) to the first rung, then continued to full fidelity: "the LoRA recipe alone
+  with the whole budget". A plan expecting 2-5 candidates makes the warm start try the LoRA
+  recipe's learning rates before the other recipes (``warmstart.few_candidates``).
 * **R < 1** (no run can reach full fidelity): the plan says so and spends
   ``SHORT_PROBE_SHARE`` of the budget on cheap probes (the warm-start recipes, LoRA first,
   and what else fits, to the first rung of the schedule the budget affords) and the rest on
@@ -199,6 +201,17 @@ def refit_seconds(trial_steps: int, refit_steps: int, members: int, seeds: int,
     ``refit_steps`` (nothing if already there), and ``seeds - 1`` more seeds train from 0."""
     go_on = (costs.run_seconds(refit_steps - trial_steps) if refit_steps > trial_steps else 0.0)
     return members * (go_on + (seeds - 1) * costs.run_seconds(refit_steps))
+
+
+def refit_shortfall(plan: Plan, member_seconds: float | None) -> float:
+    """Seconds the refit's ``refit_members`` need beyond the time the plan kept for them
+    (its ``refit_share`` of ``budget_seconds``), when continuing one member from its trial to
+    ``refit_steps`` takes ``member_seconds`` (the refit's own estimate, from the rate the
+    trials measured: ``refit._runs``). 0 when the plan kept enough, has no refit members or
+    nothing is measured yet."""
+    if not member_seconds or not plan.refit_members or not plan.budget_seconds:
+        return 0.0
+    return max(0.0, plan.refit_members * member_seconds - plan.refit_share * plan.budget_seconds)
 
 
 def make_plan(max_steps: int, budget_seconds: float | None, costs: Costs | None, eta: int = 3,
