@@ -86,24 +86,25 @@ def test_predicted_memory_is_a_lower_bound_and_the_hypervolume_is_recorded(
     assert study.user_attrs["hypervolume_history"][-1][1] == study.user_attrs["hypervolume"] > 0
 
 
-@pytest.mark.parametrize("expected", [3, 24])
-def test_a_plan_of_few_candidates_tries_the_lora_recipe_at_three_learning_rates_first(
+@pytest.mark.parametrize("trial_steps", [2, 4])
+def test_trials_that_stop_before_full_fidelity_try_the_lora_recipe_at_three_learning_rates(
         workdir: Path, tiny_model: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch,
-        expected: int) -> None:
-    """The plan decides the warm start: about 3 candidates fit (R about 3 on MiniLM/SST-2)
-    -> the LoRA recipe at 5e-4, 2e-3 and 1e-3; 24 fit -> the recipes, LoRA, BitFit, (IA)3."""
+        trial_steps: int) -> None:
+    """The plan decides the warm start: trials stop before full fidelity (R = 3 to 10 on
+    MiniLM/SST-2) -> the LoRA recipe at 5e-4, 2e-3 and 1e-3 first; trials train full
+    fidelity (R = 40) -> the recipes in their order: LoRA, BitFit, (IA)3."""
     import autopeft.search.study as study_mod
     from autopeft.search.plan import Plan
 
     def plan_for(study, cfg, bench, budget):
-        return Plan(max_steps=4, trial_steps=4, refit_steps=4, rungs=[4],
-                    expected_candidates=expected, source="budget")
+        return Plan(max_steps=4, trial_steps=trial_steps, refit_steps=trial_steps,
+                    rungs=[trial_steps], schedule_steps=4, expected_candidates=10, source="budget")
 
     monkeypatch.setattr(study_mod, "plan_for", plan_for)
     study = api.search("sst2", **small(tiny_model, tiny_data, n_trials=3, pruner="none"))
     ran = [t for t in study.get_trials() if t.state.name == "COMPLETE"]
     labels = [(t.user_attrs["label"], t.user_attrs["candidate"]["learning_rate"]) for t in ran]
-    if expected == 3:
+    if trial_steps < 4:
         assert labels == [("lora", pytest.approx(5e-4)), ("lora", pytest.approx(2e-3)),
                           ("lora", pytest.approx(1e-3))]
     else:

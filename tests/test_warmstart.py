@@ -10,9 +10,9 @@ import pytest
 from optuna.trial import TrialState
 
 from autopeft.methods import get_method, make_spec
-from autopeft.search.warmstart import (FEW_CANDIDATES, RECIPES, Recipe,
-                                       enqueue_recipes, few_candidates, recipe_params,
-                                       requeue_interrupted)
+from autopeft.search.plan import Plan
+from autopeft.search.warmstart import (RECIPES, Recipe, enqueue_recipes, recipe_params,
+                                       requeue_interrupted, tries_learning_rates)
 from autopeft.space import Space, space_from_text
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -173,7 +173,7 @@ def test_each_queued_recipe_is_sampled_as_the_recipe() -> None:
         study.tell(trial, 0.5)
 
 
-def test_when_few_candidates_fit_the_first_recipe_is_tried_at_its_ladder_of_learning_rates() -> None:
+def test_the_ladder_tries_the_first_recipe_at_faster_learning_rates_right_after_it() -> None:
     s = space(EVERY_RECIPE)
     study = optuna.create_study()
     names = enqueue_recipes(study, s, lr_ladder=True)
@@ -198,12 +198,15 @@ def test_the_ladder_stays_inside_the_learning_rate_range_and_does_not_repeat_a_r
     assert names == [RECIPES[0].name, f"{RECIPES[0].name}, learning rate 1.0e-03"]  # x4 = x2
 
 
-@pytest.mark.parametrize("expected, ladder", [(None, False), (1, False), (2, True), (3, True),
-                                              (FEW_CANDIDATES - 1, True), (FEW_CANDIDATES, False),
-                                              (24, False)])
-def test_the_ladder_is_for_plans_that_cannot_try_every_recipe(expected: int | None,
-                                                              ladder: bool) -> None:
-    assert few_candidates(expected) is ladder
+@pytest.mark.parametrize("trial_steps, expected, ladder", [
+    (51, 3, True), (51, 17, True),  # R = 3 and 10 on MiniLM/SST-2: trials stop at a third
+    (152, 30, False),  # R = 40: trials train full fidelity, the recipe is ranked at its end
+    (51, 1, False), (51, None, False)])  # one run (the first recipe alone), no budget
+def test_the_ladder_is_for_plans_whose_trials_stop_before_full_fidelity(
+        trial_steps: int, expected: int | None, ladder: bool) -> None:
+    plan = Plan(max_steps=152, trial_steps=trial_steps, refit_steps=152, rungs=[trial_steps],
+                expected_candidates=expected)
+    assert tries_learning_rates(plan) is ladder
 
 
 def test_a_space_without_any_recipe_queues_nothing() -> None:

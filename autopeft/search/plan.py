@@ -39,8 +39,8 @@ The rule (all in steps of the optimiser; every number below is a module constant
   (R = 40 on MiniLM/SST-2; at R = 3 and 10 trials train a third of full fidelity). At R = 1
   the budget buys exactly one full run: the first recipe (the LoRA recipe, run first by the
   warm start) to the first rung, then continued to full fidelity: "the LoRA recipe alone
-  with the whole budget". A plan expecting 2-5 candidates makes the warm start try the LoRA
-  recipe's learning rates before the other recipes (``warmstart.few_candidates``).
+  with the whole budget". A plan whose trials stop before full fidelity makes the warm start
+  try the LoRA recipe at faster learning rates too (``warmstart.tries_learning_rates``).
 * **R < 1** (no run can reach full fidelity): the plan says so and spends
   ``SHORT_PROBE_SHARE`` of the budget on cheap probes (the warm-start recipes, LoRA first,
   and what else fits, to the first rung of the schedule the budget affords) and the rest on

@@ -12,16 +12,21 @@ the sampler. Enqueued trials carry the user attribute ``warm_start`` (the recipe
 the pruner lets them finish. A recipe whose trial was interrupted (Ctrl-C, SIGTERM) is
 queued again when the search resumes (``requeue_interrupted``).
 
-**When few candidates fit** (the plan expects fewer than ``FEW_CANDIDATES``: it cannot even
-try every recipe once), the first recipe is queued at its learning rate times each of
-``LR_LADDER`` before the other recipes. Why: the recipes' learning rates come from papers
-that train for many epochs, and a budget that affords a handful of candidates trains short
-schedules, where the learning rate decides more than the method does. Measured on MiniLM/
-SST-2 (3 training subsets of 4,864 rows, a 152-step schedule), the LoRA recipe at 5e-4, 1e-3,
-2e-3 and 4e-3 scored 0.773, 0.794, 0.813 and 0.818 at the end (means; at the rung at step
-51: 0.494, 0.722, 0.777, 0.757), while BitFit, (IA)3 and prefix tuning at their recipes
-scored 0.70-0.74 (``bench/search_quality.py``, arm C+). The recipe itself stays first: its
-own learning rate is what a user would try, and where it is the best, the search keeps it.
+**When trials stop before full fidelity** (the plan's ``trial_steps`` < ``max_steps``, and
+more than one candidate fits: R of about 2 to 10 on MiniLM/SST-2, and the probes below
+R = 1), the first recipe is queued at its learning rate times each of ``LR_LADDER`` right
+after it, before the other recipes (``tries_learning_rates``). Why: the recipes' learning
+rates come from papers that train for many epochs. On a short schedule, and above all at an
+early rung, a recipe at such a rate has not started to learn yet: ranked there it looks
+like chance, and the refit never continues it. Measured on MiniLM/SST-2 (3 training subsets
+of 4,864 rows, a 152-step schedule), the LoRA recipe at 5e-4, 1e-3, 2e-3 and 4e-3 scored
+0.494, 0.722, 0.777 and 0.757 at the rung at step 51 and 0.773, 0.794, 0.813 and 0.818 at
+the end (means), while BitFit, (IA)3 and prefix tuning at their recipes scored 0.70-0.74
+at the end (``bench/search_quality.py``, arm C+). At R = 10, before the ladder, one
+repetition's refit took full fine-tuning and BitFit, and its best at <= 1% parameters was
+0.739. The recipe itself stays first: its own rate is what a user would try, and where it
+is the best, the search keeps it. Trials that train full fidelity (R = 40) rank the recipe
+at its end and leave the rates to the sampler.
 """
 from __future__ import annotations
 
@@ -36,6 +41,8 @@ from autopeft.space import Param, Space
 if TYPE_CHECKING:
     from optuna import Study  # only for annotations: optuna stays a lazy import
 
+    from autopeft.search.plan import Plan
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -45,8 +52,7 @@ class Recipe:
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> param -> value
 
 
-FEW_CANDIDATES = 6  # a plan expecting fewer candidates cannot try every recipe once
-LR_LADDER = (4.0, 2.0)  # ... and tries the first recipe at these times its learning rate first
+LR_LADDER = (4.0, 2.0)  # the first recipe's learning rate times these, right after it
 
 
 # Cheapest first: in a short budget the small recipes fill the front before full
@@ -122,10 +128,10 @@ def entry_families(space: Space) -> dict[str, str]:
     return dict(sorted(found.items(), key=lambda kv: CATEGORIES.index(kv[1])))
 
 
-def few_candidates(expected: int | None) -> bool:
-    """Whether a plan expecting ``expected`` candidates tries the first recipe's learning
-    rates first (module docstring); one candidate is the first recipe alone."""
-    return expected is not None and 2 <= expected < FEW_CANDIDATES
+def tries_learning_rates(plan: Plan) -> bool:
+    """Whether the warm start queues the first recipe's learning-rate ladder (module
+    docstring): the plan's trials stop before full fidelity and more than one fits."""
+    return (plan.expected_candidates or 0) >= 2 and plan.trial_steps < plan.max_steps
 
 
 def recipe_queue(space: Space, lr_ladder: bool = False) -> list[tuple[str, dict[str, Any]]]:
