@@ -24,9 +24,14 @@ looked at, and the R the plan measured. The targets of issue 19 are checked and 
 or missed.
 
 Every finished arm is saved to ``--out`` (JSON) at once; a rerun skips what is there and
-redoes an interrupted arm from its start (its study is deleted first).
+redoes an interrupted arm from its start (its study is deleted first). Each invocation
+re-times the stored setting on the machine it runs on (``retime``), so an arm's budget is R
+full runs there, whichever machine resumes the benchmark.
 
-    python bench/search_quality.py                # 3 repetitions, about 80 min on 2 cores
+    python bench/search_quality.py                # 3 repetitions at 10 s a full run: about
+                                                  # 75 min on 2 cores (estimated, not measured)
+    python bench/search_quality.py --full-seconds 20   # the measured setting: about 2 h 10 min
+                                                  # on 2 cores, over resumed invocations
     python bench/search_quality.py --reps 1 --ratios 1,10
     python bench/search_quality.py --quick        # a smoke check, about a minute or two
 """

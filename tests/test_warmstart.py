@@ -179,7 +179,7 @@ def test_the_ladder_tries_the_first_recipe_at_faster_learning_rates_right_after_
     names = enqueue_recipes(study, s, lr_ladder=True)
     lora = RECIPES[0]
     rates = [2e-3, 1e-3]  # x4 and x2 of the recipe's 5e-4, inside the range 1e-4..3e-3
-    assert names == [lora.name, *(f"{lora.name}, learning rate {r:.1e}" for r in rates),
+    assert names == [lora.name, *(f"{lora.name} at lr {r:.0e}" for r in rates),
                      *(r.name for r in RECIPES[1:])]
     sampled = []
     for name in names[:3]:
@@ -195,7 +195,7 @@ def test_the_ladder_tries_the_first_recipe_at_faster_learning_rates_right_after_
 def test_the_ladder_stays_inside_the_learning_rate_range_and_does_not_repeat_a_rate() -> None:
     s = lora_space(learning_rate="{low: 1.0e-4, high: 1.0e-3, log: true}")
     names = enqueue_recipes(optuna.create_study(), s, lr_ladder=True)
-    assert names == [RECIPES[0].name, f"{RECIPES[0].name}, learning rate 1.0e-03"]  # x4 = x2
+    assert names == [RECIPES[0].name, f"{RECIPES[0].name} at lr 1e-03"]  # x4 = x2
 
 
 @pytest.mark.parametrize("trial_steps, expected, ladder", [

@@ -152,7 +152,7 @@ def recipe_queue(space: Space, lr_ladder: bool = False) -> list[tuple[str, dict[
             for times in LR_LADDER:
                 ok, value = _fit(lr, recipe.learning_rate * times)
                 if ok and all(f.get(key) != value for _, f in queue):
-                    queue.append((f"{recipe.name}, learning rate {value:.1e}", {**fixed, key: value}))
+                    queue.append((f"{recipe.name} at lr {value:.0e}", {**fixed, key: value}))
         else:
             queue.append((recipe.name, fixed))
     return queue
