@@ -63,8 +63,7 @@ NAMES = {"A": "(A) autopeft default", "B": "(B) random proposals, same plan",
 
 
 # -- the setting: rows and batch so that one full run takes the target seconds ------------
-def measure(rows: int, batch: int, max_length: int, eval_samples: int | None,
-            subset_seed: int = 0) -> tuple[Any, float]:
+def measure(rows: int, batch: int, max_length: int, eval_samples: int | None) -> tuple[Any, float]:
     """The package's probe on ``rows`` training rows: its costs, and the start-up a search
     process spends before its plan (start, imports, loading, the trial process, the probe:
     about twice the in-process loading, plus the probe)."""
@@ -77,7 +76,7 @@ def measure(rows: int, batch: int, max_length: int, eval_samples: int | None,
     torch.set_num_threads(os.cpu_count() or 1)
     t0 = time.perf_counter()
     bench = Bench.load(minilm(), DataSettings("sst2", data_dir=str(DATA_DIR), train_samples=rows,
-                                              subset_seed=subset_seed, eval_samples=eval_samples),
+                                              eval_samples=eval_samples),
                        TrainSettings(batch_size=batch, max_length=max_length))
     loaded = time.perf_counter() - t0
     costs = probe(bench, None)

@@ -133,12 +133,10 @@ class TrialRunner:
         return Fidelity(schedule_steps=self.plan.schedule_steps, stop_at=self.plan.trial_steps,
                         rung_rows=self.plan.rung_eval_rows)
 
-    def predicted_seconds(self, steps: int | None = None) -> float | None:
-        """How long the next full trial (or a run of ``steps`` steps) should take, at the
-        rate the trials measured (None: nothing measured yet)."""
+    def predicted_seconds(self) -> float | None:
+        """How long the next full trial should take (None: nothing measured yet)."""
         return predict_seconds((t.user_attrs for t in self.study.get_trials(deepcopy=False)
-                                if t.state.name in ("COMPLETE", "PRUNED")),
-                               steps or self.plan.trial_steps)
+                                if t.state.name in ("COMPLETE", "PRUNED")), self.plan.trial_steps)
 
     def time_needed(self) -> float | None:
         """What starting another trial costs the search phase: the trial, plus whatever the
@@ -148,10 +146,11 @@ class TrialRunner:
         little to continue even its first member (MiniLM/SST-2 at R = 3: a fourth trial
         fitted its phase, and the refit that needed 23 s found 19)."""
         trial = self.predicted_seconds()
-        if trial is None or self.plan.refit_steps <= self.plan.trial_steps:
+        plan = self.plan
+        if trial is None or plan.refit_steps <= plan.trial_steps:
             return trial
-        member = self.predicted_seconds(self.plan.refit_steps - self.plan.trial_steps)
-        return trial + refit_shortfall(self.plan, member)
+        member = trial * (plan.refit_steps - plan.trial_steps) / plan.trial_steps  # same rate
+        return trial + refit_shortfall(plan, member)
 
     def duplicate_of(self, trial: Trial, candidate: Candidate) -> int | None:
         """A trial of this study that trained or is training the same candidate (same seed):

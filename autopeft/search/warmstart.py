@@ -172,7 +172,9 @@ def method_defaults(space: Space, entry: str) -> dict[str, Any]:
         except UserError:
             continue
         for pname, param in space.methods.get(method, {}).items():
-            ok, value = _fit(param, getattr(spec, pname)) if hasattr(spec, pname) else (False, None)
+            if not hasattr(spec, pname):
+                continue
+            ok, value = _fit(param, getattr(spec, pname))
             if ok:
                 fixed[f"{method}.{pname}"] = value
     return fixed
