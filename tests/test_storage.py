@@ -19,7 +19,8 @@ from optuna.trial import TrialState
 
 from autopeft.errors import UserError
 from autopeft.search.storage import (HEARTBEAT_SECONDS, disk_problem, fail_stale_trials,
-                                     heartbeat, mask, open_storage, storage_url)
+                                     heartbeat, mask, open_storage, process_record,
+                                     storage_url)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -397,3 +398,35 @@ def test_a_process_start_time_tells_a_reused_pid_apart() -> None:
     assert worker_alive({**me, "boot": "another boot"}, 7) is False  # the machine restarted
     assert worker_alive({**me, "pid_namespace": "pid:[1]"}, 7) is None  # another container
     assert worker_alive(me, 8) is None and worker_alive("host:1", 7) is None
+
+
+def test_a_trial_whose_worker_never_recorded_itself_fails_after_three_beats(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker killed between ``ask`` and recording itself leaves neither record nor beat."""
+    import datetime
+    from types import SimpleNamespace
+
+    from autopeft.search import storage as st
+
+    now = datetime.datetime(2026, 12, 6, 12, 0, 0)
+    ago = lambda s: SimpleNamespace(user_attrs={}, datetime_start=now - datetime.timedelta(seconds=s))  # noqa: E731
+    assert st.unrecorded_too_long(ago(181), 180, now)
+    assert not st.unrecorded_too_long(ago(179), 180, now)  # may be live: it records itself soon
+    recorded = ago(10_000)
+    recorded.user_attrs[st.WORKER_PROCESS] = process_record(0)
+    assert not st.unrecorded_too_long(recorded, 180, now)  # the process check decides
+
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 's.db'}",
+                                                     create=True, heartbeat=1),
+                                directions=["maximize", "minimize", "minimize"])
+    orphan = study.ask().number
+    live = _running(study, process_record(1))
+    assert st.fail_dead_workers(study) == []  # started just now: not yet
+    monkeypatch.setattr(st, "GRACE_BEATS", 0)  # as if three beats had passed
+    assert st.fail_dead_workers(study) == [orphan]
+    failed = study.get_trials()[orphan]
+    assert failed.state == TrialState.FAIL and failed.user_attrs["fail_reason"].startswith(
+        "its worker stopped before it recorded itself")
+    assert study.get_trials()[live].state == TrialState.RUNNING
+    retries = [t for t in study.get_trials() if t.state == TrialState.WAITING]
+    assert [t.system_attrs["failed_trial"] for t in retries] == [orphan]

@@ -49,19 +49,16 @@ def run_trials(study: Study, n_trials: int | None, max_trials: int | None, space
             trial.set_user_attr(OVER_CAP, True)
             study.tell(trial, state=TrialState.FAIL)
             break
-        # Who runs it, at once: a search on this machine that finds this process gone
-        # fails the trial and retries it without waiting for heartbeats (storage.py).
-        trial.set_user_attr(WORKER, worker_name())
-        trial.set_user_attr(WORKER_PROCESS, process_record(trial.number))
-        try:
-            candidate = space.sample(trial)
-        except BaseException:  # e.g. a choice the study never had: leave nothing RUNNING
-            study.tell(trial, state=TrialState.FAIL)
-            raise
-        trial.set_user_attr(CANDIDATE, candidate.to_dict())
-        trial.set_user_attr("label", candidate.label)
-        reporter.trial_started(trial.number, candidate)
+        # Beat, and say who runs it, at once: a search on this machine that finds this
+        # process gone fails the trial and retries it without waiting (storage.py). An
+        # error (e.g. a choice the study never had) leaves nothing RUNNING: it fails.
         with heartbeat(study, trial):
+            trial.set_user_attr(WORKER, worker_name())
+            trial.set_user_attr(WORKER_PROCESS, process_record(trial.number))
+            candidate = space.sample(trial)
+            trial.set_user_attr(CANDIDATE, candidate.to_dict())
+            trial.set_user_attr("label", candidate.label)
+            reporter.trial_started(trial.number, candidate)
             runner.run(trial, candidate)
         record_hypervolume(study)
         gc.collect()

@@ -16,7 +16,9 @@ process (``WORKER_PROCESS``: host, boot, PID namespace, PID and the process's st
 A search, a worker, ``show`` or ``plot`` on the same machine that finds that process gone
 (or its PID taken by another process: the start time differs) fails the trial at once and
 queues its retry, the same retry as for a missed heartbeat. Trials of other machines (or
-other containers) are left to the heartbeats.
+other containers) are left to the heartbeats. A worker killed in the milliseconds between
+asking for a trial and recording itself leaves a trial with neither record nor beat: one
+still unrecorded three beats after it started is failed and retried the same way.
 
 Disk trouble (a full disk, a read-only study file or folder) is not a candidate's fault:
 the trial in flight becomes FAIL where the storage still takes it, and the search stops
@@ -25,6 +27,7 @@ with one line (``disk_problem``). Printed and stored URLs go through ``mask``.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import errno
 import os
 import re
@@ -274,11 +277,29 @@ def worker_alive(record: Any, number: int) -> bool | None:
     return process_start(record["pid"]) == record["start"]
 
 
+def unrecorded_too_long(trial: Any, grace_seconds: float, now: datetime.datetime) -> bool:
+    """A RUNNING trial without a worker record ``grace_seconds`` after it started: its worker
+    died between ``ask`` and recording itself (a live one records itself within
+    milliseconds, before its first beat), so nothing else would ever fail it."""
+    start = trial.datetime_start
+    return (WORKER_PROCESS not in trial.user_attrs and start is not None
+            and (now - start).total_seconds() > grace_seconds)
+
+
+def _death(trial: Any, grace_seconds: float, now: datetime.datetime) -> str | None:
+    """Why ``trial`` (RUNNING) has a dead worker, or None while it may be alive."""
+    if unrecorded_too_long(trial, grace_seconds, now):
+        return f"its worker stopped before it recorded itself (killed within {grace_seconds:g} s)"
+    if worker_alive(trial.user_attrs.get(WORKER_PROCESS), trial.number) is False:
+        return f"its worker process ({trial.user_attrs.get(WORKER, '?')}) died (killed)"
+    return None
+
+
 def fail_dead_workers(study: Study) -> list[int]:
-    """Fail each RUNNING trial whose worker process on this machine is gone, and queue its
-    retry through Optuna's ``RetryHeartbeatStaleTrialCallback`` (what a missed heartbeat
-    does, without waiting three beats). Best effort: a read-only storage changes nothing.
-    Returns the failed trial numbers."""
+    """Fail each RUNNING trial whose worker process on this machine is gone (or that never
+    recorded its worker, ``unrecorded_too_long``), and queue its retry through Optuna's
+    ``RetryHeartbeatStaleTrialCallback`` (what a missed heartbeat does, without waiting three
+    beats). Best effort: a read-only storage changes nothing. Returns the failed numbers."""
     import copy
 
     import optuna
@@ -287,13 +308,15 @@ def fail_dead_workers(study: Study) -> list[int]:
     failed = []
     with contextlib.suppress(Exception):
         storage = study._storage
+        beat = getattr(storage, "get_heartbeat_interval", lambda: None)() or HEARTBEAT_SECONDS
+        now = datetime.datetime.now()  # Optuna stamps datetime_start with the local clock
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if worker_alive(t.user_attrs.get(WORKER_PROCESS), t.number) is not False:
+            death = _death(t, GRACE_BEATS * beat, now)
+            if death is None:
                 continue
             # The retry callback retries a trial that was not retried RETRIES times before.
             again = len(t.system_attrs.get("retry_history", [])) < RETRIES
-            reason = (f"its worker process ({t.user_attrs.get(WORKER, '?')}) died (killed); "
-                      + ("queued again" if again else "not queued again: it was a retry"))
+            reason = death + ("; queued again" if again else "; not queued again: it was a retry")
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
                 storage.set_trial_user_attr(t._trial_id, FAIL_REASON, reason)
                 if storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
