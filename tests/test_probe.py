@@ -2,8 +2,11 @@
 process), and the default ``--budget`` path runs the real probe, its fallback included."""
 from __future__ import annotations
 
+import statistics
 import time
 from pathlib import Path
+
+import numpy as np
 
 import pytest
 
@@ -13,7 +16,7 @@ from autopeft.isolation import IsolatedBench
 from autopeft.runner import Bench, DataSettings, Fidelity
 from autopeft.search import probe as probe_mod
 from autopeft.search.plan import Plan
-from autopeft.search.probe import PROBES, probe, step_seconds
+from autopeft.search.probe import PROBES, fitted_step_seconds, probe, step_seconds, step_tokens
 from autopeft.train import TrainSettings
 
 
@@ -33,8 +36,9 @@ def wide_model(folder: Path, tiny: Path) -> Path:
 
 def test_the_probe_step_time_is_the_trials_step_time(tmp_path: Path, tiny_model: Path,
                                                       tiny_data: Path) -> None:
-    """Probe and trial back to back in the trial process; medians, so a neighbour's burst on
-    a shared machine moves neither. Up to three pairs: one within 20% is the behaviour."""
+    """Probe and trial back to back in the trial process: the probe's step against the
+    trial's mean step (what the budget pays). Up to three pairs, so a neighbour's burst on a
+    shared machine does not decide: one within 20% is the behaviour."""
     model = wide_model(tmp_path / "wide", tiny_model)
     data = DataSettings("sst2", str(tiny_data))
     settings = TrainSettings(batch_size=16, max_length=48)
@@ -47,7 +51,7 @@ def test_the_probe_step_time_is_the_trials_step_time(tmp_path: Path, tiny_model:
             stamps: list[float] = []
             bench.run(trial, on_step=lambda s, *_: s and stamps.append(time.perf_counter()),
                       fidelity=Fidelity(schedule_steps=300, stop_at=40))
-            ratios.append(costs.step_seconds / step_seconds(stamps))
+            ratios.append(costs.step_seconds / statistics.fmean(np.diff(stamps)[1:]))
             if abs(ratios[-1] - 1) <= 0.2:
                 break
     assert abs(ratios[-1] - 1) <= 0.2, f"probe / trial step time: {ratios}"
@@ -77,3 +81,28 @@ def test_the_default_budget_path_runs_the_real_probe_and_falls_back(
     assert seen == ["IsolatedBench"]  # measured in the trial process, where trials train
     assert plan.costs.probe == "full" and plan.costs.step_seconds > 0 and plan.costs.eval_seconds > 0
     assert plan.ratio and plan.ratio > 1 and f"R = {plan.ratio:.1f}" in plan.describe()
+
+
+def test_the_step_time_is_read_at_an_epoch_s_mean_batch_not_the_median_step() -> None:
+    """Length-grouped batches: a few long ones cost most. Steps of 0.01 s + 1e-4 s a token;
+    the median step (short batches) under-predicts the epoch's mean; one slowed step moves
+    nothing."""
+    tokens = [100, 120, 110, 900, 105, 115, 800, 125, 100, 130]
+    durations = [0.01 + 1e-4 * x for x in tokens]
+    durations[2] += 0.5  # a neighbour's burst
+    mean_tokens = 400.0
+    assert fitted_step_seconds(durations, tokens, mean_tokens) == pytest.approx(0.05)
+    assert step_seconds([0.0, *np.cumsum(durations)], skip=1) < 0.03  # the median's answer
+    assert fitted_step_seconds([0.2, 0.3, 0.25], [64, 64, 64], 64) == 0.25  # one size: median
+
+
+def test_step_tokens_are_the_trainer_s_padded_batches(tiny_data: Path, tiny_model: Path) -> None:
+    from autopeft.data import collate
+    from autopeft.train import micro_batches
+
+    bench = Bench.load(str(tiny_model), DataSettings("sst2", str(tiny_data)),
+                       TrainSettings(batch_size=4, max_length=48, grad_accum=2))
+    tokens = step_tokens(bench.train_data, 4, 2, 7, 5)
+    stream = micro_batches(bench.train_data, 4, 7)
+    padded = [collate(bench.train_data, next(stream), 0)["input_ids"].numel() for _ in range(10)]
+    assert tokens == [padded[i] + padded[i + 1] for i in range(0, 10, 2)]
