@@ -62,6 +62,7 @@ OVER_CAP = "over_cap"  # a worker's trial past the study's cap, never trained
 STEPS = "steps"  # the fidelity reached: optimiser steps behind the trial's model
 STEPS_TRAINED = "steps_trained"  # optimiser steps this trial ran itself (all its seeds)
 CONTINUED_FROM = "continued_from"  # the step of the checkpoint it went on from (0: none)
+SCORING_SECONDS = "scoring_seconds"  # of wall_seconds, the time spent scoring
 CONTINUES = "continues_trial"  # queued by a resumed search to continue that cut-short trial
 PROPOSAL = "proposal"  # how the sampler proposed it: recipe, family, design, model, random
 
@@ -102,6 +103,7 @@ class Record:
     continued_from: int = 0  # the checkpoint's step it continued from
     trainable_fraction: float | None = None
     wall_seconds: float | None = None
+    scoring_seconds: float | None = None  # of wall_seconds, scoring (rungs and the end)
     rung_scores: dict[int, float] = field(default_factory=dict)
     refit_of: int | None = None  # a refit record: the search trial it re-trains
     superseded_by: int | None = None  # a search trial: the refit record standing in for it
@@ -167,7 +169,8 @@ def record(trial: FrozenTrial, superseded_by: int | None = None) -> Record:
                candidate=a.get(CANDIDATE, {}), score=None,
                trainable_params=a.get("trainable_params"), peak_memory_bytes=None,
                feasible=feasible(trial), trainable_fraction=a.get("trainable_fraction"),
-               wall_seconds=a.get("wall_seconds"), rung_scores=rungs,
+               wall_seconds=a.get("wall_seconds"), scoring_seconds=a.get(SCORING_SECONDS),
+               rung_scores=rungs,
                superseded_by=superseded_by, note=_note(a, superseded_by),
                steps_trained=a.get(STEPS_TRAINED, a.get(STEPS)),
                continued_from=int(a.get(CONTINUED_FROM) or 0))

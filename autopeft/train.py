@@ -44,6 +44,7 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)  # the final metric's components
     resumed_from: int = 0  # steps a checkpoint had done: this run trained steps - resumed_from
     scoring_peak_memory: int | None = None  # scoring's own peak (CUDA; None on CPU)
+    scoring_seconds: float = 0.0  # of ``seconds``, scoring (rungs and the end): see Bench.run
 
 
 class Diverged(RuntimeError):

@@ -92,6 +92,7 @@ def test_a_run_continued_in_a_fresh_bench_ends_bit_for_bit_where_the_whole_run_e
                                  eval_at=rungs, fidelity=fidelity, resume=path, checkpoint=path)
     assert steps == list(range(STOP + 1, END + 1))  # no step trained twice
     assert continued.result.resumed_from == STOP and whole.result.resumed_from == 0
+    assert 0 < whole.result.scoring_seconds < whole.result.seconds  # three scorings, timed
     assert_same_end(whole, continued)
     a, b = tensors(whole.model), tensors(continued.model)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -334,6 +335,37 @@ def test_the_refit_trains_from_0_and_says_so_when_the_checkpoint_is_missing(tmp_
     bench.resumed.clear()
     runs = _runs(member, bench, plan, 1, Phase(None), notes, there)
     assert bench.resumed == [path, None] and [r["steps_trained"] for r in runs] == [9, 13]
+
+
+def test_the_refit_continues_a_member_when_its_steps_and_one_scoring_fit() -> None:
+    """MiniLM/SST-2 at R = 3: 45 steps in 4.66 s, 1.8 s of them scoring, and 8.5 s left.
+    The 89 more steps need about 7.5 s and one scoring; counted per step with the trial's
+    scoring in, they needed 9.2 s and the leader was never continued."""
+    from types import SimpleNamespace
+
+    from autopeft.protocols import NullReporter
+    from autopeft.results import Record
+    from autopeft.search.budget import Phase
+    from autopeft.search.continuation import Found
+    from autopeft.search.plan import Plan
+    from autopeft.search.refit import _runs
+
+    class Bench:
+        def run(self, candidate, on_step=None, fidelity=None, resume=None, **_):
+            return SimpleNamespace(result=SimpleNamespace(
+                score=0.76, peak_memory=1, seconds=8.0, steps=134, resumed_from=0))
+
+    plan = Plan(max_steps=134, trial_steps=45, refit_steps=134, rungs=[45])
+    left = Phase(8.5, started=0.0, clock=lambda: 0.0)
+
+    def member(scoring: float | None) -> Record:
+        return Record(0, "COMPLETE", "lora", CANDIDATES["lora"].to_dict(), 0.61, 10, 10,
+                      fidelity="search", steps=45, steps_trained=45, wall_seconds=4.66,
+                      scoring_seconds=scoring)
+    kept = SimpleNamespace(find=lambda *a: Found("trial-0.pt", 45, {}))  # its rung checkpoint
+    runs = _runs(member(1.8), Bench(), plan, 0, left, NullReporter(), kept)
+    assert [r["score"] for r in runs] == [0.76]
+    assert _runs(member(None), Bench(), plan, 0, left, NullReporter(), kept) == []  # as before
 
 
 def api_search(**options):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from autopeft.errors import UserError
-from autopeft.results import CONFIRM_OF, STEPS, STEPS_TRAINED
+from autopeft.results import CONFIRM_OF, SCORING_SECONDS, STEPS, STEPS_TRAINED
 
 if TYPE_CHECKING:
     from optuna import Study  # only for annotations: optuna stays a lazy import
@@ -127,3 +127,10 @@ def predict_seconds(attrs: Iterable[dict[str, Any]], steps: int) -> float | None
              if (trained := a.get(STEPS_TRAINED, a.get(STEPS))) and CONFIRM_OF not in a
              and a.get("wall_seconds") is not None]
     return statistics.median(rates) * steps if rates else None
+
+
+def predict_scoring(attrs: Iterable[dict[str, Any]]) -> float:
+    """Seconds a trial spends scoring: the median over the trials that recorded it (0
+    before any did)."""
+    spent = [a[SCORING_SECONDS] for a in attrs if a.get(SCORING_SECONDS) is not None]
+    return statistics.median(spent) if spent else 0.0

@@ -36,14 +36,14 @@ from autopeft.devices import cuda_broken
 from autopeft.errors import UserError
 from autopeft.protocols import Reporter, Trainer
 from autopeft.results import (CANDIDATE, CONTINUED_FROM, DUPLICATE_OF, FAIL_REASON, INTERRUPTED,
-                              PREDICTED_MEMORY, RUNG_SCORES, STEPS, STEPS_TRAINED,
-                              STOPPED_BY_BUDGET)
+                              PREDICTED_MEMORY, RUNG_SCORES, SCORING_SECONDS, STEPS,
+                              STEPS_TRAINED, STOPPED_BY_BUDGET)
 from autopeft.runner import Fidelity, Outcome
-from autopeft.search.budget import Phase, predict_seconds
+from autopeft.search.budget import Phase, predict_scoring, predict_seconds
 from autopeft.search.constraints import Limits, Prediction, predict
 from autopeft.search.continuation import Checkpoints
 from autopeft.search.losscheck import LossCheck, chance_loss
-from autopeft.search.plan import Plan, refit_shortfall
+from autopeft.search.plan import Plan, continuation_seconds, refit_shortfall
 from autopeft.search.pruner import Pruner, decide_from_storage
 from autopeft.search.storage import disk_problem
 from autopeft.train import maybe_bf16_base
@@ -99,7 +99,8 @@ def record(trial: Trial, outcome: Outcome) -> None:
         "trainable_fraction": outcome.trainable / max(1, outcome.total),
         "peak_memory_bytes": r.peak_memory, "memory_method": r.memory_method,
         "scoring_peak_memory_bytes": r.scoring_peak_memory,
-        "wall_seconds": round(r.seconds, 3), STEPS: r.steps, "samples": r.samples,
+        "wall_seconds": round(r.seconds, 3), SCORING_SECONDS: r.scoring_seconds,
+        STEPS: r.steps, "samples": r.samples,
         STEPS_TRAINED: r.steps - r.resumed_from, CONTINUED_FROM: r.resumed_from,
         "final_loss": r.final_loss, RUNG_SCORES: {str(k): v for k, v in outcome.rung_scores.items()},
         "metrics": r.metrics,
@@ -133,10 +134,13 @@ class TrialRunner:
         return Fidelity(schedule_steps=self.plan.schedule_steps, stop_at=self.plan.trial_steps,
                         rung_rows=self.plan.rung_eval_rows)
 
+    def _trained(self) -> list[dict[str, Any]]:
+        return [t.user_attrs for t in self.study.get_trials(deepcopy=False)
+                if t.state.name in ("COMPLETE", "PRUNED")]
+
     def predicted_seconds(self) -> float | None:
         """How long the next full trial should take (None: nothing measured yet)."""
-        return predict_seconds((t.user_attrs for t in self.study.get_trials(deepcopy=False)
-                                if t.state.name in ("COMPLETE", "PRUNED")), self.plan.trial_steps)
+        return predict_seconds(self._trained(), self.plan.trial_steps)
 
     def time_needed(self) -> float | None:
         """What starting another trial costs the search phase: the trial, plus whatever the
@@ -144,12 +148,14 @@ class TrialRunner:
         (``plan.refit_shortfall``). Why: the plan's share comes from the probe's costs; where
         trials run slower than it said, a search that fills its phase leaves the refit too
         little to continue even its first member (MiniLM/SST-2 at R = 3: a fourth trial
-        fitted its phase, and the refit that needed 23 s found 19)."""
-        trial = self.predicted_seconds()
-        plan = self.plan
+        fitted its phase, and the refit that needed 23 s found 19). The member's time is the
+        refit's own estimate (``plan.continuation_seconds``)."""
+        plan, trained = self.plan, self._trained()
+        trial = predict_seconds(trained, plan.trial_steps)
         if trial is None or plan.refit_steps <= plan.trial_steps:
             return trial
-        member = trial * (plan.refit_steps - plan.trial_steps) / plan.trial_steps  # same rate
+        member = continuation_seconds(trial, predict_scoring(trained), plan.trial_steps,
+                                      plan.refit_steps - plan.trial_steps)
         return trial + refit_shortfall(plan, member)
 
     def duplicate_of(self, trial: Trial, candidate: Candidate) -> int | None:

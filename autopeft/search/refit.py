@@ -36,7 +36,7 @@ from autopeft.runner import Fidelity
 from autopeft.search.budget import Phase
 from autopeft.search.continuation import Checkpoints
 from autopeft.search.objective import StopTrial
-from autopeft.search.plan import Plan
+from autopeft.search.plan import Plan, continuation_seconds
 from autopeft.search.summary import scales_of
 
 if TYPE_CHECKING:
@@ -162,7 +162,6 @@ def _runs(member: Record, bench: Trainer, plan: Plan, seeds: int, budget: Phase,
                      "peak_memory_bytes": member.peak_memory_bytes,
                      "wall_seconds": member.wall_seconds or 0.0, "steps_trained": 0,
                      "continued_from": plan.refit_steps})  # already trained this long
-    rate = (member.wall_seconds or 0.0) / max(1, member.steps_trained or member.steps or 1)
     for k in range(len(runs), seeds + 1):
         resume, start = None, 0
         if k == 0 and checkpoints is not None:
@@ -173,7 +172,9 @@ def _runs(member: Record, bench: Trainer, plan: Plan, seeds: int, budget: Phase,
                               "refit trains from step 0")
             else:
                 resume, start = found.path, found.step
-        if not budget.fits(rate * (plan.refit_steps - start)):
+        if not budget.fits(continuation_seconds(
+                member.wall_seconds or 0.0, member.scoring_seconds or 0.0,
+                member.steps_trained or member.steps or 1, plan.refit_steps - start)):
             reporter.note(f"budget reached while re-training trial {member.number}")
             break
         run = _train(bench, dataclasses.replace(base, seed=base.seed + k), plan, budget, resume)
