@@ -385,7 +385,7 @@ def report(results: dict, ratios: list[float], section: str, write: bool) -> Non
                         f"{show(values(results, arm, ratio, 'best'))} |")
     body = "\n".join([
         f"## Search quality, {s['full_run_seconds']:.0f} s a full run (bench/search_quality.py)", "",
-        "Commands: " + ", then ".join(f"`python bench/search_quality.py {c}`"
+        "Commands: " + ", then ".join(f"`{'python bench/search_quality.py ' + c}`".replace(" `", "`")
                                       for c in results.get("commands", [])) + " "
         f"({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {results.get('minutes')} min). "
         f"MiniLM-L6, SST-2: {s['train_rows']} training rows (subset seed = repetition), batch "

@@ -18,7 +18,8 @@ A search, a worker, ``show`` or ``plot`` on the same machine that finds that pro
 queues its retry, the same retry as for a missed heartbeat. Trials of other machines (or
 other containers) are left to the heartbeats. A worker killed in the milliseconds between
 asking for a trial and recording itself leaves a trial with neither record nor beat: one
-still unrecorded three beats after it started is failed and retried the same way.
+still unrecorded (and not beating) three beats after it started is failed and retried the
+same way.
 
 Disk trouble (a full disk, a read-only study file or folder) is not a candidate's fault:
 the trial in flight becomes FAIL where the storage still takes it, and the search stops
@@ -286,9 +287,25 @@ def unrecorded_too_long(trial: Any, grace_seconds: float, now: datetime.datetime
             and (now - start).total_seconds() > grace_seconds)
 
 
-def _death(trial: Any, grace_seconds: float, now: datetime.datetime) -> str | None:
+def _beats(storage: Any, trial_id: int) -> bool:
+    """Whether ``trial_id`` has a heartbeat (an RDB storage with heartbeats): then Optuna's
+    heartbeat check decides, not ``unrecorded_too_long``. True where it cannot tell."""
+    backend = getattr(storage, "_backend", storage)  # Optuna caches RDB storages
+    if not getattr(backend, "heartbeat_interval", None):
+        return False  # no heartbeats here (journal, or turned off)
+    try:
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        with _create_scoped_session(backend.scoped_session) as session:
+            return models.TrialHeartbeatModel.where_trial_id(trial_id, session) is not None
+    except Exception:
+        return True
+
+
+def _death(storage: Any, trial: Any, grace_seconds: float, now: datetime.datetime) -> str | None:
     """Why ``trial`` (RUNNING) has a dead worker, or None while it may be alive."""
-    if unrecorded_too_long(trial, grace_seconds, now):
+    if unrecorded_too_long(trial, grace_seconds, now) and not _beats(storage, trial._trial_id):
         return f"its worker stopped before it recorded itself (killed within {grace_seconds:g} s)"
     if worker_alive(trial.user_attrs.get(WORKER_PROCESS), trial.number) is False:
         return f"its worker process ({trial.user_attrs.get(WORKER, '?')}) died (killed)"
@@ -311,7 +328,7 @@ def fail_dead_workers(study: Study) -> list[int]:
         beat = getattr(storage, "get_heartbeat_interval", lambda: None)() or HEARTBEAT_SECONDS
         now = datetime.datetime.now()  # Optuna stamps datetime_start with the local clock
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            death = _death(t, GRACE_BEATS * beat, now)
+            death = _death(storage, t, GRACE_BEATS * beat, now)
             if death is None:
                 continue
             # The retry callback retries a trial that was not retried RETRIES times before.
