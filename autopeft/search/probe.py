@@ -42,10 +42,15 @@ PROBES = (Candidate([MethodSpec("lora", {"r": 8, "alpha": 16, "targets": ["query
           Candidate([MethodSpec("full")], 2e-5))
 
 
+def durations(stamps: list[float], skip: int = WARMUP_STEPS) -> list[float]:
+    """How long each step after the first ``skip`` took (``stamps``: the time at the end of
+    each step, from step 1)."""
+    return [b - a for a, b in zip(stamps, stamps[1:])][max(0, skip - 1):]  # steps 2, 3, ...
+
+
 def step_seconds(stamps: list[float], skip: int = WARMUP_STEPS) -> float:
-    """The median duration of the steps after the first ``skip`` (``stamps``: the time at the
-    end of each step, from step 1)."""
-    gaps = [b - a for a, b in zip(stamps, stamps[1:])][max(0, skip - 1):]  # steps 2, 3, ...
+    """The median duration of the steps after the first ``skip``."""
+    gaps = durations(stamps, skip)
     return statistics.median(gaps) if gaps else 0.0
 
 
@@ -118,13 +123,13 @@ def probe(bench: Any, rung_rows: int | None) -> Costs:
 def _epoch_step_seconds(bench: Any, candidate: Candidate, stamps: list[float]) -> float:
     """The mean step over an epoch of the trials' batches, from the timed steps' durations
     (``fitted_step_seconds``); the steps' median where the batches cannot be known."""
-    durations = [b - a for a, b in zip(stamps, stamps[1:])][WARMUP_STEPS - 1:]
     try:
         settings, data = bench.settings, bench.train_data
         accum = max(1, settings.grad_accum)
         per_epoch = max(1, len(data) // (settings.batch_size * accum))
-        tokens = step_tokens(data, settings.batch_size, accum, candidate.seed, len(stamps))
-        epoch = step_tokens(data, settings.batch_size, accum, candidate.seed, per_epoch)
+        tokens = step_tokens(data, settings.batch_size, accum, candidate.seed,
+                             max(per_epoch, len(stamps)))  # the probe's steps start the epoch
     except (AttributeError, TypeError, ValueError):  # a trainer without these (hf_trainer)
         return step_seconds(stamps)
-    return fitted_step_seconds(durations, tokens[WARMUP_STEPS:], statistics.fmean(epoch))
+    return fitted_step_seconds(durations(stamps), tokens[WARMUP_STEPS:len(stamps)],
+                               statistics.fmean(tokens[:per_epoch]))

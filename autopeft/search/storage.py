@@ -280,8 +280,8 @@ def worker_alive(record: Any, number: int) -> bool | None:
 
 def unrecorded_too_long(trial: Any, grace_seconds: float, now: datetime.datetime) -> bool:
     """A RUNNING trial without a worker record ``grace_seconds`` after it started: its worker
-    died between ``ask`` and recording itself (a live one records itself within
-    milliseconds, before its first beat), so nothing else would ever fail it."""
+    died between ``ask`` and its first beat and record (a live one has both within
+    milliseconds), so nothing else would ever fail it."""
     start = trial.datetime_start
     return (WORKER_PROCESS not in trial.user_attrs and start is not None
             and (now - start).total_seconds() > grace_seconds)
