@@ -17,7 +17,10 @@ Arms:
 
   (A) the default: ``autopeft search --budget ...`` (as a user runs it; trials in a child
       process);
-  (B) random proposals with the same plan (``--sampler random``);
+  (B) random proposals with the same plan (``--sampler random --no-warm-start``): the
+      recipes, the family start-up and the design are A's proposals, so B has none of them
+      (until the eighth session B ran A's recipes first: at R = 10 that was 8 of its ~12
+      trials, and A and B differed in their last few);
   (C) no search: the LoRA recipe alone with the whole budget (trained to full fidelity: a
       budget above R = 1 cannot train it longer, so C is one run per repetition);
   (C+) the six warm-start recipes at full fidelity, the best picked on validation (one set
@@ -64,16 +67,14 @@ warnings.filterwarnings("ignore")
 DATA_DIR = Path(os.environ.get("AUTOPEFT_BENCH_DATA", DATA))
 BASE_PARAMS = 22_713_216  # MiniLM-L6 with a 2-class head: one hypervolume scale for every arm
 ARMS = ("A", "B", "C", "C+", "D")
-NAMES = {"A": "(A) autopeft default", "B": "(B) random proposals, same plan",
+NAMES = {"A": "(A) autopeft default", "B": "(B) random proposals, same plan, no recipes",
          "C": "(C) LoRA recipe alone, whole budget", "C+": "(C+) six recipes, best on validation",
          "D": "(D) the old plan (main before issue 19)"}
 
 
 # -- the setting: rows and batch so that one full run takes the target seconds ------------
-def measure(rows: int, batch: int, max_length: int, eval_samples: int | None) -> tuple[Any, float]:
-    """The package's probe on ``rows`` training rows: its costs, and the start-up a search
-    process spends before its plan (start, imports, loading, the trial process, the probe:
-    about twice the in-process loading, plus the probe)."""
+def measure(rows: int, batch: int, max_length: int, eval_samples: int | None) -> Any:
+    """The package's probe on ``rows`` training rows: its costs."""
     import torch
 
     from autopeft.runner import Bench, DataSettings
@@ -81,34 +82,48 @@ def measure(rows: int, batch: int, max_length: int, eval_samples: int | None) ->
     from autopeft.train import TrainSettings
 
     torch.set_num_threads(os.cpu_count() or 1)
-    t0 = time.perf_counter()
     bench = Bench.load(minilm(), DataSettings("sst2", data_dir=str(DATA_DIR), train_samples=rows,
                                               eval_samples=eval_samples),
                        TrainSettings(batch_size=batch, max_length=max_length))
-    loaded = time.perf_counter() - t0
-    costs = probe(bench, None)
-    return costs, 2 * loaded + 3 + (time.perf_counter() - t0 - loaded)
+    return probe(bench, None)
 
 
-def calibrate(full_seconds: float, batch: int, max_length: int, eval_samples: int | None) -> dict:
+def search_startup(work: Path, setting: dict) -> float:
+    """Seconds an ``autopeft search`` process spends before its plan (start, imports,
+    loading, the trial process, the probe), measured on one: its budget less the time its
+    plan was made for. Why not an estimate: twice the in-process loading plus the probe fell
+    1.5 s short, and at R = 1 (a 12-s full run) that is an eighth of the budget."""
+    import optuna
+
+    from autopeft.search.plan import PLAN_RESERVE
+
+    budget = 3600.0
+    db, _ = run_search(work, "startup", budget, [*common_flags(setting, 0), "--max-trials", "1",
+                                                 "--trial-steps", "10", "--no-warm-start"], False)
+    plan = optuna.load_study(study_name="startup", storage=f"sqlite:///{db}").user_attrs["plan"]
+    return budget - plan["budget_seconds"] / (1 - PLAN_RESERVE)
+
+
+def calibrate(work: Path, full_seconds: float, batch: int, max_length: int,
+              eval_samples: int | None) -> dict:
     """Measure a step and a scoring with the package's probe, then pick the training rows."""
-    costs, startup = measure(4000, batch, max_length, eval_samples)
+    costs = measure(4000, batch, max_length, eval_samples)
     steps = max(10, int((full_seconds - costs.eval_seconds - costs.start_seconds) / costs.step_seconds))
-    return {"train_rows": steps * batch, "batch_size": batch, "max_length": max_length,
-            "eval_samples": eval_samples, "steps": steps,
-            "full_run_seconds": round(costs.run_seconds(steps), 2),
-            "startup_seconds": round(startup, 1), "costs": costs.__dict__}
+    setting = {"train_rows": steps * batch, "batch_size": batch, "max_length": max_length,
+               "eval_samples": eval_samples, "steps": steps,
+               "full_run_seconds": round(costs.run_seconds(steps), 2), "costs": costs.__dict__}
+    return {**setting, "startup_seconds": round(search_startup(work, setting), 1)}
 
 
-def retime(setting: dict) -> dict:
+def retime(work: Path, setting: dict) -> dict:
     """This machine's seconds, now, for the stored setting's full run and start-up. Every
     invocation measures them before its arms, so an arm's budget is R full runs *here*: a
     benchmark resumed on a slower or faster machine keeps its R (the rows stay the stored
     ones, so the arms stay paired with those measured before)."""
-    costs, startup = measure(setting["train_rows"], setting["batch_size"], setting["max_length"],
-                             setting["eval_samples"])
+    costs = measure(setting["train_rows"], setting["batch_size"], setting["max_length"],
+                    setting["eval_samples"])
     return {"full_run_seconds": round(costs.run_seconds(setting["steps"]), 2),
-            "startup_seconds": round(startup, 1)}
+            "startup_seconds": round(search_startup(work, setting), 1)}
 
 
 def common_flags(setting: dict, rep: int) -> list[str]:
@@ -131,8 +146,9 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def search_arm(work: Path, study: str, budget_s: float, flags: list[str], old_plan: bool) -> dict:
-    """One `autopeft search` process (arm A, B or D); returns what its study holds."""
+def run_search(work: Path, study: str, budget_s: float, flags: list[str],
+               old_plan: bool) -> tuple[Path, float]:
+    """One ``autopeft search`` process; returns its study's database and its seconds."""
     db = work / "studies" / f"{study}.db"
     if db.exists():
         db.unlink()  # an interrupted arm starts again from its beginning
@@ -143,9 +159,14 @@ def search_arm(work: Path, study: str, budget_s: float, flags: list[str], old_pl
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=env)
-    seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed:\n{proc.stderr[-2000:]}")
+    return db, time.perf_counter() - t0
+
+
+def search_arm(work: Path, study: str, budget_s: float, flags: list[str], old_plan: bool) -> dict:
+    """One `autopeft search` process (arm A, B or D); returns what its study holds."""
+    db, seconds = run_search(work, study, budget_s, flags, old_plan)
     return summarise(db, study, seconds)
 
 
@@ -224,7 +245,7 @@ def main() -> None:
                     help="validation rows scored (default 436, half; 0: all 872)")
     ap.add_argument("--random-ratios", default="10,40",
                     help="the R at which arm B runs (default 10,40: its target is at R >= 10; "
-                         "below, B shares A's plan and warm start, so it is A's double)")
+                         "below, a search is its warm start)")
     ap.add_argument("--old-plan-ratios", default="1,3",
                     help="the R at which arm D runs (default 1,3; the 20-second setting measured "
                          "it at 1, 3 and 10: at R = 40 the old plan is the new one's "
@@ -252,7 +273,8 @@ def main() -> None:
         out.write_text(json.dumps(results, indent=1, default=str))
 
     if "setting" not in results:
-        results["setting"] = calibrate(args.full_seconds, args.batch_size, 64, args.eval_samples or None)
+        results["setting"] = calibrate(work, args.full_seconds, args.batch_size, 64,
+                                       args.eval_samples or None)
         save()
     commands = results.setdefault("commands", [results.pop("command", None)] if "command" in results
                                   else [])
@@ -262,7 +284,7 @@ def main() -> None:
     print("setting:", json.dumps(setting), flush=True)
     timing = {k: setting[k] for k in ("full_run_seconds", "startup_seconds")}
     if len(commands) > 1 or results.get("runs"):  # the calibration just measured it otherwise
-        timing = retime(setting)
+        timing = retime(work, setting)
         print("this machine now:", json.dumps(timing), flush=True)
     ratios = [float(r) for r in args.ratios.split(",")]
     only_at = {"B": {float(r) for r in args.random_ratios.split(",")},
@@ -284,7 +306,7 @@ def main() -> None:
                     continue
                 flags = [*common_flags(setting, rep), "--seed", str(rep)]
                 if arm == "B":
-                    flags += ["--sampler", "random"]
+                    flags += ["--sampler", "random", "--no-warm-start"]
                 runs[key] = {**search_arm(work, key.replace("/", "-").replace(".", "_"), budget,
                                           flags, old_plan=arm == "D"), **timing}
                 save()

@@ -45,7 +45,7 @@ def test_search_show_and_resume(workdir: Path, tiny_model: Path, tiny_data: Path
     assert (workdir / "studies" / "t.db").is_file()
     listed = show_json(capsys, "--all")  # with the warm-start recipes still queued
     everything = [r for r in listed if r["state"] != "WAITING"]
-    assert len(everything) == 4 and len(listed) == 6
+    assert len(everything) == 4 and len(listed) == 7  # 6 recipes, the first at two rates
     done = [r for r in everything if r["state"] == "COMPLETE"]
     assert done, everything
     front = show_json(capsys)

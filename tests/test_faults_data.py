@@ -287,11 +287,11 @@ def test_an_interrupted_recipe_is_retried_on_resume(workdir, tiny_model, tiny_da
     monkeypatch.setattr(Bench, "run", interrupted)
     assert main(argv) == 130
     (first,) = trials(workdir)
-    assert first.state.name == "FAIL" and first.user_attrs["warm_start"] == "BitFit"
+    assert first.state.name == "FAIL" and first.user_attrs["warm_start"] == "BitFit at lr 4e-03"
     monkeypatch.setattr(Bench, "run", real_run)
     assert main(argv) == 0
     second = trials(workdir)[1]
-    assert second.state.name == "COMPLETE" and second.user_attrs.get("warm_start") == "BitFit"
+    assert second.state.name == "COMPLETE" and second.user_attrs.get("warm_start") == "BitFit at lr 4e-03"
     assert second.system_attrs["fixed_params"] == first.system_attrs["fixed_params"]
 
 

@@ -40,10 +40,10 @@ def test_at_every_ratio_above_one_the_best_members_reach_full_fidelity_within_th
     p = make_plan(max_steps, asked, MINILM_CPU)
     assert p.ratio == pytest.approx(ratio, abs=0.01) and f"R = {ratio:.1f}" in p.describe()
     budget = asked * (1 - plan_mod.PLAN_RESERVE)  # what the plan may spend
-    if budget < MINILM_CPU.run_seconds(max_steps):  # R = 1: one run, as long as it fits
+    if budget < MINILM_CPU.run_seconds(max_steps):  # R = 1: one run, the whole schedule
         assert p.expected_candidates == 1 and p.trial_steps == p.refit_steps == p.schedule_steps
-        assert p.trial_steps >= 0.9 * max_steps
-        assert MINILM_CPU.run_seconds(p.trial_steps) <= budget
+        assert p.trial_steps == max_steps  # into the reserve, not past the budget asked
+        assert MINILM_CPU.run_seconds(p.trial_steps) <= asked * 1.0001
         return
     assert p.refit_steps == p.schedule_steps == max_steps  # the refit (or the trials) end there
     assert p.rungs[-1] == p.trial_steps and p.rungs == sorted(p.rungs)
@@ -81,6 +81,20 @@ def test_below_one_the_plan_says_so_and_trains_the_first_recipe_as_long_as_it_ca
     q = make_plan(20000, 0.5 * cheap.run_seconds(20000), cheap, warmup_ratio=0.0)
     assert q.expected_candidates >= 3 and q.trial_steps < q.refit_steps < 20000
     assert q.refit_members == 1 and "probes" in q.notes[0]
+
+
+@pytest.mark.parametrize("ratio", [0.9, 0.97, 1.05])
+def test_within_the_probe_s_error_of_one_run_the_first_recipe_trains_to_full_fidelity(
+        ratio: float) -> None:
+    """R 0.9-1.1: one full run, a little past the budget if it must (a cut schedule at R 0.91
+    ended at chance where the full one learned)."""
+    costs = Costs(step_seconds=0.0576, eval_seconds=2.4, rung_eval_seconds=2.4, start_seconds=0.11)
+    p = make_plan(162, ratio * costs.run_seconds(162), costs)
+    assert (p.trial_steps, p.refit_steps, p.schedule_steps, p.rungs) == (162, 162, 162, [162])
+    assert p.expected_candidates == 1 and not p.refit_share and "full fidelity" in p.notes[0]
+    assert "no run reaches full fidelity" not in p.describe()
+    cut = make_plan(162, 0.85 * costs.run_seconds(162), costs)  # below it: cut to what fits
+    assert cut.trial_steps < 162 and "below 1" in cut.describe()
 
 
 def test_extra_seeds_are_reserved_at_the_full_cost() -> None:

@@ -86,14 +86,17 @@ def test_predicted_memory_is_a_lower_bound_and_the_hypervolume_is_recorded(
     assert study.user_attrs["hypervolume_history"][-1][1] == study.user_attrs["hypervolume"] > 0
 
 
+@pytest.mark.parametrize("short", [True, False])
 @pytest.mark.parametrize("trial_steps", [2, 4])
-def test_trials_that_stop_before_full_fidelity_try_the_lora_recipe_at_three_learning_rates(
+def test_the_plan_decides_the_warm_start_s_learning_rates(
         workdir: Path, tiny_model: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch,
-        trial_steps: int) -> None:
+        trial_steps: int, short: bool) -> None:
     """The plan decides the warm start: trials stop before full fidelity (R = 3 to 10 on
     MiniLM/SST-2) -> the LoRA recipe at 5e-4, 2e-3 and 1e-3 first; trials train full
-    fidelity (R = 40) -> the recipes in their order: LoRA, BitFit, (IA)3."""
+    fidelity (R = 40) -> the recipes in their order: LoRA, BitFit, (IA)3. On a short
+    schedule, either way: LoRA at its short rate 2e-3, then at 5e-4, then BitFit at 4e-3."""
     import autopeft.search.study as study_mod
+    import autopeft.search.warmstart as warmstart_mod
     from autopeft.search.plan import Plan
 
     def plan_for(study, cfg, bench, budget):
@@ -101,14 +104,16 @@ def test_trials_that_stop_before_full_fidelity_try_the_lora_recipe_at_three_lear
                     rungs=[trial_steps], schedule_steps=4, expected_candidates=10, source="budget")
 
     monkeypatch.setattr(study_mod, "plan_for", plan_for)
+    if not short:  # every schedule is long
+        monkeypatch.setattr(warmstart_mod, "SHORT_SCHEDULE", 0)
     study = api.search("sst2", **small(tiny_model, tiny_data, n_trials=3, pruner="none"))
     ran = [t for t in study.get_trials() if t.state.name == "COMPLETE"]
     labels = [(t.user_attrs["label"], t.user_attrs["candidate"]["learning_rate"]) for t in ran]
-    if trial_steps < 4:
-        assert labels == [("lora", pytest.approx(5e-4)), ("lora", pytest.approx(2e-3)),
-                          ("lora", pytest.approx(1e-3))]
-    else:
-        assert [label for label, _ in labels] == ["lora", "bitfit", "ia3"]
+    expected = {(True, True): [("lora", 2e-3), ("lora", 5e-4), ("bitfit", 4e-3)],
+                (True, False): [("lora", 5e-4), ("lora", 2e-3), ("lora", 1e-3)],
+                (False, True): [("lora", 2e-3), ("lora", 5e-4), ("bitfit", 4e-3)],
+                (False, False): [("lora", 5e-4), ("bitfit", 1e-3), ("ia3", 3e-3)]}
+    assert labels == [(label, pytest.approx(lr)) for label, lr in expected[trial_steps < 4, short]]
 
 
 def _prediction_cases() -> list[tuple[str, dict]]:
@@ -176,10 +181,12 @@ def test_recipes_fit_into_the_space() -> None:
 def test_no_warm_start_on_a_resumed_study(workdir: Path, tiny_model: Path, tiny_data: Path) -> None:
     (workdir / "lora.yaml").write_text(LORA_SPACE)
     opts = small(tiny_model, tiny_data, n_trials=1, space="lora.yaml", pruner="none")
-    api.search("sst2", **opts)
-    study = api.search("sst2", **opts)
+    first = api.search("sst2", **opts)  # a short schedule: the recipe at 2e-3, then at 5e-4
+    queued = [t for t in first.get_trials() if "warm_start" in t.user_attrs]
+    assert [t.state.name for t in queued] == ["COMPLETE", "WAITING"]
+    study = api.search("sst2", **opts)  # runs the one still queued, queues nothing more
     recipes = [t for t in study.get_trials() if "warm_start" in t.user_attrs]
-    assert len(recipes) == 1 and len(study.get_trials()) == 2
+    assert len(recipes) == 2 and len(study.get_trials()) == 2
 
 
 def test_mo_asha_prunes_trials_at_their_rungs_end_to_end(workdir: Path, tiny_model: Path) -> None:

@@ -12,7 +12,8 @@ from optuna.trial import TrialState
 from autopeft.methods import get_method, make_spec
 from autopeft.search.plan import Plan
 from autopeft.search.warmstart import (RECIPES, Recipe, enqueue_recipes, recipe_params,
-                                       requeue_interrupted, tries_learning_rates)
+                                       recipe_queue, requeue_interrupted, short_schedule,
+                                       tries_learning_rates)
 from autopeft.space import Space, space_from_text
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -295,3 +296,29 @@ def test_trials_that_are_no_recipe_are_left_alone() -> None:
         state=TrialState.FAIL, user_attrs={"warm_start": "BitFit", "fail_reason": "interrupted"}))
     assert requeue_interrupted(study) == []
     assert len(study.get_trials()) == 2
+
+
+def test_on_a_short_schedule_every_recipe_runs_at_its_short_rate_the_first_at_both() -> None:
+    s = space(EVERY_RECIPE)
+    queue = recipe_queue(s, short=True)
+    lora = RECIPES[0]
+    assert [n for n, _ in queue[:2]] == [f"{lora.name} at lr 2e-03", lora.name]
+    assert [f["lora.learning_rate"] for _, f in queue[:2]] == pytest.approx([2e-3, 5e-4])
+    assert queue[0][1] | {"lora.learning_rate": 5e-4} == queue[1][1]  # they differ in the rate only
+    rates = {f["candidate"]: f.get(f"{f['candidate']}.learning_rate") for _, f in queue[2:]}
+    for r in RECIPES[1:]:
+        lr = s.candidates[r.entry].get("learning_rate", s.learning_rate)
+        assert rates[r.entry] == pytest.approx(min(max(r.short_rate, lr.low), lr.high)), r.name
+    assert rates["ia3"] == pytest.approx(3e-3) and rates["full"] == pytest.approx(1e-4)  # clipped
+    # trials that stop early too: the short rate takes the ladder's place
+    assert recipe_queue(s, lr_ladder=True, short=True) == queue
+    # a long schedule keeps the papers' rates
+    assert [f.get(f"{f['candidate']}.learning_rate") for _, f in recipe_queue(s)] == pytest.approx(
+        [min(max(r.learning_rate, 1e-4), 3e-3 if r.entry != "bitfit" else 1e-2) for r in RECIPES])
+
+
+@pytest.mark.parametrize("schedule, short", [(162, True), (300, True), (301, False), (2105, False)])
+def test_a_schedule_of_at_most_300_steps_is_short(schedule: int, short: bool) -> None:
+    plan = Plan(max_steps=schedule, trial_steps=schedule // 3, refit_steps=schedule,
+                rungs=[schedule // 3])
+    assert short_schedule(plan) is short

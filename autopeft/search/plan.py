@@ -41,7 +41,10 @@ The rule (all in steps of the optimiser; every number below is a module constant
   warm start) to the first rung, then continued to full fidelity: "the LoRA recipe alone
   with the whole budget". A plan whose trials stop before full fidelity makes the warm start
   try the LoRA recipe at faster learning rates too (``warmstart.tries_learning_rates``).
-* **R < 1** (no run can reach full fidelity): the plan says so and spends
+* **R of 0.9 to about 1.1** (``FULL_RUN_SNAP``; one run fits, give or take the probe's
+  error, but not a search): one full run of the first recipe, ending a few seconds past the
+  budget if it must: a schedule cut at 85% of its length ends on the steep part of the curve.
+* **R < 0.9** (no run can reach full fidelity): the plan says so and spends
   ``SHORT_PROBE_SHARE`` of the budget on cheap probes (the warm-start recipes, LoRA first,
   and what else fits, to the first rung of the schedule the budget affords) and the rest on
   continuing the most promising one as far as the budget affords (``refit_steps`` < full
@@ -77,6 +80,7 @@ REFIT_MEMBERS = 3  # the most front members the refit continues to full fidelity
 MAX_REFIT_SHARE = 0.5  # when the target does not fit: the refit's members fit in this share
 SHORT_PROBE_SHARE = 0.2  # below R = 1: the share of the budget for cheap probes
 SHORT_MIN_PROBES = 3  # ... if it buys this many (else one run, the first recipe, no search)
+FULL_RUN_SNAP = 0.9  # R from which a budget too short to search trains one full run
 
 
 @dataclass(frozen=True)
@@ -122,7 +126,8 @@ class Plan:
             full = self.costs.run_seconds(self.max_steps)
             parts.append(f"R = {self.ratio:.1f} (budget {_duration(self.budget_seconds)} / "
                          f"{full:.0f} s per full run of {self.max_steps} steps)"
-                         + (": below 1, no run reaches full fidelity" if self.ratio < 1 else ""))
+                         + (": below 1, no run reaches full fidelity"
+                            if self.ratio < 1 and self.refit_steps < self.max_steps else ""))
         if self.costs:
             c = self.costs
             parts.append(f"measured {c.step_seconds:.3f} s/step, {c.eval_seconds:.1f} s to score "
@@ -312,6 +317,18 @@ def _short_plan(max_steps: int, budget: float, costs: Costs, eta: int, warmup_ra
     as the rest of the budget goes; or, where probes would cost more than
     ``SHORT_PROBE_SHARE`` of the budget, no probes: one run (the first recipe) as long as
     the budget affords."""
+    if ratio >= FULL_RUN_SNAP and not refit_share:
+        # Within the probe's own error of one full run (R 0.9-1.1): the whole schedule, a few
+        # seconds past the budget (``objective.ONE_RUN_GRACE`` lets the one run finish), is
+        # worth more than a cut one. Measured: MiniLM/SST-2, a 162-step schedule, R 0.91-0.97
+        # trained the LoRA recipe 128-140 steps to chance (0.49-0.53); 162 steps scored 0.54-0.71.
+        over = costs.run_seconds(max_steps) - budget / (1 - PLAN_RESERVE)
+        note = (f"the budget is too short to search; it trains one candidate (the first "
+                f"recipe) to full fidelity ({max_steps} steps), no search"
+                + (f", ending about {over:.0f} s past the budget" if over >= 1 else ""))
+        return Plan(max_steps, max_steps, max_steps, [max_steps], schedule_steps=max_steps,
+                    expected_candidates=1, costs=costs, source=source, notes=[note],
+                    ratio=round(ratio, 2), budget_seconds=budget)
     alone = max(1, min(max_steps, int((budget - costs.start_seconds - costs.eval_seconds)
                                       / costs.step_seconds)))
     first = min(first_rung(alone, warmup_ratio, costs), alone)

@@ -44,7 +44,7 @@ from autopeft.search.storage import HEARTBEAT_SECONDS, existing_url, mask, stora
 from autopeft.search.refit import refit_front
 from autopeft.search.summary import Scales, record_hypervolume
 from autopeft.search.warmstart import (enqueue_recipes, entry_families, requeue_interrupted,
-                                       tries_learning_rates)
+                                       short_schedule, tries_learning_rates)
 from autopeft.search.workers import start_workers
 from autopeft.space import Space, load_space, space_from_text
 from autopeft.train import TrainSettings
@@ -103,7 +103,7 @@ def prepare(study: Study, cfg: SearchConfig, space: Space, trainer: Trainer, bud
     if "started_at" not in study.user_attrs:
         study.set_user_attr("started_at", time.time())
     if cfg.warm_start and not study.trials:
-        names = enqueue_recipes(study, space, tries_learning_rates(plan))
+        names = enqueue_recipes(study, space, tries_learning_rates(plan), short_schedule(plan))
         if names:
             reporter.note(f"warm start: {', '.join(names)} first")
     elif cfg.warm_start and (names := requeue_interrupted(study)):
