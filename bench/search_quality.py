@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -150,8 +151,8 @@ def run_search(work: Path, study: str, budget_s: float, flags: list[str],
                old_plan: bool) -> tuple[Path, float]:
     """One ``autopeft search`` process; returns its study's database and its seconds."""
     db = work / "studies" / f"{study}.db"
-    if db.exists():
-        db.unlink()  # an interrupted arm starts again from its beginning
+    db.unlink(missing_ok=True)  # an interrupted arm starts again from its beginning,
+    shutil.rmtree(work / "studies" / study, ignore_errors=True)  # its checkpoints too
     argv = ["search", "--task", "sst2", "--model", minilm(), "--data-dir", str(DATA_DIR),
             "--budget", f"{budget_s:.0f}s", "--study", study, "--quiet", *flags]
     cmd = ([sys.executable, "-c", OLD_PLAN_CHILD.format(bench=str(ROOT / "bench")), *argv]

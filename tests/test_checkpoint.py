@@ -405,3 +405,51 @@ def test_a_resumed_search_queues_the_trials_cut_short_that_have_a_checkpoint() -
     assert requeue_cut_short(study, here, 12, 4) == []  # queued once
     nowhere = SimpleNamespace(find=lambda *a: None)  # no checkpoint on this machine
     assert requeue_cut_short(optuna.create_study(), nowhere, 12, 4) == []
+
+
+def test_the_first_member_may_end_a_little_past_the_budget_the_next_must_fit(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """MiniLM/SST-2 at R = 3: the leader's continuation needed 11.2 s of the 10.2 s left and
+    the front kept its third-fidelity score. The first member now reads a budget 10% longer;
+    a member after a refit trial reads the budget itself."""
+    from types import SimpleNamespace
+
+    from autopeft.protocols import NullReporter
+    from autopeft.search import refit
+    from autopeft.search.budget import Phase
+
+    budget = Phase(54.0, started=0.0, clock=lambda: 43.8)  # 10.2 s left
+    seen: list[float | None] = []
+    members = [SimpleNamespace(number=n, label="lora") for n in (1, 2)]
+    refits: list[SimpleNamespace] = []  # refit records in the study (none, then one)
+    monkeypatch.setattr(refit, "records", lambda trials: refits)
+    monkeypatch.setattr(refit, "_search_front", lambda study: members)
+    monkeypatch.setattr(refit, "by_promise", lambda ms, study: ms)
+    monkeypatch.setattr(refit, "leaders_first", lambda ms, study: ms)
+    monkeypatch.setattr(refit, "spread", lambda ms, taken: ms)
+    monkeypatch.setattr(refit, "kind", lambda r: r.refit_of)
+    monkeypatch.setattr(refit, "_runs", lambda member, bench, plan, seeds, phase, *a: seen.append(
+        phase.left()) or refits.append(SimpleNamespace(refit_of=member.number)) and [])
+    study = SimpleNamespace(get_trials=lambda deepcopy=False: [])
+    refit.refit_front(study, None, None, 0, budget, NullReporter())
+    assert seen == [pytest.approx(10.2 + 5.4), pytest.approx(10.2)]
+    # and a continuation that needs 11.2 s fits the first member's budget, not the next one's
+    assert budget.stretched(refit.FIRST_MEMBER_GRACE).fits(11.2) and not budget.fits(11.2)
+
+
+def test_a_study_name_used_again_for_other_data_finds_none_of_the_old_checkpoints(tmp_path) -> None:
+    """Checkpoints live under the study's name; a study deleted and created again with that
+    name for another model or data must not continue the old runs (same candidate and seed,
+    other weights)."""
+    from types import SimpleNamespace
+
+    from autopeft.search.continuation import Checkpoints, origin_of
+
+    def study(**data) -> SimpleNamespace:
+        return SimpleNamespace(user_attrs={"task": "sst2", "model": "m", "data": data})
+
+    a, again, other = (origin_of(study(train_samples=n)) for n in (1000, 1000, 2000))
+    cand = CANDIDATES["lora"]
+    old = Checkpoints(str(tmp_path), SETTINGS, a)
+    assert Checkpoints(str(tmp_path), SETTINGS, again).path(cand, 100) == old.path(cand, 100)
+    assert Checkpoints(str(tmp_path), SETTINGS, other).path(cand, 100) != old.path(cand, 100)

@@ -67,6 +67,11 @@ class Phase:
     def left(self) -> float | None:
         return None if self.seconds is None else max(0.0, self.seconds - self.elapsed())
 
+    def stretched(self, grace: float) -> Phase:
+        """This phase, ending ``grace`` of the whole length later: the end a run that may
+        finish past it reads (the refit's first member)."""
+        return replace(self, seconds=None if self.seconds is None else self.seconds * (1 + grace))
+
     def fits(self, predicted_trial_seconds: float | None) -> bool:
         """Start another trial only if it is predicted to end before the deadline."""
         left = self.left()

@@ -44,10 +44,12 @@ class Checkpoints:
 
     folder: str
     settings: TrainSettings
+    origin: str = ""  # what the runs train on (``origin_of``): a study name used again for
+    # another model or data (its database deleted, or another storage) finds none of these
 
     def path(self, candidate: Candidate, schedule_steps: int) -> str:
-        key = json.dumps({"candidate": candidate.to_dict(), "schedule_steps": schedule_steps},
-                         sort_keys=True)
+        key = json.dumps({"candidate": candidate.to_dict(), "schedule_steps": schedule_steps,
+                          "origin": self.origin}, sort_keys=True)
         return os.path.join(self.folder, hashlib.sha256(key.encode()).hexdigest()[:24] + ".pt")
 
     def find(self, candidate: Candidate, schedule_steps: int, up_to: int) -> Found | None:
@@ -68,6 +70,14 @@ class Checkpoints:
     def discard(self, candidate: Candidate, schedule_steps: int) -> None:
         with contextlib.suppress(OSError):
             os.unlink(self.path(candidate, schedule_steps))
+
+
+def origin_of(study: Study) -> str:
+    """The task, model and data a study's runs train on (as every process of the study
+    reads them from its attributes), as one key for ``Checkpoints``."""
+    attrs = study.user_attrs
+    return json.dumps({k: attrs.get(k) for k in ("task", "model", "data")}, sort_keys=True,
+                      default=str)
 
 
 def requeue_cut_short(study: Study, checkpoints: Checkpoints, schedule_steps: int,

@@ -33,7 +33,7 @@ from autopeft.runner import Bench, DataSettings
 from autopeft.search.budget import Budget, Clock, Phase
 from autopeft.search.config import SearchConfig
 from autopeft.search.constraints import Limits
-from autopeft.search.continuation import Checkpoints, requeue_cut_short
+from autopeft.search.continuation import Checkpoints, origin_of, requeue_cut_short
 from autopeft.search.loop import run_trials
 from autopeft.search.objective import TrialRunner
 from autopeft.search.open import open_existing_study, open_study
@@ -111,7 +111,8 @@ def prepare(study: Study, cfg: SearchConfig, space: Space, trainer: Trainer, bud
     noise = float((study.user_attrs.get("noise") or {}).get("rung", 0.0))
     return TrialRunner(study, trainer, skeleton(trainer.base.model),
                        make_pruner(cfg.pruner, cfg.eta), limits, budget, reporter, plan, noise,
-                       checkpoints=Checkpoints(checkpoints_dir(cfg.study), trainer.settings),
+                       checkpoints=Checkpoints(checkpoints_dir(cfg.study), trainer.settings,
+                                               origin_of(study)),
                        loss_check=cfg.loss_check)
 
 

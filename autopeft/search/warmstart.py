@@ -14,8 +14,9 @@ queued again when the search resumes (``requeue_interrupted``).
 
 **When trials stop before full fidelity** (the plan's ``trial_steps`` < ``max_steps``, and
 more than one candidate fits: R of about 2 to 10 on MiniLM/SST-2, and the probes below
-R = 1), the first recipe is queued at its learning rate times each of ``LR_LADDER`` right
-after it, before the other recipes (``tries_learning_rates``). Why: the recipes' learning
+R = 1) on a schedule that is not short (below), the first recipe is queued at its learning
+rate times each of ``LR_LADDER`` right after it, before the other recipes
+(``tries_learning_rates``). Why: the recipes' learning
 rates come from papers that train for many epochs. On a short schedule, and above all at an
 early rung, a recipe at such a rate has not started to learn yet: ranked there it looks
 like chance, and the refit never continues it. Measured on MiniLM/SST-2 (3 training subsets
