@@ -322,3 +322,10 @@ def test_a_schedule_of_at_most_300_steps_is_short(schedule: int, short: bool) ->
     plan = Plan(max_steps=schedule, trial_steps=schedule // 3, refit_steps=schedule,
                 rungs=[schedule // 3])
     assert short_schedule(plan) is short
+
+
+def test_a_short_rate_is_named_as_it_is() -> None:
+    from autopeft.space import load_space
+
+    names = [n for n, _ in recipe_queue(load_space("default"), short=True)]
+    assert "(IA)3 at lr 1.5e-02" in names and "BitFit at lr 4e-03" in names

@@ -36,11 +36,9 @@ The rule (all in steps of the optimiser; every number below is a module constant
   and the refit fit in the budget; if none does, the first rung and as many members as fit
   in ``MAX_REFIT_SHARE`` of the budget (at least one). When the search already trains full
   fidelity and one seed is asked for, there is nothing to refit: the whole budget searches
-  (R = 40 on MiniLM/SST-2; at R = 3 and 10 trials train a third of full fidelity). At R = 1
-  the budget buys exactly one full run: the first recipe (the LoRA recipe, run first by the
-  warm start) to the first rung, then continued to full fidelity: "the LoRA recipe alone
-  with the whole budget". A plan whose trials stop before full fidelity makes the warm start
-  try the LoRA recipe at faster learning rates too (``warmstart.tries_learning_rates``).
+  (R = 40 on MiniLM/SST-2; at R = 3 and 10 trials train a third of full fidelity). A plan
+  whose trials stop before full fidelity makes the warm start try the LoRA recipe at faster
+  learning rates too (``warmstart.tries_learning_rates``).
 * **R of 0.9 to about 1.1** (``FULL_RUN_SNAP``; one run fits, give or take the probe's
   error, but not a search): one full run of the first recipe, ending a few seconds past the
   budget if it must: a schedule cut at 85% of its length ends on the steep part of the curve.

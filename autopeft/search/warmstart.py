@@ -152,6 +152,11 @@ def tries_learning_rates(plan: Plan) -> bool:
     return (plan.expected_candidates or 0) >= 2 and plan.trial_steps < plan.max_steps
 
 
+def _rate(value: float) -> str:
+    """A learning rate in a trial's name: 2e-03, 1.5e-02 (``.0e`` made 1.5e-2 read 1e-02)."""
+    return f"{value:.1e}".replace(".0e", "e")
+
+
 def short_schedule(plan: Plan) -> bool:
     """Whether the plan's schedule is short enough for the recipes' short rates."""
     return (plan.schedule_steps or plan.max_steps) <= SHORT_SCHEDULE
@@ -177,7 +182,7 @@ def recipe_queue(space: Space, lr_ladder: bool = False,
         if fixed is None:
             continue
         key = f"{recipe.entry}.learning_rate"
-        named = recipe.name if rate == recipe.learning_rate else f"{recipe.name} at lr {rate:.0e}"
+        named = recipe.name if rate == recipe.learning_rate else f"{recipe.name} at lr {_rate(rate)}"
         if queue or key not in fixed or not (lr_ladder or short):
             add(named, fixed)
             continue
@@ -187,7 +192,7 @@ def recipe_queue(space: Space, lr_ladder: bool = False,
         for times in (1.0, *LR_LADDER) if lr_ladder and not short else (1.0,):
             ok, value = _fit(lr, recipe.learning_rate * times)
             if ok:
-                add(recipe.name if times == 1.0 else f"{recipe.name} at lr {value:.0e}",
+                add(recipe.name if times == 1.0 else f"{recipe.name} at lr {_rate(value)}",
                     {**fixed, key: value})
     return queue
 
