@@ -38,7 +38,8 @@ or missed.
 
 Every finished arm is saved to ``--out`` (JSON) at once; a rerun skips what is there and
 redoes an interrupted arm from its start (its study is deleted first). Each invocation
-re-times the stored setting on the machine it runs on (``retime``), so an arm's budget is R
+re-times the stored setting on the machine it runs on (``retime``, before its first search
+arm), so an arm's budget is R
 full runs there, whichever machine resumes the benchmark; arms at R <= 1 re-time it right
 before they run (``RETIME_AT``). The start-up is measured on a real search process
 (``search_startup``).
@@ -289,10 +290,9 @@ def main() -> None:
         commands.append(" ".join(sys.argv[1:]))
     setting = results["setting"]
     print("setting:", json.dumps(setting), flush=True)
-    timing = {k: setting[k] for k in ("full_run_seconds", "startup_seconds")}
-    if len(commands) > 1 or results.get("runs"):  # the calibration just measured it otherwise
-        timing = retime(work, setting)
-        print("this machine now:", json.dumps(timing), flush=True)
+    timing: dict | None = None  # measured before the first search arm (``retime``) ...
+    if len(commands) == 1 and not results.get("runs"):  # ... unless the calibration just did
+        timing = {k: setting[k] for k in ("full_run_seconds", "startup_seconds")}
     ratios = [float(r) for r in args.ratios.split(",")]
     only_at = {"B": {float(r) for r in args.random_ratios.split(",")},
                "D": {float(r) for r in args.old_plan_ratios.split(",")}}
@@ -310,8 +310,8 @@ def main() -> None:
                 key = f"{arm}/R{ratio:g}/rep{rep}"
                 if arm not in arms or key in runs or ratio not in only_at.get(arm, {ratio}):
                     continue
-                if ratio <= RETIME_AT:  # a few seconds decide whether the one run fits
-                    timing = retime(work, setting)
+                if timing is None or ratio <= RETIME_AT:  # at R <= 1 a few seconds decide
+                    timing = retime(work, setting)  # whether the one run fits
                     print("this machine now:", json.dumps(timing), flush=True)
                 budget = ratio * timing["full_run_seconds"] + timing["startup_seconds"]
                 flags = [*common_flags(setting, rep), "--seed", str(rep)]

@@ -171,30 +171,33 @@ def recipe_queue(space: Space, lr_ladder: bool = False,
     right after it. The first recipe's variants keep every other parameter at its method's
     default; a variant at a rate already queued is left out."""
     queue: list[tuple[str, dict[str, Any]]] = []
-
-    def add(name: str, fixed: dict[str, Any]) -> None:
-        if all(f != fixed for _, f in queue):
-            queue.append((name, fixed))
-
     for recipe in RECIPES:
-        rate = recipe.short_rate if short and recipe.short_rate else recipe.learning_rate
-        fixed = recipe_params(space, recipe, rate)
+        own = recipe.short_rate if short and recipe.short_rate else recipe.learning_rate
+        fixed = recipe_params(space, recipe, own)
         if fixed is None:
             continue
         key = f"{recipe.entry}.learning_rate"
-        named = recipe.name if rate == recipe.learning_rate else f"{recipe.name} at lr {_rate(rate)}"
-        if queue or key not in fixed or not (lr_ladder or short):
-            add(named, fixed)
+        ladder = [recipe.learning_rate] if short else [
+            recipe.learning_rate * times for times in LR_LADDER] if lr_ladder else []
+        if queue or key not in fixed or not ladder:  # one trial, at its own rate
+            queue.append((_named(recipe, own), fixed))
             continue
-        fixed = {**method_defaults(space, recipe.entry), **fixed}
-        add(named, fixed)
+        fixed = {**method_defaults(space, recipe.entry), **fixed}  # variants differ in the rate
+        queue.append((_named(recipe, own), fixed))
         lr = space.candidates[recipe.entry].get("learning_rate", space.learning_rate)
-        for times in (1.0, *LR_LADDER) if lr_ladder and not short else (1.0,):
-            ok, value = _fit(lr, recipe.learning_rate * times)
-            if ok:
-                add(recipe.name if times == 1.0 else f"{recipe.name} at lr {_rate(value)}",
-                    {**fixed, key: value})
+        for rate in ladder:
+            ok, value = _fit(lr, rate)
+            if ok and all(f.get(key) != value for _, f in queue):
+                # a variant is named by the rate it trains at; the paper's, clipped or not,
+                # by the recipe's name alone (as ``recipe_params`` clips it)
+                named = _named(recipe, rate if rate == recipe.learning_rate else value)
+                queue.append((named, {**fixed, key: value}))
     return queue
+
+
+def _named(recipe: Recipe, rate: float) -> str:
+    """A warm-start trial's name: the recipe's, with the rate where it is not the paper's."""
+    return recipe.name if rate == recipe.learning_rate else f"{recipe.name} at lr {_rate(rate)}"
 
 
 def method_defaults(space: Space, entry: str) -> dict[str, Any]:
