@@ -9,8 +9,9 @@ import optuna
 import pytest
 import yaml
 
-from autopeft.search.proposals import (DESIGN, RungSampler, from_unit, model_rung,
-                                       rung_view_trials)
+from autopeft.search.plan import Plan
+from autopeft.search.proposals import (DESIGN, SHORT_LR_TOP, RungSampler, from_unit, model_rung,
+                                       rung_view_trials, short_lr_range)
 from autopeft.search.samplers import make_sampler
 from autopeft.search.warmstart import entry_families, enqueue_recipes
 from autopeft.space import parse_space
@@ -166,3 +167,45 @@ def test_the_view_makes_every_trial_at_the_rung_a_complete_observation() -> None
 ])
 def test_the_design_maps_the_unit_interval_onto_each_distribution(dist, u, want) -> None:
     assert from_unit(dist, u) == pytest.approx(want)
+
+
+@pytest.mark.parametrize("dist,want", [
+    (optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True), (10 ** -2.8, 1e-2)),
+    (optuna.distributions.FloatDistribution(0.0, 1.0), (0.6, 1.0)),
+])
+def test_a_short_schedule_draws_a_learning_rate_from_the_top_40_percent(dist, want) -> None:
+    short = short_lr_range("lora.learning_rate", dist)
+    assert (short.low, short.high) == pytest.approx(want) and short.log == dist.log
+    assert short_lr_range("lora.dropout", dist) == dist  # only learning rates
+    stepped = optuna.distributions.FloatDistribution(0.0, 1.0, step=0.1)
+    assert short_lr_range("lora.learning_rate", stepped) == stepped
+
+
+def with_plan(st: optuna.Study, schedule: int) -> optuna.Study:
+    st.set_user_attr("plan", Plan(max_steps=schedule, trial_steps=schedule, refit_steps=schedule,
+                                  rungs=[schedule]).to_dict())
+    return st
+
+
+def test_on_a_short_schedule_every_way_proposes_rates_from_the_top_of_the_range() -> None:
+    low = 10 ** (-1 - SHORT_LR_TOP * 4)  # SPACE's range: 1e-5 to 1e-1, four decades
+    short = propose(with_plan(study(RungSampler(0, FAMILIES)), 162), 48)
+    drawn = [(lr, way) for _, lr, way in short if way != "recipe"]  # recipes keep their rates
+    assert {w for _, w in drawn} == {"family", "design", "model", "random"}
+    assert all(lr >= low * (1 - 1e-9) for lr, _ in drawn), drawn
+    long = propose(with_plan(study(RungSampler(0, FAMILIES)), 2000), 48)
+    assert sum(lr < low for _, lr, way in long if way != "recipe") >= 10  # the whole range
+
+
+def test_the_model_sees_a_rate_below_the_short_range_at_its_bottom() -> None:
+    dist = optuna.distributions.FloatDistribution(1e-4, 3e-3, log=True)
+    r = optuna.distributions.CategoricalDistribution([4, 8])
+    trial = _T(0, "PRUNED", {"3": 0.5})
+    trial.params = {"lora.learning_rate": 1e-4, "lora.r": 8}
+    trial.distributions = {"lora.learning_rate": dist, "lora.r": r}
+    seen = rung_view_trials([trial], 3, short=True)[0]
+    short = short_lr_range("lora.learning_rate", dist)
+    assert seen.distributions == {"lora.learning_rate": short, "lora.r": r}
+    assert seen.params == {"lora.learning_rate": short.low, "lora.r": 8}
+    assert trial.params["lora.learning_rate"] == 1e-4  # the study's own trial is untouched
+    assert rung_view_trials([trial], 3)[0].params["lora.learning_rate"] == 1e-4  # long: as it is

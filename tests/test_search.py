@@ -96,7 +96,7 @@ def test_the_plan_decides_the_warm_start_s_learning_rates(
     fidelity (R = 40) -> the recipes in their order: LoRA, BitFit, (IA)3. On a short
     schedule, either way: LoRA at its short rate 2e-3, then at 5e-4, then BitFit at 4e-3."""
     import autopeft.search.study as study_mod
-    import autopeft.search.warmstart as warmstart_mod
+    import autopeft.search.plan as plan_mod
     from autopeft.search.plan import Plan
 
     def plan_for(study, cfg, bench, budget):
@@ -105,7 +105,7 @@ def test_the_plan_decides_the_warm_start_s_learning_rates(
 
     monkeypatch.setattr(study_mod, "plan_for", plan_for)
     if not short:  # every schedule is long
-        monkeypatch.setattr(warmstart_mod, "SHORT_SCHEDULE", 0)
+        monkeypatch.setattr(plan_mod, "SHORT_SCHEDULE", 0)
     study = api.search("sst2", **small(tiny_model, tiny_data, n_trials=3, pruner="none"))
     ran = [t for t in study.get_trials() if t.state.name == "COMPLETE"]
     labels = [(t.user_attrs["label"], t.user_attrs["candidate"]["learning_rate"]) for t in ran]
@@ -328,3 +328,23 @@ def test_confirm_seeds_replace_front_members_by_their_means(workdir: Path, tiny_
         assert a["confirm_scores"][0] == by_number[a["confirm_of"]].values[0]  # seed 0: the trial
         assert t.values[0] == pytest.approx(sum(a["confirm_scores"]) / 3)
         assert len(set(a["confirm_scores"])) == 3, a["confirm_scores"]  # each seed its own run
+
+
+def test_on_a_short_schedule_the_search_draws_each_rate_from_the_top_of_its_range(
+        workdir: Path, tiny_model: Path, tiny_data: Path) -> None:
+    """The plan's schedule (a few steps of the tiny data) is short: every trial's learning
+    rate comes from the top 40% of its entry's range (``proposals.short_lr_range``), whatever
+    proposed it; the stored trial keeps the space's range."""
+    from optuna.distributions import FloatDistribution
+
+    from autopeft.search.proposals import short_lr_range
+    from autopeft.space import load_space
+
+    study = api.search("sst2", **small(tiny_model, tiny_data, n_trials=6, pruner="none",
+                                       warm_start=False))
+    space = load_space("default")
+    for t in study.get_trials():
+        name = f"{t.params['candidate']}.learning_rate"
+        lr = space.candidates[t.params["candidate"]].get("learning_rate", space.learning_rate)
+        assert t.distributions[name] == FloatDistribution(lr.low, lr.high, log=lr.log)
+        assert t.params[name] >= short_lr_range(name, t.distributions[name]).low, t.params

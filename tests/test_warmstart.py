@@ -10,10 +10,9 @@ import pytest
 from optuna.trial import TrialState
 
 from autopeft.methods import get_method, make_spec
-from autopeft.search.plan import Plan
+from autopeft.search.plan import Plan, short_schedule
 from autopeft.search.warmstart import (RECIPES, Recipe, enqueue_recipes, recipe_params,
-                                       recipe_queue, requeue_interrupted, short_schedule,
-                                       tries_learning_rates)
+                                       recipe_queue, requeue_interrupted, tries_learning_rates)
 from autopeft.space import Space, space_from_text
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -79,6 +79,7 @@ MAX_REFIT_SHARE = 0.5  # when the target does not fit: the refit's members fit i
 SHORT_PROBE_SHARE = 0.2  # below R = 1: the share of the budget for cheap probes
 SHORT_MIN_PROBES = 3  # ... if it buys this many (else one run, the first recipe, no search)
 FULL_RUN_SNAP = 0.9  # R from which a budget too short to search trains one full run
+SHORT_SCHEDULE = 300  # steps: a schedule this short is "short" (``short_schedule``)
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,12 @@ def _duration(seconds: float) -> str:
     if hours:
         return f"{hours}h{m:02d}m" if m else f"{hours}h"
     return f"{m}m{s:02d}s" if s and m else (f"{m}m" if m else f"{s}s")
+
+
+def short_schedule(plan: Plan) -> bool:
+    """Whether the plan's schedule is short: the recipes run at their short rates
+    (``warmstart.py``) and the default sampler draws learning rates high (``proposals.py``)."""
+    return (plan.schedule_steps or plan.max_steps) <= SHORT_SCHEDULE
 
 
 def first_rung(schedule_steps: int, warmup_ratio: float, costs: Costs | None = None) -> int:

@@ -37,14 +37,14 @@ from autopeft.search.continuation import Checkpoints, origin_of, requeue_cut_sho
 from autopeft.search.loop import run_trials
 from autopeft.search.objective import TrialRunner
 from autopeft.search.open import open_existing_study, open_study
-from autopeft.search.plan import Plan, make_plan, parse_rungs
+from autopeft.search.plan import Plan, make_plan, parse_rungs, short_schedule
 from autopeft.search.pruner import make_pruner
 from autopeft.search.samplers import make_sampler
 from autopeft.search.storage import HEARTBEAT_SECONDS, existing_url, mask, storage_url
 from autopeft.search.refit import refit_front
 from autopeft.search.summary import Scales, record_hypervolume
 from autopeft.search.warmstart import (enqueue_recipes, entry_families, requeue_interrupted,
-                                       short_schedule, tries_learning_rates)
+                                       tries_learning_rates)
 from autopeft.search.workers import start_workers
 from autopeft.space import Space, load_space, space_from_text
 from autopeft.train import TrainSettings

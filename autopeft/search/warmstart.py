@@ -29,7 +29,7 @@ repetition's refit took full fine-tuning and BitFit, and its best at <= 1% param
 is the best, the search keeps it. Trials that train full fidelity (R = 40) rank the recipe
 at its end and leave the rates to the sampler.
 
-**On a short schedule** (``SHORT_SCHEDULE`` steps or fewer: a short budget's data, or a
+**On a short schedule** (``plan.SHORT_SCHEDULE`` steps or fewer: a short budget's data, or a
 small training set), every recipe runs at its ``short_rate``, the rate measured best on such
 a schedule, and the first recipe at that rate *before* its paper's (so a one-run plan, R
 about 1, trains the first recipe at the rate the evidence favours). Why: the papers' rates
@@ -68,7 +68,6 @@ class Recipe:
 
 
 LR_LADDER = (4.0, 2.0)  # the first recipe's learning rate times these, right after it
-SHORT_SCHEDULE = 300  # steps: a schedule this short runs the recipes at their short rates
 
 
 # Cheapest first: in a short budget the small recipes fill the front before full
@@ -155,11 +154,6 @@ def tries_learning_rates(plan: Plan) -> bool:
 def _rate(value: float) -> str:
     """A learning rate in a trial's name: 2e-03, 1.5e-02 (``.0e`` made 1.5e-2 read 1e-02)."""
     return f"{value:.1e}".replace(".0e", "e")
-
-
-def short_schedule(plan: Plan) -> bool:
-    """Whether the plan's schedule is short enough for the recipes' short rates."""
-    return (plan.schedule_steps or plan.max_steps) <= SHORT_SCHEDULE
 
 
 def recipe_queue(space: Space, lr_ladder: bool = False,
