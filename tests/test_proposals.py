@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from autopeft.search.plan import Plan
-from autopeft.search.proposals import (DESIGN, SHORT_LR_TOP, RungSampler, from_unit, model_rung,
-                                       rung_view_trials, short_lr_range)
+from autopeft.search.proposals import (DESIGN, MODEL_REPEATED, SHORT_LR_TOP, RungSampler,
+                                       from_unit, model_rung, near_repeat, rung_view_trials,
+                                       short_lr_range)
 from autopeft.search.samplers import make_sampler
 from autopeft.search.warmstart import entry_families, enqueue_recipes
 from autopeft.space import parse_space
@@ -106,7 +107,8 @@ def test_pruned_trials_rung_scores_steer_the_model() -> None:
     def later(good: str) -> collections.Counter:
         st = study(RungSampler(0, FAMILIES, random_share=0.0), recipes=False)
         got = propose(st, 40, score_of(good))
-        assert [w for _, _, w in got[20:]] == ["model"] * 20
+        for t, (_, _, way) in zip(st.trials[20:], got[20:]):  # random: a repeat replaced
+            assert way == "model" or (way == "random" and MODEL_REPEATED in t.user_attrs)
         return collections.Counter(e for e, _, _ in got[20:])
 
     lora, bitfit = later("lora"), later("bitfit")
@@ -209,3 +211,33 @@ def test_the_model_sees_a_rate_below_the_short_range_at_its_bottom() -> None:
     assert seen.params == {"lora.learning_rate": short.low, "lora.r": 8}
     assert trial.params["lora.learning_rate"] == 1e-4  # the study's own trial is untouched
     assert rung_view_trials([trial], 3)[0].params["lora.learning_rate"] == 1e-4  # long: as it is
+
+
+def test_the_model_never_proposes_a_candidate_already_tried() -> None:
+    """One good candidate: the model goes on near it, never onto it (the same entry and
+    parameters with a learning rate within 10%); a draw that would is replaced by a random one,
+    which records the trial it would have repeated."""
+    st = study(RungSampler(0, FAMILIES, random_share=0.0), recipes=False)
+    propose(st, 40, score_of("lora"))
+    trials = st.get_trials()
+    proposed = [t for t in trials[20:] if t.user_attrs["proposal"] == "model"]
+    assert len(proposed) >= 8 and sum(t.params["candidate"] == "lora" for t in proposed) >= 4
+    for t in proposed:
+        assert near_repeat(t.params, trials[:t.number]) is None, t.params
+    replaced = [t for t in trials if MODEL_REPEATED in t.user_attrs]
+    assert replaced and all(t.user_attrs["proposal"] == "random" for t in replaced)
+    for t in replaced:
+        twin = trials[t.user_attrs[MODEL_REPEATED]]
+        assert twin.number < t.number and twin.params["candidate"] == "lora"
+
+
+def test_a_repeat_is_the_same_entry_and_parameters_with_a_rate_within_10_percent() -> None:
+    tried = [_T(0, "COMPLETE", {}), _T(1, "PRUNED", {})]
+    tried[0].params = {"candidate": "lora", "lora.r": 8, "lora.learning_rate": 2.0e-3}
+    tried[1].params = {"candidate": "bitfit", "bitfit.learning_rate": 4.0e-3}
+    lora = {"candidate": "lora", "lora.r": 8, "lora.learning_rate": 2.15e-3, "bitfit.learning_rate": 1}
+    assert near_repeat(lora, tried) == 0  # other entries' parameters do not matter
+    assert near_repeat({**lora, "lora.learning_rate": 2.3e-3}, tried) is None  # 15% apart
+    assert near_repeat({**lora, "lora.r": 4}, tried) is None
+    assert near_repeat({"candidate": "bitfit", "bitfit.learning_rate": 3.7e-3}, tried) == 1
+    assert near_repeat({"lora.r": 8}, tried) is None  # no entry: nothing to compare
