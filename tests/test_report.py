@@ -258,6 +258,10 @@ def test_show_into_a_pipe_prints_every_column_in_full(tmp_path: Path, capsys,
     reporter.trial_finished(hand_made_study(extra_attrs={0: LONG}), 0)
     err = capsys.readouterr().err
     assert "…" not in err and LONG_PLACEMENT in err and "front so far" in err
+    assert "shown" not in err  # every front row fits the five printed
+    ConsoleReporter(front_rows=1).trial_finished(hand_made_study(), 0)
+    err = capsys.readouterr().err
+    assert re.search(r"front so far \(\d+ trials, the best 1 shown\)", err), err
 
 
 @pytest.mark.parametrize("width", [60, 80, 100])

@@ -120,8 +120,9 @@ class ConsoleReporter(NullReporter):
     def trial_finished(self, study: Study, number: int) -> None:
         self.console.print(_result_line(study, number))
         front = rows(study)
+        shown = f", the best {self.front_rows} shown" if len(front) > self.front_rows else ""
         print_table(self.console, table(front[: self.front_rows],
-                                        f"front so far ({len(front)} trials)"))
+                                        f"front so far ({len(front)} trials{shown})"))
 
     def trial_pruned(self, number: int, reason: str) -> None:
         self.console.print(f"trial {number} [yellow]pruned[/]: {escape(reason)}")
