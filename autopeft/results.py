@@ -221,6 +221,12 @@ MEMORY_TOLERANCE = 0.05
 REPEAT_LR_FACTOR = 1.1
 
 
+def same_rate(a: float, b: float) -> bool:
+    """Whether two learning rates are one for near-identical candidates (``REPEAT_LR_FACTOR``)."""
+    low, high = sorted((a, b))
+    return high <= low * REPEAT_LR_FACTOR if low > 0 else high == low
+
+
 def _tie_values(r: Record) -> tuple[float, float, float]:
     """A record's objectives with memory on a log scale, so its tolerance is relative."""
     score, params, memory = r.values
@@ -259,7 +265,7 @@ def collapse_repeats(pool: Sequence[Record]) -> list[Record]:
         for r in members:
             lr = float(r.candidate.get("learning_rate") or 0)
             low = float(runs[-1][0].candidate.get("learning_rate") or 0) if runs else None
-            if low is not None and (lr <= low * REPEAT_LR_FACTOR if low > 0 else lr == low):
+            if low is not None and same_rate(low, lr):
                 runs[-1].append(r)
             else:
                 runs.append([r])

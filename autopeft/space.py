@@ -34,6 +34,14 @@ def _spaces_dir() -> Path:
 
 
 SPACES_DIR = _spaces_dir()
+LR_SUFFIX = ".learning_rate"  # an entry's learning rate is the parameter <entry>.learning_rate
+
+
+def lr_param(entry: str) -> str:
+    """The name of the parameter an entry's learning rate is drawn as."""
+    return f"{entry}{LR_SUFFIX}"
+
+
 TOP_KEYS = {"name", "description", "candidates", "learning_rate", "methods", "seed"}
 
 
@@ -99,7 +107,7 @@ class Space:
         and ``<method>.<param>``, so a method's parameters share one distribution."""
         entry = trial.suggest_categorical("candidate", list(self.candidates))
         lr = self.candidates[entry].get("learning_rate", self.learning_rate)
-        learning_rate = lr.suggest(trial, f"{entry}.learning_rate")
+        learning_rate = lr.suggest(trial, lr_param(entry))
         methods = [MethodSpec(name, {p: param.suggest(trial, f"{name}.{p}")
                                      for p, param in self.methods.get(name, {}).items()})
                    for name in entry.split("+")]

@@ -68,9 +68,10 @@ from optuna.distributions import (BaseDistribution, CategoricalDistribution, Flo
 from optuna.samplers import BaseSampler, RandomSampler, TPESampler
 from optuna.trial import FrozenTrial, TrialState
 
-from autopeft.results import CONFIRM_OF, DUPLICATE_OF, PROPOSAL, REPEAT_LR_FACTOR, WARM_START
+from autopeft.results import CONFIRM_OF, DUPLICATE_OF, PROPOSAL, WARM_START, same_rate
 from autopeft.search.plan import Plan, short_schedule
 from autopeft.search.pruner import rung_table
+from autopeft.space import LR_SUFFIX, lr_param
 
 if TYPE_CHECKING:
     from optuna import Study
@@ -81,7 +82,6 @@ DESIGN = 4  # space-filling proposals after the families, at least
 DESIGN_POINTS = 256  # Sobol points (2^8); a study past them wraps around
 DESIGN_DIMS = 128  # parameter names the design tells apart (more wrap around)
 SHORT_LR_TOP = 0.4  # on a short schedule: the share of each learning-rate range drawn from
-LEARNING_RATE = ".learning_rate"  # how a learning rate's parameter name ends (space.py)
 MODEL_REPEATED = "model_repeated"  # user attribute: the trial a model proposal would repeat
 MODEL_DRAWS = 4  # the model's draws for a proposal that repeats no trial, before a random one
 
@@ -116,7 +116,7 @@ def from_unit(dist: BaseDistribution, u: float) -> Any:
 def short_lr_range(name: str, dist: BaseDistribution) -> BaseDistribution:
     """``dist`` as proposals on a short schedule draw it: a learning rate's top
     ``SHORT_LR_TOP`` (on its own scale: log or linear); any other parameter as it is."""
-    if not (name.endswith(LEARNING_RATE) and isinstance(dist, FloatDistribution)
+    if not (name.endswith(LR_SUFFIX) and isinstance(dist, FloatDistribution)
             and dist.step is None):
         return dist
     scale = (math.log, math.exp) if dist.log else (float, float)
@@ -149,23 +149,22 @@ def _observed(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
 
 def near_repeat(params: Mapping[str, Any], trials: Sequence[FrozenTrial]) -> int | None:
     """The number of a trial that ``params`` would repeat: the same entry and method
-    parameters, a learning rate within ``REPEAT_LR_FACTOR`` (the front's notion of one
-    candidate, ``results.collapse_repeats``); None if there is none."""
+    parameters, the same learning rate (``results.same_rate``: the front's notion of one
+    candidate); None if there is none."""
     entry = params.get("candidate")
     if entry is None:
         return None
 
     def shape(p: Mapping[str, Any]) -> tuple[dict[str, Any], float | None]:
         own = {k: v for k, v in p.items() if k.startswith(f"{entry}.")}
-        return own, own.pop(f"{entry}{LEARNING_RATE}", None)
+        return own, own.pop(lr_param(entry), None)
 
     mine, lr = shape(params)
     for t in trials:
         if t.params.get("candidate") != entry:
             continue
         theirs, their_lr = shape(t.params)
-        if (theirs == mine and lr and their_lr
-                and max(lr, their_lr) <= min(lr, their_lr) * REPEAT_LR_FACTOR):
+        if theirs == mine and lr is not None and their_lr is not None and same_rate(lr, their_lr):
             return t.number
     return None
 
@@ -248,7 +247,7 @@ class RungSampler(BaseSampler):
                                  ).random_base2(int(math.log2(DESIGN_POINTS)))
         self._ways: dict[int, str] = {}  # trial number -> its proposal
         self._views: dict[int, RungView] = {}
-        self._short: dict[int, bool] = {}  # trial number -> its study's schedule is short
+        self._short = False  # the study's plan has a short schedule (read at each proposal)
         self._dims: list[str] = []  # parameter names in the order the study met them
 
     # -- which way a trial is proposed -------------------------------------------------
@@ -274,7 +273,7 @@ class RungSampler(BaseSampler):
         else:
             way = "random" if draw < self._random_share else "model"
         self._ways[trial.number] = way
-        self._short[trial.number] = studys_short_schedule(study)
+        self._short = studys_short_schedule(study)
         study._storage.set_trial_user_attr(trial._trial_id, PROPOSAL, way.split(":")[0])
         return way
 
@@ -303,8 +302,8 @@ class RungSampler(BaseSampler):
         if trial.number not in self._views:
             trials = study._get_trials(deepcopy=False, use_cache=False)
             step = model_rung(trials, self._min_points)
-            view = rung_view_trials(trials, step or 0, self._short.get(trial.number, False))
-            self._views = {trial.number: RungView(study, view)}
+            self._views = {trial.number: RungView(study, rung_view_trials(trials, step or 0,
+                                                                          self._short))}
         return self._views[trial.number]
 
     # -- optuna's sampler interface ----------------------------------------------------
@@ -340,7 +339,7 @@ class RungSampler(BaseSampler):
     def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
         way = self.way(study, trial)
-        if self._short[trial.number]:
+        if self._short:
             param_distribution = short_lr_range(param_name, param_distribution)
         if way == "model":
             return self._model.sample_independent(self._view(study, trial), trial, param_name,
@@ -354,8 +353,8 @@ class RungSampler(BaseSampler):
 
     def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState,
                     values: Sequence[float] | None) -> None:
-        for kept in (self._ways, self._views, self._short):
-            kept.pop(trial.number, None)
+        self._ways.pop(trial.number, None)
+        self._views.pop(trial.number, None)
 
     def reseed_rng(self) -> None:
         self._model.reseed_rng()

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from autopeft.results import FAIL_REASON, INTERRUPTED, WARM_START
-from autopeft.space import Param, Space
+from autopeft.space import Param, Space, lr_param
 
 if TYPE_CHECKING:
     from optuna import Study  # only for annotations: optuna stays a lazy import
@@ -121,7 +121,7 @@ def recipe_params(space: Space, recipe: Recipe, rate: float | None = None) -> di
     lr = space.candidates[recipe.entry].get("learning_rate", space.learning_rate)
     ok, value = _fit(lr, rate or recipe.learning_rate)
     if ok:
-        fixed[f"{recipe.entry}.learning_rate"] = value
+        fixed[lr_param(recipe.entry)] = value
     for method in recipe.entry.split("+"):
         for pname, param in space.methods.get(method, {}).items():
             if pname in recipe.params.get(method, {}):
@@ -170,7 +170,7 @@ def recipe_queue(space: Space, lr_ladder: bool = False,
         fixed = recipe_params(space, recipe, own)
         if fixed is None:
             continue
-        key = f"{recipe.entry}.learning_rate"
+        key = lr_param(recipe.entry)
         ladder = [recipe.learning_rate] if short else [
             recipe.learning_rate * times for times in LR_LADDER] if lr_ladder else []
         if queue or key not in fixed or not ladder:  # one trial, at its own rate
