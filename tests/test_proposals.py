@@ -241,3 +241,14 @@ def test_a_repeat_is_the_same_entry_and_parameters_with_a_rate_within_10_percent
     assert near_repeat({**lora, "lora.r": 4}, tried) is None
     assert near_repeat({"candidate": "bitfit", "bitfit.learning_rate": 3.7e-3}, tried) == 1
     assert near_repeat({"lora.r": 8}, tried) is None  # no entry: nothing to compare
+
+
+def test_a_hybrid_repeats_only_with_the_same_method_parameters() -> None:
+    """A hybrid entry's parameters are its methods' (``lora.r``), its rate its own
+    (``lora+bitfit.learning_rate``); another entry's rate in the draw does not count."""
+    tried = [_T(0, "COMPLETE", {})]
+    tried[0].params = {"candidate": "lora+bitfit", "lora+bitfit.learning_rate": 2e-3, "lora.r": 8}
+    draw = {"candidate": "lora+bitfit", "lora+bitfit.learning_rate": 2.1e-3, "lora.r": 8,
+            "lora.learning_rate": 5e-4, "ia3.targets": "x"}  # the model draws every group
+    assert near_repeat(draw, tried) == 0
+    assert near_repeat({**draw, "lora.r": 4}, tried) is None

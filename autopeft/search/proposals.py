@@ -148,16 +148,19 @@ def _observed(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
 
 
 def near_repeat(params: Mapping[str, Any], trials: Sequence[FrozenTrial]) -> int | None:
-    """The number of a trial that ``params`` would repeat: the same entry and method
-    parameters, the same learning rate (``results.same_rate``: the front's notion of one
+    """The number of a trial that ``params`` would repeat: the same entry, the same
+    parameters of its methods, the same learning rate (``results.same_rate``: the front's notion of one
     candidate); None if there is none."""
     entry = params.get("candidate")
     if entry is None:
         return None
 
+    methods = set(entry.split("+"))  # a method's parameters are <method>.<param> (space.py)
+
     def shape(p: Mapping[str, Any]) -> tuple[dict[str, Any], float | None]:
-        own = {k: v for k, v in p.items() if k.startswith(f"{entry}.")}
-        return own, own.pop(lr_param(entry), None)
+        own = {k: v for k, v in p.items()
+               if k.partition(".")[0] in methods and not k.endswith(LR_SUFFIX)}
+        return own, p.get(lr_param(entry))
 
     mine, lr = shape(params)
     for t in trials:
