@@ -133,8 +133,8 @@ class Recorder:
 
     def todo(self) -> list[tuple[dict, int]]:
         have = done(self.task)
-        runs = [(c, c["candidate"]["seed"] + k) for k in (0, 1)
-                for c in self.stored["candidate_list"] if k == 0 or c["id"] < self.stored["seeded"]]
+        runs = [(c, c["candidate"]["seed"] + k) for c in self.stored["candidate_list"]
+                for k in (0, 1) if k == 0 or c["id"] < self.stored["seeded"]]  # pairs early
         return [(c, s) for c, s in runs if (c["id"], s) not in have]
 
     def run(self, limit: int | None) -> int:
