@@ -16,7 +16,7 @@ hypervolume all ask this module what a trial's result means, so it is defined on
   search trials they do not supersede (a member the refit did not reach keeps its search
   score, marked ``search``); if no trial completed (a budget that ended first), among the
   provisional records, marked so everywhere. Scores that differ
-  by less than the noise (``score_noise``) are ties, and so is peak memory within
+  by less than the noise (``score_noise``: the metric's sampling error at the rows scored) are ties, and so is peak memory within
   ``MEMORY_TOLERANCE``, so a cheaper candidate inside the noise of a dearer one replaces it.
   Near-identical candidates (``collapse_repeats``) are one entry that lists its ``repeats``;
   ``hidden_best`` says why the best score is not on the front when it is not.
@@ -37,14 +37,12 @@ if TYPE_CHECKING:  # only for annotations: optuna stays a lazy import
 
 DIRECTIONS = ("maximize", "minimize", "minimize")
 OBJECTIVES = ("score", "trainable_params", "peak_memory_bytes")
-# How far two runs of one candidate that differ only in the seed (new head, adapter init,
-# data order, dropout) land apart: the sample standard deviation over 5 seeds, pooled over
-# the LoRA and (IA)3 recipes, at an intermediate rung (90 of 270 steps) and at the end
-# (bench/fidelity.py; BENCHMARKS.md, "fidelity": MiniLM, SST-2, 872 validation rows).
-# Scores closer than this are ties. Used for accuracy-like metrics, where it was measured;
-# a study's refit with --confirm-seeds measures its own.
-SEED_NOISE = {"rung": 0.028, "final": 0.006}
-PROPORTIONS = ("accuracy",)
+# Ties come from the number of rows a score is computed on (``sampling_noise``): a constant
+# measured on one task could not hold elsewhere (the 0.028 at rungs / 0.006 at the front
+# measured on MiniLM / SST-2 made every difference real on CoLA or STS-B, whose metrics had
+# none). Studies written before this keep the noise they stored.
+PROPORTIONS = ("accuracy", "f1_accuracy")  # a proportion of rows (F1 taken as one, roughly)
+CORRELATIONS = ("matthews", "pearson_spearman")  # a correlation over rows (MCC: the phi coefficient)
 
 # Trial user attributes whose meaning the search's own decisions read back too (duplicates,
 # rung tables, retried recipes, the cap): one spelling, here. The search writes them.
@@ -343,17 +341,54 @@ def hidden_best(recs: Sequence[Record], score_noise: float = 0.0) -> HiddenBest 
     return None
 
 
-def default_noise(metric: str) -> dict[str, float]:
-    """The seed noise a study starts with: ``SEED_NOISE`` for accuracy-like metrics (measured
-    on MiniLM / SST-2), none for others until the refit measures it."""
-    return dict(SEED_NOISE) if metric in PROPORTIONS else {"rung": 0.0, "final": 0.0}
+def sampling_noise(metric: str, rows: int | None, score: float | None = None) -> float:
+    """The standard error of one ``metric`` score on ``rows`` scored rows: two candidates
+    closer than this on those rows are not told apart by them. At ``score`` where it is
+    known, else at the least-informed value (an accuracy of 0.5, a correlation of 0), which
+    bounds it from above. A proportion p: sqrt(p(1-p)/n) (0.022 at 0.5 on 500 rows, 0.016 at
+    0.85); a correlation r: (1-r^2)/sqrt(n) (0.045 at 0 on 500 rows). 0 for metrics with no
+    sampling model here (BLEU, loss): their differences all count."""
+    if not rows or rows < 2:
+        return 0.0
+    if metric in PROPORTIONS:
+        p = 0.5 if score is None else min(max(score, 0.0), 1.0)
+        return math.sqrt(max(p * (1 - p), 1e-4) / rows)
+    if metric in CORRELATIONS:
+        r = 0.0 if score is None else min(max(abs(score), 0.0), 0.99)
+        return (1 - r * r) / math.sqrt(rows)
+    return 0.0
+
+
+def study_noise(metric: str, rung_rows: int | None, final_rows: int) -> dict[str, Any]:
+    """The tie noise a study starts with, stored with it: its metric's sampling error at the
+    rows scored at intermediate rungs (``rung_rows``: the plan's subset; None: all) and at
+    the end (``final_rows``), with the rows so that ``score_noise`` can refine it."""
+    rung = min(rung_rows or final_rows, final_rows)
+    return {"rung": round(sampling_noise(metric, rung), 4),
+            "final": round(sampling_noise(metric, final_rows), 4),
+            "metric": metric, "rung_rows": rung, "final_rows": final_rows}
+
+
+def describe_noise(noise: dict[str, Any]) -> str:
+    """One line for the plan: the ties it uses and where they come from."""
+    if not noise.get("rung") and not noise.get("final"):
+        return f"no tie noise: {noise.get('metric', 'this metric')} has no sampling model"
+    kind = "binomial" if noise.get("metric") in PROPORTIONS else "correlation"
+    return (f"ties within {noise['rung']:.3f} at rungs, {noise['final']:.3f} at the front: "
+            f"{kind} standard error at {noise['rung_rows']} / {noise['final_rows']} rows")
 
 
 def score_noise(study_attrs: dict[str, Any], recs: Sequence[Record] = ()) -> float:
-    """How far apart two final scores must be to differ: the study's seed noise (stored
-    when it was created: ``default_noise``), or, where its refit re-trained members with
-    several seeds, the spread it measured (pooled), whichever is larger."""
-    noise = float((study_attrs.get("noise") or {}).get("final", 0.0))
+    """How far apart two final scores must be to differ: the sampling error of the study's
+    metric on its validation rows at the best final score it holds (``sampling_noise``;
+    before any, at the least-informed value), or, where its refit re-trained members with
+    several seeds, the spread it measured (pooled), whichever is larger. A study that
+    stored a fixed noise (before ``study_noise``) keeps it."""
+    stored = study_attrs.get("noise") or {}
+    noise = float(stored.get("final", 0.0))
+    scores = [r.score for r in recs if r.fidelity != "provisional" and r.score is not None]
+    if stored.get("final_rows") and scores:
+        noise = sampling_noise(stored["metric"], stored["final_rows"], max(scores))
     stds = [r.score_std for r in recs if r.fidelity == "refit" and (r.seeds or 0) > 1
             and r.score_std is not None]
     if stds:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from autopeft import api
-from autopeft.results import (SEED_NOISE, Record, default_noise, front, rank_correlation,
+from autopeft.results import (Record, front, sampling_noise, study_noise, rank_correlation,
                               score_noise)
 
 ONE_LORA = """
@@ -35,11 +35,30 @@ def test_scores_inside_the_noise_are_ties_so_the_cheaper_candidate_wins() -> Non
     full, adapter = rec(0, 0.819, 22_000_000, 400), rec(1, 0.801, 220_000, 200)
     assert {r.number for r in front([full, adapter])} == {0, 1}
     assert [r.number for r in front([full, adapter], score_noise=0.02)] == [1]
-    assert default_noise("accuracy") == SEED_NOISE and default_noise("bleu")["final"] == 0.0
-    # the refit's own measurement, where larger, replaces the default
+    # the refit's own measurement, where larger, replaces the sampling error
+    noise = study_noise("accuracy", 512, 872)
     refit = rec(2, 0.8, 10, fidelity="refit", seeds=3, score_std=0.03)
-    assert score_noise({"noise": SEED_NOISE}, [refit]) == pytest.approx(0.03)
-    assert score_noise({"noise": SEED_NOISE}, []) == SEED_NOISE["final"]
+    assert score_noise({"noise": noise}, [refit]) == pytest.approx(0.03)
+    # before any final score: the bound at p = 0.5; then at the best score held
+    assert score_noise({"noise": noise}, []) == pytest.approx(0.5 / 872 ** 0.5, abs=1e-4)
+    assert score_noise({"noise": noise}, [full, adapter]) == pytest.approx(
+        (0.819 * 0.181 / 872) ** 0.5)
+    # a study that stored a fixed noise (before the rows were kept) keeps it
+    assert score_noise({"noise": {"rung": 0.028, "final": 0.006}}, []) == 0.006
+
+
+def test_the_tie_noise_is_the_metrics_sampling_error_at_the_rows_scored() -> None:
+    """Every metric with a sampling model gets ties (CoLA's MCC and STS-B's correlations had
+    none), shrinking with the rows scored: rungs on a subset tie wider than the end."""
+    assert sampling_noise("accuracy", 500) == pytest.approx(0.02236, abs=1e-5)
+    assert sampling_noise("accuracy", 500, 0.85) == pytest.approx(0.01597, abs=1e-5)
+    assert sampling_noise("matthews", 500) == pytest.approx(0.04472, abs=1e-5)
+    assert sampling_noise("pearson_spearman", 400, 0.8) == pytest.approx(0.36 / 20)
+    assert sampling_noise("f1_accuracy", 100) == pytest.approx(0.05)
+    assert sampling_noise("bleu", 500) == 0.0 and sampling_noise("accuracy", 1) == 0.0
+    noise = study_noise("matthews", 512, 1043)
+    assert noise["rung"] > noise["final"] > 0 and noise["rung_rows"] == 512
+    assert study_noise("accuracy", None, 300)["rung_rows"] == 300  # rungs score everything
 
 
 def test_the_front_is_of_the_best_fidelity_present() -> None:

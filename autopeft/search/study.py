@@ -58,7 +58,7 @@ def plan_for(study: Study, cfg: SearchConfig, bench: Trainer, budget: Budget) ->
     """The study's stored plan (a resumed study keeps its rungs, so rung tables stay
     comparable), or a new one from the budget and costs measured now (``probe``) on
     ``bench``: where the trials will train (the trial process, with ``--isolation process``)."""
-    from autopeft.results import default_noise
+    from autopeft.results import describe_noise, study_noise
     from autopeft.search.plan import RUNG_EVAL_ROWS
     from autopeft.search.probe import probe
     from autopeft.train import total_steps
@@ -75,8 +75,10 @@ def plan_for(study: Study, cfg: SearchConfig, bench: Trainer, budget: Budget) ->
     costs = probe(bench, RUNG_EVAL_ROWS) if budget.seconds is not None and not fixed else None
     plan = make_plan(max_steps, budget.left(), costs, cfg.eta, 1 + cfg.confirm_seeds,
                      trial_steps, cfg.refit_share, rungs, bench.settings.warmup_ratio)
+    noise = study_noise(bench.task.metric, plan.rung_eval_rows, len(bench.eval_data))
+    plan.notes.append(describe_noise(noise))
     study.set_user_attr("plan", plan.to_dict())
-    study.set_user_attr("noise", default_noise(bench.task.metric))
+    study.set_user_attr("noise", noise)
     return plan
 
 
