@@ -63,6 +63,9 @@ SETTINGS = {
     "candidates": 96,  # drawn, besides the recipes
     "draw_seed": 28,
     "seeded": 16,  # the first this many candidates also run at seed + 1
+    # what a user does without the tool (the benchmark's C-sweep): the LoRA recipe at this
+    # many learning rates log-spaced over LoRA's range in the space
+    "sweep_rates": 10,
     "threads": 1,  # the recording shares the machine: scores do not depend on it
 }
 
@@ -100,14 +103,45 @@ def candidate_list(model: Any) -> list[dict]:
     return out
 
 
+def sweep_rates(n: int, low: float = 1e-4, high: float = 3e-3) -> list[float]:
+    """``n`` learning rates log-spaced over [low, high] (LoRA's range in the default space)."""
+    import numpy as np
+
+    return [float(f"{r:.3g}") for r in np.geomspace(low, high, n)]
+
+
+def with_sweep(stored: dict) -> dict:
+    """The stored list with the LoRA recipe at every sweep rate (ids after the draws),
+    added once to a list written before the sweep existed."""
+    cands = stored["candidate_list"]
+    have = {(c.get("sweep"), c["candidate"]["learning_rate"]) for c in cands}
+    lora = cands[0]["candidate"]  # the LoRA recipe: r=8 on query/value, the method defaults
+    for rate in sweep_rates(stored.get("sweep_rates", SETTINGS["sweep_rates"])):
+        if (True, rate) not in have:
+            cands.append({"id": len(cands), "recipe": None, "sweep": True,
+                          "candidate": {**lora, "learning_rate": rate}})
+    stored["sweep_rates"] = stored.get("sweep_rates", SETTINGS["sweep_rates"])
+    return stored
+
+
 def load_settings(model: Any | None) -> dict:
     path = CURVES / "settings.json"
     if path.exists():
-        return json.loads(path.read_text())
-    stored = {**SETTINGS, "candidate_list": candidate_list(model)}
-    CURVES.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(stored, indent=1))
+        stored = json.loads(path.read_text())
+    else:
+        stored = {**SETTINGS, "candidate_list": candidate_list(model)}
+    n = len(stored["candidate_list"])
+    stored = with_sweep(stored)
+    if not path.exists() or len(stored["candidate_list"]) != n:
+        CURVES.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(stored, indent=1))
     return stored
+
+
+def order(entry: dict) -> int:
+    """Recipes first, then the sweep, then the random draws: what every benchmark arm
+    needs is recorded before what only the replay's searches need."""
+    return 0 if entry.get("recipe") else 1 if entry.get("sweep") else 2
 
 
 def done(task: str) -> set[tuple[int, int]]:
@@ -133,7 +167,8 @@ class Recorder:
 
     def todo(self) -> list[tuple[dict, int]]:
         have = done(self.task)
-        runs = [(c, c["candidate"]["seed"] + k) for c in self.stored["candidate_list"]
+        runs = [(c, c["candidate"]["seed"] + k)
+                for c in sorted(self.stored["candidate_list"], key=order)
                 for k in (0, 1) if k == 0 or c["id"] < self.stored["seeded"]]  # pairs early
         return [(c, s) for c, s in runs if (c["id"], s) not in have]
 
