@@ -152,3 +152,35 @@ def test_two_processes_on_one_study_do_not_train_the_same_candidate(
     trained = [repr(t.user_attrs["candidate"]) for t in study.get_trials()
                if "steps" in t.user_attrs and "confirm_of" not in t.user_attrs]
     assert len(trained) == len(set(trained))
+
+
+def test_a_refit_out_of_time_says_so_once_naming_the_members_it_left(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unseen sentence-pair task printed 'budget reached while re-training trial N' 32
+    times; the members the time left cannot re-train are named in one line."""
+    from types import SimpleNamespace
+
+    from autopeft.protocols import NullReporter
+    from autopeft.search import refit
+    from autopeft.search.budget import Phase
+
+    lora = {"methods": [{"name": "lora", "params": {"r": 8}}], "learning_rate": 1e-3, "seed": 0}
+    members = [SimpleNamespace(number=n, label="lora", candidate=lora, fidelity="search",
+                               steps=32, steps_trained=32, wall_seconds=30.0,
+                               scoring_seconds=2.0, refit_of=None, trainable_params=74_498)
+               for n in (3, 5, 9)]
+    monkeypatch.setattr(refit, "records", lambda trials: [])
+    monkeypatch.setattr(refit, "_search_front", lambda study: members)
+    monkeypatch.setattr(refit, "by_promise", lambda ms, study: ms)
+    monkeypatch.setattr(refit, "leaders_first", lambda ms, study: ms)
+    notes: list[str] = []
+
+    class Notes(NullReporter):
+        def note(self, text: str) -> None:
+            notes.append(text)
+
+    plan = SimpleNamespace(refit_steps=96, schedule_steps=96)
+    budget = Phase(100.0, started=0.0, clock=lambda: 95.0)  # 5 s left: no continuation fits
+    study = SimpleNamespace(get_trials=lambda deepcopy=False: [])
+    assert refit.refit_front(study, None, plan, 0, budget, Notes()) == 0
+    assert notes == ["budget reached: the refit left trials 3, 5, 9 at their search fidelity"]

@@ -134,6 +134,7 @@ def refit_front(study: Study, bench: Trainer, plan: Plan, seeds: int, budget: Ph
     done: set[int] = {r.refit_of for r in records(study.get_trials(deepcopy=False))
                       if r.refit_of is not None}
     refitted = 0
+    left_out: list[int] = []  # members the time left could not re-train: said once, at the end
     while True:
         taken = [kind(r) for r in records(study.get_trials(deepcopy=False)) if r.refit_of is not None]
         todo = spread(leaders_first([m for m in by_promise(_search_front(study), study)
@@ -144,7 +145,7 @@ def refit_front(study: Study, bench: Trainer, plan: Plan, seeds: int, budget: Ph
         done.add(member.number)
         runs = _runs(member, bench, plan, seeds,
                      budget if taken else budget.stretched(FIRST_MEMBER_GRACE), reporter,
-                     checkpoints)
+                     checkpoints, left_out)
         if runs:
             trial = next(t for t in study.get_trials(deepcopy=False) if t.number == member.number)
             added = record(_add_refit(study, trial, member, runs, plan.refit_steps))
@@ -152,6 +153,11 @@ def refit_front(study: Study, bench: Trainer, plan: Plan, seeds: int, budget: Ph
             reporter.note(f"refit of trial {member.number} ({member.label}) at {plan.refit_steps} "
                           f"steps, {len(runs)} seed(s): {added.score_mean:.4f} ± "
                           f"{added.score_std:.4f} (search {member.score:.4f})")
+    if left_out:
+        shown = ", ".join(map(str, left_out[:8])) + (f" and {len(left_out) - 8} more"
+                                                       if len(left_out) > 8 else "")
+        reporter.note(f"budget reached: the refit left trial{'s' if len(left_out) > 1 else ''} "
+                      f"{shown} at their search fidelity")
     if refitted:
         rho = rank_correlation(records(study.get_trials(deepcopy=False)))
         study.set_user_attr("refit_rank_correlation", rho)
@@ -161,9 +167,11 @@ def refit_front(study: Study, bench: Trainer, plan: Plan, seeds: int, budget: Ph
 
 
 def _runs(member: Record, bench: Trainer, plan: Plan, seeds: int, budget: Phase,
-          reporter: Reporter, checkpoints: Checkpoints | None = None) -> list[dict[str, Any]]:
+          reporter: Reporter, checkpoints: Checkpoints | None = None,
+          left_out: list[int] | None = None) -> list[dict[str, Any]]:
     """The member's runs at the refit's length: its own seed continues the search trial's
-    checkpoint (the trial is the exact start of this run), ``seeds`` more train from 0."""
+    checkpoint (the trial is the exact start of this run), ``seeds`` more train from 0. A
+    member whose first run does not fit the time left goes to ``left_out``."""
     base = Candidate.from_dict(member.candidate)
     runs = []
     if member.fidelity == "search" and member.steps == plan.refit_steps:
@@ -184,7 +192,8 @@ def _runs(member: Record, bench: Trainer, plan: Plan, seeds: int, budget: Phase,
         if not budget.fits(continuation_seconds(
                 member.wall_seconds or 0.0, member.scoring_seconds or 0.0,
                 member.steps_trained or member.steps or 1, plan.refit_steps - start)):
-            reporter.note(f"budget reached while re-training trial {member.number}")
+            if not runs and left_out is not None:
+                left_out.append(member.number)
             break
         run = _train(bench, dataclasses.replace(base, seed=base.seed + k), plan, budget, resume)
         if run is None:
