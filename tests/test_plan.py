@@ -259,3 +259,53 @@ def test_a_continuation_pays_its_steps_and_one_scoring() -> None:
     assert 7.4 < continuation_seconds(4.66, 1.8, 45, 89) < 9.0
     assert continuation_seconds(4.66, 0.0, 45, 89) == pytest.approx(4.66 / 45 * 89)  # unknown
     assert continuation_seconds(4.66, 9.0, 45, 89) == pytest.approx(4.66)  # never below zero
+
+
+def test_a_rung_that_does_not_separate_moves_the_plan_to_fewer_longer_trials() -> None:
+    """An unseen pair task: 35 candidates at 32 of 96 steps scored 0.684-0.706 (majority
+    0.684) and the study spent itself there. Once four trials have a first-rung score within
+    twice the rung noise, trials train one rung up the ladder instead, said once."""
+    import optuna
+
+    from autopeft.protocols import NullReporter
+    from autopeft.results import RUNG_SCORES
+    from autopeft.search.objective import TrialRunner
+    from autopeft.search.plan import lengthened, separates
+
+    assert not separates([0.684, 0.706, 0.69], 0.03) and separates([0.684, 0.76], 0.03)
+    assert not separates([0.7], 0.0)  # one score separates nothing
+
+    notes: list[str] = []
+
+    class Notes(NullReporter):
+        def note(self, text: str) -> None:
+            notes.append(text)
+
+    def runner(scores: list[float]) -> TrialRunner:
+        study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+        for s in scores:
+            study.add_trial(optuna.trial.create_trial(
+                state=optuna.trial.TrialState.PRUNED, user_attrs={RUNG_SCORES: {"11": s}}))
+        plan = Plan(max_steps=96, trial_steps=32, refit_steps=96, rungs=[11, 32],
+                    expected_candidates=30, refit_share=0.2)
+        return TrialRunner(study, None, None, None, None, None, Notes(), plan, rung_noise=0.03)
+
+    flat = runner([0.684, 0.706, 0.69, 0.684])
+    flat.check_separation()
+    # the first rung goes; the old trials' end is a rung on the way to the new one
+    assert (flat.plan.trial_steps, flat.plan.rungs, flat.plan.expected_candidates) == (
+        96, [32, 96], 10)
+    assert Plan.from_dict(flat.study.user_attrs["plan"]).trial_steps == 96
+    assert flat.study.user_attrs["separation"]["separated"] is False
+    assert notes == ["the first rung (step 11) did not separate 4 trials (scores 0.684-0.706, "
+                     "within twice the rung noise 0.030): trials now train up to 96 steps, "
+                     "rungs at 32, 96 (about 10 candidates)"]
+    flat.check_separation()  # judged once
+    assert len(notes) == 1 and flat.plan.trial_steps == 96
+    spread = runner([0.684, 0.81, 0.72, 0.69])
+    spread.check_separation()
+    assert spread.plan.trial_steps == 32 and spread.study.user_attrs["separation"]["separated"]
+    assert runner([0.684, 0.69, 0.7]).check_separation() is None  # three: not yet judged
+    # a plan already at full fidelity has nowhere to go
+    assert lengthened(Plan(96, 96, 96, [32, 96]), 3, "x") is None
+    assert lengthened(Plan(270, 30, 270, [30], expected_candidates=4), 3, "x").rungs == [90]

@@ -60,6 +60,7 @@ def run_trials(study: Study, n_trials: int | None, max_trials: int | None, space
             trial.set_user_attr("label", candidate.label)
             reporter.trial_started(trial.number, candidate)
             runner.run(trial, candidate)
+        runner.check_separation()  # a first rung that ranks noise: fewer, longer trials
         record_hypervolume(study)
         gc.collect()
         ran += 1

@@ -43,7 +43,8 @@ from autopeft.search.budget import Phase, predict_scoring, predict_seconds
 from autopeft.search.constraints import Limits, Prediction, predict
 from autopeft.search.continuation import Checkpoints
 from autopeft.search.losscheck import LossCheck, chance_loss
-from autopeft.search.plan import Plan, continuation_seconds, refit_shortfall
+from autopeft.search.plan import (SEPARATION_TRIALS, Plan, continuation_seconds, lengthened,
+                                   refit_shortfall, separates)
 from autopeft.search.pruner import Pruner, decide_from_storage
 from autopeft.search.storage import disk_problem
 from autopeft.train import maybe_bf16_base
@@ -123,6 +124,7 @@ class TrialRunner:
     rung_noise: float = 0.0  # scores at an intermediate rung closer than this are ties
     checkpoints: Checkpoints | None = None  # None: runs keep no checkpoint, none continues
     loss_check: bool = True  # stop a candidate whose training loss has not moved (losscheck)
+    eta: int = 3  # the ladder's factor: a plan that lengthens goes one rung up
 
     @property
     def rungs(self) -> list[int]:
@@ -157,6 +159,35 @@ class TrialRunner:
         member = continuation_seconds(trial, predict_scoring(trained), plan.trial_steps,
                                       plan.refit_steps - plan.trial_steps)
         return trial + refit_shortfall(plan, member)
+
+    def check_separation(self) -> None:
+        """Once a study holds ``SEPARATION_TRIALS`` scores at its plan's first rung, judge
+        whether that rung tells candidates apart (``plan.separates``, against the rung
+        noise); where it does not, the plan moves to fewer, longer trials
+        (``plan.lengthened``), stored with the study and said in a note, rather than spend
+        the budget ranking noise. Once per study; a plan the user set (``--rungs``,
+        ``--trial-steps``) is kept."""
+        plan, attrs = self.plan, self.study.user_attrs
+        if plan.source == "override" or "separation" in attrs or plan.trial_steps >= plan.max_steps:
+            return
+        first = plan.rungs[0]
+        scores = [float(s) for a in self._trained()
+                  if (s := (a.get(RUNG_SCORES) or {}).get(str(first))) is not None]
+        if len(scores) < SEPARATION_TRIALS:
+            return
+        verdict = {"rung": first, "trials": len(scores), "low": min(scores), "high": max(scores),
+                   "noise": self.rung_noise, "separated": separates(scores, self.rung_noise)}
+        self.study.set_user_attr("separation", verdict)
+        if verdict["separated"]:
+            return
+        why = (f"the first rung (step {first}) did not separate {len(scores)} trials (scores "
+               f"{min(scores):.3f}-{max(scores):.3f}, within twice the rung noise "
+               f"{self.rung_noise:.3f})")
+        longer = lengthened(plan, self.eta, why)
+        if longer is not None:
+            self.plan = longer
+            self.study.set_user_attr("plan", longer.to_dict())
+            self.reporter.note(longer.notes[-1])
 
     def duplicate_of(self, trial: Trial, candidate: Candidate) -> int | None:
         """A trial of this study that trained or is training the same candidate (same seed):

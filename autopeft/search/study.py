@@ -115,7 +115,7 @@ def prepare(study: Study, cfg: SearchConfig, space: Space, trainer: Trainer, bud
                        make_pruner(cfg.pruner, cfg.eta), limits, budget, reporter, plan, noise,
                        checkpoints=Checkpoints(checkpoints_dir(cfg.study), trainer.settings,
                                                origin_of(study)),
-                       loss_check=cfg.loss_check)
+                       loss_check=cfg.loss_check, eta=cfg.eta)
 
 
 def trainer_for(cfg: SearchConfig, bench: Bench) -> AbstractContextManager[Trainer]:
