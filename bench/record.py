@@ -254,10 +254,70 @@ def record_runs(task: str, stored: dict, todo: list[tuple[dict, int]], rec_: Rec
     metrics.METRICS[metric] = original
 
 
+RETIMED = CURVES / "retimed.json"
+RETIME_STEPS = (3, 12)  # untimed warm-up steps, then timed ones
+
+
+def retime(tasks: list[str], stored: dict) -> None:
+    """Seconds per step of every recorded candidate and per scoring of each task's
+    validation rows, measured on this machine *now* with all its cores (run it alone): a
+    few steps each, the median step. Saved per task as it goes (``retimed.json``), so it
+    resumes too; ``simulate.py`` reads these in place of the seconds recorded under load."""
+    import statistics
+
+    import torch
+
+    from autopeft.candidate import Candidate
+    from autopeft.runner import Bench, DataSettings, Fidelity
+    from autopeft.train import TrainSettings
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    out = json.loads(RETIMED.read_text()) if RETIMED.exists() else {}
+    warm, timed = RETIME_STEPS
+    for task in tasks:
+        split = prepare(task, DATA, WORK)
+        settings = TrainSettings(batch_size=stored["batch_size"], max_length=stored["max_length"],
+                                 eval_batch_size=stored["eval_batch_size"], device="cpu")
+        bench = Bench.load(minilm(), DataSettings(task, data_dir=str(split.search_dir),
+                                                  train_samples=stored["train_rows"][task]),
+                           settings)
+        mine = out.setdefault(task, {"steps": {}, "threads": torch.get_num_threads()})
+        recorded = {r for r, _ in done(task)}
+        for entry in stored["candidate_list"]:
+            if entry["id"] not in recorded or str(entry["id"]) in mine["steps"]:
+                continue
+            stamps: list[float] = []
+            cand = Candidate.from_dict(entry["candidate"])
+            try:
+                bench.run(cand, on_step=lambda step, total, loss: stamps.append(time.perf_counter()),
+                          fidelity=Fidelity(schedule_steps=10 * (warm + timed), stop_at=warm + timed))
+            except Exception as exc:  # a diverging run still timed its steps
+                print(f"  {task} #{entry['id']}: {type(exc).__name__}", flush=True)
+            gaps = [b - a for a, b in zip(stamps[warm:], stamps[warm + 1:])]
+            if gaps:
+                mine["steps"][str(entry["id"])] = round(statistics.median(gaps), 4)
+                RETIMED.write_text(json.dumps(out, indent=1))
+        if "eval_seconds" not in mine:
+            from autopeft.evaluation import make_evaluator
+
+            model = bench.build(Candidate.from_dict(stored["candidate_list"][0]["candidate"]))
+            evaluate = make_evaluator(bench.task, bench.eval_data, settings, bench.base.tokenizer,
+                                      torch.device("cpu"))
+            evaluate(model)  # warm
+            t0 = time.perf_counter()
+            evaluate(model)
+            mine["eval_seconds"] = round(time.perf_counter() - t0, 3)
+            RETIMED.write_text(json.dumps(out, indent=1))
+        print(f"{task}: {len(mine['steps'])} candidates retimed, scoring "
+              f"{mine['eval_seconds']} s", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--limit", type=int, default=None, help="at most this many runs a task")
+    ap.add_argument("--retime", action="store_true",
+                    help="re-measure the recorded candidates' seconds per step (a quiet machine)")
     ap.add_argument("--round", type=int, default=8,
                     help="runs of one task before the next task's (all tasks fill up together)")
     args = ap.parse_args(argv)
@@ -265,10 +325,13 @@ def main(argv: list[str] | None = None) -> int:
     import warnings
 
     warnings.filterwarnings("ignore")
-    torch.set_num_threads(SETTINGS["threads"])
+    torch.set_num_threads(SETTINGS["threads"])  # retime sets its own
     from transformers import AutoModelForSequenceClassification
 
     stored = load_settings(AutoModelForSequenceClassification.from_pretrained(minilm(), num_labels=2))
+    if args.retime:
+        retime(args.tasks.split(","), stored)
+        return 0
     recorders = [Recorder(task, stored) for task in args.tasks.split(",")]
     budget = {r.task: args.limit for r in recorders}
     while recorders:

@@ -100,6 +100,7 @@ class Recording:
     test_labels: Any
     metric: str
     by_key: dict[str, tuple[int, int]] = field(default_factory=dict)
+    eval_seconds: float | None = None  # one scoring of the validation rows, retimed
 
     @classmethod
     def load(cls, task: str, curves_dir: Path = CURVES, work: Path = WORK,
@@ -124,7 +125,12 @@ class Recording:
             values = [line.split("\t")[header.index(col)] for line in lines[1:]]
             return np.array(values, dtype=float if t.num_labels == 1 else int)
 
+        retimed = curves_dir / "retimed.json"
+        quiet = json.loads(retimed.read_text()).get(task, {}) if retimed.exists() else {}
+        for (i, _), curve in curves.items():
+            curve.retimed = quiet.get("steps", {}).get(str(i))
         rec = cls(task, settings, curves, labels("validation.tsv"), labels("test.tsv"), t.metric)
+        rec.eval_seconds = quiet.get("eval_seconds")
         cands = {c["id"]: c["candidate"] for c in settings["candidate_list"]}
         for (i, seed) in curves:
             rec.by_key[_key({**cands[i], "seed": seed})] = (i, seed)
@@ -207,7 +213,8 @@ class ReplayBench:
         lora = rec.curves.get((0, 0))
         recorded = (lora.retimed or lora.step_seconds) if lora else 0.1
         self.step_scale = (step_seconds / recorded) if step_seconds else 1.0
-        self.eval_seconds = eval_seconds or 40 * recorded  # ~ a scoring of 500 rows here
+        # a setting's scoring, else the retimed one, else ~40 steps' worth (500 rows here)
+        self.eval_seconds = eval_seconds or rec.eval_seconds or 40 * recorded
         self.exact = self.nearest = 0
         self.notes: list[str] = []
 
