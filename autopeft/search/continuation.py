@@ -9,8 +9,9 @@ machine, deleted) means step 0, said in a note. A resumed search queues the tria
 budget or an interrupt cut short first (``requeue_cut_short``), so they go on.
 
 Checkpoints of trials pruned at a rung or failed cannot usefully continue and are deleted
-(``TrialRunner``); those of complete trials (the refit reads them) and of trials stopped
-by the budget or an interrupt stay.
+(``TrialRunner``); those of complete trials stay until the search and its refit (their
+only reader) end (``drop_finished``), and those of trials stopped by the budget or an
+interrupt stay for a resumed search.
 """
 from __future__ import annotations
 
@@ -70,6 +71,24 @@ class Checkpoints:
     def discard(self, candidate: Candidate, schedule_steps: int) -> None:
         with contextlib.suppress(OSError):
             os.unlink(self.path(candidate, schedule_steps))
+
+
+def drop_finished(study: Study, checkpoints: Checkpoints, schedule_steps: int) -> tuple[int, int]:
+    """Delete the checkpoints that nothing will read once a search has ended (its refit
+    done or not planned): those of its complete trials; (files, bytes) deleted. A trial cut
+    short (the budget, an interrupt) keeps its checkpoint: a resumed search continues it.
+    Why: a complete trial's checkpoint is read only by the refit, and the README's 10-minute
+    MiniLM search (no refit) left 559 MB in 10 files, two full fine-tunings at 270 MB each."""
+    files = size = 0
+    for t in study.get_trials(deepcopy=False):
+        if t.state.name != "COMPLETE" or CANDIDATE not in t.user_attrs or CONFIRM_OF in t.user_attrs:
+            continue
+        path = checkpoints.path(Candidate.from_dict(t.user_attrs[CANDIDATE]), schedule_steps)
+        with contextlib.suppress(OSError):
+            held = os.path.getsize(path)
+            os.unlink(path)
+            files, size = files + 1, size + held
+    return files, size
 
 
 def origin_of(study: Study) -> str:

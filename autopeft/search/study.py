@@ -33,7 +33,7 @@ from autopeft.runner import Bench, DataSettings
 from autopeft.search.budget import Budget, Clock, Phase
 from autopeft.search.config import SearchConfig
 from autopeft.search.constraints import Limits
-from autopeft.search.continuation import Checkpoints, origin_of, requeue_cut_short
+from autopeft.search.continuation import Checkpoints, drop_finished, origin_of, requeue_cut_short
 from autopeft.search.loop import run_trials
 from autopeft.search.objective import TrialRunner
 from autopeft.search.open import open_existing_study, open_study
@@ -211,6 +211,12 @@ def run_search(cfg: SearchConfig, reporter: Reporter | None = None, bench: Bench
                     study, trainer, plan, cfg.confirm_seeds, budget, reporter,
                     runner.checkpoints):
                 record_hypervolume(study)
+            files, size = drop_finished(study, runner.checkpoints, int(plan.schedule_steps
+                                                                       or plan.trial_steps))
+            if files:
+                reporter.note(f"deleted the checkpoints of {files} finished trial"
+                              f"{'s' if files != 1 else ''} ({size / 2**20:.0f} MiB): only a "
+                              "refit reads them; those of trials cut short stay")
         finally:
             for proc in procs:
                 if proc.poll() is None:
