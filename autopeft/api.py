@@ -160,11 +160,13 @@ def export(study: Study, trial: int, out: str, *, storage: str | None = None, tr
 
     info = trial_info(_study(study, storage), trial, model)
     path = prepare_dir(out, force)
-    info.write(path)  # first: an interrupted training leaves a re-runnable export
-    if train:
+    if train:  # trained first: a failed or interrupted training leaves no export to refuse
         trained, measured = retrain(info, data_dir)
+        info.write(path)
         write_trained(path, info, trained, measured)
-    elif info.task.startswith(TRAINER_PREFIX):  # trained by the user's Trainer: no data here
+        return path
+    info.write(path)
+    if info.task.startswith(TRAINER_PREFIX):  # trained by the user's Trainer: no data here
         (path / "README.md").write_text(model_card(info))
     else:
         write_config_only(path, info)
