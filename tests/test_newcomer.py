@@ -114,3 +114,50 @@ def test_export_says_its_score_and_a_failed_one_leaves_nothing(
         f"(the study recorded {recorded:.4f})")
     retrained = float(line.split()[2])
     assert retrained == pytest.approx(recorded, abs=1e-4)
+
+
+def _lab(colour: str) -> tuple[float, float, float]:
+    """sRGB hex -> CIELAB (D65), to measure how far apart two colours look (CIE76)."""
+    rgb = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+    r, g, b = (c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb)
+    xyz = ((0.4124 * r + 0.3576 * g + 0.1805 * b) / 0.95047,
+           0.2126 * r + 0.7152 * g + 0.0722 * b,
+           (0.0193 * r + 0.1192 * g + 0.9505 * b) / 1.08883)
+    fx, fy, fz = (t ** (1 / 3) if t > 0.008856 else 7.787 * t + 16 / 116 for t in xyz)
+    return 116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)
+
+
+def test_every_method_looks_unlike_every_other() -> None:
+    import itertools
+    import math
+
+    from autopeft.report.style import OUTLINES, registered_styles
+
+    looks = registered_styles()
+    for (a, sa), (b, sb) in itertools.combinations(looks.items(), 2):
+        apart = math.dist(_lab(sa.colour), _lab(sb.colour))
+        assert apart >= 25, (a, b, apart)
+        if OUTLINES[sa.marker] == OUTLINES[sb.marker]:  # same outline: the colour must carry it
+            assert apart >= 40, (a, b, apart)
+    # The pairs a user could not tell apart before.
+    assert OUTLINES[looks["lokr"].marker] != OUTLINES[looks["lora"].marker]
+    assert OUTLINES[looks["bitfit"].marker] != OUTLINES[looks["vera"].marker]
+
+
+def test_the_3d_figures_name_their_axes_and_number_the_front(tmp_path: Path) -> None:
+    from autopeft.report.plotdata import collect
+    from autopeft.report.plots import figures, front_3d_figure
+    from test_pick import hand_made_study
+
+    data = collect(hand_made_study())
+    assert data.front
+    ax = front_3d_figure(data, tmp_path / "f.png").axes[0]
+    assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_zlabel()) == (
+        "trainable params (log)", "peak memory (MiB)", "score")
+    assert sorted(t.get_text().strip() for t in ax.texts) == sorted(
+        str(p.number) for p in data.front)
+    scene = figures(data)[0][2].layout.scene
+    assert [scene[a].title.text for a in ("xaxis", "yaxis", "zaxis")] == [
+        "trainable params", "peak memory (MiB)", "score"]
+    ring = [t for t in figures(data)[0][2].data if t.name == "Pareto front"][0]
+    assert list(ring.text) == [str(p.number) for p in data.front]

@@ -53,11 +53,20 @@ def _duration(seconds: float | None) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
+def _ran(study: Study) -> int:
+    """Trials that ran before (queued warm-start recipes are not trials yet)."""
+    return sum(t.state.name != "WAITING" for t in study.get_trials(deepcopy=False))
+
+
+def _queued(study: Study) -> int:
+    """Trials waiting to run (WAITING: a recipe or a retry not yet run)."""
+    return sum(t.state.name == "WAITING" for t in study.get_trials(deepcopy=False))
+
+
 def _resuming(study: Study) -> str:
     """What a resumed study already holds: the trials that ran and those still queued
     (WAITING: a recipe or a retry not yet run); empty for a study with no trial yet."""
-    states = [t.state.name for t in study.get_trials(deepcopy=False)]
-    ran, queued = sum(s != "WAITING" for s in states), states.count("WAITING")
+    ran, queued = _ran(study), _queued(study)
     if not ran:  # a new study: its queued warm-start recipes are not a resume
         return ""
     return f" (resuming: {plural(ran, 'trial')} already" + (
@@ -295,7 +304,7 @@ class JsonLogReporter(NullReporter):
     def started(self, study: Study, url: str, budget: Any, n_trials: int | None) -> None:
         self.budget = budget
         self.emit("started", study=study.study_name, storage=url, budget_seconds=budget.seconds,
-                  n_trials=n_trials, existing_trials=_ran(study))
+                  n_trials=n_trials, existing_trials=_ran(study), queued_trials=_queued(study))
 
     def trial_started(self, number: int, candidate: Any) -> None:
         self.number = number
