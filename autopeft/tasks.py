@@ -355,6 +355,8 @@ def describe(task: Task, own: OwnData | None = None) -> str:
     """The line a search starts with: the task's kind, its classes (or "regression") and
     the metric that is the first objective, saying where the kind was inferred from the
     labels rather than given (a float label column becomes regression)."""
+    if task.name.startswith(TRAINER_PREFIX):
+        return f"task {task.name}: trained and scored by your own Trainer; metric {task.metric}"
     kind = get_kind(task.kind)
     if kind.classes:
         names = task.label_names or tuple(str(i) for i in range(task.num_labels))

@@ -41,6 +41,8 @@ def test_the_task_line_names_kind_classes_and_metric_and_says_inferred(tmp_path:
 
     assert describe(TASKS["sst2"]) == "task sst2: classification, 2 classes (0, 1); metric accuracy"
     assert describe(TASKS["stsb"]) == "task stsb: regression; metric pearson_spearman"
+    assert describe(get_task("trainer:accuracy")) == (
+        "task trainer:accuracy: trained and scored by your own Trainer; metric accuracy")
     floats = tmp_path / "f.csv"
     floats.write_text("text,label\na,0.5\nb,1.5\nc,2.0\n")
     inferred = describe(get_task(f"csv:{floats}", OwnData()))
