@@ -163,3 +163,23 @@ def test_the_3d_figures_name_their_axes_and_number_the_front(tmp_path: Path) -> 
         "trainable params", "peak memory (MiB)", "score"]
     ring = [t for t in figures(data)[0][2].data if t.name == "Pareto front"][0]
     assert list(ring.text) == [str(p.number) for p in data.front]
+
+
+def test_the_report_shows_a_front_entry_with_its_ties_as_show_does() -> None:
+    import optuna
+
+    from autopeft.report.plotdata import collect
+    from autopeft.report.plots import render_html
+
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    study.set_user_attr("noise", {"rung": 0.028, "final": 0.006})
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    for score, lr in ((0.780, 1.5e-2), (0.777, 1.7e-2), (0.775, 8.7e-3)):
+        study.add_trial(optuna.trial.create_trial(
+            params={"x": lr}, distributions=dist, values=[score, 3_074, 400 * 2**20],
+            user_attrs={"label": "ia3", "trainable_params": 3_074, "steps": 100,
+                        "candidate": {"methods": [{"name": "ia3", "params": {}}],
+                                      "learning_rate": lr, "seed": 0}}))
+    data = collect(study)
+    assert [(p.number, p.ties, p.method) for p in data.front] == [(0, [1, 2], "ia3 +2 ties")]
+    assert "<td>ia3 +2 ties</td>" in render_html(data)

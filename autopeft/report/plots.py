@@ -219,7 +219,7 @@ def _front_table(data: ReportData) -> str:
     head = ("trial", "method", "placement", "score", "trainable", "% of model", "peak memory", "time")
     body = []
     for p in data.front:
-        cells = (f"#{p.number}", p.label, p.placement, f"{p.score:.4f}", f"{p.params:,}",
+        cells = (f"#{p.number}", p.method, p.placement, f"{p.score:.4f}", f"{p.params:,}",
                  percent(p.fraction), human_bytes(p.memory),
                  "-" if p.wall_seconds is None else f"{p.wall_seconds:.0f}s")
         body.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
