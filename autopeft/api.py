@@ -152,7 +152,9 @@ def export(study: Study, trial: int, out: str, *, storage: str | None = None, tr
     """Write trial ``trial``'s candidate to ``out`` (and, with ``train``, its trained weights).
 
     ``data_dir`` and ``model`` override where the study's data and base model are found.
-    ``out/candidate.yaml`` is re-runnable: ``autopeft.train("out/candidate.yaml")``.
+    ``out/candidate.yaml`` is re-runnable: ``autopeft.train("out/candidate.yaml")``. With
+    ``train`` the files are written once the training has finished: a failed or interrupted
+    one leaves none, so the same export can run again without ``force``.
     """
     from autopeft.export import model_card, prepare_dir, retrain, write_config_only, write_trained
     from autopeft.tasks import TRAINER_PREFIX
