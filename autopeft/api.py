@@ -152,7 +152,9 @@ def export(study: Study, trial: int, out: str, *, storage: str | None = None, tr
     """Write trial ``trial``'s candidate to ``out`` (and, with ``train``, its trained weights).
 
     ``data_dir`` and ``model`` override where the study's data and base model are found.
-    ``out/candidate.yaml`` is re-runnable: ``autopeft.train("out/candidate.yaml")``.
+    ``out/candidate.yaml`` is re-runnable: ``autopeft.train("out/candidate.yaml")``. With
+    ``train`` the files are written once the training has finished: a failed or interrupted
+    one leaves none, so the same export can run again without ``force``.
     """
     from autopeft.export import model_card, prepare_dir, retrain, write_config_only, write_trained
     from autopeft.tasks import TRAINER_PREFIX
@@ -160,11 +162,13 @@ def export(study: Study, trial: int, out: str, *, storage: str | None = None, tr
 
     info = trial_info(_study(study, storage), trial, model)
     path = prepare_dir(out, force)
-    info.write(path)  # first: an interrupted training leaves a re-runnable export
-    if train:
+    if train:  # trained first: a failed or interrupted training leaves no export to refuse
         trained, measured = retrain(info, data_dir)
+        info.write(path)
         write_trained(path, info, trained, measured)
-    elif info.task.startswith(TRAINER_PREFIX):  # trained by the user's Trainer: no data here
+        return path
+    info.write(path)
+    if info.task.startswith(TRAINER_PREFIX):  # trained by the user's Trainer: no data here
         (path / "README.md").write_text(model_card(info))
     else:
         write_config_only(path, info)

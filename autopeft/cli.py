@@ -311,7 +311,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     from autopeft import api
-    from autopeft.report.show import console, csv_rows, front_notes, print_table, table
+    from autopeft.report.show import console, csv_rows, front_notes, plural, print_table, table
 
     study = api.load_study(args.study, args.storage)
     found = api.front(study, all_trials=args.all, sort=args.sort)
@@ -324,7 +324,7 @@ def _show(args: argparse.Namespace) -> int:
 
         what = "all trials" if args.all else "Pareto front"
         print_table(console(), table(found, f"{escape(study.study_name)}: {what} "
-                                            f"({len(found)} trials)"))
+                                            f"({plural(len(found), 'trial')})"))
         for line in front_notes(study):
             print(line)
     return 0
@@ -338,7 +338,20 @@ def _export(args: argparse.Namespace) -> int:
     path = api.export(study, number, args.out, train=args.train, force=args.force,
                       data_dir=args.data_dir, model=args.model)
     print(f"exported trial {number} to {path}")
+    if args.train:
+        print(retrained_line(path))
     return 0
+
+
+def retrained_line(path: Any) -> str:
+    """What ``export --train`` re-trained to, beside the score the study recorded."""
+    from autopeft.export import ExportInfo
+
+    measured = json.loads((path / "metrics.json").read_text())
+    info = ExportInfo.read(path)
+    recorded = info.objectives.score if info.objectives else None
+    return (f"re-trained: score {measured['score']:.4f}"
+            + ("" if recorded is None else f" (the study recorded {recorded:.4f})"))
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -378,11 +391,12 @@ def _methods(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(found, indent=2, default=str))
         return 0
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    console = Console()
+    from autopeft.report.show import console as make_console, print_table
+
+    console = make_console()  # a pipe or a file: every cell in full, never cut
     if args.name:
         m = found[0]
         console.print(f"[bold]{m['name']}[/bold]: {escape(m['summary'])}\n"
@@ -395,7 +409,7 @@ def _methods(args: argparse.Namespace) -> int:
         t = Table("parameter", "default", "meaning")
         for f in m["fields"]:
             t.add_row(f["name"], escape(str(f["default"])), escape(f["help"]))
-        console.print(t)
+        print_table(console, t)
         return 0
     t = Table(title="PEFT methods", caption=(
         "Parameter objective = what a user stores (stored_params); what trains is recorded as "
@@ -408,7 +422,7 @@ def _methods(args: argparse.Namespace) -> int:
         params = ", ".join(f"{k}={v}" for k, v in m["params"].items()) or "-"
         t.add_row(m["name"], m["category"], m["engine"], "yes" if m["peft_export"] else "no",
                   params, m["summary"])
-    console.print(t)
+    print_table(console, t)
     return 0
 
 
@@ -419,16 +433,18 @@ def _tasks(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="tasks (own data: --task csv:PATH, tsv:PATH, jsonl:PATH, instruct:PATH)")
+    from autopeft.report.show import console, print_table
+
+    table = Table(title="tasks (own data: --task csv:PATH, tsv:PATH, jsonl:PATH, instruct:PATH; "
+                        "any dataset `datasets` loads: --task hf:NAME[:CONFIG] or hf:FOLDER)")
     for col in ("name", "kind", "metric", "model family", "inputs", "summary"):
         table.add_column(col)
     for r in rows:
         table.add_row(r["name"], r["kind"], r["metric"], r["family"], ", ".join(r["inputs"]),
                       r["summary"])
-    Console().print(table)
+    print_table(console(), table)
     return 0
 
 

@@ -18,8 +18,11 @@ hypervolume all ask this module what a trial's result means, so it is defined on
   provisional records, marked so everywhere. Scores that differ
   by less than the noise (``score_noise``: the metric's sampling error at the rows scored) are ties, and so is peak memory within
   ``MEMORY_TOLERANCE``, so a cheaper candidate inside the noise of a dearer one replaces it.
-  Near-identical candidates (``collapse_repeats``) are one entry that lists its ``repeats``;
-  ``hidden_best`` says why the best score is not on the front when it is not.
+  A front entry is a configuration: candidates that differ only in learning rate and tie
+  within the noise (``collapse_repeats``) are one entry that lists its ``repeats`` ("+N
+  ties"); ``hidden_best`` says why the best score is not on the front when it is not, and
+  ``strict_differences`` why Optuna's strict ``best_trials`` lists trials this front folds
+  in or leaves out.
 
 A leaf: no optuna, no torch imports; trials are read through their attributes only.
 """
@@ -236,8 +239,8 @@ def _tolerance(score_noise: float) -> tuple[float, float, float]:
 
 
 def _structure(r: Record) -> tuple[str, str, int]:
-    """What makes two records the same candidate up to the learning rate and seed (a record
-    without its candidate is like no other)."""
+    """What makes two records one configuration: everything but the learning rate and seed
+    (methods, sizes, placement; a record without its candidate is like no other)."""
     import json
 
     if not r.candidate:
@@ -247,40 +250,47 @@ def _structure(r: Record) -> tuple[str, str, int]:
     return kind, json.dumps(shape, sort_keys=True, default=str), int(r.trainable_params or 0)
 
 
-def collapse_repeats(pool: Sequence[Record]) -> list[Record]:
-    """One record per group of near-identical ones (``REPEAT_LR_FACTOR``): the best-scoring
-    (then the lowest number) stands for the group and lists the others in ``repeats``. Groups
-    are runs of learning rates each within the factor of the run's lowest, so a group never
-    spans more than the factor. In pool order."""
+def _rate(r: Record) -> float:
+    return float(r.candidate.get("learning_rate") or 0)
+
+
+def _ties(best: Record, other: Record, score_noise: float) -> bool:
+    """Whether ``other``, of ``best``'s configuration, is one entry with it: a repeat (the
+    same rate, ``same_rate``) or a tie (its score within the noise of ``best``'s and its
+    memory within ``MEMORY_TOLERANCE``)."""
+    if same_rate(_rate(best), _rate(other)):
+        return True
+    (bs, _, bm), (os_, _, om) = _tie_values(best), _tie_values(other)
+    return bs - os_ <= score_noise and abs(bm - om) <= math.log1p(MEMORY_TOLERANCE)
+
+
+def collapse_repeats(pool: Sequence[Record], score_noise: float = 0.0) -> list[Record]:
+    """One front entry per configuration and tie: records of one configuration (``_structure``:
+    they differ only in learning rate and seed) whose scores tie within ``score_noise`` (or
+    whose rates are the same, ``same_rate``) are one entry. The best-scoring (then the lowest
+    number) stands for it and lists the others in ``repeats`` (``show``: "+N ties"); the
+    rest of the configuration forms further entries the same way. In pool order."""
     groups: dict[tuple[str, str, int], list[Record]] = {}
     for r in pool:
         groups.setdefault(_structure(r), []).append(r)
     stand_in: dict[int, Record] = {}
     for members in groups.values():
-        members = sorted(members, key=lambda r: (float(r.candidate.get("learning_rate") or 0),
-                                                 r.number))
-        runs: list[list[Record]] = []
-        for r in members:
-            lr = float(r.candidate.get("learning_rate") or 0)
-            low = float(runs[-1][0].candidate.get("learning_rate") or 0) if runs else None
-            if low is not None and same_rate(low, lr):
-                runs[-1].append(r)
-            else:
-                runs.append([r])
-        for run in runs:
-            best = min(run, key=lambda r: (-r.values[0], r.number))
-            stand_in[best.number] = replace(
-                best, repeats=sorted(r.number for r in run if r.number != best.number))
+        left = sorted(members, key=lambda r: (-r.values[0], r.number))
+        while left:
+            best, rest = left[0], left[1:]
+            tied = [r for r in rest if _ties(best, r, score_noise)]
+            stand_in[best.number] = replace(best, repeats=sorted(r.number for r in tied))
+            left = [r for r in rest if r not in tied]
     return [stand_in[r.number] for r in pool if r.number in stand_in]
 
 
 def front(recs: Sequence[Record], score_noise: float = 0.0) -> list[Record]:
-    """The Pareto front of ``recs`` (see the module docstring), best score first: near-
-    identical candidates collapsed (``collapse_repeats``), ties within the noise of each
+    """The Pareto front of ``recs`` (see the module docstring), best score first: one entry
+    per configuration and tie (``collapse_repeats``), ties within the noise of each
     objective (``score_noise``, ``MEMORY_TOLERANCE``, parameters exact)."""
     from autopeft.pareto import non_dominated_mask  # numpy: `show --help` does without
 
-    pool = collapse_repeats(front_pool(recs))
+    pool = collapse_repeats(front_pool(recs), score_noise)
     if not pool:
         return []
     mask = non_dominated_mask([_tie_values(r) for r in pool], DIRECTIONS, _tolerance(score_noise))
@@ -302,43 +312,82 @@ class HiddenBest:
 
 
 def _why(winner: Record, loser: Record, score_noise: float) -> str:
-    """Objective by objective, what lets ``winner`` dominate ``loser`` within the noise."""
+    """Objective by objective, how ``winner`` compares with ``loser``: what lets it dominate
+    within the noise (a tie said as a tie, never as an advantage)."""
     (ws, wp, wm), (ls, lp, lm) = winner.values, loser.values
-    parts = []
-    if ws < ls:
-        parts.append(f"score {ws:.4f} within noise {score_noise:.4f} of {ls:.4f}")
+    if ws > ls:
+        score = f"higher score ({ws:.4f} vs {ls:.4f})"
     elif ws == ls:
-        parts.append("same score")
-    if wp < lp:
-        parts.append(f"fewer params ({int(wp):,} vs {int(lp):,})")
-    if wm < lm:
-        close = lm <= wm * (1 + MEMORY_TOLERANCE)
-        parts.append(f"{'memory within 5%' if close else 'less memory'} ({wm / 2**20:.1f} vs "
-                     f"{lm / 2**20:.1f} MiB)")
-    return ", ".join(parts)
+        score = f"same score ({ws:.4f})"
+    else:
+        score = f"score {ws:.4f} within noise {score_noise:.4f} of {ls:.4f}"
+    params = (f"fewer params ({int(wp):,} vs {int(lp):,})" if wp < lp
+              else f"same params ({int(wp):,})")
+    mib = f"{wm / 2**20:.1f} vs {lm / 2**20:.1f} MiB"
+    if wm == lm:
+        memory = f"same memory ({wm / 2**20:.1f} MiB)"
+    elif wm < lm and lm > wm * (1 + MEMORY_TOLERANCE):
+        memory = f"less memory ({mib})"
+    else:
+        memory = f"{'less' if wm < lm else 'more'} memory but within 5% ({mib})"
+    return ", ".join((score, params, memory))
+
+
+def _dominator(loser: Record, others: Iterable[Record], score_noise: float) -> Record | None:
+    """The first of ``others`` that dominates ``loser`` within the noise (None: none does)."""
+    from autopeft.pareto import dominates
+    import numpy as np
+
+    signs = np.array([-1.0, 1.0, 1.0])
+    tol = _tolerance(score_noise)
+    for other in others:
+        if other.number != loser.number and dominates(np.array(_tie_values(other)) * signs,
+                                                      np.array(_tie_values(loser)) * signs, tol):
+            return other
+    return None
 
 
 def hidden_best(recs: Sequence[Record], score_noise: float = 0.0) -> HiddenBest | None:
     """Why the best-scoring record of the front's pool is not on the front (None: it is, or
     stands in for repeats that are): the front entry that dominates it within the noise."""
-    from autopeft.pareto import dominates
-    import numpy as np
-
-    pool = collapse_repeats(front_pool(recs))
+    pool = collapse_repeats(front_pool(recs), score_noise)
     if not pool:
         return None
     on = front(recs, score_noise)
     best = min(pool, key=lambda r: (-r.values[0], r.number))
     if any(best.number == r.number for r in on):
         return None
-    signs = np.array([-1.0, 1.0, 1.0])
-    tol = _tolerance(score_noise)
-    for other in [*on, *pool]:
-        if other.number != best.number and dominates(np.array(_tie_values(other)) * signs,
-                                                     np.array(_tie_values(best)) * signs, tol):
-            return HiddenBest(best.number, best.values[0], other.number,
-                              _why(other, best, score_noise))
-    return None
+    other = _dominator(best, [*on, *pool], score_noise)
+    return None if other is None else HiddenBest(best.number, best.values[0], other.number,
+                                                 _why(other, best, score_noise))
+
+
+def strict_differences(recs: Sequence[Record], strict: Iterable[int],
+                       score_noise: float = 0.0) -> list[str]:
+    """Why each of ``strict`` (the trial numbers of Optuna's ``study.best_trials``: exact
+    Pareto dominance over complete feasible trials, what optuna-dashboard and ``optuna
+    best-trials`` list) that is not an entry of this front is left out: a tie folded into an
+    entry, a search trial its refit stands in for, or dominated within the noise."""
+    on = front(recs, score_noise)
+    entries = {r.number for r in on}
+    tie_of = {n: r.number for r in on for n in r.repeats}
+    by_number = {r.number: r for r in recs}
+    lines = []
+    for n in sorted(set(strict) - entries):
+        r = by_number.get(n)
+        if r is None or r.score is None:
+            continue
+        if r.superseded_by is not None:
+            why = f"re-trained by the refit as trial {r.superseded_by}, whose score stands for it"
+        elif n in tie_of:
+            why = (f"a tie of trial {tie_of[n]}: the same configuration at learning rate "
+                   f"{_rate(r):.1e}, score {r.values[0]:.4f} within noise {score_noise:.4f}")
+        elif (other := _dominator(r, on, score_noise)) is not None:
+            why = f"dominated within the noise by trial {other.number} ({_why(other, r, score_noise)})"
+        else:
+            why = "not a candidate of this front (infeasible or provisional)"
+        lines.append(f"trial {n}: {why}")
+    return lines
 
 
 def sampling_noise(metric: str, rows: int | None, score: float | None = None) -> float:

@@ -351,6 +351,28 @@ def _natural(v: str) -> tuple:
         return (1, 0.0, v)
 
 
+def describe(task: Task, own: OwnData | None = None) -> str:
+    """The line a search starts with: the task's kind, its classes (or "regression") and
+    the metric that is the first objective, saying where the kind was inferred from the
+    labels rather than given (a float label column becomes regression)."""
+    if task.name.startswith(TRAINER_PREFIX):
+        return f"task {task.name}: trained and scored by your own Trainer; metric {task.metric}"
+    kind = get_kind(task.kind)
+    if kind.classes:
+        names = task.label_names or tuple(str(i) for i in range(task.num_labels))
+        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        what = f"classification, {len(names)} classes ({shown})"
+    elif task.kind == "multiple-choice":
+        what = f"multiple choice, {task.num_labels} choices"
+    else:
+        what = task.kind  # regression, translation, causal-lm
+    own_labels = (task.files or task.name.startswith(HUB_PREFIX)) and task.kind in KINDS
+    if own_labels and (own is None or own.kind is None):
+        other = REGRESSION.name if kind.classes else CLASSIFICATION.name
+        what += f" (inferred from the labels; --task-type {other} to change it)"
+    return f"task {task.name}: {what}; metric {task.metric}"
+
+
 def _infer_kind(labels: list) -> str:
     try:
         values = [float(v) for v in labels]

@@ -2,7 +2,7 @@
 the hidden best is explained, and the refit spreads over distinct points of the front."""
 from __future__ import annotations
 
-from autopeft.results import Record, collapse_repeats, front, hidden_best
+from autopeft.results import Record, collapse_repeats, front, hidden_best, strict_differences
 from autopeft.search.refit import kind, spread
 
 MiB = 2**20
@@ -36,9 +36,39 @@ def test_near_identical_candidates_are_one_entry_listing_its_repeats() -> None:
 
 
 def test_a_repeat_group_never_spans_more_than_the_factor() -> None:
-    chain = [rec(n, 0.8, 100, candidate=cand("bitfit", lr)) for n, lr in
+    # Scores apart (no tie): only the same rate, within 10% of the entry's best, is a repeat.
+    chain = [rec(n, 0.8 - 0.01 * n, 100, candidate=cand("bitfit", lr)) for n, lr in
              enumerate([1.00e-3, 1.08e-3, 1.16e-3, 1.25e-3])]  # each 8% above the last
     assert {r.number: r.repeats for r in collapse_repeats(chain)} == {0: [1], 2: [3]}
+
+
+def test_one_configuration_at_rates_tied_within_the_noise_is_one_entry() -> None:
+    # The (IA)3 front seen: three rates, same parameters and memory, scores within the noise.
+    ia3 = [rec(n, score, 3_074, candidate=cand("ia3", lr, **IA3)) for n, score, lr in
+           ((4, 0.7770, 1.7e-2), (6, 0.7800, 1.5e-2), (9, 0.7750, 8.7e-3))]
+    low = rec(11, 0.7600, 3_074, candidate=cand("ia3", 4e-3, **IA3))  # beyond the noise
+    lean = rec(12, 0.7700, 3_074, memory=300 * MiB, candidate=cand("ia3", 3e-3, **IA3))
+    on = front([*ia3, low, lean], 0.006)
+    assert [(r.number, r.repeats) for r in on] == [(6, [4, 9]), (12, [])]
+    # Without noise the same scores are distinct points: the best alone dominates them.
+    assert [(r.number, r.repeats) for r in front([*ia3, low], 0.0)] == [(6, [])]
+
+
+def test_optunas_strict_front_is_explained_trial_by_trial() -> None:
+    ia3 = [rec(4, 0.7770, 3_074, candidate=cand("ia3", 1.7e-2, **IA3)),
+           rec(6, 0.7800, 3_074, candidate=cand("ia3", 1.5e-2, **IA3))]
+    searched = rec(7, 0.80, 50_000, candidate=cand("lora", 1e-3))
+    searched.superseded_by = 8
+    refit = rec(8, 0.79, 50_000, candidate=cand("lora", 1e-3), fidelity="refit")
+    close = rec(10, 0.7795, 3_074, memory=int(450 * MiB), candidate=cand("ia3", 2e-2,
+                                                                         targets=["key"]))
+    lines = strict_differences([*ia3, searched, refit, close], [4, 6, 7, 8, 10], 0.006)
+    assert lines == [
+        "trial 4: a tie of trial 6: the same configuration at learning rate 1.7e-02, "
+        "score 0.7770 within noise 0.0060",
+        "trial 7: re-trained by the refit as trial 8, whose score stands for it",
+        "trial 10: dominated within the noise by trial 6 (higher score (0.7800 vs 0.7795), "
+        "same params (3,074), less memory (400.0 vs 450.0 MiB))"]
 
 
 def test_refit_and_search_records_are_never_each_others_repeats() -> None:
@@ -68,6 +98,16 @@ def test_show_says_why_the_best_score_is_not_on_the_front() -> None:
                                  "dominated by trial 7 (score 0.8080 within noise 0.0060")
     assert "fewer params (5,380 vs 1,200,000)" in why.line()
     assert hidden_best([best, ia3], 0.0) is None  # no noise: both are on the front
+
+
+def test_the_hidden_best_line_names_what_really_dominates() -> None:
+    # Same score, fewer params, but 3% MORE memory (a tie): said as such, not as an advantage.
+    best = rec(1, 0.3750, 9_000, memory=int(400 * MiB), candidate=cand("lora", 1e-3))
+    other = rec(4, 0.3750, 5_000, memory=int(412 * MiB), candidate=cand("ia3", 1e-2))
+    why = hidden_best([best, other], 0.0)
+    assert why is not None and (why.number, why.by) == (1, 4)
+    assert why.why == ("same score (0.3750), fewer params (5,000 vs 9,000), "
+                       "more memory but within 5% (412.0 vs 400.0 MiB)")
 
 
 def test_the_refit_spreads_over_methods_and_sizes_before_variants() -> None:
@@ -108,7 +148,20 @@ def test_show_lists_repeats_and_the_hidden_best_from_a_study() -> None:
     notes = front_notes(study)
     assert notes[0].startswith("best score 0.8119 (trial 2) is not on the front: dominated by "
                                "trial 1")
-    assert "trial 1 stands for its repeats" in notes[1] and notes[1].endswith(": 0")
+    assert notes[1] == ("trial 1 +1 tie (the same configuration at other learning rates, "
+                        "within the noise): 0")
+    # Optuna's strict front (the dashboard's) lists trial 2 too: show says why it is not here.
+    assert {t.number for t in study.best_trials} == {1, 2}
+    assert notes[2].startswith("Optuna's best_trials (and optuna-dashboard) also list 1 trial:")
+    assert notes[3].startswith("  trial 2: dominated within the noise by trial 1 (score 0.8060 "
+                               "within noise 0.0060 of 0.8119, fewer params (5,380 vs 1,200,000)")
+    assert len(notes) == 4
+    from rich.console import Console
+
+    from autopeft.report.show import table
+    out = Console(width=200, record=True)
+    out.print(table(shown, "front"))
+    assert "ia3 +1 tie" in out.export_text()
 
 
 class _Study:  # what leaders_first reads of a study

@@ -54,7 +54,10 @@ def test_html_report_holds_the_front_and_works_offline(tiny_study, report) -> No
     for number in front:
         assert f"<td>#{number}</td>" in text  # the front table
         assert f"trial {number}" in text       # the hover text of its point
-    assert len(re.findall(r"Plotly\.newPlot", text)) == 5  # 3-D, 2-D, fraction, HV, states
+    # 3-D, 2-D, fraction, HV, states, and Optuna's own importance and parallel coordinates
+    assert len(re.findall(r"Plotly\.newPlot", text)) == 7
+    for view in ("importance", "parallel"):
+        assert f"id='{view}'" in text and f'id="fig-{view}"' in text
     assert "<script src=" not in text, "plotly.js must be inline: the report works offline"
     assert 3_000_000 < report.html.stat().st_size < 8_000_000  # plotly.js (~4.8 MB) + data
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from autopeft.pareto import hypervolume, non_dominated_mask
-from autopeft.report.show import human_bytes, percent, placement, rows
+from autopeft.report.show import human_bytes, percent, placement, plural, rows
 from autopeft.results import feasible, records
 
 if TYPE_CHECKING:
@@ -38,6 +38,12 @@ class Point:
     placement: str = ""
     note: str = ""
     spread: str = ""  # "mean ± std over N seeds" for a confirmed trial
+    ties: list[int] = field(default_factory=list)  # a front entry: the trials it stands for
+
+    @property
+    def method(self) -> str:
+        """The label, with the ties a front entry stands for (``lora +2 ties``) as ``show``."""
+        return self.label + (f" +{plural(len(self.ties), 'tie')}" if self.ties else "")
 
     @property
     def memory_mib(self) -> float | None:
@@ -46,7 +52,7 @@ class Point:
     @property
     def hover(self) -> str:
         """What a mouse-over shows: the trial and its whole candidate."""
-        lines = [f"<b>trial {self.number}</b> {self.label}" + (" (front)" if self.on_front else ""),
+        lines = [f"<b>trial {self.number}</b> {self.method}" + (" (front)" if self.on_front else ""),
                  self.placement]
         if self.score is not None:
             lines += [f"score {self.score:.4f}",
@@ -96,7 +102,8 @@ def collect(study: Study) -> ReportData:
     refit trial stands in for the search trial it re-trains; provisional scores (the last
     rung of a trial that did not finish) are drawn only when no trial completed."""
     trials = study.get_trials(deepcopy=False)
-    front = {r.number for r in rows(study)}
+    ties = {r.number: r.repeats for r in rows(study)}
+    front = set(ties)
     recs = {r.number: r for r in records(trials)}
     starts = [t.datetime_start for t in trials if t.datetime_start is not None]
     t0 = min(starts) if starts else None
@@ -109,7 +116,8 @@ def collect(study: Study) -> ReportData:
             continue
         p = Point(number=t.number, state=state_of(t), label=r.label,
                   placement=placement(r.candidate), note=r.note, on_front=t.number in front,
-                  wall_seconds=r.wall_seconds, fraction=r.trainable_fraction)
+                  wall_seconds=r.wall_seconds, fraction=r.trainable_fraction,
+                  ties=ties.get(t.number, []))
         if r.fidelity == "refit":
             p.spread = (f"refit at {r.steps} steps: {r.score:.4f} ± {r.score_std or 0:.4f} over "
                         f"{r.seeds or '?'} seed(s); search score {r.search_score}")

@@ -54,7 +54,7 @@ def write_report(study: Study, out: Path) -> Report:
     data = collect(study)
     out.mkdir(parents=True, exist_ok=True)
     report = Report(html=out / "report.html", data=data)
-    report.html.write_text(render_html(data), encoding="utf-8")
+    report.html.write_text(render_html(data, optuna_figures(study)), encoding="utf-8")
     report.pngs = write_pngs(data, out)
     return report
 
@@ -74,7 +74,11 @@ def _scatter_traces(go: Any, data: ReportData, x: str, y: str, z: str | None = N
         coords = {"x": [getattr(p, x) for p in points], "y": [getattr(p, y) for p in points]}
         if z:
             coords["z"] = [getattr(p, z) for p in points]
-        return Trace(**coords, mode="markers", name=name, legendgroup=group, showlegend=show,
+        numbered = bool(z) and name == FRONT_NAME  # the 3-D front carries its trial numbers
+        if numbered:
+            coords.update(text=[str(p.number) for p in points], textposition="top center")
+        return Trace(**coords, mode="markers+text" if numbered else "markers", name=name,
+                     legendgroup=group, showlegend=show,
                      legendgrouptitle={"text": title} if title else None,
                      marker=marker, hovertext=[p.hover for p in points],
                      hovertemplate="%{hovertext}<extra></extra>",
@@ -101,15 +105,17 @@ def _scatter_traces(go: Any, data: ReportData, x: str, y: str, z: str | None = N
     if data.front:
         ring = {"color": FRONT_COLOUR, "size": size + (4 if z else 7), "symbol": "diamond-open",
                 "line": {"color": FRONT_COLOUR, "width": 2}}
-        traces.append(trace(data.front, "Pareto front", ring, legend, marks,
+        traces.append(trace(data.front, FRONT_NAME, ring, legend, marks,
                             "" if bad else marks))
     return traces
 
 
+FRONT_NAME = "Pareto front"
 # plotly's 3-D scatter has fewer symbols (no triangles): the nearest, and the colour tells
 # the rest apart (diamond-open is the front's ring, x an infeasible trial).
 SYMBOLS_3D = {"o": "circle", "s": "square", "^": "diamond", "v": "cross", "p": "circle-open",
-              "h": "square-open", "<": "diamond", ">": "cross", "P": "cross", "*": "diamond"}
+              "h": "square-open", "<": "diamond", ">": "cross", "P": "cross", "*": "diamond",
+              "d": "diamond-open"}
 
 
 def figures(data: ReportData) -> list[tuple[str, str, Any, str]]:
@@ -177,11 +183,43 @@ def figures(data: ReportData) -> list[tuple[str, str, Any, str]]:
     return out
 
 
+def optuna_figures(study: Study) -> list[tuple[str, str, Any, str]]:
+    """Optuna's own views of the study (``optuna.visualization``, not redrawn here): which
+    parameters mattered for the score, and the parameters of every trial against its score.
+    A view Optuna cannot draw yet (too few complete trials, no parameter they all share) is
+    a one-line note instead."""
+    import warnings
+
+    import optuna.visualization as vis
+
+    def score(t: Any) -> float:
+        return t.values[0]
+
+    views = (("importance", "Parameter importance for the score (Optuna)",
+              lambda: vis.plot_param_importances(study, target=score, target_name="score"),
+              "fANOVA importance of each parameter that every complete trial has, for the "
+              "score (optuna.visualization.plot_param_importances)."),
+             ("parallel", "Parameters against the score (Optuna)",
+              lambda: vis.plot_parallel_coordinate(study, target=score, target_name="score"),
+              "Each line is a complete trial; drag along an axis to filter "
+              "(optuna.visualization.plot_parallel_coordinate)."))
+    out = []
+    for anchor, title, draw, caption in views:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fig = draw()
+        except (ValueError, RuntimeError, ZeroDivisionError) as exc:
+            fig, caption = None, f"Optuna cannot draw this view of the study yet: {exc}"
+        out.append((anchor, title, fig, caption))
+    return out
+
+
 def _front_table(data: ReportData) -> str:
     head = ("trial", "method", "placement", "score", "trainable", "% of model", "peak memory", "time")
     body = []
     for p in data.front:
-        cells = (f"#{p.number}", p.label, p.placement, f"{p.score:.4f}", f"{p.params:,}",
+        cells = (f"#{p.number}", p.method, p.placement, f"{p.score:.4f}", f"{p.params:,}",
                  percent(p.fraction), human_bytes(p.memory),
                  "-" if p.wall_seconds is None else f"{p.wall_seconds:.0f}s")
         body.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
@@ -201,8 +239,9 @@ table.front td:nth-child(n+4){text-align:right;font-variant-numeric:tabular-nums
 .running{background:#eef6ff;border-left:4px solid #1f77b4;padding:6px 10px}.hint{color:#555}"""
 
 
-def render_html(data: ReportData) -> str:
-    """The whole report as one HTML page with plotly.js inline."""
+def render_html(data: ReportData, extra: list[tuple[str, str, Any, str]] = ()) -> str:
+    """The whole report as one HTML page with plotly.js inline; ``extra``: more sections
+    (Optuna's views, ``optuna_figures``; a section without a figure shows its caption)."""
     from plotly.offline import get_plotlyjs
 
     now = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
@@ -214,7 +253,11 @@ def render_html(data: ReportData) -> str:
     sections = [f"<section><h2>Pareto front ({len(data.front)} trials)</h2>{_front_table(data)}"
                 "</section>"]
     config = {"displaylogo": False, "responsive": True}
-    for anchor, title, fig, caption in figures(data):
+    for anchor, title, fig, caption in [*figures(data), *extra]:
+        if fig is None:
+            sections.append(f"<section id='{anchor}'><h2>{html.escape(title)}</h2>"
+                            f"<p class='hint'>{html.escape(caption)}</p></section>")
+            continue
         fig.update_layout(template="plotly_white")
         div = fig.to_html(full_html=False, include_plotlyjs=False, config=config,
                           div_id=f"fig-{anchor}")
@@ -391,13 +434,12 @@ def front_2d_figure(data: ReportData, path: Path) -> Any:
     return fig
 
 
-def write_pngs(data: ReportData, out: Path) -> list[Path]:
+def front_3d_figure(data: ReportData, path: Path) -> Any:
+    """The three objectives in 3-D, axes named, front members ringed and numbered."""
     import numpy as np
     from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     has = bool(data.scored)
-    paths = [out / name for name in PNG_NAMES]
-
     fig = _figure(7, 6)
     ax = fig.add_subplot(projection="3d")
     look = looks(data)
@@ -415,11 +457,25 @@ def write_pngs(data: ReportData, out: Path) -> list[Path]:
         _empty(ax)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # log10 axis: ticks at decades
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _short_count(10 ** v)))
+    for p in data.front:  # each front member carries its trial number, as in the 2-D PNGs
+        ax.text(np.log10(p.params), p.memory_mib, p.score, f"    {p.number}", fontsize=7,
+                zorder=5)
     ax.set_xlabel("trainable params (log)", labelpad=8)
     ax.set_ylabel("peak memory (MiB)", labelpad=8)
     ax.set_zlabel("score")
     ax.set_title(f"{data.study}: the front in 3-D")
-    _finish(fig, data, paths[0])
+    _finish(fig, data, path)
+    return fig
+
+
+def write_pngs(data: ReportData, out: Path) -> list[Path]:
+    import numpy as np
+    from matplotlib.ticker import MaxNLocator
+
+    has = bool(data.scored)
+    paths = [out / name for name in PNG_NAMES]
+
+    front_3d_figure(data, paths[0])
 
     front_2d_figure(data, paths[1])
 

@@ -19,7 +19,7 @@ from typing import IO, TYPE_CHECKING, Any
 from rich.markup import escape
 
 from autopeft.protocols import NullReporter  # noqa: F401  (re-exported)
-from autopeft.report.show import (console, human_bytes, human_count, placement,
+from autopeft.report.show import (console, human_bytes, human_count, placement, plural,
                                   print_table, rows, table)
 from autopeft.results import feasible, record
 
@@ -58,6 +58,21 @@ def _ran(study: Study) -> int:
     return sum(t.state.name != "WAITING" for t in study.get_trials(deepcopy=False))
 
 
+def _queued(study: Study) -> int:
+    """Trials waiting to run (WAITING: a recipe or a retry not yet run)."""
+    return sum(t.state.name == "WAITING" for t in study.get_trials(deepcopy=False))
+
+
+def _resuming(study: Study) -> str:
+    """What a resumed study already holds: the trials that ran and those still queued
+    (WAITING: a recipe or a retry not yet run); empty for a study with no trial yet."""
+    ran, queued = _ran(study), _queued(study)
+    if not ran:  # a new study: its queued warm-start recipes are not a resume
+        return ""
+    return f" (resuming: {plural(ran, 'trial')} already" + (
+        f", {queued} queued)" if queued else ")")
+
+
 def _result_line(study: Study, number: int) -> str:
     r = record(study.trials[number])
     return (f"trial {number} [cyan]{escape(r.label)}[/] score {r.score:.4f}  "
@@ -88,9 +103,8 @@ class ConsoleReporter(NullReporter):
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.budget = budget
-        done = _ran(study)
         self.console.print(f"[bold]study[/] {escape(study.study_name)} at {escape(url)}"
-                           + (f" (resuming: {done} trials already)" if done else ""))
+                           + _resuming(study))
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
                                  TextColumn("{task.completed}/{task.total}"),
                                  TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
@@ -122,7 +136,7 @@ class ConsoleReporter(NullReporter):
         front = rows(study)
         shown = f", the best {self.front_rows} shown" if len(front) > self.front_rows else ""
         print_table(self.console, table(front[: self.front_rows],
-                                        f"front so far ({len(front)} trials{shown})"))
+                                        f"front so far ({plural(len(front), 'trial')}{shown})"))
 
     def trial_pruned(self, number: int, reason: str) -> None:
         self.console.print(f"trial {number} [yellow]pruned[/]: {escape(reason)}")
@@ -203,7 +217,7 @@ class LiveReporter(NullReporter):
         name = self.study.study_name if self.study else ""
         parts: list[Any] = [Panel(grid, title=Text(f"autopeft search: {name}"), title_align="left")]
         if self.front:
-            parts.append(table(self.front, f"front ({self.front_size} trials, top {len(self.front)} by score)"))
+            parts.append(table(self.front, f"front ({plural(self.front_size, 'trial')}, top {len(self.front)} by score)"))
         return Group(*parts)
 
     def _refresh_counts(self) -> None:
@@ -215,9 +229,8 @@ class LiveReporter(NullReporter):
         from rich.live import Live
 
         self.study, self.budget, self.n_trials = study, budget, n_trials
-        done = _ran(study)
         self.console.print(f"[bold]study[/] {escape(study.study_name)} at {escape(url)}"
-                           + (f" (resuming: {done} trials already)" if done else ""))
+                           + _resuming(study))
         self._refresh_counts()
         front = rows(study)
         self.front, self.front_size = front[: self.front_rows], len(front)
@@ -291,7 +304,7 @@ class JsonLogReporter(NullReporter):
     def started(self, study: Study, url: str, budget: Any, n_trials: int | None) -> None:
         self.budget = budget
         self.emit("started", study=study.study_name, storage=url, budget_seconds=budget.seconds,
-                  n_trials=n_trials, existing_trials=_ran(study))
+                  n_trials=n_trials, existing_trials=_ran(study), queued_trials=_queued(study))
 
     def trial_started(self, number: int, candidate: Any) -> None:
         self.number = number

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from autopeft.results import front, hidden_best, records, score_noise
+from autopeft.results import front, hidden_best, records, score_noise, strict_differences
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -78,15 +78,24 @@ def rows(study: Study, all_trials: bool = False, sort: str = "score") -> list[Ro
 
 def front_notes(study: Study) -> list[str]:
     """Lines ``show`` prints under the front: why the best-scoring trial is not on it (a tie
-    within the noise went to a cheaper one), and which entries stand for repeats."""
+    within the noise went to a cheaper one), which trials each "+N ties" entry stands for,
+    and which trials Optuna's strict ``best_trials`` (optuna-dashboard, ``optuna
+    best-trials``) would list besides, and why."""
     recs = records(study.get_trials(deepcopy=False))
     noise = score_noise(study.user_attrs, recs)
     hidden = hidden_best(recs, noise)
     lines = [hidden.line()] if hidden else []
     for r in front(recs, noise):
         if r.repeats:
-            lines.append(f"trial {r.number} stands for its repeats (same candidate, learning "
-                         f"rate within 10%): {', '.join(map(str, r.repeats))}")
+            lines.append(f"trial {r.number} +{plural(len(r.repeats), 'tie')} (the same "
+                         f"configuration at other learning rates, within the noise): "
+                         f"{', '.join(map(str, r.repeats))}")
+    strict = strict_differences(recs, [t.number for t in study.best_trials], noise)
+    if strict:
+        lines.append(f"Optuna's best_trials (and optuna-dashboard) also list "
+                     f"{plural(len(strict), 'trial')}: its front is exact, this one counts "
+                     f"ties (scores within {noise:.4f}, memory within 5%) as one entry:")
+        lines.extend(f"  {line}" for line in strict)
     return lines
 
 
@@ -126,15 +135,27 @@ def _queued(trials: list[FrozenTrial], notes: dict[int, str]) -> list[Row]:
     return out
 
 
+# The scalar fields of ``Row`` (what ``--json`` has), the candidate aside (its summary is the
+# placement column) and the repeats joined by spaces.
 CSV_COLUMNS = ("number", "state", "label", "score", "trainable_params", "trainable_fraction",
-               "peak_memory_bytes", "wall_seconds", "on_front", "feasible", "seeds", "score_mean",
-               "score_std", "note")
+               "peak_memory_bytes", "wall_seconds", "on_front", "feasible", "fidelity", "steps",
+               "steps_trained", "search_score", "superseded_by", "seeds", "score_mean",
+               "score_std", "repeats", "note")
 
 
 def csv_rows(study_rows: list[Row]) -> list[list[Any]]:
     """``show --csv``: a header, then one line per row, its placement summary last."""
+    def cell(r: Row, c: str) -> Any:
+        value = getattr(r, c)
+        return " ".join(map(str, value)) if isinstance(value, list) else value
+
     return [[*CSV_COLUMNS, "placement"]] + [
-        [getattr(r, c) for c in CSV_COLUMNS] + [placement(r.candidate)] for r in study_rows]
+        [cell(r, c) for c in CSV_COLUMNS] + [placement(r.candidate)] for r in study_rows]
+
+
+def plural(n: int, word: str) -> str:
+    """``1 trial``, ``2 trials``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def human_bytes(n: int | None) -> str:
@@ -306,7 +327,8 @@ def _cells(r: Row) -> dict[str, Any]:
     from rich.text import Text
 
     return {
-        "trial": str(r.number), "method": Text(r.label),
+        "trial": str(r.number),
+        "method": Text(r.label + (f" +{plural(len(r.repeats), 'tie')}" if r.repeats else "")),
         "score": "-" if r.score is None else f"{r.score:.4f}",
         "mean ± std": "-" if r.score_mean is None else (
             f"{r.score_mean:.4f}" + ("" if r.score_std is None else f" ± {r.score_std:.4f}")),

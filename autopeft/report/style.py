@@ -13,27 +13,36 @@ from dataclasses import dataclass
 
 from autopeft.methods.registry import CATEGORIES, METHODS
 
-# Shades per family, dark to light, each readable on white; a family with more members
-# than shades cycles them with other markers (the (colour, marker) pair stays unique).
+# Shades per family, in registry order of its methods (then spares for combinations and
+# plugins), each readable on white. Chosen so that any two registered methods differ by at
+# least 25 in CIELAB (CIE76) and, where their markers have the same outline (round,
+# triangle), by at least 40: lokr and lora (two light blues, two triangles) and bitfit and
+# vera (green and teal, circle and hexagon) looked alike before (tests/test_newcomer.py).
+# A family with more members than shades cycles them with other markers (the (colour,
+# marker) pair stays unique).
 SHADES: dict[str, tuple[str, ...]] = {
     "baseline": ("#222222", "#666666"),
-    "additive": ("#b2182b", "#e6550d", "#8c510a", "#f768a1", "#fd8d3c", "#d6604d", "#bf812d"),
-    "partial": ("#1b7837", "#66bd63", "#00441b", "#a6d96a"),
-    "reparameterized": ("#08306b", "#2171b5", "#17becf", "#6baed6", "#3f51b5", "#0b7a8f",
+    "additive": ("#b2182b", "#ff7f00", "#8c510a", "#f768a1", "#e6ab02", "#fdbf6f", "#d6604d",
+                 "#bf812d"),
+    "partial": ("#33a02c", "#b2df8a", "#00441b", "#a6d96a"),
+    "reparameterized": ("#08306b", "#1f78b4", "#18e7ff", "#a6cee3", "#4a6fe3", "#01665e",
                         "#9ecae1"),
-    "hybrid": ("#54278f", "#c51b8a", "#8073ac", "#7a0177", "#dd3497", "#b2abd2", "#3f007d",
-               "#f1b6da"),
+    "hybrid": ("#9e9ac8", "#c51b8a", "#54278f", "#7a0177", "#dd3497", "#3f007d", "#f1b6da"),
     "unified": ("#8c8c00", "#bcbd22", "#e7ba52"),
     "other": ("#7f7f7f", "#a0a0a0", "#4d4d4d"),
 }
 FAMILIES = (*CATEGORIES, "other")  # legend order
-# Marker shapes in the order a family's members take them (matplotlib names). Not "x" (an
+# Marker shapes in the order a family's members take them (matplotlib names): the first
+# five of different outlines (round, square, triangle, cross, diamond). Not "x" (an
 # infeasible trial) and not "D" (the front's open diamond ring).
-MARKERS = ("o", "s", "^", "v", "p", "h", "<", ">", "P", "*")
+MARKERS = ("o", "s", "^", "P", "d", "v", "h", "<", ">", "p")
+OUTLINES = {"o": "round", "h": "round", "p": "round", "^": "triangle", "v": "triangle",
+            "<": "triangle", ">": "triangle", "s": "square", "d": "diamond", "P": "cross",
+            "*": "star"}
 BASELINE_MARKER = "*"
 PLOTLY_SYMBOLS = {"o": "circle", "s": "square", "^": "triangle-up", "v": "triangle-down",
                   "p": "pentagon", "h": "hexagon", "<": "triangle-left", ">": "triangle-right",
-                  "P": "cross", "*": "star"}
+                  "P": "cross", "*": "star", "d": "diamond-tall"}
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,19 @@ def study_attrs(cfg: SearchConfig, space: Space) -> dict[str, Any]:
                        "loss_check": cfg.loss_check}}
 
 
+def name_metrics(study: Any) -> None:
+    """Name the objectives (``OBJECTIVES``) so optuna-dashboard and Optuna's plots show
+    score / trainable_params / peak_memory_bytes, not "Objective 0/1/2"."""
+    import warnings
+
+    import optuna
+
+    if study.metric_names is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(OBJECTIVES))
+
+
 def open_study(cfg: SearchConfig, space: Space) -> Any:
     """Create the study, or resume it if it exists with the same task, model and space."""
     import optuna
@@ -34,6 +47,7 @@ def open_study(cfg: SearchConfig, space: Space) -> Any:
     storage = open_storage(url, create=True, heartbeat=cfg.heartbeat)
     study = optuna.create_study(storage=storage, study_name=cfg.study, directions=list(DIRECTIONS),
                                 load_if_exists=True)
+    name_metrics(study)
     # A resumed study (or a second process) must not draw the same candidates again: the
     # sampler's seed moves on with the trials the study already holds.
     study.sampler = make_sampler(cfg.sampler, cfg.seed + len(study.get_trials(deepcopy=False)),

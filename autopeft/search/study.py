@@ -47,6 +47,7 @@ from autopeft.search.warmstart import (enqueue_recipes, entry_families, requeue_
                                        tries_learning_rates)
 from autopeft.search.workers import start_workers
 from autopeft.space import Space, load_space, space_from_text
+from autopeft.tasks import describe
 from autopeft.train import TrainSettings
 from autopeft.validate import fit_space
 
@@ -181,7 +182,7 @@ def run_search(cfg: SearchConfig, reporter: Reporter | None = None, bench: Bench
     bench = bench or Bench.load(cfg.model, cfg.data, cfg.train, cache_dir(), cfg.trust_remote_code)
     space, notes = fit_space(space, bench.base.model)  # before any database is created
     study = open_study(cfg, space)
-    for note in [*bench.notes, *notes]:
+    for note in [describe(bench.task, cfg.data.own()), *bench.notes, *notes]:
         reporter.note(note)
     url = storage_url(cfg.study, cfg.storage)
     slots = placement(cfg, bench, study, reporter)

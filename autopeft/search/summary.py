@@ -71,6 +71,14 @@ def front_trials(study: Study) -> list[Any]:
     return front(recs, score_noise(study.user_attrs, recs))
 
 
+def store_front(study: Study) -> None:
+    """The reported front with the study (user attribute ``front``: one ``{"number",
+    "ties"}`` per entry, best score first), so Optuna's own readers (optuna-dashboard, a
+    notebook) see autopeft's entries beside Optuna's strict ``best_trials``."""
+    study.set_user_attr("front", [{"number": r.number, "ties": list(r.repeats)}
+                                  for r in front_trials(study)])
+
+
 def scales_of(study: Study) -> Scales | None:
     raw = study.user_attrs.get("hv_scales")
     return Scales(int(raw["base_params"]), float(raw.get("score_max", 1.0))) if raw else None
@@ -79,7 +87,9 @@ def scales_of(study: Study) -> Scales | None:
 def record_hypervolume(study: Study) -> float | None:
     """Append (seconds since the study started, hypervolume) to the study's history.
 
-    Several workers may append at once; a lost entry only thins the curve."""
+    Several workers may append at once; a lost entry only thins the curve. The tie-aware
+    front is stored beside it (``store_front``)."""
+    store_front(study)
     scales = scales_of(study)
     if scales is None:
         return None
