@@ -47,6 +47,7 @@ from autopeft.search.warmstart import (enqueue_recipes, entry_families, requeue_
                                        tries_learning_rates)
 from autopeft.search.workers import start_workers
 from autopeft.space import Space, load_space, space_from_text
+from autopeft.tracking import REPORT_TO, parse_report_to, tracked
 from autopeft.train import TrainSettings
 from autopeft.validate import fit_space
 
@@ -179,6 +180,8 @@ def run_search(cfg: SearchConfig, reporter: Reporter | None = None, bench: Bench
     bench = bench or Bench.load(cfg.model, cfg.data, cfg.train, cache_dir(), cfg.trust_remote_code)
     space, notes = fit_space(space, bench.base.model)  # before any database is created
     study = open_study(cfg, space)
+    study.set_user_attr(REPORT_TO, parse_report_to(cfg.report_to))  # its workers report there too
+    reporter = tracked(reporter, cfg.report_to, cfg.study)
     for note in [*bench.notes, *notes]:
         reporter.note(note)
     url = storage_url(cfg.study, cfg.storage)
@@ -241,6 +244,7 @@ def run_worker(study_name: str, storage: str | None = None, reporter: Reporter |
     if cfg.max_trials is None and budget.search.seconds is None:
         raise UserError(f"study {study_name!r} has neither a trial cap nor a deadline: start it "
                         "with `autopeft search ... --max-trials N` or `--budget`")
+    reporter = tracked(reporter, a.get(REPORT_TO), study_name, owner=False)
     bench = Bench.load(cfg.model, cfg.data, cfg.train, cache_dir(), cfg.trust_remote_code)
     space, _ = fit_space(space_from_text(a["space_text"], a["space"]), bench.base.model)
     # seed None: seeds would repeat across workers
