@@ -47,6 +47,7 @@ from autopeft.search.warmstart import (enqueue_recipes, entry_families, requeue_
                                        tries_learning_rates)
 from autopeft.search.workers import start_workers
 from autopeft.space import Space, load_space, space_from_text
+from autopeft.tasks import TRAINER_PREFIX
 from autopeft.tracking import REPORT_TO, parse_report_to, tracked
 from autopeft.train import TrainSettings
 from autopeft.validate import fit_space
@@ -233,6 +234,11 @@ def run_worker(study_name: str, storage: str | None = None, reporter: Reporter |
     a = study.user_attrs
     if "space_text" not in a:
         raise UserError(f"study {study_name!r} was not made by this autopeft version's search")
+    if str(a["task"]).startswith(TRAINER_PREFIX):
+        raise UserError(f"study {study_name!r} is trained by your own Trainer "
+                        "(search_with_trainer): autopeft holds none of its data, so a worker "
+                        "cannot train its trials; call search_with_trainer again with "
+                        f"study={study_name!r} (and its storage) to add trials")
     own_device = worker_device(a["train"].get("device", "auto"), device)  # its GPU is `cuda`
     train = TrainSettings(**{**a["train"], "device": own_device})
     cfg = SearchConfig(task=a["task"], model=a["model"], study=study_name, storage=url,
