@@ -32,3 +32,19 @@ def test_an_example_searches_with_its_own_trainer(script: str, study: str, workd
     search = printed.err[printed.err.index("plan ("):]  # from the search's start: autopeft's lines
     assert "'loss'" not in printed.out + search and "it/s" not in search, search
     assert "Warning" not in search and "[RANK" not in search, search
+
+
+def test_paths_are_taken_as_os_pathlike_everywhere(workdir: Path, tiny_model: Path,
+                                                   tiny_data: Path) -> None:
+    """A ``pathlib.Path`` wherever a path is taken: the model, the data, the space, the
+    storage, the export folder (a notebook's paths are Paths)."""
+    space = workdir / "space.yaml"
+    space.write_text("candidates: [lora]\nlearning_rate: 1.0e-3\n")
+    study = api.search("sst2", tiny_model, data_dir=tiny_data, space=space, study="p",
+                       storage=f"sqlite:///{workdir / 'p.db'}", n_trials=1, train_samples=32,
+                       eval_samples=16, batch_size=16, max_length=32)
+    trial = study.trials[0]
+    assert trial.state.name == "COMPLETE" and study.user_attrs["model"] == str(tiny_model)
+    assert study.user_attrs["data"]["data_dir"] == str(tiny_data)
+    out = api.export(study, trial.number, workdir / "exported")
+    assert (out / "candidate.yaml").is_file()
