@@ -15,14 +15,11 @@ and a prompt-completion (or conversational) dataset of your own.
 """
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
 import autopeft
-from tiny import tiny_causal_lm, toy_sentences
+from tiny import example_options, toy_sentences
 
 
 def pairs(n: int, seed: int) -> Dataset:
@@ -33,13 +30,7 @@ def pairs(n: int, seed: int) -> Dataset:
 
 
 def main() -> None:
-    cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    cli.add_argument("--model", type=Path, help="a causal LM (default: a tiny one, built now)")
-    cli.add_argument("--out", type=Path, default=Path("example-output"))
-    cli.add_argument("--n-trials", type=int, default=4)
-    cli.add_argument("--report-to", default="none", help="tensorboard, mlflow, wandb, all, none")
-    opts = cli.parse_args()
-    model = opts.model or tiny_causal_lm(opts.out / "tiny-llama")
+    opts, model = example_options(__doc__)
 
     train, dev = pairs(64, seed=0), pairs(32, seed=1)
     # use_cpu and bf16=False for a CPU: on a GPU, drop both (TRL's default is bf16); a model

@@ -2,6 +2,7 @@
 anywhere (a CPU, no hub). Replace them with your own model id and data."""
 from __future__ import annotations
 
+import argparse
 import random
 from pathlib import Path
 
@@ -37,3 +38,14 @@ def tiny_causal_lm(folder: Path) -> Path:
     AutoModelForCausalLM.from_config(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def example_options(doc: str) -> tuple[argparse.Namespace, Path]:
+    """The examples' command line, and the model: ``--model``, else a tiny one built now."""
+    cli = argparse.ArgumentParser(description=doc.splitlines()[0])
+    cli.add_argument("--model", type=Path, help="a causal LM (default: a tiny one, built now)")
+    cli.add_argument("--out", type=Path, default=Path("example-output"))
+    cli.add_argument("--n-trials", type=int, default=4)
+    cli.add_argument("--report-to", default="none", help="tensorboard, mlflow, wandb, all, none")
+    opts = cli.parse_args()
+    return opts, opts.model or tiny_causal_lm(opts.out / "tiny-llama")

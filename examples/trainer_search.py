@@ -13,24 +13,15 @@ With your model: ``--model meta-llama/Llama-3.2-1B`` and your own datasets below
 """
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 from datasets import Dataset
 from transformers import AutoTokenizer, DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
 import autopeft
-from tiny import tiny_causal_lm, toy_sentences
+from tiny import example_options, toy_sentences
 
 
 def main() -> None:
-    cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    cli.add_argument("--model", type=Path, help="a causal LM (default: a tiny one, built now)")
-    cli.add_argument("--out", type=Path, default=Path("example-output"))
-    cli.add_argument("--n-trials", type=int, default=4)
-    cli.add_argument("--report-to", default="none", help="tensorboard, mlflow, wandb, all, none")
-    opts = cli.parse_args()
-    model = opts.model or tiny_causal_lm(opts.out / "tiny-llama")
+    opts, model = example_options(__doc__)
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     tokenize = lambda rows: tokenizer(rows["text"], truncation=True, max_length=32)  # noqa: E731

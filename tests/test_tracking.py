@@ -3,7 +3,6 @@ library's own reader (TensorBoard's EventAccumulator, MLflow's client on its fil
 W&B offline run's records), compared with what the study stored."""
 from __future__ import annotations
 
-import os
 import struct
 from pathlib import Path
 
