@@ -76,17 +76,19 @@ def test_a_search_reports_each_trial_to_tensorboard_mlflow_and_wandb(
     (workdir / "space.yaml").write_text(SPACE)
     # full fine-tuning is over --max-params: PRUNED without training; the refit re-trains
     # the front with one more seed (new trials, reported when the search ends)
-    assert main(["search", "--task", "sst2", "--model", str(tiny_model), "--data-dir",
-                 str(tiny_data), "--study", "t", "--space", "space.yaml", "--batch-size", "16",
-                 "--max-length", "32", "--train-samples", "64", "--eval-samples", "32",
-                 "--n-trials", "2", "--rungs", "2,4", "--max-params", "5%",
-                 "--confirm-seeds", "1", "--quiet",
+    search = ["search", "--task", "sst2", "--model", str(tiny_model), "--data-dir",
+              str(tiny_data), "--study", "t", "--space", "space.yaml", "--batch-size", "16",
+              "--max-length", "32", "--train-samples", "64", "--eval-samples", "32",
+              "--rungs", "2,4", "--max-params", "5%", "--quiet"]
+    assert main([*search, "--n-trials", "2", "--confirm-seeds", "1",
                  "--report-to", "tensorboard,mlflow,wandb"]) == 0
+    # resumed: its trial joins the same parent run
+    assert main([*search, "--n-trials", "1", "--report-to", "tensorboard,mlflow,wandb"]) == 0
     study = api.load_study("t")
     trials = {t.number: t for t in study.trials if t.state.name != "WAITING"}
     searched = {n for n, t in trials.items() if CONFIRM_OF not in t.user_attrs}
     refits = set(trials) - searched
-    assert len(searched) == 2 and refits, trials
+    assert len(searched) == 3 and refits, trials
     states = {n: t.state.name for n, t in trials.items()}
     assert "PRUNED" in states.values() and "COMPLETE" in states.values()
     pruned = next(t for t in trials.values() if t.state.name == "PRUNED")
