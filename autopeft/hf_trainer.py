@@ -5,7 +5,9 @@ at rungs, the storage, the memory objective, the report and the export.
     study = autopeft.search_with_trainer(
         lambda model, candidate: Trainer(model=model, args=args, train_dataset=train,
                                          eval_dataset=dev, compute_metrics=accuracy),
-        model="./minilm", model_kwargs={"num_labels": 2}, budget="1h")
+        model=Path("./minilm"), model_kwargs={"num_labels": 2}, budget="1h")
+
+Runnable examples (a Trainer, TRL's SFTTrainer): ``examples/``.
 
 How a candidate trains: ``build`` puts it on a fresh copy of the base model, your
 ``make_trainer(model, candidate)`` returns a Trainer for that model, and before training
@@ -24,6 +26,11 @@ candidate's ``learning_rate`` and ``seed``, and ``max_steps`` = the plan's sched
 * measures peak training memory as ``memory.PeakMemory`` does (CUDA's allocator peak; on
   CPU weights + gradients + optimiser state + the activations saved for backward, per
   micro-batch).
+
+While autopeft reports, the Trainer's own progress bars and printed log dicts are off and
+it logs every step (``quiet``); its log dicts go to the trial's run in the trackers
+(``tracking``: ``report_to=``, else the Trainer's own ``report_to``), whose integration
+callbacks for those trackers are removed (one run per trial, autopeft's).
 
 Tensors a method trains at their own learning rate (ProPETL's mask scores) get their own
 group in the Trainer's optimizer. What a Trainer cannot take is said in one line
@@ -460,12 +467,13 @@ def search_with_trainer(make_trainer: MakeTrainer, model: Any, *, progress: Any 
 
     ``make_trainer(model, candidate)``: a ``transformers.Trainer`` (or subclass) for
     ``model`` (the candidate built on a copy of the base model) with ``train_dataset`` and
-    ``eval_dataset``. ``model``: a ``PreTrainedModel`` or a hub id / directory
-    (``model_class``, ``model_kwargs``, e.g. ``{"num_labels": 2}``). ``metric``: the
+    ``eval_dataset``. ``model``: a ``PreTrainedModel`` or a hub id / directory (a ``str``
+    or ``Path``; ``model_class``, ``model_kwargs``, e.g. ``{"num_labels": 2}``). ``metric``: the
     evaluation metric that scores (default the Trainer's ``metric_for_best_model``, else its
     loss; ``greater_is_better`` as in ``TrainingArguments``). ``options``: the search's
     (``budget``, ``n_trials``, ``space``, ``study``, ``storage``, ``sampler``, ``pruner``,
-    ``max_memory``, ``confirm_seeds``, ...); ``progress`` as for ``autopeft.search``."""
+    ``max_memory``, ``confirm_seeds``, ``report_to``: trackers, default the Trainer's own
+    ``report_to``, ...); ``progress`` as for ``autopeft.search``."""
     from autopeft.report.progress import make_reporter
     from autopeft.search.config import SearchConfig
     from autopeft.search.study import run_search
