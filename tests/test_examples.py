@@ -46,5 +46,9 @@ def test_paths_are_taken_as_os_pathlike_everywhere(workdir: Path, tiny_model: Pa
     trial = study.trials[0]
     assert trial.state.name == "COMPLETE" and study.user_attrs["model"] == str(tiny_model)
     assert study.user_attrs["data"]["data_dir"] == str(tiny_data)
-    out = api.export(study, trial.number, workdir / "exported")
+    out = api.export(study, trial.number, workdir / "exported", model=tiny_model)
     assert (out / "candidate.yaml").is_file()
+    trained = api.train(out / "candidate.yaml", workdir / "trained", model=tiny_model,
+                        data_dir=tiny_data)
+    assert trained["trainable_params"] == trial.user_attrs["trainable_params"]
+    assert (workdir / "trained" / "metrics.json").is_file()
