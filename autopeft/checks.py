@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import os
 import re
 import types
 import typing
@@ -72,10 +73,14 @@ def _kind(hint: Any) -> str:
 
 
 def check_types(obj: Any) -> None:
-    """Every field of the dataclass ``obj`` holds a value of its annotated type."""
+    """Every field of the dataclass ``obj`` holds a value of its annotated type. A path given
+    as an ``os.PathLike`` (``pathlib.Path``) where a string is taken becomes that string."""
     hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
+        if isinstance(value, os.PathLike) and _fits("", hints[f.name]):
+            value = os.fspath(value)
+            object.__setattr__(obj, f.name, value)  # frozen settings too
         if not _fits(value, hints[f.name]):
             raise UserError(f"{f.name} must be {_kind(hints[f.name])}, got {value!r}")
 

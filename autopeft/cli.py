@@ -208,6 +208,10 @@ def parser() -> argparse.ArgumentParser:
     search.add("--heartbeat", type=_positive_int,
                help="seconds between a running trial's heartbeats; a trial silent for 3 beats "
                     "belongs to a dead worker: FAIL, retried once")
+    search.add("--report-to", metavar="TRACKERS",
+               help="experiment trackers, as HF Trainer's report_to: tensorboard,mlflow,wandb, "
+                    "all (every one installed) or none; a run per trial, offline files under "
+                    "studies/<study>/ unless MLFLOW_TRACKING_URI / WANDB_MODE say otherwise")
     search.add("--trust-remote-code", action="store_true", help="allow model code from the hub")
     search.add("--force", action="store_true",
                help="add trials to an existing study even if its settings differ")

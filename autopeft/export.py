@@ -172,7 +172,7 @@ class ExportInfo:
         """This info with ``autopeft train``'s overrides, checked as the file is."""
         raw = self.to_dict()
         if model:
-            raw["model"] = model
+            raw["model"] = os.fspath(model)
         if seed is not None:
             raw["candidate"]["seed"] = seed
         if device:

@@ -5,7 +5,9 @@ at rungs, the storage, the memory objective, the report and the export.
     study = autopeft.search_with_trainer(
         lambda model, candidate: Trainer(model=model, args=args, train_dataset=train,
                                          eval_dataset=dev, compute_metrics=accuracy),
-        model="./minilm", model_kwargs={"num_labels": 2}, budget="1h")
+        model=Path("./minilm"), model_kwargs={"num_labels": 2}, budget="1h")
+
+Runnable examples (a Trainer, TRL's SFTTrainer): ``examples/``.
 
 How a candidate trains: ``build`` puts it on a fresh copy of the base model, your
 ``make_trainer(model, candidate)`` returns a Trainer for that model, and before training
@@ -25,6 +27,11 @@ candidate's ``learning_rate`` and ``seed``, and ``max_steps`` = the plan's sched
   CPU weights + gradients + optimiser state + the activations saved for backward, per
   micro-batch).
 
+While autopeft reports, the Trainer's own progress bars and printed log dicts are off and
+it logs every step (``quiet``); its log dicts go to the trial's run in the trackers
+(``tracking``: ``report_to=``, else the Trainer's own ``report_to``), whose integration
+callbacks for those trackers are removed (one run per trial, autopeft's).
+
 Tensors a method trains at their own learning rate (ProPETL's mask scores) get their own
 group in the Trainer's optimizer. What a Trainer cannot take is said in one line
 (``UserError``): its own optimizer (the candidate's learning rate could not be set), no
@@ -41,6 +48,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -54,6 +62,7 @@ from autopeft.models import NEW_PARAMETERS_ATTR, BaseModel, import_bitsandbytes_
 from autopeft.runner import Fidelity, Outcome
 from autopeft.settings import DataSettings, TrainSettings
 from autopeft.tasks import TRAINER_PREFIX, Task, get_task
+from autopeft.tracking import TRACKERS, installed, parse_report_to, tracked
 from autopeft.train import TrainResult, total_steps
 
 if TYPE_CHECKING:
@@ -107,9 +116,11 @@ class RungCallback:
 
     def __init__(self, model: Any, metric: Metric, stop_at: int, eval_at: Sequence[int],
                  on_step: Callable[[int, int, float], None] | None,
-                 on_eval: Callable[[int, float], None] | None):
+                 on_eval: Callable[[int, float], None] | None,
+                 on_log: Callable[[int, dict[str, Any]], None] | None = None):
         self.model, self.metric, self.stop_at = model, metric, stop_at
         self.eval_at, self.on_step, self.on_eval = set(eval_at), on_step, on_eval
+        self.log_to = on_log  # (not ``on_log``: that is the Trainer's event, below)
         self.hooks = list(getattr(model, HOOKS_ATTR, []))
         self.scores: dict[int, float] = {}
         self.metrics: dict[str, float] = {}
@@ -161,13 +172,17 @@ class RungCallback:
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None,
                **kw: Any) -> None:
+        """A step's loss (the Trainer logs every step: ``quiet``) is reported here, after
+        ``on_step_end`` and before the evaluation it may ask for: a stop cancels that."""
+        if logs and self.log_to is not None:  # the Trainer's log dict: to the trackers
+            self.log_to(state.global_step, logs)
         if logs and "loss" in logs:
             self.loss = float(logs["loss"])
+            self._report(state.global_step, control)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self.close()
         step = state.global_step
-        self._report(step, control)
         if self.stop is not None:
             return
         if step in self.eval_at or step >= self.stop_at:
@@ -230,6 +245,43 @@ def callback(rungs: RungCallback) -> Any:
     return type("AutopeftRungCallback", (TrainerCallback,), {e: forward(e) for e in EVENTS})()
 
 
+def quiet(trainer: Any, tracked: Sequence[str]) -> Any:
+    """The Trainer made to train under autopeft's reporting: its progress bars and printed
+    log dicts off (its logs go to ``RungCallback.on_log``, and from there to the trackers),
+    its own integrations for the trackers autopeft reports to removed (autopeft's run per
+    trial has its logs: no second run per trial), its loss logged at every step (the loss
+    trace and the loss check read each step's). Returns its arguments, a copy: a factory may
+    share one ``TrainingArguments`` between its Trainers."""
+    from transformers.integrations import get_reporting_integration_callbacks
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from transformers.utils.notebook import NotebookProgressCallback
+
+    for cls in (PrinterCallback, ProgressCallback, NotebookProgressCallback,
+                *get_reporting_integration_callbacks(list(tracked))):
+        trainer.remove_callback(cls)
+    args = copy.copy(trainer.args)
+    args.disable_tqdm, args.logging_strategy, args.logging_steps = True, "steps", 1
+    trainer.args = args
+    return args
+
+
+@contextlib.contextmanager
+def bars_off() -> Iterator[None]:
+    """The progress bars of ``datasets`` (a Trainer that maps its data: TRL's SFTTrainer)
+    and ``transformers`` (loading weights) off for the block, then as they were."""
+    from datasets.utils import logging as datasets_logging
+    from transformers.utils import logging as transformers_logging
+
+    were_on = [lib for lib in (datasets_logging, transformers_logging) if lib.is_progress_bar_enabled()]
+    for lib in were_on:
+        lib.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for lib in were_on:
+            lib.enable_progress_bar()
+
+
 def own_learning_rates(trainer: Any, model: Any) -> None:
     """Tensors a method trains at their own learning rate (``contract.set_lr``: ProPETL's mask
     scores) move into their own group of the Trainer's optimizer (created now, as ``train``
@@ -266,6 +318,9 @@ class TrainerBench:
     metric_name: str | None = None
     greater_is_better: bool | None = None
     notes: list[str] = field(default_factory=list)
+    # The trackers autopeft reports to, and where a run's Trainer log dicts go (``tracking``)
+    tracked: Sequence[str] = ()
+    on_log: Callable[[int, dict[str, Any]], None] | None = None
     _setup: TrainerSetup | None = None
 
     def inspect(self) -> TrainerSetup:
@@ -279,6 +334,7 @@ class TrainerBench:
                 raise UserError("make_trainer must give its Trainer a train_dataset and an "
                                 "eval_dataset (the score at each rung is its evaluation)")
             metric = Metric.of(trainer.args, self.metric_name, self.greater_is_better)
+            quiet(trainer, trainer.args.report_to or [])  # this evaluation reports nowhere
             metric.score(trainer.evaluate())
             self._setup = TrainerSetup(trainer.args, trainer.train_dataset,
                                        trainer.eval_dataset, metric)
@@ -309,7 +365,8 @@ class TrainerBench:
         return TrainSettings(epochs=epochs, batch_size=batch, grad_accum=accum)
 
     def _trainer(self, model: Any, candidate: Candidate) -> Any:
-        trainer = self.make_trainer(model, candidate)
+        with bars_off():
+            trainer = self.make_trainer(model, candidate)
         if getattr(trainer, "model", None) is not model:
             raise UserError("make_trainer(model, candidate) must train the model it is given "
                             "(Trainer(model=model, ...)): that model carries the candidate")
@@ -339,10 +396,10 @@ class TrainerBench:
         model = build(self.base.model, candidate, schedule)
         stored, trained, total = count_stored(model), count_trainable(model), count_total(model)
         trainer = self._trainer(model, candidate)
-        args = copy.copy(trainer.args)  # the factory may share one TrainingArguments
+        args = quiet(trainer, self.tracked)
         args.learning_rate, args.seed, args.max_steps = candidate.learning_rate, candidate.seed, schedule
-        trainer.args = args
-        rungs = RungCallback(model, self.inspect().metric, stop_at, eval_at, on_step, on_eval)
+        rungs = RungCallback(model, self.inspect().metric, stop_at, eval_at, on_step, on_eval,
+                             self.on_log)
         trainer.add_callback(callback(rungs))
         own_learning_rates(trainer, model)
         transformers.set_seed(candidate.seed)
@@ -375,10 +432,13 @@ class TrainerBench:
 
 def load_model(model: Any, model_class: str = "AutoModelForSequenceClassification",
                model_kwargs: dict[str, Any] | None = None) -> BaseModel:
-    """The base model: a loaded ``PreTrainedModel``, or a hub id / directory loaded with
-    ``transformers.<model_class>.from_pretrained(model, **model_kwargs)`` (a new head is then
-    re-drawn from each candidate's seed, as for autopeft's own searches)."""
+    """The base model: a loaded ``PreTrainedModel``, or a hub id / directory (a ``str`` or
+    any ``os.PathLike``) loaded with ``transformers.<model_class>.from_pretrained(model,
+    **model_kwargs)`` (a new head is then re-drawn from each candidate's seed, as for
+    autopeft's own searches)."""
     import_bitsandbytes_quietly()
+    if isinstance(model, os.PathLike):
+        model = os.fspath(model)
     if not isinstance(model, str):
         name = str(getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__)
         return BaseModel(model=model, tokenizer=None, name=name)
@@ -389,7 +449,8 @@ def load_model(model: Any, model_class: str = "AutoModelForSequenceClassificatio
         raise UserError(f"model_class {model_class!r} is not a transformers class "
                         "(AutoModelForSequenceClassification, AutoModelForCausalLM, ...)")
     try:
-        loaded, info = cls.from_pretrained(model, output_loading_info=True, **(model_kwargs or {}))
+        with bars_off():
+            loaded, info = cls.from_pretrained(model, output_loading_info=True, **(model_kwargs or {}))
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"cannot load model {model!r}: {first}") from None
@@ -406,12 +467,13 @@ def search_with_trainer(make_trainer: MakeTrainer, model: Any, *, progress: Any 
 
     ``make_trainer(model, candidate)``: a ``transformers.Trainer`` (or subclass) for
     ``model`` (the candidate built on a copy of the base model) with ``train_dataset`` and
-    ``eval_dataset``. ``model``: a ``PreTrainedModel`` or a hub id / directory
-    (``model_class``, ``model_kwargs``, e.g. ``{"num_labels": 2}``). ``metric``: the
+    ``eval_dataset``. ``model``: a ``PreTrainedModel`` or a hub id / directory (a ``str``
+    or ``Path``; ``model_class``, ``model_kwargs``, e.g. ``{"num_labels": 2}``). ``metric``: the
     evaluation metric that scores (default the Trainer's ``metric_for_best_model``, else its
     loss; ``greater_is_better`` as in ``TrainingArguments``). ``options``: the search's
     (``budget``, ``n_trials``, ``space``, ``study``, ``storage``, ``sampler``, ``pruner``,
-    ``max_memory``, ``confirm_seeds``, ...); ``progress`` as for ``autopeft.search``."""
+    ``max_memory``, ``confirm_seeds``, ``report_to``: trackers, default the Trainer's own
+    ``report_to``, ...); ``progress`` as for ``autopeft.search``."""
     from autopeft.report.progress import make_reporter
     from autopeft.search.config import SearchConfig
     from autopeft.search.study import run_search
@@ -424,9 +486,24 @@ def search_with_trainer(make_trainer: MakeTrainer, model: Any, *, progress: Any 
     bench = TrainerBench(load_model(model, model_class, model_kwargs), make_trainer, metric,
                          greater_is_better)
     task = bench.task.name  # inspects the Trainer: its data, arguments and metric
+    if options.get("report_to") is None:  # where the Trainer itself reports, if we can
+        options["report_to"] = trainer_report_to(bench.inspect().args)
     cfg = SearchConfig(task=task, model=bench.base.name, data=DataSettings(task=task),
                        train=bench.settings, isolation="none", **options)
-    return run_search(cfg, make_reporter(progress), bench=bench)  # type: ignore[arg-type]
+    reporter = tracked(make_reporter(progress), cfg.report_to, str(cfg.study))
+    bench.tracked = parse_report_to(cfg.report_to)
+    bench.on_log = getattr(reporter, "log", None)
+    return run_search(cfg, reporter, bench=bench)  # type: ignore[arg-type]
+
+
+def trainer_report_to(args: Any) -> list[str]:
+    """The trackers of the Trainer's own ``report_to`` that autopeft reports to (a search
+    with the Trainer's ``report_to="wandb"`` gets autopeft's run per trial in W&B)."""
+    given = getattr(args, "report_to", None) or []
+    given = [given] if isinstance(given, str) else list(given)
+    if "all" in given:
+        return [n for n in TRACKERS if installed(n)]
+    return [n for n in given if n in TRACKERS]
 
 
 def build_trial(model: Any, study: Study, trial: int,

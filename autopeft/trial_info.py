@@ -6,6 +6,7 @@ Its own module because it reads the search's plan (how long the trial trained) w
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import TYPE_CHECKING
 
 from autopeft.errors import UserError
@@ -36,7 +37,7 @@ def trial_info(study: Study, trial: int, model: str | None = None) -> ExportInfo
                   "steps": r.steps}
     objectives |= {f.name: t.user_attrs[f.name] for f in dataclasses.fields(Objectives)
                    if f.name not in objectives and f.name in t.user_attrs}  # e.g. the refit's
-    raw = {"study": study.study_name, "trial": trial, "model": model or attrs["model"],
+    raw = {"study": study.study_name, "trial": trial, "model": os.fspath(model or attrs["model"]),
            "task": attrs["task"], "data": attrs["data"], "train": attrs["train"],
            "candidate": t.user_attrs["candidate"], "objectives": objectives}
     if attrs.get("plan"):  # how long it trained, so `export --train` gets the same score

@@ -61,10 +61,11 @@ def factory(model_dir: Path, out: Path, compute_metrics=fixed_accuracy, **argume
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     train, dev = Rows(tok, "train", 64), Rows(tok, "validation", 32)
+    arguments = {"report_to": "none", "disable_tqdm": True, **arguments}
     args = TrainingArguments(output_dir=str(out), per_device_train_batch_size=16,
                              per_device_eval_batch_size=32, num_train_epochs=1,
                              metric_for_best_model="accuracy", save_strategy="no",
-                             report_to="none", disable_tqdm=True, use_cpu=True, **arguments)
+                             use_cpu=True, **arguments)
     made: list = []
 
     def make_trainer(model, candidate):
@@ -82,10 +83,14 @@ def test_a_trainer_search_prunes_at_rungs_and_stores_a_normal_study(
         workdir: Path, tiny_model: Path, capsys: pytest.CaptureFixture) -> None:
     space = workdir / "space.yaml"
     space.write_text(SPACE)
-    make_trainer, made = factory(tiny_model, workdir / "out")
-    study = api.search_with_trainer(make_trainer, str(tiny_model), model_kwargs={"num_labels": 2},
-                                    space=str(space), n_trials=3, study="own", rungs="2,4",
-                                    seed=0)
+    # as users write it: a Path, their Trainer's own bars and logs on, reporting to TensorBoard
+    make_trainer, made = factory(tiny_model, workdir / "out", report_to="tensorboard",
+                                 disable_tqdm=False)
+    capsys.readouterr()
+    study = api.search_with_trainer(make_trainer, tiny_model, model_kwargs={"num_labels": 2},
+                                    space=space, n_trials=3, study="own", rungs="2,4", seed=0)
+    printed = capsys.readouterr()
+    assert "'loss'" not in printed.out + printed.err and "it/s" not in printed.err, printed
     trials = {t.user_attrs["label"]: t for t in study.trials}
     assert set(trials) == {"lora", "bitfit", "full"}  # the warm-start recipes, cheapest first
     full = trials["full"]
@@ -101,6 +106,19 @@ def test_a_trainer_search_prunes_at_rungs_and_stores_a_normal_study(
     # each Trainer trained at the candidate's learning rate and seed (set by autopeft)
     assert [c.label for c in made[1:]] == ["lora", "bitfit", "full"]
     assert study.user_attrs["task"] == "trainer:accuracy"
+    # the Trainer's logs went to autopeft's run of each trial instead (HF's names), one run each
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    runs = sorted(p.name for p in (workdir / "studies" / "own" / "tensorboard").iterdir())
+    assert runs == [f"trial-{t.number:04d}" for t in study.trials]
+    acc = EventAccumulator(str(workdir / "studies" / "own" / "tensorboard" / runs[0]))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("train/loss")] == [1, 2, 3, 4]
+    assert [(e.step, e.value) for e in acc.Scalars("eval/accuracy")] == [(2, 0.5), (4, 0.5)]
+    assert "train/learning_rate" in acc.Tags()["scalars"]
+    assert not (workdir / "out" / "runs").exists()  # the Trainer's own TensorBoard run: none
+    assert main(["worker", "--study", "own", "--quiet"]) == 2
+    assert "trained by your own Trainer" in capsys.readouterr().err
     # a normal study: show, export of the configuration
     capsys.readouterr()
     assert main(["show", "own", "--json"]) == 0

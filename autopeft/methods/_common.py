@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -167,7 +168,9 @@ def attach_peft(model: Any, config: Any, ctx: BuildContext, method: str = "") ->
     trainable = [p for p in model.parameters() if p.requires_grad]
     config.task_type = ctx.peft_task_type
     config.modules_to_save = ctx.arch.head_names(model) or None
-    wrapped = get_peft_model(model, config)
+    with warnings.catch_warnings():  # peft 0.21 reads a name transformers 5 deprecated
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        wrapped = get_peft_model(model, config)
     for param in trainable:  # e.g. a hybrid's own modules added before (none in build order)
         param.requires_grad_(True)
     return wrapped

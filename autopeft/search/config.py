@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from autopeft.checks import at_least, check_types, one_of, plain_name, positive, safe_name
 from autopeft.errors import UserError
 from autopeft.settings import DataSettings, TrainSettings
+from autopeft.tracking import parse_report_to
 from autopeft.search.budget import parse_duration
 from autopeft.search.constraints import parse_params, parse_size
 from autopeft.search.plan import parse_rungs
@@ -53,6 +54,9 @@ class SearchConfig:
     # At most this many of them share one GPU, each capped at its share of the memory;
     # "auto": as many as fit (measured peaks, else a full fine-tuning estimate), workers too.
     trials_per_gpu: int | str = 1
+    # Experiment trackers, HF Trainer's names: "tensorboard,mlflow,wandb", "all", "none"
+    # (autopeft/tracking.py): a run per trial under the study's parent run.
+    report_to: str | list[str] | None = None
 
     def __post_init__(self) -> None:
         if self.data is None:
@@ -91,6 +95,7 @@ def check_search_config(cfg: SearchConfig) -> None:
     if cfg.max_params is not None:
         parse_params(cfg.max_params, 1)
     parse_rungs(cfg.rungs)
+    parse_report_to(cfg.report_to)
     at_least(cfg, 0, ["refit_share"], maximum=1)
     if cfg.refit_share == 1:
         raise UserError("refit_share must be below 1 (the search needs some of the budget)")

@@ -47,7 +47,8 @@ from autopeft.search.warmstart import (enqueue_recipes, entry_families, requeue_
                                        tries_learning_rates)
 from autopeft.search.workers import start_workers
 from autopeft.space import Space, load_space, space_from_text
-from autopeft.tasks import describe
+from autopeft.tasks import TRAINER_PREFIX, describe
+from autopeft.tracking import REPORT_TO, parse_report_to, tracked
 from autopeft.train import TrainSettings
 from autopeft.validate import fit_space
 
@@ -182,6 +183,8 @@ def run_search(cfg: SearchConfig, reporter: Reporter | None = None, bench: Bench
     bench = bench or Bench.load(cfg.model, cfg.data, cfg.train, cache_dir(), cfg.trust_remote_code)
     space, notes = fit_space(space, bench.base.model)  # before any database is created
     study = open_study(cfg, space)
+    study.set_user_attr(REPORT_TO, parse_report_to(cfg.report_to))  # its workers report there too
+    reporter = tracked(reporter, cfg.report_to, cfg.study)
     for note in [describe(bench.task, cfg.data.own()), *bench.notes, *notes]:
         reporter.note(note)
     url = storage_url(cfg.study, cfg.storage)
@@ -239,6 +242,11 @@ def run_worker(study_name: str, storage: str | None = None, reporter: Reporter |
     a = study.user_attrs
     if "space_text" not in a:
         raise UserError(f"study {study_name!r} was not made by this autopeft version's search")
+    if str(a["task"]).startswith(TRAINER_PREFIX):
+        raise UserError(f"study {study_name!r} is trained by your own Trainer "
+                        "(search_with_trainer): autopeft holds none of its data, so a worker "
+                        "cannot train its trials; call search_with_trainer again with "
+                        f"study={study_name!r} (and its storage) to add trials")
     own_device = worker_device(a["train"].get("device", "auto"), device)  # its GPU is `cuda`
     train = TrainSettings(**{**a["train"], "device": own_device})
     cfg = SearchConfig(task=a["task"], model=a["model"], study=study_name, storage=url,
@@ -250,6 +258,7 @@ def run_worker(study_name: str, storage: str | None = None, reporter: Reporter |
     if cfg.max_trials is None and budget.search.seconds is None:
         raise UserError(f"study {study_name!r} has neither a trial cap nor a deadline: start it "
                         "with `autopeft search ... --max-trials N` or `--budget`")
+    reporter = tracked(reporter, a.get(REPORT_TO), study_name, owner=False)
     bench = Bench.load(cfg.model, cfg.data, cfg.train, cache_dir(), cfg.trust_remote_code)
     space, _ = fit_space(space_from_text(a["space_text"], a["space"]), bench.base.model)
     # seed None: seeds would repeat across workers
