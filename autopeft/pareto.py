@@ -6,7 +6,7 @@ then crowding distance) was the pruner's until it promoted by score within size 
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -33,18 +33,21 @@ def dominates(a: np.ndarray, b: np.ndarray, tolerance: Tolerance = None) -> bool
 
 
 def non_dominated_mask(values: Sequence[Sequence[float]], directions: Sequence[str],
-                       tolerance: Tolerance = None) -> np.ndarray:
-    """Boolean mask of the points no other point dominates."""
+                       tolerance: Tolerance = None,
+                       may_dominate: Callable[[int, int], bool] | None = None) -> np.ndarray:
+    """Boolean mask of the points no other point dominates (``may_dominate(j, i)``: whether
+    point j may dominate point i at all, e.g. only a score of at least i's fidelity)."""
     pts = _as_minimisation(values, directions)
     n = len(pts)
     mask = np.ones(n, dtype=bool)
     for i in range(n):
         for j in range(n):
-            if i != j and dominates(pts[j], pts[i], tolerance):
+            if i != j and (may_dominate is None or may_dominate(j, i)) and dominates(
+                    pts[j], pts[i], tolerance):
                 mask[i] = False
                 break
     if n and not mask.any():  # ties within the tolerance can form a cycle: keep the plain front
-        return non_dominated_mask(values, directions)
+        return non_dominated_mask(values, directions, may_dominate=may_dominate)
     return mask
 
 

@@ -17,7 +17,8 @@ hypervolume all ask this module what a trial's result means, so it is defined on
   score, marked ``search``); if no trial completed (a budget that ended first), among the
   provisional records, marked so everywhere. Scores that differ
   by less than the noise (``score_noise``: the metric's sampling error at the rows scored) are ties, and so is peak memory within
-  ``MEMORY_TOLERANCE``, so a cheaper candidate inside the noise of a dearer one replaces it.
+  ``MEMORY_TOLERANCE``, so a cheaper candidate inside the noise of a dearer one replaces it;
+  only a result trained at least as long may dominate another (``like_with_like``).
   A front entry is a configuration: candidates that differ only in learning rate and tie
   within the noise (``collapse_repeats``) are one entry that lists its ``repeats`` ("+N
   ties"); ``hidden_best`` says why the best score is not on the front when it is not, and
@@ -293,8 +294,17 @@ def front(recs: Sequence[Record], score_noise: float = 0.0) -> list[Record]:
     pool = collapse_repeats(front_pool(recs), score_noise)
     if not pool:
         return []
-    mask = non_dominated_mask([_tie_values(r) for r in pool], DIRECTIONS, _tolerance(score_noise))
+    mask = non_dominated_mask([_tie_values(r) for r in pool], DIRECTIONS, _tolerance(score_noise),
+                              lambda j, i: like_with_like(pool[j], pool[i]))
     return sorted((r for r, m in zip(pool, mask) if m), key=lambda r: -r.values[0])
+
+
+def like_with_like(a: Record, b: Record) -> bool:
+    """Whether ``a`` may dominate ``b``: only a result trained at least as long. A shorter
+    run's score and peak memory are not its full run's: on an unseen pair task a 32-step
+    (IA)3 at 0.706 'dominated' the 96-step refit of its kind at 0.708 by memory (537 MiB
+    after 32 steps, 795 MiB after 96), and scored 0.683 on the test split."""
+    return (a.steps or 0) >= (b.steps or 0)
 
 
 @dataclass(frozen=True)
@@ -341,8 +351,8 @@ def _dominator(loser: Record, others: Iterable[Record], score_noise: float) -> R
     signs = np.array([-1.0, 1.0, 1.0])
     tol = _tolerance(score_noise)
     for other in others:
-        if other.number != loser.number and dominates(np.array(_tie_values(other)) * signs,
-                                                      np.array(_tie_values(loser)) * signs, tol):
+        if other.number != loser.number and like_with_like(other, loser) and dominates(
+                np.array(_tie_values(other)) * signs, np.array(_tie_values(loser)) * signs, tol):
             return other
     return None
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from autopeft import api
-from autopeft.results import (Record, front, sampling_noise, study_noise, rank_correlation,
+from autopeft.results import (Record, front, hidden_best, sampling_noise, study_noise, rank_correlation,
                               score_noise)
 
 ONE_LORA = """
@@ -184,3 +184,17 @@ def test_a_refit_out_of_time_says_so_once_naming_the_members_it_left(
     study = SimpleNamespace(get_trials=lambda deepcopy=False: [])
     assert refit.refit_front(study, None, plan, 0, budget, Notes()) == 0
     assert notes == ["budget reached: the refit left trials 3, 5, 9 at their search fidelity"]
+
+
+def test_a_shorter_run_never_dominates_a_longer_one_on_the_front() -> None:
+    """Like with like: a 32-step (IA)3 at 0.706 with 537 MiB 'dominated' the 96-step refit
+    of its kind at 0.708 with 795 MiB (peak memory grows with the batches a run has seen),
+    and scored below the majority class on the test split. The longer run stays; it may
+    still dominate a shorter one."""
+    MiB = 2**20
+    short = rec(1, 0.706, 3_000, 537 * MiB, steps=32)
+    long = rec(2, 0.708, 3_000, 795 * MiB, fidelity="refit", steps=96)
+    assert {r.number for r in front([short, long], 0.03)} == {1, 2}
+    assert hidden_best([short, long], 0.03) is None
+    better_long = rec(3, 0.80, 2_000, 500 * MiB, fidelity="refit", steps=96)
+    assert [r.number for r in front([short, better_long], 0.03)] == [3]
