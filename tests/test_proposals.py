@@ -153,10 +153,12 @@ def test_the_view_makes_every_trial_at_the_rung_a_complete_observation() -> None
     seen = {t.number: t for t in rung_view_trials(trials, 3)}
     assert set(seen) == {0, 1, 2}
     assert all(t.state.name == "COMPLETE" for t in seen.values())
-    assert seen[0].values == [0.5, 10.0, 5.0] and seen[1].values == [0.6, 10.0, 5.0]
+    # the score less its size band's median (one band here: 0.6); size and memory constant
+    assert [seen[n].values for n in (0, 1, 2)] == [
+        [pytest.approx(-0.1), 0.0, 0.0], [0.0, 0.0, 0.0], [pytest.approx(0.1), 0.0, 0.0]]
     high = {t.number: t for t in rung_view_trials(trials, 9)}
     assert high[0].state.name == "PRUNED" and high[0].values is None  # stopped below
-    assert high[1].values == [0.8, 10.0, 5.0] and 2 not in high
+    assert high[1].values == [0.0, 0.0, 0.0] and 2 not in high  # alone: against everyone
     assert trials[0].state.name == "PRUNED"  # the study's own trials are untouched
 
 
@@ -252,3 +254,31 @@ def test_a_hybrid_repeats_only_with_the_same_method_parameters() -> None:
             "lora.learning_rate": 5e-4, "ia3.targets": "x"}  # the model draws every group
     assert near_repeat(draw, tried) == 0
     assert near_repeat({**draw, "lora.r": 4}, tried) is None
+
+
+def test_pruned_trials_never_fill_the_models_good_set() -> None:
+    """TPE counts min(ceil(0.1 n), 25) trials good and fills the slots its scored trials do
+    not with unscored ones in trial-number order: with 100 trials and 8 at a rung, two
+    recipes pruned early were 'good'. The model waits until the rung holds that many."""
+    pruned = [_T(n, "PRUNED", {}) for n in range(92)]
+    eight = [_T(92 + n, "COMPLETE", {"3": 0.7}) for n in range(8)]
+    assert model_rung([*pruned, *eight], 8) is None  # 8 < 10 of 100
+    ten = [_T(92 + n, "COMPLETE", {"3": 0.7}) for n in range(10)]
+    assert model_rung([*pruned[:90], *ten], 8) == 3
+    many = [_T(n, "PRUNED", {}) for n in range(500)]
+    assert model_rung([*many, *[_T(500 + n, "COMPLETE", {"3": 0.7}) for n in range(25)]], 8) == 3
+
+
+def test_the_model_ranks_a_candidate_by_its_score_for_its_size() -> None:
+    """A 3K-parameter candidate at chance took one of the two good slots of 20 when
+    parameters and memory were objectives (nothing is smaller, so it is non-dominated). Now
+    it ranks by its score against its size band (alone: against every trial), last here; a
+    small candidate that scores well for its size ranks first."""
+    trials = [_T(n, "COMPLETE", {"3": 0.62 + 0.01 * n}, trainable_params=74_498)
+              for n in range(17)]
+    trials.append(_T(17, "COMPLETE", {"3": 0.509}, trainable_params=3_074))  # tiny, at chance
+    trials += [_T(18, "COMPLETE", {"3": 0.80}, trainable_params=5_000),  # its band: 1K-10K
+               _T(19, "COMPLETE", {"3": 0.70}, trainable_params=6_000)]
+    seen = sorted(rung_view_trials(trials, 3), key=lambda t: -t.values[0])
+    assert seen[-1].number == 17 and seen[0].number == 18
+    assert {tuple(t.values[1:]) for t in seen} == {(0.0, 0.0)}

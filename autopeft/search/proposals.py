@@ -18,10 +18,14 @@ In the order a study goes through them (each trial's way is its user attribute
    asks for d+1 points; ``min_points`` = 8 covers the parameters one candidate entry
    draws: the entry, its learning rate and 2-5 method parameters). Every trial that reached
    that rung (complete, pruned, stopped by the budget, or still running) is an observation
-   there: the model sees it as a complete trial whose values are (its rung score, its
-   trainable parameters, its predicted memory). Trials that stopped below the rung stay
-   pruned without values: TPE counts them among the poor ones. So a trial pruned at the first
-   rung still teaches the model, and as more trials reach higher rungs the model moves up.
+   there: the model sees it as a complete trial ranked by its rung score less the median
+   of its size band there (``within_band``), with its parameters and memory as constants:
+   they are known before training, so as objectives they made a tiny candidate at chance
+   "good". Trials that stopped below the rung stay pruned without values: TPE counts them
+   among the poor ones, and the rung must hold at least TPE's good set (``good_set``: 10%
+   of the trials, at most 25) so that no pruned trial is counted good. So a trial pruned at
+   the first rung still teaches the model, and as more trials reach higher rungs the model
+   moves up.
 5. ``random``: a share ``random_share`` (1/3, as BOHB) of the proposals after the start-up
    are uniformly random, so a wrong model cannot lock the search in. A model proposal that
    would repeat a trial (``near_repeat``: the same entry and method parameters, a learning
@@ -130,14 +134,47 @@ def studys_short_schedule(study: Study) -> bool:
     return bool(plan) and short_schedule(Plan.from_dict(plan))
 
 
+def good_set(n: int) -> int:
+    """How many of ``n`` trials TPE counts as good: Optuna's ``default_gamma``,
+    min(ceil(0.1 n), 25) (optuna 5 ``samplers/_tpe/sampler.py``)."""
+    return min(math.ceil(0.1 * n), 25)
+
+
 def model_rung(trials: Sequence[FrozenTrial], min_points: int = MIN_POINTS) -> int | None:
-    """The highest rung (step) at which at least ``min_points`` trials have a score."""
+    """The highest rung (step) at which at least ``min_points`` trials have a score, and at
+    least as many as TPE's good set holds (``good_set`` of the trials it sees). Why: TPE
+    fills its good set with the best scored trials, then with unscored (pruned) ones in
+    trial-number order: with 100 trials and 8 at a rung, the two recipes pruned early were
+    'good'."""
+    observed = _observed(trials)
     counts: dict[int, int] = {}
-    for t in _observed(trials):
+    for t in observed:
         for step in (t.user_attrs.get("rung_scores") or {}):
             counts[int(step)] = counts.get(int(step), 0) + 1
-    ready = [step for step, n in counts.items() if n >= min_points]
+    need = max(min_points, good_set(len(observed)))
+    ready = [step for step, n in counts.items() if n >= need]
     return max(ready) if ready else None
+
+
+def within_band(entries: Sequence[Any]) -> dict[int, float]:
+    """Each rung entry's score less the median score of its size band at that rung
+    (``results.size_band``: decades of trainable parameters; a band of one is measured
+    against every entry): how well a candidate scores *for its size*. Why: parameters and
+    memory are known before training, so as objectives a tiny candidate at chance (0.509)
+    took one of TPE's two good slots of 20; as a band they say what to compare it with."""
+    import statistics
+
+    from autopeft.results import size_band
+
+    bands: dict[int, list[float]] = {}
+    for e in entries:
+        bands.setdefault(size_band(int(e.trainable_params)), []).append(e.score)
+    everyone = statistics.median(e.score for e in entries) if entries else 0.0
+    out = {}
+    for e in entries:
+        band = bands[size_band(int(e.trainable_params))]
+        out[e.number] = e.score - (statistics.median(band) if len(band) > 1 else everyone)
+    return out
 
 
 def _observed(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
@@ -179,6 +216,7 @@ def rung_view_trials(trials: Sequence[FrozenTrial], step: int,
     bottom: what it says of a rate is that low rates fail)."""
     observed = _observed(trials)
     at_rung = {e.number: e for e in rung_table(observed, step)}
+    relative = within_band(list(at_rung.values()))
     out = []
     for t in observed:
         entry = at_rung.get(t.number)
@@ -189,9 +227,9 @@ def rung_view_trials(trials: Sequence[FrozenTrial], step: int,
         if short:
             seen.distributions = {n: short_lr_range(n, d) for n, d in t.distributions.items()}
             seen.params = {n: _clip(v, seen.distributions[n]) for n, v in t.params.items()}
-        if entry is not None:
-            seen.state = TrialState.COMPLETE
-            seen.values = [entry.score, entry.trainable_params, entry.memory_bytes]
+        if entry is not None:  # ranked by its score for its size alone: the other two
+            seen.state = TrialState.COMPLETE  # objectives are known before training
+            seen.values = [relative[entry.number], 0.0, 0.0]
         else:
             seen.state, seen.values = TrialState.PRUNED, None
         out.append(seen)
