@@ -51,10 +51,14 @@ from heldout import prepare  # noqa: E402
 CURVES = ROOT / "bench" / "curves"
 WORK = ROOT / "bench" / ".work"
 BASE_PARAMS = 22_713_216  # MiniLM-L6 with a 2-class head: one hypervolume scale
-SETTINGS = {  # seconds per step of the LoRA recipe and per scoring of the validation rows
-    "cpu": {"step": None, "eval": None},  # as recorded (retimed where it was)
-    "roberta": {"step": 0.05, "eval": 1.0},
-    "llm": {"step": 1.0, "eval": 20.0},
+# Seconds per step of the LoRA recipe, per scoring of the validation rows, and the full
+# run's steps (None: the recording's). A setting with more steps than the recording maps
+# step s onto the recorded curve at s x recorded / steps (a longer run of the same shape).
+SETTINGS = {
+    "cpu": {"step": None, "eval": None, "steps": None},  # as recorded (retimed where it was)
+    # roberta-base on one H100, SST-2: about 0.05 s a step, 2,105 steps an epoch (issue 29)
+    "roberta": {"step": 0.05, "eval": 1.0, "steps": 2105},
+    "llm": {"step": 1.0, "eval": 20.0, "steps": 500},  # a 7B LoRA: about 1 s a step
 }
 
 
@@ -197,7 +201,7 @@ class ReplayBench:
     restarts_on_cuda_error = False
 
     def __init__(self, rec: Recording, clock: SimClock, step_seconds: float | None = None,
-                 eval_seconds: float | None = None) -> None:
+                 eval_seconds: float | None = None, steps: int | None = None) -> None:
         from autopeft.models import load_base
         from autopeft.tasks import get_task
         from autopeft.train import TrainSettings
@@ -208,7 +212,8 @@ class ReplayBench:
         s = rec.settings
         self.settings = TrainSettings(batch_size=s["batch_size"], max_length=s["max_length"],
                                       eval_batch_size=s["eval_batch_size"], device="cpu")
-        self.train_data = range(s["train_rows"][rec.task])  # only its length is read
+        self.steps = steps or rec.steps  # a full run here; the recording's scaled onto it
+        self.train_data = range(self.steps * s["batch_size"])  # only its length is read
         self.eval_data = range(len(rec.val_labels))
         lora = rec.curves.get((0, 0))
         recorded = (lora.retimed or lora.step_seconds) if lora else 0.1
@@ -228,6 +233,10 @@ class ReplayBench:
                      rung_eval_seconds=self.eval_seconds * share, start_seconds=0.5,
                      probe="replay")
 
+    def recorded(self, step: int) -> int:
+        """The recorded step that step ``step`` of this replay's schedule stands for."""
+        return max(1, min(self.rec.steps, round(step * self.rec.steps / self.steps)))
+
     def step_cost(self, curve: Curve) -> float:
         return (curve.retimed or curve.step_seconds or 0.1) * self.step_scale
 
@@ -240,9 +249,9 @@ class ReplayBench:
         curve, exact = self.rec.lookup(candidate.to_dict())
         self.exact, self.nearest = self.exact + exact, self.nearest + (not exact)
         fid = fidelity or Fidelity()
-        n_steps = fid.schedule_steps or self.rec.steps
-        if n_steps != self.rec.steps:
-            raise ValueError(f"the recording holds {self.rec.steps}-step schedules, not {n_steps}")
+        n_steps = fid.schedule_steps or self.steps
+        if n_steps != self.steps:
+            raise ValueError(f"this replay answers {self.steps}-step schedules, not {n_steps}")
         end = min(n_steps, fid.stop_at or n_steps)
         t0 = self.clock()
         start, rung_scores = 0, {}
@@ -258,19 +267,19 @@ class ReplayBench:
                 _save_stub(checkpoint, candidate, self.settings, step, n_steps, rung_scores)
 
         for step in range(start + 1, end + 1):
-            if step > len(curve.losses):  # the recorded run diverged here
+            if self.recorded(step) > len(curve.losses):  # the recorded run diverged here
                 raise Diverged(f"loss is nan at step {step}")
             self.clock.advance(cost)
             if on_step:
-                on_step(step, end, curve.losses[step - 1])
+                on_step(step, end, curve.losses[self.recorded(step) - 1])
             if step in eval_at and step < end:
-                rung_scores[step] = self.rec.score(curve, step, rows=fid.rung_rows)
+                rung_scores[step] = self.rec.score(curve, self.recorded(step), rows=fid.rung_rows)
                 self.clock.advance(self.eval_seconds * share)
                 scoring += self.eval_seconds * share
                 if on_eval:
                     on_eval(step, rung_scores[step])
                 keep(step)
-        final = self.rec.score(curve, end)
+        final = self.rec.score(curve, self.recorded(end))
         self.clock.advance(self.eval_seconds)
         scoring += self.eval_seconds
         rung_scores[end] = final
@@ -280,7 +289,8 @@ class ReplayBench:
         result = TrainResult(score=final, steps=end, samples=end * self.settings.batch_size,
                              seconds=self.clock() - t0, peak_memory=curve.peak_memory_bytes or 0,
                              memory_method=curve.memory_method or "replay",
-                             final_loss=curve.losses[end - 1], metrics={"score": final},
+                             final_loss=curve.losses[self.recorded(end) - 1],
+                             metrics={"score": final},
                              resumed_from=start, scoring_seconds=round(scoring, 3))
         return Outcome(result, curve.trainable_params, BASE_PARAMS, None, curve.trainable_params,
                        rung_scores)
@@ -332,8 +342,8 @@ def replay(task: str, ratio: float, seed: int, arm: str = "A", setting: str = "c
     rec = rec or Recording.load(task)
     clock = SimClock()
     cost = SETTINGS[setting]
-    bench = ReplayBench(rec, clock, cost["step"], cost["eval"])
-    full = bench.costs(None).run_seconds(rec.steps)
+    bench = ReplayBench(rec, clock, cost["step"], cost["eval"], cost["steps"])
+    full = bench.costs(None).run_seconds(bench.steps)
     budget = ratio * full / (1 - 0.08)  # the plan keeps PLAN_RESERVE: R full runs in what is left
     work = work or Path(tempfile.mkdtemp(prefix="replay-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -345,14 +355,14 @@ def replay(task: str, ratio: float, seed: int, arm: str = "A", setting: str = "c
                        warm_start=arm != "B")
     with replay_patches(bench, clock, work):
         study = run_search(cfg, bench=bench, clock=clock)
-    out = summarise(study, rec)
+    out = summarise(study, rec, bench)
     out.update(task=task, arm=arm, ratio=ratio, seed=seed, setting=setting,
                exact=bench.exact, nearest=bench.nearest,
                simulated_seconds=round(clock() - 1.0e9, 1), budget_seconds=round(budget, 1))
     return out
 
 
-def summarise(study: Any, rec: Recording) -> dict:
+def summarise(study: Any, rec: Recording, bench: ReplayBench) -> dict:
     """The front selected on validation, reported on the test split."""
     from autopeft.results import CANDIDATE, front, records, score_noise
     from autopeft.search.summary import REFERENCE, Scales
@@ -365,7 +375,7 @@ def summarise(study: Any, rec: Recording) -> dict:
 
     def test_score(r: Any) -> float:
         curve, _ = rec.lookup(r.candidate)
-        return rec.score(curve, r.steps or rec.steps, "test")
+        return rec.score(curve, bench.recorded(r.steps or bench.steps), "test")
 
     small = [r for r in on_front if (r.trainable_fraction or 1) <= 0.01]
     pick = max(small, key=lambda r: r.score) if small else None

@@ -97,6 +97,8 @@ def test_the_real_search_replays_on_the_simulated_clock(tmp_path: Path,
                     fidelity=Fidelity(schedule_steps=10, rung_rows=138))
     assert clock() == pytest.approx(0.5 + 10 * 1.0 + 20.0 * 138 / 277 + 20.0)
     assert out.rung_scores == {6: 1.0, 10: 1.0} and out.result.final_loss == pytest.approx(0.25)
+    longer = simulate.ReplayBench(rec, simulate.SimClock(0.0), 0.05, 1.0, steps=2105)
+    assert [longer.recorded(s) for s in (1, 210, 1052, 2105)] == [1, 1, 5, 10]  # same shape
     start = time.perf_counter()
     out = simulate.replay("rte", 3.0, 0, "A", "llm", rec, tmp_path / "studies")
     assert time.perf_counter() - start < 120
