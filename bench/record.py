@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -312,10 +313,63 @@ def retime(tasks: list[str], stored: dict) -> None:
               f"{mine['eval_seconds']} s", flush=True)
 
 
+def report(stored: dict) -> str:
+    """What the recording holds so far, per task: runs, the recipes' and the sweep's scores
+    on validation and test, and the seed noise at each point beside the sampling error the
+    search's ties use (``results.sampling_noise``): the evidence for that rule."""
+    import statistics
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from simulate import Recording
+
+    from autopeft.results import sampling_noise
+
+    lines = ["## Recorded curves (bench/record.py)", "",
+             "The instrument of issue 28: every candidate trained to full fidelity on MiniLM, "
+             "per-row predictions on validation and on a test split carved from the training "
+             "file (`bench/heldout.py`), the loss every step. Settings: "
+             f"batch {stored['batch_size']}, training rows {stored['train_rows']}, points "
+             f"{stored['points']} of the schedule, {len(stored['candidate_list'])} candidates "
+             f"({stored['seeded']} also at a second seed). Command: `python bench/record.py` "
+             "(resumable); `--retime` on a quiet machine.", ""]
+    for task in TASKS:
+        if not (CURVES / f"{task}.jsonl").exists():
+            lines.append(f"- **{task}**: nothing recorded yet")
+            continue
+        rec = Recording.load(task)
+        runs = list(rec.curves.values())
+        names = {c["id"]: c.get("recipe") or ("sweep" if c.get("sweep") else None)
+                 for c in stored["candidate_list"]}
+        best = sorted(((rec.score(c, rec.steps), rec.score(c, rec.steps, "test"), c.id)
+                       for c in runs if c.status == "complete" and len(c.preds) == len(c.points)),
+                      reverse=True)[:3]
+        lines.append(f"- **{task}** ({rec.metric}, {len(rec.val_labels)} validation / "
+                     f"{len(rec.test_labels)} test rows): {len(runs)} runs recorded")
+        for val, test, i in best:
+            lines.append(f"  - #{i} {names.get(i) or rec.settings['candidate_list'][i]['candidate']['methods'][0]['name']}: "
+                         f"validation {val:.3f}, test {test:.3f}")
+        pairs = [(c, rec.curves[(c.id, c.seed + 1)]) for c in runs
+                 if (c.id, c.seed + 1) in rec.curves]
+        if pairs:
+            per_point = []
+            for k, step in enumerate(runs[0].points):
+                diffs = [rec.score(a, step) - rec.score(b, step) for a, b in pairs
+                         if len(a.preds) > k and len(b.preds) > k]
+                if len(diffs) > 1:
+                    sd = math.sqrt(statistics.fmean(d * d for d in diffs) / 2)
+                    per_point.append(f"{sd:.3f} at step {step}")
+            bound = sampling_noise(rec.metric, len(rec.val_labels))
+            lines.append(f"  - seed noise ({len(pairs)} pairs): {', '.join(per_point)}; the "
+                         f"sampling error the ties use: {bound:.3f}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--limit", type=int, default=None, help="at most this many runs a task")
+    ap.add_argument("--report", action="store_true",
+                    help="write what is recorded so far to BENCHMARKS.md (section 'curves')")
     ap.add_argument("--retime", action="store_true",
                     help="re-measure the recorded candidates' seconds per step (a quiet machine)")
     ap.add_argument("--round", type=int, default=8,
@@ -328,7 +382,16 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(SETTINGS["threads"])  # retime sets its own
     from transformers import AutoModelForSequenceClassification
 
-    stored = load_settings(AutoModelForSequenceClassification.from_pretrained(minilm(), num_labels=2))
+    model = None if (CURVES / "settings.json").exists() else (  # only to draw the list
+        AutoModelForSequenceClassification.from_pretrained(minilm(), num_labels=2))
+    stored = load_settings(model)
+    if args.report:
+        from _report import write_section
+
+        text = report(stored)
+        write_section("curves", text)
+        print(text)
+        return 0
     if args.retime:
         retime(args.tasks.split(","), stored)
         return 0
