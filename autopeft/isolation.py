@@ -104,18 +104,25 @@ def _serve_until_exit(conn: Any, model: str, data: dict, settings: dict,
             raise  # the parent is gone: nobody to report to
         except Exception as exc:  # reported to the parent; the child lives on, unless ...
             reply = ("error", type(exc).__name__, str(exc), cuda_broken(exc))
+        broken = reply[0] == "error" and reply[3]
+        if broken:  # ... its CUDA context is broken: say so, then end (a fresh child follows)
+            conn.send(reply)
+            return
         _release()  # out of the except block: the traceback no longer holds the model
         conn.send(reply)
-        if reply[0] == "error" and reply[3]:
-            return  # ... its CUDA context is broken: the parent starts a fresh child
 
 
 def _release() -> None:
     """Give the finished trial's memory back: Python's, and the CUDA allocator's cache (a
-    worker sharing its GPU leaves the room to the next trial, or to its neighbour)."""
+    worker sharing its GPU leaves the room to the next trial, or to its neighbour). Never
+    raises: a CUDA error here (a context an earlier error broke) must not kill the child
+    before its reply is sent."""
     gc.collect()
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.empty_cache()
+    try:
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
+    except Exception:  # the next trial's first CUDA call says what is wrong, in its trial
+        pass
 
 
 class _FromLocal:
