@@ -41,15 +41,20 @@ def build(base: Any, candidate: Candidate, total_steps: int | None = None,
 
     ``frozen_dtype`` (bf16 training on CUDA): the copy is made in that dtype, so no fp32
     copy of the whole model is held next to the kept base (``_copy``); what trains gets
-    fp32 master weights (``_master_weights``). ``device``: where it will train (QLoRA
+    fp32 master weights (``_master_weights``). What a method replaces from the base itself
+    (QLoRA's 4-bit layers) is not copied at all. ``device``: where it will train (QLoRA
     quantises there), default where ``base`` is."""
     import torch
 
     import_bitsandbytes_quietly()  # before the methods import peft
     check_combination([m.name for m in candidate.methods])
     specs = [(get_method(m.name), make_spec(m.name, m.params)) for m in candidate.methods]
-    model, origin = _copy(base, frozen_dtype)
-    ctx = replace(context_for(model, total_steps), device=device)
+    base_ctx = replace(context_for(base, total_steps), device=device)
+    real = not any(p.is_meta for p in base.parameters())
+    replaced = {name for method, spec in specs if method.replaces and real
+                for name in method.replaces(base, spec, base_ctx)}
+    model, origin = _copy(base, frozen_dtype, replaced)
+    ctx = replace(base_ctx, originals=origin)
     model.requires_grad_(False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(candidate.seed)
@@ -64,23 +69,31 @@ def build(base: Any, candidate: Candidate, total_steps: int | None = None,
     return model
 
 
-def _copy(base: Any, frozen_dtype: Any) -> tuple[Any, dict[int, Any]]:
-    """``deepcopy(base)``; with ``frozen_dtype`` its fp32 parameters are copied in that dtype
-    (pre-seeded in deepcopy's memo: tied weights stay tied), except those ``build`` re-draws
-    (the new head: drawn in fp32, as ever). Returns the copy and, per copied parameter's id,
-    the base's parameter it came from."""
+def _copy(base: Any, frozen_dtype: Any, replaced: set[str]) -> tuple[Any, dict[int, Any]]:
+    """``deepcopy(base)``, but parameters a method replaces from the base (``replaced``,
+    ``Method.replaces``) become weightless placeholders, and with ``frozen_dtype`` the other
+    fp32 parameters are copied in that dtype, except those ``build`` re-draws (the new head:
+    drawn in fp32, as ever). Both pre-seeded in deepcopy's memo: tied weights stay tied.
+    Returns the copy and, per placeholder or low-dtype parameter's id, ``(that parameter,
+    the base's parameter it stands for)``."""
     import torch
 
-    if frozen_dtype is None:
+    if frozen_dtype is None and not replaced:
         return copy.deepcopy(base), {}
     new = set(getattr(base, NEW_PARAMETERS_ATTR, ()))
     memo: dict[int, Any] = {}
     origin: dict[int, Any] = {}
     for name, p in base.named_parameters(remove_duplicate=False):
-        if id(p) in memo or name in new or p.dtype != torch.float32:
+        if id(p) in memo:
             continue
-        low = torch.nn.Parameter(p.detach().to(frozen_dtype), requires_grad=False)
-        memo[id(p)], origin[id(low)] = low, p
+        if name in replaced:
+            stand = torch.empty(p.shape, dtype=p.dtype, device="meta")
+        elif frozen_dtype is not None and name not in new and p.dtype == torch.float32:
+            stand = p.detach().to(frozen_dtype)
+        else:
+            continue
+        memo[id(p)] = low = torch.nn.Parameter(stand, requires_grad=False)
+        origin[id(low)] = (low, p)  # the stand-in kept alive: its id is not reused
     return copy.deepcopy(base, memo), origin
 
 
@@ -96,8 +109,8 @@ def _master_weights(model: Any, origin: dict[int, Any]) -> None:
         return
     four_bit = getattr(unwrap(model), "is_loaded_in_4bit", False)
     for p in model.parameters():
-        base = origin.get(id(p))
-        if base is not None and (p.requires_grad or four_bit):
+        stand, base = origin.get(id(p), (None, None))
+        if stand is p and (p.requires_grad or four_bit):
             p.data = base.detach().to(p.device, copy=True)
         elif p.requires_grad and p.is_floating_point() and p.dtype != torch.float32:
             p.data = p.data.float()

@@ -98,7 +98,7 @@ for split, rows in (("train", 4000), ("validation", None)):
 PY
 
 rm -rf "$OUT/download"
-bytes=$(du -sb --exclude=site "$OUT" | cut -f1)
+bytes=$(find "$OUT" -path "$OUT/site" -prune -o -type f -printf '%s\n' | awk '{s += $1} END {print s}')
 mib=$(( (bytes + 1048575) / 1048576 ))
 echo "bundle: $OUT holds ${mib} MiB ($bytes bytes; limit ${LIMIT_MIB} MiB): $(ls "$OUT/wheels" | wc -l) wheels, minilm, data"
 if (( bytes > LIMIT_MIB * 1048576 )); then

@@ -631,3 +631,38 @@ def test_on_cuda_a_steps_losses_are_read_a_step_late_without_a_host_sync(
     assert [s for s, _, _ in late] == [1, 2, 3, 4, 5, 6]
     assert [f for _, _, f in at_once] == [1, 2, 3, 4, 5, 6]
     assert [f for _, _, f in late] == [2, 3, 3, 5, 6, 6]  # step 3: a rung; 6: the end
+
+
+def test_a_qlora_build_quantises_from_the_base_without_copying_those_layers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The layers QLoRA makes 4-bit are never copied in full precision (``Method.replaces``):
+    the copy holds weightless stand-ins and each layer is quantised from the base, one at a
+    time, to the same model a full copy gives."""
+    import dataclasses
+
+    from autopeft.build import _copy, build, context_for
+    from autopeft.candidate import Candidate, MethodSpec
+    from autopeft.methods import get_method, make_spec
+    from autopeft.methods.registry import METHODS
+    from families import tiny_model
+
+    base = tiny_model("bert")
+    spec = make_spec("qlora", {"r": 2})
+    names = get_method("qlora").replaces(base, spec, context_for(base))
+    assert "bert.encoder.layer.0.attention.self.query.weight" in names
+    assert not any(n.startswith("classifier.") for n in names)
+    copied, _ = _copy(base, None, names)
+    params = dict(copied.named_parameters())
+    assert all(params[n].is_meta for n in names)
+    assert not any(p.is_meta for n, p in params.items() if n not in names)
+    cand = Candidate([MethodSpec("qlora", {"r": 2})], 1e-3)
+    import autopeft.build as build_mod
+
+    asked: list[set] = []
+    monkeypatch.setattr(build_mod, "_copy", lambda b, d, r: asked.append(r) or _copy(b, d, r))
+    lean = dict(build(base, cand, 10).named_parameters())
+    assert asked == [names]  # build asked for the stand-ins
+    monkeypatch.setitem(METHODS, "qlora", dataclasses.replace(METHODS["qlora"], replaces=None))
+    full = dict(build(base, cand, 10).named_parameters())
+    assert lean.keys() == full.keys()
+    assert all(torch.equal(lean[n], full[n]) for n in full)

@@ -133,13 +133,13 @@ def quantize(model: Any, spec: Spec, ctx: Any, bnb: Any, device: Any) -> int:
     swapped = 0
     for name, module in _quantised(model, ctx):
         conv1d = type(module).__name__ == "Conv1D"
-        weight = module.weight.detach()
+        weight = _source(module.weight, ctx).detach()
         weight = weight.t() if conv1d else weight  # Conv1D stores (in, out)
         out_f, in_f = weight.shape
         new = bnb.nn.Linear4bit(in_f, out_f, bias=module.bias is not None, compute_dtype=dtype,
                                 compress_statistics=spec.double_quant, quant_type=spec.quant_type,
                                 device="meta")
-        new.weight = bnb.nn.Params4bit(weight.to(device, torch.float32).contiguous(),
+        new.weight = bnb.nn.Params4bit(weight.to(device, torch.float32, copy=True).contiguous(),
                                        requires_grad=False,
                                        compress_statistics=spec.double_quant,
                                        quant_type=spec.quant_type, module=new).to(device)
@@ -148,8 +148,9 @@ def quantize(model: Any, spec: Spec, ctx: Any, bnb: Any, device: Any) -> int:
             # first no-grad forward and fails on widths it cannot block (tiny models).
             new.support_avx512bf16_for_cpu = False
         if module.bias is not None:
-            new.bias = torch.nn.Parameter(module.bias.detach().to(device, torch.float32),
-                                          requires_grad=False)
+            new.bias = torch.nn.Parameter(
+                _source(module.bias, ctx).detach().to(device, torch.float32, copy=True),
+                requires_grad=False)
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, child, new)
         swapped += 1
@@ -173,6 +174,20 @@ def apply(model: Any, spec: Spec, ctx: Any) -> Any:
             raise UserError("qlora: this model has no linear layer outside its head to quantise")
         prepare(inner)
     return attach_peft(model, config, ctx, "qlora")
+
+
+def replaces(base: Any, spec: Spec, ctx: Any) -> set[str]:
+    """The base's parameters ``quantize`` replaces (the layers' weights and biases): ``build``
+    leaves them out of the copy and ``quantize`` reads them from the base, one layer at a
+    time, so a QLoRA build never holds a full-precision copy of the layers it quantises."""
+    return {f"{name}.{kind}" for name, module in _quantised(base, ctx)
+            for kind in ("weight", "bias") if getattr(module, kind, None) is not None}
+
+
+def _source(param: Any, ctx: Any) -> Any:
+    """``param``, or the base's parameter a placeholder of the copy stands for."""
+    stand, base = getattr(ctx, "originals", {}).get(id(param), (None, None))
+    return base if stand is param else param
 
 
 def _target(wanted: str | None, here: Any) -> Any:
@@ -244,5 +259,5 @@ FAMILIES = (("encoder", "decoder", "encoder-decoder")
             if importlib.util.find_spec("bitsandbytes") else ())
 
 METHOD = Method(name="qlora", category="reparameterized", spec=Spec, apply=apply, engine="peft",
-                peft_native=True, families=FAMILIES,
+                peft_native=True, families=FAMILIES, replaces=replaces,
                 summary="QLoRA: LoRA on a 4-bit NF4 base (bitsandbytes; CUDA, slow on CPU)")
