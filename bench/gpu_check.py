@@ -79,7 +79,7 @@ class Sizes:
 
 
 GPU_SIZES = Sizes(train=4000, eval=872, batch=32, eval_batch=256, max_length=128, steps=40)
-CPU_SIZES = Sizes(train=256, eval=64, batch=16, eval_batch=64, max_length=64, steps=4)
+CPU_SIZES = Sizes(train=128, eval=32, batch=8, eval_batch=32, max_length=32, steps=3)
 QUICK_SIZES = Sizes(train=64, eval=32, batch=8, eval_batch=16, max_length=32, steps=3)
 
 
@@ -766,6 +766,8 @@ def main(argv: list[str] | None = None) -> int:
                                  "else in --work)")
     p.add_argument("--benchmarks", help="also write the BENCHMARKS.md section there")
     p.add_argument("--only", nargs="+", choices=list(SECTIONS), help="run only these sections")
+    p.add_argument("--caps-x", type=float, default=1.0,
+                   help="multiply every cap (a slow or busy machine; the GPU run keeps 1)")
     p.add_argument("--section", help=argparse.SUPPRESS)
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--ctx", help=argparse.SUPPRESS)
@@ -780,7 +782,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(body, default=str))
         return 0
     cuda = args.device.startswith("cuda")
-    caps = {n: c if cuda else c * CPU_SLOWER for n, c in SECTIONS.items()
+    caps = {n: round(args.caps_x * (c if cuda else c * CPU_SLOWER)) for n, c in SECTIONS.items()
             if not args.only or n in args.only}
     if args.plan:
         print(plan(caps))
