@@ -101,6 +101,20 @@ def test_settings_take_a_device_of_their_own() -> None:
     assert ctx.data_settings(eval_samples=32).eval_samples == 32
 
 
+@pytest.mark.slow  # five trials of a tiny model: about 20 s
+def test_an_oom_worker_fails_as_oom_and_trains_on_beside_its_neighbour(
+        tiny_model: Path, tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The oom section's two workers, in this process, with the CPU's stand-in fault."""
+    monkeypatch.setenv("AUTOPEFT_PLUGINS", "gpu_check_fault")
+    ctx = gpu_check.Ctx(str(tiny_model), str(tiny_data), str(tmp_path), "cpu", True,
+                        vars(gpu_check.QUICK_SIZES))
+    oom, neighbour = gpu_check.worker("oom", ctx), gpu_check.worker("neighbour", ctx)
+    assert oom["failed_as_oom"] is True and "out of memory" in oom["error"]
+    assert oom["next_trial_steps"] == gpu_check.QUICK_SIZES.steps
+    assert neighbour == {"trials": 3, "complete": 3}
+    assert gpu_check.oom_check(oom, neighbour).ok
+
+
 def fake_wheel(folder: Path, name: str) -> Path:
     """A pure-Python wheel of one module ``name`` that says where it was imported from."""
     folder.mkdir(parents=True, exist_ok=True)
