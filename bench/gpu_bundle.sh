@@ -2,11 +2,13 @@
 # Everything the GPU machine lacks for `python bench/gpu_check.py`, written on this (CPU)
 # machine into a git-ignored folder that travels with the device call (carry: [".gpu"]):
 #
-#   .gpu/wheels/   the project's dependencies its image lacks (optuna, SQLAlchemy, alembic,
-#                  Mako, colorlog, datasets, dill, multiprocess: pure Python, or CPython 3.12
+#   .gpu/wheels/   the project's dependencies its image lacks that the check uses (optuna,
+#                  SQLAlchemy, alembic, Mako, colorlog: pure Python, or CPython 3.12
 #                  manylinux x86-64 wheels), bitsandbytes trimmed to its CUDA 13.0 and CPU
-#                  libraries, and autopeft itself (a wheel); plotly is left out (only the
-#                  HTML report needs it, and it is 10 MB)
+#                  libraries, and autopeft itself (a wheel). Left out: plotly (only the HTML
+#                  report needs it; 10 MB) and datasets (only hub tasks need it, and the
+#                  machine reaches no hub; datasets 5.2 needs pyarrow >= 24, which the image
+#                  may not have, and transformers' Trainer imports it whenever it is there)
 #   .gpu/minilm/   the pretrained MiniLM-L6 (sentence-transformers/all-MiniLM-L6-v2), its
 #                  weights stored in bf16 (44 MiB instead of 87)
 #   .gpu/data/     SST-2 (GLUE): the first 4,000 training rows and the 872 validation rows
@@ -21,8 +23,7 @@ OUT="${1:-.gpu}"
 PY="${PYTHON:-python3}"
 LIMIT_MIB=60
 # The versions the tests run with here; the image has the rest (see the device's KINDS.md).
-PURE=(optuna==5.1.0 SQLAlchemy==2.1.9 alembic==1.20.1 Mako==1.4.3 colorlog==6.12.0
-      datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19)
+PURE=(optuna==5.1.0 SQLAlchemy==2.1.9 alembic==1.20.1 Mako==1.4.3 colorlog==6.12.0)
 BNB=bitsandbytes==0.50.2
 KEEP_LIBS="libbitsandbytes_cuda130.so libbitsandbytes_cpu.so"  # torch 2.11 + CUDA 13.0 there
 
