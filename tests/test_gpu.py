@@ -547,6 +547,46 @@ def test_a_broken_cuda_context_is_reported_with_its_own_text(monkeypatch: pytest
     assert conn.inbox == [("exit",)]  # it ended after its reply: a fresh child follows
 
 
+def test_a_trial_process_sends_its_steps_together_not_one_message_each(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Steps travel to the parent at most every ``STEP_REPORT_SECONDS`` (and all before a
+    rung and before the outcome), so a step costs no pipe message; none is lost."""
+    from autopeft import isolation
+    from autopeft.runner import Bench
+
+    clock = [0.0]
+    monkeypatch.setattr(isolation.time, "monotonic", lambda: clock[0])
+
+    class Conn:
+        def __init__(self, inbox: list) -> None:
+            self.inbox, self.sent = inbox, []
+
+        def send(self, msg: tuple) -> None:
+            self.sent.append(msg)
+
+        def recv(self) -> tuple:
+            return self.inbox.pop(0)
+
+        def poll(self) -> bool:
+            return False
+
+    class Steps:
+        def run(self, cand: Any, on_step: Any, eval_at: Any, on_eval: Any, *a: Any) -> Any:
+            for step in range(1, 7):
+                clock[0] += 0.03  # 30 ms a step: the first message after 4 steps
+                on_step(step, 6, float(step))
+                if step == 5:
+                    on_eval(5, 0.8)
+            raise ValueError("done training")  # an outcome without building a real one
+
+    monkeypatch.setattr(Bench, "load", classmethod(lambda cls, *a, **k: Steps()))
+    cand = {"methods": [{"name": "lora", "params": {}}], "learning_rate": 1e-3, "seed": 0}
+    conn = Conn([("run", cand, [5], {}, None, None), ("continue",), ("exit",)])
+    isolation._serve_until_exit(conn, "m", {"task": "sst2"}, {}, None, False)
+    kinds = [m[0] if m[0] != "steps" else [s[0] for s in m[1]] for m in conn.sent]
+    assert kinds == ["ready", [1, 2, 3, 4], [5], "rung", [6], "error"]
+
+
 def test_the_trainer_paths_peak_leaves_its_evaluations_out(monkeypatch: pytest.MonkeyPatch) -> None:
     from autopeft.hf_trainer import Metric, RungCallback
 
