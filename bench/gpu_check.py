@@ -45,8 +45,8 @@ from _report import DATA, write_section  # noqa: E402
 # check, the install and the starts fit one 600 s command). On a CPU each cap is CPU_SLOWER
 # times longer.
 SECTIONS: dict[str, int] = {
-    "environment": 35, "loop": 75, "memory": 60, "precision": 60, "qlora": 60,
-    "sharing": 120, "oom": 35, "cuda_error": 35}
+    "environment": 30, "loop": 75, "memory": 60, "precision": 60, "qlora": 55,
+    "sharing": 120, "oom": 45, "cuda_error": 35}
 CPU_SLOWER = 4
 LORA = {"r": 8, "targets": ["query", "value"]}
 # The thresholds (each a function below, each tested to FAIL when its condition breaks).
@@ -93,6 +93,7 @@ class Ctx:
     device: str
     quick: bool
     sizes: dict = field(default_factory=dict)
+    cap_scale: float = 1.0  # each section's cap is SECTIONS' times this
 
     @property
     def cuda(self) -> bool:
@@ -585,7 +586,7 @@ def oom(ctx: Ctx) -> dict:
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for role in ("oom", "neighbour")}
     out = {}
-    deadline = time.monotonic() + SECTIONS["oom"] - 5
+    deadline = time.monotonic() + SECTIONS["oom"] * ctx.cap_scale - 5
     for role, proc in procs.items():
         try:
             stdout, stderr = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
@@ -787,8 +788,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(body, default=str))
         return 0
     cuda = args.device.startswith("cuda")
-    caps = {n: round(args.caps_x * (c if cuda else c * CPU_SLOWER)) for n, c in SECTIONS.items()
-            if not args.only or n in args.only}
+    scale = args.caps_x * (1 if cuda else CPU_SLOWER)
+    caps = {n: round(scale * c) for n, c in SECTIONS.items() if not args.only or n in args.only}
     if args.plan:
         print(plan(caps))
         return 0
@@ -807,7 +808,7 @@ def main(argv: list[str] | None = None) -> int:
     data = args.data_dir or default_data()
     model = args.model or default_model(args.quick, work, Path(data))
     sizes = QUICK_SIZES if args.quick else GPU_SIZES if cuda else CPU_SIZES
-    ctx = Ctx(model, data, str(work), args.device, args.quick, asdict(sizes))
+    ctx = Ctx(model, data, str(work), args.device, args.quick, asdict(sizes), scale)
     out = Path(args.out) if args.out else (HERE / "gpu_check.json" if cuda and not args.quick
                                            else work / "gpu_check.json")
     report: dict[str, Any] = {"device": args.device, "quick": args.quick, "model": model,
