@@ -6,8 +6,9 @@ share them, which precision a device runs natively, and how a sharing process is
   ``0..count-1`` where it is unset. A worker gets one entry as its own
   ``CUDA_VISIBLE_DEVICES``, so inside it the GPU is ``cuda`` (``cuda:0``).
 * Several workers may share a GPU (``--trials-per-gpu``): each gets ``1/k`` of the device's
-  memory (``torch.cuda.set_per_process_memory_fraction`` in the process that trains, read
-  from ``AUTOPEFT_GPU_SHARE``), so an out-of-memory error is its own trial's, never a
+  usable memory less its own CUDA context (``share_fraction``;
+  ``torch.cuda.set_per_process_memory_fraction`` in the process that trains, read from
+  ``AUTOPEFT_GPU_SHARE``), so an out-of-memory error is its own trial's, never a
   neighbour's; CPU threads are divided among the workers.
 
 A leaf: torch is imported only inside the functions that need it.
@@ -27,6 +28,10 @@ VISIBLE = "CUDA_VISIBLE_DEVICES"
 SHARE_ENV = "AUTOPEFT_GPU_SHARE"  # this process's share of its GPU's memory, 0 < share <= 1
 MAX_AUTO_TRIALS_PER_GPU = 8  # beyond this, CPU threads and the data pipeline run short
 USABLE_FRACTION = 0.9  # of a GPU's memory: the CUDA context, the allocator's slack
+# A process's CUDA context (and cuBLAS' workspace), outside what the allocator counts: about
+# 500 MiB with torch 2.x on a Hopper GPU (bench/gpu_check.py measures it). Each process
+# sharing a GPU holds its own, so a share's cap leaves it out.
+CUDA_CONTEXT_BYTES = 768 * 2**20
 
 
 @dataclass(frozen=True)
@@ -141,16 +146,27 @@ def own_slot(slot: Slot) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+def share_fraction(share: float, total: int, context: int = CUDA_CONTEXT_BYTES) -> float:
+    """The allocator's cap, as a fraction of a GPU of ``total`` bytes, for a process with
+    ``share`` of it: its part of the usable memory (``USABLE_FRACTION``) less its own CUDA
+    context, which the allocator does not see. So ``k`` processes of share ``1/k`` hold at
+    most the usable memory together, contexts included, and none can take a neighbour's."""
+    return max(0.01, (share * USABLE_FRACTION * total - context) / total)
+
+
 def claim_share(device: Any) -> float:
-    """Cap this process's allocations on ``device`` at its share (``AUTOPEFT_GPU_SHARE``), so
-    that a trial sharing a GPU runs out of memory in its own share, never in a neighbour's.
-    Returns the share (1.0: the whole device, nothing set)."""
+    """Cap this process's allocations on ``device`` at its share (``AUTOPEFT_GPU_SHARE``,
+    ``share_fraction``), so that a trial sharing a GPU runs out of memory in its own share,
+    never in a neighbour's. Returns the allocator fraction set (1.0: the whole device,
+    nothing set)."""
     share = float(os.environ.get(SHARE_ENV) or 1.0)
     if getattr(device, "type", None) == "cuda" and 0 < share < 1:
         import torch
 
-        torch.cuda.set_per_process_memory_fraction(share, device)
-        return share
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        fraction = share_fraction(share, torch.cuda.get_device_properties(index).total_memory)
+        torch.cuda.set_per_process_memory_fraction(fraction, device)
+        return fraction
     return 1.0
 
 

@@ -17,14 +17,16 @@ from autopeft.data import Encoded, collate, eval_order
 from autopeft.kinds import kind_of
 from autopeft.metrics import METRICS, bleu
 from autopeft.tasks import Task
-from autopeft.train import TrainSettings, autocast, to_device
+from autopeft.train import TrainSettings, autocast, batches_on
 
 Evaluator = Callable[[Any], dict[str, float]]
 
 
 def _batches(enc: Encoded, settings: TrainSettings, pad_id: int, device: torch.device):
-    for batch in eval_order(enc, settings.eval_batch_size):
-        yield batch, to_device(collate(enc, batch, pad_id), device)
+    """``(rows, batch on device)``: on CUDA collated and pinned ahead in another thread and
+    copied asynchronously, as training's batches (``train.batches_on``)."""
+    return batches_on(device, iter(eval_order(enc, settings.eval_batch_size)),
+                      lambda rows: collate(enc, rows, pad_id))
 
 
 def token_logits(model: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:

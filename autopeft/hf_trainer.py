@@ -155,6 +155,7 @@ class RungCallback:
             from autopeft.memory import PeakMemory
 
             self.memory = PeakMemory(self.model, kw["optimizer"], torch.device(args.device))
+        self.memory.resume()  # an evaluation since the last step was not training
         self._open()
 
     def on_substep_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
@@ -182,6 +183,7 @@ class RungCallback:
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self.close()
+        self.memory.pause()  # the Trainer may evaluate now: scoring, not training memory
         step = state.global_step
         if self.stop is not None:
             return
@@ -393,7 +395,8 @@ class TrainerBench:
         full = total_steps(len(self.train_data), self.settings)
         schedule = fid.schedule_steps or full
         stop_at = min(schedule, fid.stop_at or schedule)
-        model = build(self.base.model, candidate, schedule)
+        # Built for the Trainer's device: QLoRA quantises there (CUDA's kernels and bf16).
+        model = build(self.base.model, candidate, schedule, device=str(self.inspect().args.device))
         stored, trained, total = count_stored(model), count_trainable(model), count_total(model)
         trainer = self._trainer(model, candidate)
         args = quiet(trainer, self.tracked)
@@ -423,6 +426,7 @@ class TrainerBench:
                              samples=steps * args.train_batch_size * args.gradient_accumulation_steps,
                              seconds=time.perf_counter() - start, peak_memory=memory.bytes(),
                              memory_method=memory.method, final_loss=rungs.loss,
+                             scoring_peak_memory=memory.scoring_bytes(),
                              metrics={k.removeprefix("eval_"): float(v)
                                       for k, v in rungs.metrics.items()
                                       if isinstance(v, (int, float)) and k != "epoch"

@@ -9,8 +9,9 @@ so pruning decisions stay in the study process. If the child dies, the trial rai
 (the child ignores SIGINT); the parent then stops the child.
 
 Cost (measured in BENCHMARKS.md): one extra model load per worker, and a pipe message per
-step. ``IsolatedBench.run`` has the signature of ``Bench.run`` (a checkpoint to continue
-from is passed as its path); its ``Outcome.model`` is None (the trained model stays in the
+``STEP_REPORT_SECONDS`` of training (the steps in between travel together).
+``IsolatedBench.run`` has the signature of ``Bench.run`` (a checkpoint to continue from is
+passed as its path); its ``Outcome.model`` is None (the trained model stays in the
 child; ``export --train`` trains in-process).
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import gc
 import multiprocessing as mp
 import signal
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -30,6 +32,11 @@ from autopeft.errors import UserError
 from autopeft.protocols import Trainer
 from autopeft.runner import DataSettings, Fidelity, Outcome
 from autopeft.train import Diverged, TrainResult, TrainSettings
+
+
+# A trial's steps travel to the parent together, at most this often (and at a rung, at the
+# end): not a pipe message per step. The child still looks for a "stop" at every step.
+STEP_REPORT_SECONDS = 0.1
 
 
 class TrialCrashed(RuntimeError):
@@ -82,12 +89,24 @@ def _serve_until_exit(conn: Any, model: str, data: dict, settings: dict,
             continue
         _, cand, eval_at, fidelity, resume, checkpoint = msg
 
+        steps: list[tuple[int, int, float]] = []  # reported, not yet sent
+        sent = [time.monotonic()]
+
+        def flush() -> None:
+            if steps:
+                conn.send(("steps", list(steps)))
+                steps.clear()
+                sent[0] = time.monotonic()
+
         def on_step(step: int, total: int, loss: float) -> None:
-            conn.send(("step", step, total, loss))
+            steps.append((step, total, loss))
+            if step == total or time.monotonic() - sent[0] >= STEP_REPORT_SECONDS:
+                flush()
             if conn.poll() and conn.recv()[0] == "stop":
                 raise _Stop
 
         def on_eval(step: int, score: float) -> None:
+            flush()
             conn.send(("rung", step, score))
             if conn.recv()[0] == "stop":
                 raise _Stop
@@ -104,18 +123,27 @@ def _serve_until_exit(conn: Any, model: str, data: dict, settings: dict,
             raise  # the parent is gone: nobody to report to
         except Exception as exc:  # reported to the parent; the child lives on, unless ...
             reply = ("error", type(exc).__name__, str(exc), cuda_broken(exc))
+        broken = reply[0] == "error" and reply[3]
+        if broken:  # ... its CUDA context is broken: say so, then end (a fresh child follows)
+            flush()
+            conn.send(reply)
+            return
+        flush()  # every step reported before the outcome
         _release()  # out of the except block: the traceback no longer holds the model
         conn.send(reply)
-        if reply[0] == "error" and reply[3]:
-            return  # ... its CUDA context is broken: the parent starts a fresh child
 
 
 def _release() -> None:
     """Give the finished trial's memory back: Python's, and the CUDA allocator's cache (a
-    worker sharing its GPU leaves the room to the next trial, or to its neighbour)."""
+    worker sharing its GPU leaves the room to the next trial, or to its neighbour). Never
+    raises: a CUDA error here (a context an earlier error broke) must not kill the child
+    before its reply is sent."""
     gc.collect()
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.empty_cache()
+    try:
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
+    except Exception:  # the next trial's first CUDA call says what is wrong, in its trial
+        pass
 
 
 class _FromLocal:
@@ -230,8 +258,9 @@ class IsolatedBench:
                     self.close()
                 raise ERRORS.get(name, RuntimeError)(text if name in ERRORS else f"{name}: {text}")
             try:
-                if msg[0] == "step" and on_step:
-                    on_step(*msg[1:])
+                if msg[0] == "steps" and on_step:
+                    for step in msg[1]:
+                        on_step(*step)
                 elif msg[0] == "rung":
                     if on_eval:
                         on_eval(*msg[1:])

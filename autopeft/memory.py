@@ -34,6 +34,24 @@ def _storage_key(t: torch.Tensor) -> tuple[int, int]:
     return s.data_ptr(), s.nbytes()
 
 
+@contextlib.contextmanager
+def build_peak(device: torch.device) -> Iterator[list[int]]:
+    """What building a trial's model allocates at its peak on CUDA, above what the process
+    held before (``out[0]`` after the block; 0 on CPU): the copy of the kept base, casts,
+    quantisation. A trial's training peak is counted from after the build, so without this
+    the memory a worker needs (``--trials-per-gpu``) would leave it out."""
+    out = [0]
+    if device.type != "cuda":
+        yield out
+        return
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    yield out
+    torch.cuda.synchronize(device)
+    out[0] = int(max(0, torch.cuda.max_memory_allocated(device) - before))
+
+
 class PeakMemory:
     """Measure one trial. Use ``step()`` around each forward+backward, ``bytes()`` at the end."""
 
@@ -44,6 +62,7 @@ class PeakMemory:
         self.max_activations = 0
         self._train_peak = self._score_peak = 0
         self._baseline = self._model_bytes = 0
+        self._paused = False
         if self.cuda:
             torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
@@ -74,19 +93,29 @@ class PeakMemory:
 
     @contextlib.contextmanager
     def scoring(self) -> Iterator[None]:
-        """Scoring, measured apart: on CUDA the training peak so far is kept, the allocator's
-        peak reset, scoring's own peak read after it and the peak reset again for training.
-        On CPU nothing to do (scoring saves no activations)."""
-        if not self.cuda:
-            yield
-            return
-        self._train_peak = max(self._train_peak, torch.cuda.max_memory_allocated(self.device))
-        torch.cuda.reset_peak_memory_stats(self.device)
+        """Scoring, measured apart (``pause`` before it, ``resume`` after). On CPU nothing to
+        do (scoring saves no activations)."""
+        self.pause()
         try:
             yield
         finally:
+            self.resume()
+
+    def pause(self) -> None:
+        """Stop measuring training (CUDA): the training peak so far is kept and the
+        allocator's peak reset; what runs until ``resume`` (scoring, a Trainer's evaluation)
+        is measured as scoring. Used as ``scoring()``, or from a loop that is not ours."""
+        if self.cuda and not self._paused:
+            self._train_peak = max(self._train_peak, torch.cuda.max_memory_allocated(self.device))
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._paused = True
+
+    def resume(self) -> None:
+        """Measure training again: the peak since ``pause`` is scoring's, then reset."""
+        if self.cuda and self._paused:
             self._score_peak = max(self._score_peak, torch.cuda.max_memory_allocated(self.device))
             torch.cuda.reset_peak_memory_stats(self.device)
+            self._paused = False
 
     def _own(self, peak: int) -> int:
         return int(max(0, peak - self._baseline) + self._model_bytes)
@@ -98,7 +127,8 @@ class PeakMemory:
     def bytes(self) -> int:
         """The training peak (scoring left out)."""
         if self.cuda:
-            return self._own(max(self._train_peak, torch.cuda.max_memory_allocated(self.device)))
+            now = 0 if self._paused else torch.cuda.max_memory_allocated(self.device)
+            return self._own(max(self._train_peak, now))
         weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
         grads = sum(p.numel() * p.element_size() for p in self.model.parameters() if p.requires_grad)
         state = sum(v.numel() * v.element_size() for s in self.optimizer.state.values()

@@ -20,6 +20,7 @@ from autopeft.tasks import Task
 # The attribute on a loaded model naming the parameters ``from_pretrained`` created rather
 # than read (a new task head): ``build`` re-draws them from the candidate's seed.
 NEW_PARAMETERS_ATTR = "autopeft_new_parameters"
+LOAD_DTYPE = "float32"  # a base model's weights in memory, whatever its checkpoint stores
 
 
 @dataclass
@@ -108,8 +109,12 @@ def load_base(name: str, task: Task, trust_remote_code: bool = False) -> BaseMod
         # A checkpoint's own classifier may have another label count: the head is always
         # re-initialised and trained, so a size mismatch there is expected.
         head = {} if task.is_lm else {"num_labels": task.num_labels, "ignore_mismatched_sizes": True}
+        # fp32 whatever the checkpoint stores (transformers 5 loads ``dtype="auto"``: a bf16
+        # checkpoint, every LLaMA, would train its trainable weights in bf16): what trains
+        # keeps fp32 master weights; a bf16 run casts only the frozen ones
+        # (``train.frozen_in_bf16``), and ``--precision fp32`` is fp32 throughout.
         model, info = cls.from_pretrained(path, trust_remote_code=trust_remote_code,
-                                          output_loading_info=True, **head)
+                                          output_loading_info=True, dtype=LOAD_DTYPE, **head)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"cannot load model {name!r}: {first} (offline? pass a local model "

@@ -20,7 +20,9 @@ from autopeft.models import BaseModel, load_base
 from autopeft.settings import DataSettings  # noqa: F401  (re-exported)
 from autopeft.tasks import Rows, Task, load_task
 from autopeft.evaluation import make_evaluator
-from autopeft.train import TrainResult, TrainSettings, resolve_device, scored, total_steps, train
+from autopeft.memory import build_peak
+from autopeft.train import (TrainResult, TrainSettings, bf16_base, resolve_device, scored,
+                            total_steps, train)
 
 
 def _timed(evaluator: Callable[[Any], dict[str, float]],
@@ -109,9 +111,14 @@ class Bench:
         """The candidate on a fresh copy; ``schedule_steps``: how long it will train (methods
         with schedules, e.g. AdaLoRA; default the data's epochs). On CUDA ``run`` keeps the
         base on the device, so the copy is made there (no host copy, no host-to-device
-        transfer per trial); on CPU, as ever."""
+        transfer per trial); on CPU, as ever. A bf16 run copies its frozen weights in bf16
+        (``build``): no fp32 copy of the whole model is made."""
+        import torch
+
         return build(self.base.model, candidate,
-                     schedule_steps or total_steps(len(self.train_data), self.settings))
+                     schedule_steps or total_steps(len(self.train_data), self.settings),
+                     frozen_dtype=torch.bfloat16 if bf16_base(self.settings) else None,
+                     device=self.settings.device)
 
     def run(self, candidate: Candidate,
             on_step: Callable[[int, int, float], None] | None = None,
@@ -144,7 +151,8 @@ class Bench:
             why = start.mismatch(candidate.to_dict(), settings_dict(self.settings), n_steps)
             if why:
                 raise ValueError(f"cannot continue from checkpoint {resume}: {why}")
-        model = self.build(candidate, fid.schedule_steps)
+        with build_peak(device) as built:  # the copy and casts: part of a trial's memory
+            model = self.build(candidate, fid.schedule_steps)
         stored, trained, total = count_stored(model), count_trainable(model), count_total(model)
         tok = self.base.tokenizer
         scoring = [0.0]  # seconds spent scoring (``TrainResult.scoring_seconds``)
@@ -172,7 +180,8 @@ class Bench:
         result = train(model, self.train_data, evaluate, candidate.learning_rate, candidate.seed,
                        self.settings, tok.pad_token_id, on_step, fid.schedule_steps,
                        fid.stop_at, at_rung, resume=start, save_at={*eval_at, end},
-                       save=keep if checkpoint else None)
+                       save=keep if checkpoint else None, build_bytes=built[0],
+                       after_step_at=set(eval_at))
         rung_scores[result.steps] = result.score  # the end: on every validation row
         result.scoring_seconds = round(scoring[0], 3)
         if on_eval and result.steps in eval_at:

@@ -45,6 +45,7 @@ class TrainResult:
     resumed_from: int = 0  # steps a checkpoint had done: this run trained steps - resumed_from
     scoring_peak_memory: int | None = None  # scoring's own peak (CUDA; None on CPU)
     scoring_seconds: float = 0.0  # of ``seconds``, scoring (rungs and the end): see Bench.run
+    build_peak_memory: int | None = None  # building the model (CUDA): in ``peak_memory`` too
 
 
 class Diverged(RuntimeError):
@@ -269,13 +270,38 @@ def _checkpointing(model: Any) -> None:
     inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
+def reports_late(device: torch.device) -> bool:
+    """Whether a step's losses are read one step late (``train``): on CUDA, where reading
+    them at once would make the host wait for the GPU at every step."""
+    return device.type == "cuda"
+
+
+class _HostLosses:
+    """A step's losses copied to pinned host memory without waiting (CUDA), read later."""
+
+    def __init__(self, losses: torch.Tensor) -> None:
+        if losses.is_cuda:
+            self.host = torch.empty(losses.shape, dtype=losses.dtype, pin_memory=True)
+            self.host.copy_(losses, non_blocking=True)
+            self.event: Any = torch.cuda.Event()
+            self.event.record()
+        else:
+            self.host, self.event = losses, None
+
+    def values(self) -> list[float]:
+        if self.event is not None:
+            self.event.synchronize()  # only this step's work: the next is already queued
+        return self.host.tolist()
+
+
 def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, float]], lr: float,
           seed: int, settings: TrainSettings, pad_id: int,
           on_step: Callable[[int, int, float], None] | None = None,
           schedule_steps: int | None = None, stop_at: int | None = None,
           after_step: Callable[[int, Any], None] | None = None,
           resume: Checkpoint | None = None, save_at: Collection[int] = (),
-          save: Callable[[Checkpoint], None] | None = None) -> TrainResult:
+          save: Callable[[Checkpoint], None] | None = None,
+          build_bytes: int = 0, after_step_at: Collection[int] | None = None) -> TrainResult:
     """Train ``model``, then score it with ``evaluate(model)``.
 
     The learning-rate schedule (``warmup_then_decay``) is planned for ``schedule_steps``
@@ -288,7 +314,13 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, fl
 
     ``resume``: go on from this checkpoint (``checkpoint.Checkpoint``) of the same run
     instead of step 0; ``save(checkpoint)`` is called after each step in ``save_at`` (after
-    its callbacks passed). A run whose step hooks cannot give their state
+    its callbacks passed). ``after_step_at``: the steps ``after_step`` is for (None: every
+    step). On CUDA (``reports_late``) a step's losses travel to the host while the next step
+    computes, and ``on_step`` and the divergence checks for it run then, one step late: no
+    host sync per step; a step ``after_step`` or ``save`` is for, and the last, report at
+    once. ``build_bytes``: what building the model took at its peak
+    (``memory.build_peak``): the peak is the larger of it and training's. A run whose step
+    hooks cannot give their state
     (``checkpoint.continuable``) trains from step 0 and saves nothing: ``resumed_from`` says
     where a run really started.
     """
@@ -336,6 +368,22 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, fl
         loss_value, first_loss = resume.loss, resume.first_loss
     peak_before = resume.peak_memory if resume else 0  # the steps this run did not take
     params = [p for _, p in trainable_parameters(model)]
+    lag = reports_late(device)
+    pending: tuple[int, _HostLosses] | None = None  # a step whose losses are on their way
+
+    def report(step: int, values: list[float]) -> None:
+        """The divergence checks and ``on_step`` for ``step``, from its micro-batch losses."""
+        nonlocal loss_value, first_loss
+        for loss_value in values:
+            if not math.isfinite(loss_value):
+                raise Diverged(f"loss became {loss_value} at step {step}")
+            first_loss = loss_value if first_loss is None else first_loss
+            if step > EXPLODE_AFTER and loss_value > EXPLODE_FACTOR * max(first_loss, 1.0):
+                raise Diverged(f"loss exploded to {loss_value:.3g} at step {step} "
+                               f"(it started at {first_loss:.3g})")
+        if on_step:
+            on_step(step, end, loss_value)
+
     with batches_on(device, micro_batches(train_enc, settings.batch_size, seed, position),
                     lambda rows: collate(train_enc, rows, pad_id)) as stream:
         for step in range(start_step + 1, end + 1):
@@ -347,23 +395,24 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, fl
                 (loss / settings.grad_accum).backward()
                 losses.append(loss.detach())
                 samples += len(batch)
-            for loss_value in torch.stack(losses).tolist():  # one host sync per optimiser step
-                if not math.isfinite(loss_value):
-                    raise Diverged(f"loss became {loss_value} at step {step}")
-                first_loss = loss_value if first_loss is None else first_loss
-                if step > EXPLODE_AFTER and loss_value > EXPLODE_FACTOR * max(first_loss, 1.0):
-                    raise Diverged(f"loss exploded to {loss_value:.3g} at step {step} "
-                                   f"(it started at {first_loss:.3g})")
+            if pending is not None:  # the last step's losses, read while this one computes
+                report(pending[0], pending[1].values())
+                pending = None
             torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
             optimizer_step(optimizer, hooks, step - 1)
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            if on_step:
-                on_step(step, end, loss_value)
-            if after_step and step < end:
+            rung = after_step is not None and step < end and (
+                after_step_at is None or step in after_step_at)
+            saving = save is not None and step in save_at
+            if lag and step < end and not rung and not saving:
+                pending = (step, _HostLosses(torch.stack(losses)))  # no host sync now
+                continue
+            report(step, torch.stack(losses).tolist())  # a host sync: the step must be done
+            if rung:
                 with memory.scoring():  # a rung's scoring is not training memory
                     after_step(step, model)
-            if save and step in save_at:
+            if saving:
                 save(Checkpoint(step, n_steps, stream.position, samples, loss_value, first_loss,
                                 max(memory.bytes(), peak_before),
                                 model_tensors(model), copied(optimizer.state_dict()),
@@ -372,6 +421,7 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, fl
         metrics = scored(model, evaluate)
     return TrainResult(score=metrics["score"], steps=end, samples=samples,
                        seconds=time.perf_counter() - start,
-                       peak_memory=max(memory.bytes(), peak_before),
+                       peak_memory=max(memory.bytes(), peak_before, build_bytes),
                        memory_method=memory.method, final_loss=loss_value, metrics=metrics,
-                       resumed_from=start_step, scoring_peak_memory=memory.scoring_bytes())
+                       resumed_from=start_step, scoring_peak_memory=memory.scoring_bytes(),
+                       build_peak_memory=build_bytes or None)

@@ -21,15 +21,34 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 CUDA = torch.device("cuda")
 
 
+GIB = 2**30
+
+
 def test_a_worker_sharing_its_gpu_caps_its_own_allocations(monkeypatch: pytest.MonkeyPatch) -> None:
     capped: list[tuple[float, Any]] = []
     monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction",
                         lambda f, d: capped.append((f, d)))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda i: types.SimpleNamespace(total_memory=80 * GIB))
     monkeypatch.delenv(devices.SHARE_ENV, raising=False)
     assert devices.claim_share(CUDA) == 1.0 and capped == []  # alone on its GPU: no cap
     monkeypatch.setenv(devices.SHARE_ENV, "0.25")
     assert devices.claim_share(torch.device("cpu")) == 1.0 and capped == []  # CPU: nothing
-    assert devices.claim_share(CUDA) == 0.25 and capped == [(0.25, CUDA)]
+    fraction = (0.25 * 0.9 * 80 * GIB - devices.CUDA_CONTEXT_BYTES) / (80 * GIB)
+    assert devices.claim_share(CUDA) == pytest.approx(fraction) and capped == [(fraction, CUDA)]
+
+
+@pytest.mark.parametrize("k, total_gib", [(2, 80), (4, 80), (8, 24), (4, 141)])
+def test_k_capped_workers_and_their_cuda_contexts_fit_in_the_usable_memory(
+        k: int, total_gib: int) -> None:
+    """The 1/K cap leaves each process's CUDA context (outside the allocator) and the
+    usable share's slack: K caps plus K contexts never exceed 90% of the device."""
+    total = total_gib * GIB
+    fraction = devices.share_fraction(1 / k, total)
+    held = k * (fraction * total + devices.CUDA_CONTEXT_BYTES)
+    assert held == pytest.approx(devices.USABLE_FRACTION * total)
+    assert fraction < 1 / k  # a plain 1/K would let the contexts push a neighbour out
 
 
 def test_the_search_process_takes_its_own_slot_and_gives_it_back(
@@ -421,3 +440,269 @@ def test_a_checkpoint_on_cuda_continues_after_the_batches_trained_not_the_one_dr
             next(stream)
             next(reference)
             assert stream.position == reference.position
+
+
+# -- the GPU defects of issue 30, on the CPU (bench/gpu_check.py checks the rest on a GPU) ------
+
+def test_a_bf16_checkpoint_loads_as_fp32_master_weights(tmp_path: Any) -> None:
+    """transformers 5 loads ``dtype="auto"``: without an explicit dtype a bf16 checkpoint
+    (every LLaMA) would train its head, BitFit's biases and full fine-tuning in bf16."""
+    from transformers import AutoModelForSequenceClassification
+
+    from autopeft.models import load_base
+    from autopeft.tasks import get_task
+    from conftest import make_tiny_bert
+
+    folder = make_tiny_bert(tmp_path / "m")
+    AutoModelForSequenceClassification.from_pretrained(folder).to(torch.bfloat16).save_pretrained(folder)
+    base = load_base(str(folder), get_task("sst2"))
+    assert {p.dtype for p in base.model.parameters()} == {torch.float32}
+
+
+@pytest.mark.parametrize("method", ["lora", "bitfit", "full", "qlora"])
+def test_a_bf16_build_copies_frozen_weights_in_bf16_and_trains_fp32_master_weights(
+        method: str) -> None:
+    """No fp32 copy of the whole model next to the kept base: the copy is bf16; what trains
+    (and what a 4-bit model keeps unquantised) is fp32, with the base's exact values, and
+    the new head is drawn as in a fp32 build."""
+    from autopeft.build import build
+    from autopeft.candidate import Candidate, MethodSpec
+    from families import tiny_model
+
+    base = tiny_model("bert")
+    cand = Candidate([MethodSpec(method, {"r": 2} if "lora" in method else {})], 1e-3, seed=3)
+    plain, low = build(base, cand, 10), build(base, cand, 10, frozen_dtype=torch.bfloat16)
+    want = dict(plain.named_parameters())
+    for name, p in low.named_parameters():
+        if p.requires_grad:
+            assert p.dtype == torch.float32, name
+            if "lora_" not in name and "modules_to_save" not in name:  # peft's own: via bf16
+                assert torch.equal(p, want[name]), name
+        elif p.dtype.is_floating_point:
+            assert p.dtype == (torch.float32 if method == "qlora" else torch.bfloat16), name
+    frozen = [n for n, p in low.named_parameters() if p.dtype == torch.bfloat16]
+    assert bool(frozen) == (method in ("lora", "bitfit"))
+
+
+def test_what_the_build_allocates_counts_in_the_trial_peak(monkeypatch: pytest.MonkeyPatch) -> None:
+    from autopeft.memory import build_peak
+    from autopeft.train import TrainSettings, train
+    from test_train_loop import Bag, data
+
+    gpu = FakeAllocator(monkeypatch, allocated=1000)  # the kept base
+    with build_peak(CUDA) as built:
+        gpu.use(700)  # the copy and its casts, freed in part afterwards
+    assert built == [700]
+    with build_peak(torch.device("cpu")) as none:
+        gpu.use(900)
+    assert none == [0]
+    settings = TrainSettings(batch_size=4, epochs=1, device="cpu")
+    small = train(Bag(), data(8), lambda m: {"score": 0.5}, 1e-2, 0, settings, 0)
+    big = train(Bag(), data(8), lambda m: {"score": 0.5}, 1e-2, 0, settings, 0,
+                build_bytes=10 * small.peak_memory)
+    assert big.peak_memory == big.build_peak_memory == 10 * small.peak_memory
+    assert small.build_peak_memory is None
+
+
+def test_a_broken_cuda_context_is_reported_with_its_own_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child replies with the device-side assert before anything touches CUDA again
+    (``empty_cache`` on a broken context raises and would kill it: "exit code 1")."""
+    from autopeft import isolation
+    from autopeft.runner import Bench
+
+    class Conn:
+        def __init__(self, inbox: list) -> None:
+            self.inbox, self.sent = inbox, []
+
+        def send(self, msg: tuple) -> None:
+            self.sent.append(msg)
+
+        def recv(self) -> tuple:
+            return self.inbox.pop(0)
+
+        def poll(self) -> bool:
+            return False
+
+    class Broken:
+        def run(self, *a: Any, **k: Any) -> Any:
+            raise RuntimeError("CUDA error: device-side assert triggered")
+
+    def cache_raises() -> None:
+        raise RuntimeError("CUDA error: device-side assert triggered (empty_cache)")
+
+    monkeypatch.setattr(Bench, "load", classmethod(lambda cls, *a, **k: Broken()))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "empty_cache", cache_raises)
+    isolation._release()  # never raises
+    cand = {"methods": [{"name": "lora", "params": {}}], "learning_rate": 1e-3, "seed": 0}
+    conn = Conn([("run", cand, [], {}, None, None), ("exit",)])
+    released: list[int] = []  # replies sent when the child touched CUDA's cache
+    monkeypatch.setattr(isolation, "_release", lambda: released.append(len(conn.sent)))
+    isolation._serve_until_exit(conn, "m", {"task": "sst2"}, {}, None, False)
+    assert released == []  # nothing between the broken trial and its reply
+    assert conn.sent[0] == ("ready",)
+    assert conn.sent[1][:2] == ("error", "RuntimeError") and conn.sent[1][3] is True
+    assert "device-side assert triggered" in conn.sent[1][2]
+    assert conn.inbox == [("exit",)]  # it ended after its reply: a fresh child follows
+
+
+def test_a_trial_process_sends_its_steps_together_not_one_message_each(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Steps travel to the parent at most every ``STEP_REPORT_SECONDS`` (and all before a
+    rung and before the outcome), so a step costs no pipe message; none is lost."""
+    from autopeft import isolation
+    from autopeft.runner import Bench
+
+    clock = [0.0]
+    monkeypatch.setattr(isolation.time, "monotonic", lambda: clock[0])
+
+    class Conn:
+        def __init__(self, inbox: list) -> None:
+            self.inbox, self.sent = inbox, []
+
+        def send(self, msg: tuple) -> None:
+            self.sent.append(msg)
+
+        def recv(self) -> tuple:
+            return self.inbox.pop(0)
+
+        def poll(self) -> bool:
+            return False
+
+    class Steps:
+        def run(self, cand: Any, on_step: Any, eval_at: Any, on_eval: Any, *a: Any) -> Any:
+            for step in range(1, 7):
+                clock[0] += 0.03  # 30 ms a step: the first message after 4 steps
+                on_step(step, 6, float(step))
+                if step == 5:
+                    on_eval(5, 0.8)
+            raise ValueError("done training")  # an outcome without building a real one
+
+    monkeypatch.setattr(Bench, "load", classmethod(lambda cls, *a, **k: Steps()))
+    cand = {"methods": [{"name": "lora", "params": {}}], "learning_rate": 1e-3, "seed": 0}
+    conn = Conn([("run", cand, [5], {}, None, None), ("continue",), ("exit",)])
+    isolation._serve_until_exit(conn, "m", {"task": "sst2"}, {}, None, False)
+    kinds = [m[0] if m[0] != "steps" else [s[0] for s in m[1]] for m in conn.sent]
+    assert kinds == ["ready", [1, 2, 3, 4], [5], "rung", [6], "error"]
+
+
+def test_the_trainer_paths_peak_leaves_its_evaluations_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    from autopeft.hf_trainer import Metric, RungCallback
+
+    gpu = FakeAllocator(monkeypatch, allocated=1000)
+    model = torch.nn.Linear(2, 2)
+    rungs = RungCallback(model, Metric("eval_accuracy", True), 2, [1], None, None)
+    args = types.SimpleNamespace(device="cuda")
+    control = types.SimpleNamespace(should_evaluate=False, should_training_stop=False)
+    opt = torch.optim.AdamW(model.parameters())
+    for step, train_bytes, eval_bytes in ((1, 300, 5000), (2, 350, 4000)):
+        rungs.on_step_begin(args, None, control, optimizer=opt)
+        gpu.use(train_bytes)
+        rungs.on_step_end(args, types.SimpleNamespace(global_step=step), control)
+        gpu.use(eval_bytes)  # the Trainer evaluates between steps, and after the last
+    assert rungs.memory.bytes() == 350 and rungs.memory.scoring_bytes() == 5000
+
+
+def test_qlora_quantises_where_the_model_will_train() -> None:
+    from autopeft.methods.qlora import _target
+
+    cpu, meta = torch.device("cpu"), torch.device("meta")
+    assert _target(None, cpu) == cpu and _target("cpu", cpu) == cpu
+    assert _target("cuda:1", cpu) == torch.device("cuda:1")  # the Trainer path builds on CPU
+    assert _target("cuda:1", meta) == meta  # a skeleton stays a skeleton
+    assert _target("auto", cpu) == (torch.device("cuda", 0) if torch.cuda.is_available() else cpu)
+
+
+def test_qlora_predicts_its_4bit_weights_and_asks_bitsandbytes_to_run(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The static prediction counts 4 bits a quantised weight, as the built model stores
+    them (``--max-memory`` no longer skips QLoRA candidates that fit); bitsandbytes must run
+    a 4-bit op on the device, not merely import."""
+    import bitsandbytes.functional as F
+
+    from autopeft.build import build, count_total
+    from autopeft.candidate import Candidate, MethodSpec
+    from autopeft.methods import qlora
+    from autopeft.search.constraints import predict, static_memory
+    from autopeft.validate import skeleton
+    from families import tiny_model
+
+    base = tiny_model("bert")
+    cand = Candidate([MethodSpec("qlora", {"r": 2})], 1e-3)
+    pred = predict(skeleton(base), base, cand, 10)
+    real = build(base, cand, 10)
+    assert pred.memory_bytes == static_memory(real) and pred.total_params == count_total(real)
+    lora = predict(skeleton(base), base, Candidate([MethodSpec("lora", {"r": 2})], 1e-3), 10)
+    assert pred.memory_bytes < lora.memory_bytes
+    monkeypatch.setattr(qlora, "_works", {})
+    assert qlora.works_on(torch.device("cpu")) is None
+
+    def no_kernel(*a: Any, **k: Any) -> Any:
+        raise RuntimeError("no kernel image is available for execution on the device")
+
+    monkeypatch.setattr(qlora, "_works", {})
+    monkeypatch.setattr(F, "quantize_4bit", no_kernel)
+    with pytest.raises(UserError, match="kernels do not run on cpu .*no kernel image"):
+        build(base, cand, 10)
+
+
+def test_on_cuda_a_steps_losses_are_read_a_step_late_without_a_host_sync(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same steps and losses as reading each at once; ``on_step(s)`` comes after step
+    s + 1 has computed (its forward ran), except at a rung and at the end."""
+    import autopeft.train as train_mod
+    from autopeft.train import TrainSettings, train
+    from test_train_loop import Bag, data
+
+    def run(late: bool) -> list[tuple[int, float, int]]:
+        monkeypatch.setattr(train_mod, "reports_late", lambda device: late)
+        forwards, calls = [0], []
+        model = Bag()
+        model.register_forward_hook(lambda *a: forwards.__setitem__(0, forwards[0] + 1))
+        settings = TrainSettings(batch_size=4, epochs=1, device="cpu")
+        train(model, data(24), lambda m: {"score": 0.5}, 1e-2, 0, settings, 0,
+              on_step=lambda s, n, loss: calls.append((s, loss, forwards[0])),
+              after_step=lambda s, m: None, after_step_at={3})
+        return calls
+
+    at_once, late = run(False), run(True)
+    assert [c[:2] for c in late] == [c[:2] for c in at_once]
+    assert [s for s, _, _ in late] == [1, 2, 3, 4, 5, 6]
+    assert [f for _, _, f in at_once] == [1, 2, 3, 4, 5, 6]
+    assert [f for _, _, f in late] == [2, 3, 3, 5, 6, 6]  # step 3: a rung; 6: the end
+
+
+def test_a_qlora_build_quantises_from_the_base_without_copying_those_layers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The layers QLoRA makes 4-bit are never copied in full precision (``Method.replaces``):
+    the copy holds weightless stand-ins and each layer is quantised from the base, one at a
+    time, to the same model a full copy gives."""
+    import dataclasses
+
+    from autopeft.build import _copy, build, context_for
+    from autopeft.candidate import Candidate, MethodSpec
+    from autopeft.methods import get_method, make_spec
+    from autopeft.methods.registry import METHODS
+    from families import tiny_model
+
+    base = tiny_model("bert")
+    spec = make_spec("qlora", {"r": 2})
+    names = get_method("qlora").replaces(base, spec, context_for(base))
+    assert "bert.encoder.layer.0.attention.self.query.weight" in names
+    assert not any(n.startswith("classifier.") for n in names)
+    copied, _ = _copy(base, None, names)
+    params = dict(copied.named_parameters())
+    assert all(params[n].is_meta for n in names)
+    assert not any(p.is_meta for n, p in params.items() if n not in names)
+    cand = Candidate([MethodSpec("qlora", {"r": 2})], 1e-3)
+    import autopeft.build as build_mod
+
+    asked: list[set] = []
+    monkeypatch.setattr(build_mod, "_copy", lambda b, d, r: asked.append(r) or _copy(b, d, r))
+    lean = dict(build(base, cand, 10).named_parameters())
+    assert asked == [names]  # build asked for the stand-ins
+    monkeypatch.setitem(METHODS, "qlora", dataclasses.replace(METHODS["qlora"], replaces=None))
+    full = dict(build(base, cand, 10).named_parameters())
+    assert lean.keys() == full.keys()
+    assert all(torch.equal(lean[n], full[n]) for n in full)

@@ -23,6 +23,9 @@ class BuildContext:
     total_steps: int | None = None  # optimiser steps the candidate will train (AdaLoRA needs it)
     peft_task_type: str = "SEQ_CLS"  # CAUSAL_LM / SEQ_2_SEQ_LM for language-model tasks
     hidden_size: int = 0  # width of the residual stream (bottleneck sizes are relative to it)
+    device: str | None = None  # where it will train (QLoRA quantises there); None: where it is
+    # id of a copy's stand-in parameter -> (it, the base's parameter): ``Method.replaces``
+    originals: dict[int, Any] = field(default_factory=dict)
 
 
 def positive(name: str, value: Any, method: str) -> None:

@@ -61,9 +61,35 @@ class Spec(lora.Spec):
             raise UserError(f"qlora: double_quant must be true or false, got {self.double_quant!r}")
 
 
+_works: dict[str, str | None] = {}  # device -> None (4-bit works there) or why not
+
+
+def works_on(device: Any) -> str | None:
+    """None if bitsandbytes' 4-bit NF4 round trip runs on ``device`` (a 64x64 weight
+    quantised and de-quantised there, close to the original), else why not, in a few words.
+    Importable is not enough: a wheel without this CUDA version's library imports and then
+    fails at the first 4-bit op. Asked once per device and process."""
+    import torch
+
+    key = str(device)
+    if key not in _works:
+        try:
+            import bitsandbytes.functional as F
+
+            w = torch.linspace(-1, 1, 64 * 64, device=device).reshape(64, 64)
+            packed, state = F.quantize_4bit(w, quant_type="nf4")
+            error = (F.dequantize_4bit(packed, state).float() - w).abs().max().item()
+            _works[key] = None if error < 0.2 else f"its 4-bit round trip is off by {error:.3g}"
+        except Exception as exc:  # ImportError, a missing CUDA library, a kernel that fails
+            text = str(exc).strip().splitlines()
+            _works[key] = f"{type(exc).__name__}: {text[0] if text else ''}"[:200]
+    return _works[key]
+
+
 def check_environment(spec: Spec, device: Any) -> Any:
     """bitsandbytes, or a ``UserError`` saying what is missing. ``device``: where the base
-    is (a meta skeleton: the check is this machine's)."""
+    will train (a meta skeleton: the check is this machine's, and no 4-bit op runs); on a
+    real device its 4-bit kernels must run there (``works_on``)."""
     import torch
 
     try:
@@ -71,6 +97,11 @@ def check_environment(spec: Spec, device: Any) -> Any:
     except ImportError:
         raise UserError("qlora: needs bitsandbytes (4-bit NF4 weights); install it with "
                         "pip install 'autopeft[qlora]', or drop qlora from the space") from None
+    why = works_on(device) if device.type != "meta" else None
+    if why:
+        raise UserError(f"qlora: bitsandbytes is installed but its 4-bit kernels do not run on "
+                        f"{device} ({why}); install a bitsandbytes built for this device, or "
+                        "drop qlora from the space")
     on_cuda = device.type == "cuda" or (device.type == "meta" and torch.cuda.is_available())
     if not on_cuda and spec.compute_dtype == "bf16":
         raise UserError("qlora: compute_dtype bf16 needs CUDA and the model trains on the CPU; "
@@ -98,29 +129,18 @@ def quantize(model: Any, spec: Spec, ctx: Any, bnb: Any, device: Any) -> int:
     """Swap every linear layer outside the task head for a 4-bit one; returns how many."""
     import torch
 
-    heads = tuple(ctx.arch.head_names(model))
-    # Modules the model must keep in fp32 (T5's ``wo``: its FFN casts its input to wo's dtype),
-    # as transformers' own 4-bit loading does.
-    keep = set(getattr(model, "_keep_in_fp32_modules", None) or ())
-    # A language model's output projection (often tied to the embeddings) stays too, as in
-    # transformers' 4-bit loading.
-    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     dtype = compute_dtype(spec, device)
     swapped = 0
-    for name, module in list(model.named_modules()):
+    for name, module in _quantised(model, ctx):
         conv1d = type(module).__name__ == "Conv1D"
-        if not (type(module) is torch.nn.Linear or conv1d) or module is output:
-            continue
-        if name.rpartition(".")[2] in keep or any(name == h or name.startswith(h + ".")
-                                                  for h in heads):
-            continue
-        weight = module.weight.detach()
+        weight = _source(module.weight, ctx).detach()
         weight = weight.t() if conv1d else weight  # Conv1D stores (in, out)
         out_f, in_f = weight.shape
         new = bnb.nn.Linear4bit(in_f, out_f, bias=module.bias is not None, compute_dtype=dtype,
                                 compress_statistics=spec.double_quant, quant_type=spec.quant_type,
                                 device="meta")
-        new.weight = bnb.nn.Params4bit(weight.contiguous().to(torch.float32), requires_grad=False,
+        new.weight = bnb.nn.Params4bit(weight.to(device, torch.float32, copy=True).contiguous(),
+                                       requires_grad=False,
                                        compress_statistics=spec.double_quant,
                                        quant_type=spec.quant_type, module=new).to(device)
         if in_f % new.weight.blocksize or out_f % 32:
@@ -128,7 +148,9 @@ def quantize(model: Any, spec: Spec, ctx: Any, bnb: Any, device: Any) -> int:
             # first no-grad forward and fails on widths it cannot block (tiny models).
             new.support_avx512bf16_for_cpu = False
         if module.bias is not None:
-            new.bias = torch.nn.Parameter(module.bias.detach().to(device), requires_grad=False)
+            new.bias = torch.nn.Parameter(
+                _source(module.bias, ctx).detach().to(device, torch.float32, copy=True),
+                requires_grad=False)
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, child, new)
         swapped += 1
@@ -136,17 +158,83 @@ def quantize(model: Any, spec: Spec, ctx: Any, bnb: Any, device: Any) -> int:
 
 
 def apply(model: Any, spec: Spec, ctx: Any) -> Any:
+    import torch
+
     inner = unwrap(model)
     config = lora.peft_config(inner, spec, ctx)  # checks ranks on the unquantised shapes
-    device = next(inner.parameters()).device  # the training device, where Bench keeps the base
+    # Quantised where it will train (the Trainer path builds on the CPU, then moves): on
+    # CUDA, with CUDA's compute dtype; the build's own device where none is said.
+    device = _target(getattr(ctx, "device", None), next(inner.parameters()).device)
     bnb = check_environment(spec, device)
-    # A meta-device skeleton (checking a space) has no weights to quantise: LoRA alone shows
-    # whether the candidate fits the model.
-    if device.type != "meta":
+    if device.type == "meta":  # a skeleton (predicting): 4-bit sizes, no weights to quantise
+        if not packed_on_meta(inner, ctx):
+            raise UserError("qlora: this model has no linear layer outside its head to quantise")
+    else:
         if not quantize(inner, spec, ctx, bnb, device):
             raise UserError("qlora: this model has no linear layer outside its head to quantise")
         prepare(inner)
     return attach_peft(model, config, ctx, "qlora")
+
+
+def replaces(base: Any, spec: Spec, ctx: Any) -> set[str]:
+    """The base's parameters ``quantize`` replaces (the layers' weights and biases): ``build``
+    leaves them out of the copy and ``quantize`` reads them from the base, one layer at a
+    time, so a QLoRA build never holds a full-precision copy of the layers it quantises."""
+    return {f"{name}.{kind}" for name, module in _quantised(base, ctx)
+            for kind in ("weight", "bias") if getattr(module, kind, None) is not None}
+
+
+def _source(param: Any, ctx: Any) -> Any:
+    """``param``, or the base's parameter a placeholder of the copy stands for."""
+    stand, base = getattr(ctx, "originals", {}).get(id(param), (None, None))
+    return base if stand is param else param
+
+
+def _target(wanted: str | None, here: Any) -> Any:
+    """Where to quantise: the training device ``wanted`` (``auto``: CUDA if there is one),
+    else ``here``, where the model is; a skeleton stays on meta."""
+    import torch
+
+    if here.type == "meta" or not wanted:
+        return here
+    if wanted == "auto":
+        wanted = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(wanted)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def _quantised(model: Any, ctx: Any) -> list[tuple[str, Any]]:
+    """``(name, module)`` of the layers ``quantize`` makes 4-bit."""
+    import torch
+
+    heads = tuple(ctx.arch.head_names(model))
+    # Modules the model must keep in fp32 (T5's ``wo``: its FFN casts its input to wo's dtype),
+    # as transformers' own 4-bit loading does.
+    keep = set(getattr(model, "_keep_in_fp32_modules", None) or ())
+    # A language model's output projection (often tied to the embeddings) stays too, as in
+    # transformers' 4-bit loading.
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return [(name, module) for name, module in model.named_modules()
+            if (type(module) is torch.nn.Linear or type(module).__name__ == "Conv1D")
+            and module is not output and name.rpartition(".")[2] not in keep
+            and not any(name == h or name.startswith(h + ".") for h in heads)]
+
+
+def packed_on_meta(model: Any, ctx: Any) -> int:
+    """On a meta skeleton, each layer ``quantize`` would swap gets the weight a 4-bit layer
+    stores (bitsandbytes packs two 4-bit values a byte: ``in * out / 2`` uint8), so the
+    static memory prediction (``search.constraints``) counts 4 bits a weight, not 32; the
+    layer stays a ``Linear`` (LoRA sees the same shapes). Returns how many."""
+    import torch
+
+    layers = _quantised(model, ctx)
+    for _, module in layers:
+        size = module.weight.numel()
+        module.weight = torch.nn.Parameter(torch.empty((size + 1) // 2, 1, dtype=torch.uint8,
+                                                       device="meta"), requires_grad=False)
+    return len(layers)
 
 
 def prepare(inner: Any) -> None:
@@ -171,5 +259,5 @@ FAMILIES = (("encoder", "decoder", "encoder-decoder")
             if importlib.util.find_spec("bitsandbytes") else ())
 
 METHOD = Method(name="qlora", category="reparameterized", spec=Spec, apply=apply, engine="peft",
-                peft_native=True, families=FAMILIES,
+                peft_native=True, families=FAMILIES, replaces=replaces,
                 summary="QLoRA: LoRA on a 4-bit NF4 base (bitsandbytes; CUDA, slow on CPU)")

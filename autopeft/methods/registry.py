@@ -48,6 +48,9 @@ class Method:
     # Adds virtual tokens through peft's prompt learning (prefix, prompt, P-tuning, and the
     # hybrids built on prefix): it must be the outer PeftModel, and one per candidate.
     prompt_learning: bool = False
+    # (base, spec, ctx) -> names of the base's parameters it replaces from the base itself
+    # (``ctx.originals``), so ``build`` does not copy them first (QLoRA quantises from it).
+    replaces: Callable[..., set[str]] | None = None
 
     @property
     def build_order(self) -> int:
