@@ -44,7 +44,12 @@ class TrialCrashed(RuntimeError):
 
 
 class _Stop(BaseException):
-    """Raised inside the child when the parent stops the trial (pruned, budget, interrupt)."""
+    """Raised inside the child when the parent stops the trial (pruned, budget, interrupt);
+    ``keep_checkpoint``: the parent paused it at a rung, so its checkpoint is saved there."""
+
+    def __init__(self, keep_checkpoint: bool = False) -> None:
+        super().__init__()
+        self.keep_checkpoint = keep_checkpoint
 
 
 ERRORS: dict[str, type[BaseException]] = {"Diverged": Diverged, "MemoryError": MemoryError,
@@ -108,8 +113,9 @@ def _serve_until_exit(conn: Any, model: str, data: dict, settings: dict,
         def on_eval(step: int, score: float) -> None:
             flush()
             conn.send(("rung", step, score))
-            if conn.recv()[0] == "stop":
-                raise _Stop
+            answer = conn.recv()
+            if answer[0] == "stop":
+                raise _Stop(len(answer) > 1 and bool(answer[1]))
 
         try:
             out = bench.run(Candidate.from_dict(cand), on_step, eval_at, on_eval,
@@ -268,16 +274,17 @@ class IsolatedBench:
             except KeyboardInterrupt:
                 self.close()
                 raise
-            except BaseException:
-                self._stop_trial()  # our callback raised (pruned, budget): stop the child's trial
+            except BaseException as exc:  # our callback raised (pruned, budget): stop the
+                self._stop_trial(getattr(exc, "keep_checkpoint", False))  # child's trial
                 raise
 
-    def _stop_trial(self) -> None:
-        """Tell the child to stop and wait until it has (it answers "stopped")."""
+    def _stop_trial(self, keep_checkpoint: bool = False) -> None:
+        """Tell the child to stop (saving its checkpoint at this rung where the trial is
+        paused) and wait until it has (it answers "stopped")."""
         if self._proc is None:
             return
         try:
-            self._conn.send(("stop",))
+            self._conn.send(("stop", keep_checkpoint))
             while self._recv()[0] not in ("stopped", "done", "error"):
                 pass
         except (TrialCrashed, OSError):

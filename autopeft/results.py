@@ -55,6 +55,8 @@ RUNG_SCORES = "rung_scores"  # {"step": score} as soon as each rung is scored
 PREDICTED_MEMORY = "predicted_memory_bytes"  # the lower bound, before training
 DUPLICATE_OF = "duplicate_of"  # the trial it repeats: not trained again
 STOPPED_BY_BUDGET = "stopped_by_budget"
+PAUSED = "paused"  # stopped at a rung by the pruner with its checkpoint kept: may be promoted
+PROMOTES = "promotes"  # a trial that continues a paused one (its number) once it ranks
 FAIL_REASON = "fail_reason"
 INTERRUPTED = "interrupted"  # the fail reason of a trial ended by Ctrl-C or SIGTERM
 WARM_START = "warm_start"  # the recipe's name
@@ -159,6 +161,8 @@ def _note(attrs: dict[str, Any], superseded_by: int | None) -> str:
     for key in (FAIL_REASON, "prune_reason", "infeasible_reason"):
         if attrs.get(key):
             return str(attrs[key])
+    if attrs.get(PROMOTES) is not None:
+        return f"promoted: continues paused trial {attrs[PROMOTES]}"
     return ""
 
 

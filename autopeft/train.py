@@ -314,7 +314,8 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, fl
 
     ``resume``: go on from this checkpoint (``checkpoint.Checkpoint``) of the same run
     instead of step 0; ``save(checkpoint)`` is called after each step in ``save_at`` (after
-    its callbacks passed). ``after_step_at``: the steps ``after_step`` is for (None: every
+    its callbacks passed, or when ``after_step`` raised an exception whose
+    ``keep_checkpoint`` is true: a run paused at a rung). ``after_step_at``: the steps ``after_step`` is for (None: every
     step). On CUDA (``reports_late``) a step's losses travel to the host while the next step
     computes, and ``on_step`` and the divergence checks for it run then, one step late: no
     host sync per step; a step ``after_step`` or ``save`` is for, and the last, report at
@@ -409,14 +410,23 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, fl
                 pending = (step, _HostLosses(torch.stack(losses)))  # no host sync now
                 continue
             report(step, torch.stack(losses).tolist())  # a host sync: the step must be done
+
+            def checkpoint() -> Checkpoint:
+                return Checkpoint(step, n_steps, stream.position, samples, loss_value, first_loss,
+                                  max(memory.bytes(), peak_before),
+                                  model_tensors(model), copied(optimizer.state_dict()),
+                                  copied(scheduler.state_dict()), rng_state(), hook_states(hooks))
+
             if rung:
-                with memory.scoring():  # a rung's scoring is not training memory
-                    after_step(step, model)
+                try:
+                    with memory.scoring():  # a rung's scoring is not training memory
+                        after_step(step, model)
+                except BaseException as stop:  # a run paused here (``keep_checkpoint``) goes on later
+                    if saving and getattr(stop, "keep_checkpoint", False):
+                        save(checkpoint())
+                    raise
             if saving:
-                save(Checkpoint(step, n_steps, stream.position, samples, loss_value, first_loss,
-                                max(memory.bytes(), peak_before),
-                                model_tensors(model), copied(optimizer.state_dict()),
-                                copied(scheduler.state_dict()), rng_state(), hook_states(hooks)))
+                save(checkpoint())
     with memory.scoring():
         metrics = scored(model, evaluate)
     return TrainResult(score=metrics["score"], steps=end, samples=samples,

@@ -454,3 +454,48 @@ def test_a_study_name_used_again_for_other_data_finds_none_of_the_old_checkpoint
     old = Checkpoints(str(tmp_path), SETTINGS, a)
     assert Checkpoints(str(tmp_path), SETTINGS, again).path(cand, 100) == old.path(cand, 100)
     assert Checkpoints(str(tmp_path), SETTINGS, other).path(cand, 100) != old.path(cand, 100)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("isolation", ["none", "process"])
+def test_a_trial_paused_on_a_thin_rung_is_promoted_when_it_ranks_and_continues(
+        workdir: Path, tiny_model: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch,
+        isolation: str) -> None:
+    """Pause-and-promote: the pruner stops trial 0 at step 2 while the rung's table is thin;
+    its checkpoint stays; once the table ranks it (here: three entries), the search queues
+    its continuation before any new candidate, which goes on from step 2 and ends exactly
+    where a run from step 0 ends. Decisions no longer depend on arrival order."""
+    import autopeft.search.objective as objective
+    from autopeft.paths import checkpoints_dir
+    from autopeft.search.pruner import Decision, rung_table
+
+    def decide(study, pruner, number, step, **_) -> Decision:
+        n = len(rung_table(study.get_trials(deepcopy=False), step))
+        keep = number != 0 or n >= 3
+        return Decision(keep, f"{n} at the rung")
+
+    monkeypatch.setattr(objective, "decide_from_storage", decide)
+    (workdir / "one.yaml").write_text(ONE.replace("1.0e-3", "{choices: [1.0e-3, 2.0e-3, 3.0e-3, "
+                                                  "4.0e-3, 5.0e-3]}"))
+    monkeypatch.setenv("AUTOPEFT_ISOLATION", isolation)  # the child saves it too
+    study = api_search(study="pause", n_trials=4, pruner="median-score", rungs="2,6",
+                       refit_share=0.0, sampler="random", seed=1, **small(tiny_model, tiny_data))
+    trials = study.get_trials()
+    paused, promoted = trials[0], next(t for t in trials if t.user_attrs.get("promotes") == 0)
+    assert paused.state.name == "PRUNED" and paused.user_attrs["paused"]
+    assert paused.user_attrs["prune_reason"].startswith("paused by median-score at step 2")
+    assert promoted.number == 3  # right after the third entry at the rung: before a new one
+    assert promoted.user_attrs["candidate"] == paused.user_attrs["candidate"]
+    a = promoted.user_attrs
+    assert promoted.state.name == "COMPLETE" and (a["continued_from"], a["steps"]) == (2, 6)
+    assert a["rung_scores"]["2"] == paused.user_attrs["rung_scores"]["2"]
+    fresh = fresh_run(tiny_model, tiny_data, study, 6).result  # trial 0's candidate from 0
+    assert (promoted.values[0], a["final_loss"]) == (fresh.score, fresh.final_loss)
+    from autopeft.report.show import rows, status_word
+
+    shown = {r.number: r for r in rows(study, all_trials=True)}
+    assert status_word(shown[0]) == "paused"
+    assert shown[3].note == "promoted: continues paused trial 0"
+    assert len({t.user_attrs["candidate"]["learning_rate"] for t in trials[:3]}) == 3
+    # the search ended: no checkpoint of a complete trial stays; the paused one was promoted
+    assert not list(Path(checkpoints_dir("pause")).glob("*.pt"))

@@ -223,7 +223,7 @@ def test_mo_asha_prunes_trials_at_their_rungs_end_to_end(workdir: Path, tiny_mod
         assert set(decisions) == set(a["rung_scores"])  # one decision per rung it reached
         assert decisions[str(step)]["keep"] is False
         assert all(d["keep"] for k, d in decisions.items() if k != str(step))
-        assert a["prune_reason"].startswith(f"mo-asha at step {step}: ")
+        assert a["prune_reason"].startswith(f"paused by mo-asha at step {step}: ") and a["paused"]
         assert decisions[str(step)]["reason"] in a["prune_reason"]
         assert a["stopped_by_budget"] is False and t.values is None
     for t in complete:

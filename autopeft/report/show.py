@@ -223,11 +223,13 @@ def percent(fraction: float | None) -> str:
 
 
 def status_word(r: Row) -> str:
-    """front / complete / infeasible / pruned / failed / running."""
+    """front / complete / infeasible / pruned / paused / failed / running."""
     if r.on_front:
         return "front (provisional)" if r.fidelity == "provisional" else "front"
     if r.state == "COMPLETE" and not r.feasible:
         return "infeasible"
+    if r.state == "PRUNED" and r.note.startswith("paused"):
+        return "paused"
     return {"FAIL": "failed"}.get(r.state, r.state.lower())
 
 

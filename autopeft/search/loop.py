@@ -42,6 +42,8 @@ def run_trials(study: Study, n_trials: int | None, max_trials: int | None, space
         if not budget.fits(runner.time_needed()):
             reporter.note("budget reached: no further trial fits in the time left")
             break
+        if runner.pruner.prunes:
+            runner.promote()  # a paused trial that now ranks goes before a new candidate
         with warnings.catch_warnings():  # we beat ourselves (heartbeat below), not optimize()
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
             trial = study.ask()

@@ -35,9 +35,9 @@ from autopeft.candidate import Candidate
 from autopeft.devices import cuda_broken
 from autopeft.errors import UserError
 from autopeft.protocols import Reporter, Trainer
-from autopeft.results import (CANDIDATE, CONTINUED_FROM, DUPLICATE_OF, FAIL_REASON, INTERRUPTED,
-                              PREDICTED_MEMORY, RUNG_SCORES, SCORING_SECONDS, STEPS,
-                              STEPS_TRAINED, STOPPED_BY_BUDGET)
+from autopeft.results import (CANDIDATE, CONTINUED_FROM, CONTINUES, DUPLICATE_OF, FAIL_REASON,
+                              INTERRUPTED, PAUSED, PREDICTED_MEMORY, PROMOTES, RUNG_SCORES,
+                              SCORING_SECONDS, STEPS, STEPS_TRAINED, STOPPED_BY_BUDGET)
 from autopeft.runner import Fidelity, Outcome
 from autopeft.search.budget import Phase, predict_scoring, predict_seconds
 from autopeft.search.constraints import Limits, Prediction, predict
@@ -85,9 +85,16 @@ ONE_RUN_GRACE = 0.25  # of the budget: how far the only run of a one-run plan ma
 class StopTrial(Exception):
     """Raised from the training callbacks to end a trial at a rung (pruner) or now (budget)."""
 
-    def __init__(self, reason: str, rung: int, step: int, by_budget: bool = False):
+    def __init__(self, reason: str, rung: int, step: int, by_budget: bool = False,
+                 paused: bool = False):
         super().__init__(reason)
         self.reason, self.rung, self.step, self.by_budget = reason, rung, step, by_budget
+        self.paused = paused  # its checkpoint is kept: a later rung table may promote it
+
+    @property
+    def keep_checkpoint(self) -> bool:
+        """``train.train`` saves the run's checkpoint at the step that raised this."""
+        return self.paused
 
 
 def record(trial: Trial, outcome: Outcome) -> None:
@@ -160,6 +167,35 @@ class TrialRunner:
                                       plan.refit_steps - plan.trial_steps)
         return trial + refit_shortfall(plan, member)
 
+    def promote(self) -> int | None:
+        """Queue the continuation of one paused trial that its rung's table, grown since it
+        paused, now keeps (``decide_from_storage`` again at its rung); returns its number.
+        Asynchronous successive halving in promotion mode (ASHA, Li et al. 2020; Syne Tune's
+        promotion type): a trial stopped on a thin table comes back when it ranks, so the
+        decisions do not depend on the order trials arrived in. The queued trial samples the
+        same candidate and continues the paused one's checkpoint (``_continuation``); the
+        earliest-paused first. A trial the loss check stopped never comes back."""
+        trials = self.study.get_trials(deepcopy=False)
+        later: dict[str, int] = {}  # candidate -> the last trial that took it up
+        for t in trials:
+            if CANDIDATE in t.user_attrs:
+                later[repr(t.user_attrs[CANDIDATE])] = t.number
+        taken = {t.user_attrs.get(PROMOTES) for t in trials}
+        for t in trials:
+            a = t.user_attrs
+            if (t.state.name != "PRUNED" or not a.get(PAUSED) or t.number in taken
+                    or later.get(repr(a.get(CANDIDATE))) != t.number):  # taken up since
+                continue
+            decision = decide_from_storage(self.study, self.pruner, t.number,
+                                           int(a["pruned_at_step"]), score_noise=self.rung_noise)
+            if decision.keep:
+                self.study.enqueue_trial(dict(t.params), user_attrs={
+                    PROMOTES: t.number, CONTINUES: t.number}, skip_if_exists=False)
+                self.reporter.note(f"trial {t.number} ({a.get('label', '?')}) promoted at step "
+                                   f"{a['pruned_at_step']}: {decision.reason}")
+                return t.number
+        return None
+
     def check_separation(self) -> None:
         """Once a study holds ``SEPARATION_TRIALS`` scores at its plan's first rung, judge
         whether that rung tells candidates apart (``plan.separates``, against the rung
@@ -200,8 +236,9 @@ class TrialRunner:
             if t.number == trial.number or a.get(CANDIDATE) != mine or a.get(DUPLICATE_OF) is not None:
                 continue
             # Two processes that drew the same candidate at once: the later trial gives way.
+            # A trial cut short by the budget or paused at a rung may get further now.
             if t.state.name == "COMPLETE" or (t.state.name == "RUNNING" and t.number < trial.number) or (
-                    t.state.name == "PRUNED" and not a.get(STOPPED_BY_BUDGET)):
+                    t.state.name == "PRUNED" and not a.get(STOPPED_BY_BUDGET) and not a.get(PAUSED)):
                 return t.number
         return None
 
@@ -280,9 +317,9 @@ class TrialRunner:
                                            score_noise=self.rung_noise)
             decisions[str(step)] = decision.to_dict()
             trial.set_user_attr("rung_decisions", dict(decisions))
-            if not decision.keep:
-                raise StopTrial(f"{self.pruner.name} at step {step}: {decision.reason}",
-                                rungs.index(step) + 1, step)
+            if not decision.keep:  # paused: its checkpoint stays, a later table may promote it
+                raise StopTrial(f"paused by {self.pruner.name} at step {step}: {decision.reason}",
+                                rungs.index(step) + 1, step, paused=keep is not None)
 
         start = time.perf_counter()
         failed: tuple[str, bool, bool] | None = None
@@ -290,7 +327,7 @@ class TrialRunner:
             outcome = self.bench.run(candidate, on_step=on_step, eval_at=rungs, on_eval=on_eval,
                                      fidelity=self.fidelity, resume=resume, checkpoint=keep)
         except StopTrial as stop:
-            if not stop.by_budget:  # pruned at a rung: nothing will continue it
+            if not stop.by_budget and not stop.paused:  # not learning: nothing will continue it
                 self._discard(candidate)
             return self._stopped(trial, pred, stop, time.perf_counter() - start)
         except KeyboardInterrupt:
@@ -412,6 +449,7 @@ class TrialRunner:
         continued = int(trial.user_attrs.get(CONTINUED_FROM, 0))
         for key, value in {"pruned_at_rung": stop.rung, "pruned_at_step": stop.step,
                            "prune_reason": stop.reason, STOPPED_BY_BUDGET: stop.by_budget,
+                           PAUSED: stop.paused,
                            STEPS: stop.step, "wall_seconds": round(seconds, 3),
                            STEPS_TRAINED: stop.step - continued,
                            "samples": stop.step * self.bench.settings.batch_size
