@@ -226,6 +226,12 @@ def test_mo_asha_prunes_trials_at_their_rungs_end_to_end(workdir: Path, tiny_mod
         assert a["prune_reason"].startswith(f"paused by mo-asha at step {step}: ") and a["paused"]
         assert decisions[str(step)]["reason"] in a["prune_reason"]
         assert a["stopped_by_budget"] is False and t.values is None
+    # the share that reached each rung, beside successive halving's plan (a candidate once)
+    reached = [len({repr(t.user_attrs["candidate"]) for t in trials
+                    if str(s) in t.user_attrs["rung_scores"]}) for s in (2, 4, 8)]
+    assert reached[0] > reached[1] > 0
+    assert [(f["step"], f["reached"], f["planned"]) for f in study.user_attrs["promotion"]] == [
+        (2, reached[0], 1.0), (4, reached[1], 0.333), (8, reached[2], 0.111)]
     for t in complete:
         a = t.user_attrs
         assert a["steps"] == 8 and set(a["rung_scores"]) == {"2", "4", "8"}

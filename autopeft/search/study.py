@@ -42,7 +42,7 @@ from autopeft.search.pruner import make_pruner
 from autopeft.search.samplers import make_sampler
 from autopeft.search.storage import HEARTBEAT_SECONDS, existing_url, mask, storage_url
 from autopeft.search.refit import refit_front
-from autopeft.search.summary import Scales, record_hypervolume
+from autopeft.search.summary import Scales, promotion_fractions, record_hypervolume
 from autopeft.search.warmstart import (enqueue_recipes, entry_families, requeue_interrupted,
                                        tries_learning_rates)
 from autopeft.search.workers import start_workers
@@ -215,6 +215,13 @@ def run_search(cfg: SearchConfig, reporter: Reporter | None = None, bench: Bench
                     study, trainer, plan, cfg.confirm_seeds, budget, reporter,
                     runner.checkpoints):
                 record_hypervolume(study)
+            if len(runner.rungs) > 1:  # what successive halving did, beside what it planned
+                fractions = promotion_fractions(study.get_trials(deepcopy=False), runner.rungs,
+                                                cfg.eta)
+                study.set_user_attr("promotion", fractions)
+                reporter.note("reached each rung: " + ", ".join(
+                    f"step {f['step']} {f['reached']} of {f['of']} (planned "
+                    f"{f['planned']:.0%})" for f in fractions))
             files, size = drop_finished(study, runner.checkpoints, int(plan.schedule_steps
                                                                        or plan.trial_steps))
             if files:

@@ -101,3 +101,23 @@ def record_hypervolume(study: Study) -> float | None:
     study.set_user_attr("hypervolume", round(hv, 6))
     return hv
 
+
+
+def promotion_fractions(trials: list[FrozenTrial], rungs: list[int],
+                        eta: int) -> list[dict[str, Any]]:
+    """For each rung of the plan: the share of the search's candidates that reached it,
+    beside successive halving's planned ``eta^-k`` (the plan's costs assume it). A candidate
+    counts once: a promoted continuation or a trial that continues a cut-short one stands
+    for its first trial (``pruner.rung_table`` keys by candidate)."""
+    from autopeft.search.pruner import rung_table
+
+    searched = {repr(t.user_attrs["candidate"]) for t in trials
+                if "candidate" in t.user_attrs and "confirm_of" not in t.user_attrs
+                and t.user_attrs.get("duplicate_of") is None and not t.user_attrs.get("skipped")}
+    out = []
+    for k, step in enumerate(rungs):
+        reached = len(rung_table(trials, step))
+        out.append({"step": step, "reached": reached, "of": len(searched),
+                    "realised": round(reached / len(searched), 3) if searched else None,
+                    "planned": round(float(eta) ** -k, 3)})
+    return out
