@@ -134,3 +134,33 @@ def enable_faults() -> None:
 
 if os.environ.get("AUTOPEFT_PLUGINS", "").split(",").count("faults"):
     _register()  # imported as a plugin by the registry of a trial or worker process
+
+
+# -- a worker on another machine that went silent: what heartbeats alone must catch ---------
+
+def go_silent(url: str, trial_id: int | None = None) -> None:
+    """The workers died long ago: the last heartbeats in the study storage ``url`` (SQLite or
+    PostgreSQL; of ``trial_id``, else all) move to the year 2000, so three missed beats need
+    no waiting."""
+    import sqlalchemy
+
+    sql = "UPDATE trial_heartbeats SET heartbeat = '2000-01-01 00:00:00.000000'"
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            if trial_id is None:
+                conn.execute(sqlalchemy.text(sql))
+            else:
+                conn.execute(sqlalchemy.text(sql + " WHERE trial_id = :id"), {"id": trial_id})
+    finally:
+        engine.dispose()
+
+
+def run_elsewhere(study: Any, number: int) -> None:
+    """Record trial ``number``'s worker as a process of another machine: this machine's
+    process check (``storage.fail_dead_workers``) then leaves it to the heartbeats."""
+    from autopeft.search.storage import WORKER_PROCESS
+
+    trial = study.get_trials(deepcopy=False)[number]
+    record = {**trial.user_attrs[WORKER_PROCESS], "host": "another-machine"}
+    study._storage.set_trial_user_attr(trial._trial_id, WORKER_PROCESS, record)

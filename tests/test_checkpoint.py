@@ -221,9 +221,13 @@ def fresh_run(model: Path, data: Path, study, stop_at: int):
 
 @pytest.mark.slow
 def test_the_refit_continues_the_search_trial_and_ends_where_training_from_0_ends(
-        workdir: Path, tiny_model: Path, tiny_data: Path) -> None:
+        workdir: Path, tiny_model: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from autopeft.report.show import rows
 
+    runs = []  # every run the search makes: the trial, then the refit
+    real_run = Bench.run
+    monkeypatch.setattr(Bench, "run", lambda self, *a, **kw: runs.append(
+        real_run(self, *a, **kw)) or runs[-1])
     (workdir / "one.yaml").write_text(ONE)
     study = api_search(study="refit", n_trials=1, pruner="none", trial_steps=4,
                        **small(tiny_model, tiny_data))
@@ -231,7 +235,14 @@ def test_the_refit_continues_the_search_trial_and_ends_where_training_from_0_end
     assert searched.user_attrs["steps_trained"] == 4 and refit.user_attrs["confirm_of"] == 0
     assert (refit.user_attrs["steps"], refit.user_attrs["steps_trained"],
             refit.user_attrs["continued_from"]) == (13, 9, 4)
-    assert refit.values[0] == fresh_run(tiny_model, tiny_data, study, 13).result.score
+    continued = runs[-1]
+    assert continued.result.resumed_from == 4 and refit.values[0] == continued.result.score
+    fresh = fresh_run(tiny_model, tiny_data, study, 13)
+    assert (continued.result.score, continued.result.final_loss) == (
+        fresh.result.score, fresh.result.final_loss)
+    a, b = tensors(continued.model), tensors(fresh.model)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert searched.user_attrs["final_loss"] != fresh.result.final_loss  # 4 steps are not 13
     shown = {r.number: r for r in rows(study, all_trials=True)}  # what show --json prints
     assert (shown[1].steps, shown[1].steps_trained) == (13, 9)
     assert (shown[0].steps, shown[0].steps_trained) == (4, 4)
@@ -263,7 +274,8 @@ def test_an_interrupted_trial_continues_in_the_resumed_study(
     assert a["continues_trial"] == 0 and a["candidate"] == first.user_attrs["candidate"]
     assert (a["continued_from"], a["steps"], a["steps_trained"]) == (2, 4, 2)
     assert a["rung_scores"]["2"] == first.user_attrs["rung_scores"]["2"]
-    assert second.values[0] == fresh_run(tiny_model, tiny_data, study, 4).result.score
+    fresh = fresh_run(tiny_model, tiny_data, study, 4).result
+    assert (second.values[0], second.user_attrs["final_loss"]) == (fresh.score, fresh.final_loss)
     # the search ended with no refit to read the complete trial's checkpoint: deleted
     assert not kept.exists() and not list(Path(checkpoints_dir("again")).glob("*.pt"))
 

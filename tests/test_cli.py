@@ -74,6 +74,7 @@ def test_export_lora_loads_with_peft_and_reproduces_logits(
     from transformers import AutoModelForSequenceClassification
 
     import autopeft
+    from autopeft import api
 
     space = workdir / "lora.yaml"
     space.write_text(LORA_SPACE)
@@ -83,7 +84,9 @@ def test_export_lora_loads_with_peft_and_reproduces_logits(
     for name in ("candidate.yaml", "adapter_config.json", "adapter_model.safetensors",
                  "autopeft_weights.safetensors", "README.md"):
         assert (out / name).is_file(), name
+    torch.manual_seed(0)  # the tiny model has no head: both loads draw the same new one
     base = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
+    torch.manual_seed(0)
     untouched = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2).eval()
     with_peft = PeftModel.from_pretrained(base, out).eval()
     ours = autopeft.load(out)
@@ -99,6 +102,8 @@ def test_export_lora_loads_with_peft_and_reproduces_logits(
     trained = json.loads((out / "metrics.json").read_text())
     study_score = show_json(capsys)[0]["score"]
     assert trained["score"] == pytest.approx(study_score, abs=1e-9)
+    searched = api.load_study("t").get_trials()[0]  # trial 0, the one exported
+    assert trained["final_loss"] == pytest.approx(searched.user_attrs["final_loss"], abs=1e-9)
 
     # Exporting over a non-empty directory needs --force.
     assert main(["export", "t", "--trial", "0", "--out", str(out)]) == 2

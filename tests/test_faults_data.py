@@ -127,6 +127,9 @@ def test_no_header_trains_on_columns_by_index(workdir, tiny_model) -> None:
     assert main(argv) == 0
     (t,) = trials(workdir)
     assert t.state.name == "COMPLETE"
+    # every row is data: 60 trained (4 steps of 16, one epoch), 20 scored (k / 20)
+    assert (t.user_attrs["samples"], t.user_attrs["steps"]) == (60, 4)
+    assert t.values[0] * 20 == pytest.approx(round(t.values[0] * 20), abs=1e-9)
     study = optuna.load_study(study_name="s", storage=f"sqlite:///{workdir}/studies/s.db")
     assert study.user_attrs["data"]["no_header"] is True  # export and train read it the same way
     assert study.user_attrs["data"]["text_columns"] == ["0"]
@@ -297,6 +300,7 @@ def test_an_interrupted_recipe_is_retried_on_resume(workdir, tiny_model, tiny_da
 
 def test_show_explains_heartbeat_failures_and_lists_waiting(workdir, capsys) -> None:
     from autopeft.search.storage import fail_stale_trials, open_storage
+    from faults import go_silent
 
     (workdir / "studies").mkdir()
     url = f"sqlite:///{workdir}/studies/s.db"
@@ -308,7 +312,7 @@ def test_show_explains_heartbeat_failures_and_lists_waiting(workdir, capsys) -> 
         trial = study.ask()
     trial.set_user_attr("label", "bitfit")
     study._storage.record_heartbeat(trial._trial_id)
-    time.sleep(4.1)  # three missed beats of one second (SQLite's clock has whole seconds)
+    go_silent(url)  # three beats of one second missed long ago: no waiting
     fail_stale_trials(study)
     capsys.readouterr()
     assert main(["show", "s", "--all", "--json"]) == 0
@@ -359,10 +363,10 @@ def test_kill_9_leaves_no_traceback_from_the_trial_process(workdir, tiny_model,
     proc = subprocess.Popen([sys.executable, "-m", "autopeft", *argv], cwd=workdir, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     end = time.monotonic() + 90
-    while not _children(proc.pid):  # the trial process starts with the first trial
+    # the trial process starts with the first trial; then the trial runs in it
+    while not (_children(proc.pid) and _running(workdir)):
         assert proc.poll() is None and time.monotonic() < end, proc.communicate()
         time.sleep(0.2)
-    time.sleep(3)  # it loads the model and trains (slow steps)
     children = _children(proc.pid)
     os.kill(proc.pid, signal.SIGKILL)  # the search only: its trial process sees the pipe die
     proc.wait()
@@ -372,6 +376,21 @@ def test_kill_9_leaves_no_traceback_from_the_trial_process(workdir, tiny_model,
     assert not any(_alive(p) for p in children), "the trial process outlived the search"
     err = proc.stderr.read()  # the search's and its trial process's, on one pipe
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def _running(workdir: Path) -> bool:
+    """Whether the search's study has a RUNNING trial (read only: never creates the file)."""
+    import sqlite3
+
+    db = workdir / "studies" / "s.db"
+    if not db.exists():
+        return False
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            return bool(conn.execute("SELECT count(*) FROM trials WHERE state = 'RUNNING'")
+                        .fetchone()[0])
+    except sqlite3.Error:  # not created yet, or locked by the search
+        return False
 
 
 def _children(pid: int) -> list[int]:

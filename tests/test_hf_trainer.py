@@ -18,7 +18,7 @@ from autopeft.build import count_stored
 from autopeft.hf_trainer import Metric, TrainerBench, build_trial, candidate_of, load_model
 from autopeft.runner import Fidelity
 
-from conftest import sst2_rows
+from conftest import task_rows
 
 SPACE = """
 candidates: [lora, bitfit, full]
@@ -29,10 +29,10 @@ methods:
 
 
 class Rows:
-    """A map-style dataset of tokenised SST-2 rows (what a Trainer takes)."""
+    """A map-style dataset of tokenised rows of the tiny task (what a Trainer takes)."""
 
     def __init__(self, tokenizer, split: str, n: int):
-        rows = sst2_rows(split, n)
+        rows = task_rows(split, n)
         enc = tokenizer([s for s, _ in rows], truncation=True, max_length=32)
         self.items = [{"input_ids": ids, "attention_mask": mask, "labels": int(label)}
                       for ids, mask, (_, label) in zip(enc["input_ids"], enc["attention_mask"], rows)]
@@ -73,9 +73,12 @@ def factory(model_dir: Path, out: Path, compute_metrics=fixed_accuracy, **argume
         metric = compute_metrics
         if compute_metrics is fixed_accuracy:
             metric = lambda pred: fixed_accuracy(pred, candidate)  # noqa: E731
-        return Trainer(model=model, args=args, train_dataset=train, eval_dataset=dev,
-                       data_collator=DataCollatorWithPadding(tok), compute_metrics=metric)
+        trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=dev,
+                          data_collator=DataCollatorWithPadding(tok), compute_metrics=metric)
+        make_trainer.trainers.append(trainer)  # what autopeft then set on it, to assert
+        return trainer
 
+    make_trainer.trainers = []
     return make_trainer, made
 
 
@@ -103,8 +106,12 @@ def test_a_trainer_search_prunes_at_rungs_and_stores_a_normal_study(
         assert t.user_attrs["rung_scores"] == {"2": 0.5, "4": 0.5}
         assert t.user_attrs["peak_memory_bytes"] > 0 and t.user_attrs["memory_method"]
     assert trials["lora"].user_attrs["trainable_params"] < full.user_attrs["trainable_params"]
-    # each Trainer trained at the candidate's learning rate and seed (set by autopeft)
+    # each Trainer trained at the candidate's learning rate and seed, set by autopeft (the
+    # factory's TrainingArguments say 5e-5 and 42)
     assert [c.label for c in made[1:]] == ["lora", "bitfit", "full"]
+    used = [(t.args.learning_rate, t.args.seed, t.optimizer.param_groups[0]["initial_lr"])
+            for t in make_trainer.trainers[1:]]
+    assert used == [(c.learning_rate, c.seed, c.learning_rate) for c in made[1:]]
     assert study.user_attrs["task"] == "trainer:accuracy"
     # the Trainer's logs went to autopeft's run of each trial instead (HF's names), one run each
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -35,11 +35,15 @@ def fault(kind: str, at_step: int = 1) -> Candidate:
 
 
 def test_same_result_as_in_process(isolated, tiny_model: Path, tiny_data: Path) -> None:
-    cand = Candidate([MethodSpec("lora", {"r": 2})], 1e-3, seed=1)
+    cand = Candidate([MethodSpec("lora", {"r": 2})], 3e-3, seed=1)
     steps = []
-    child = isolated.run(cand, on_step=lambda s, n, loss: steps.append(s))
-    local = Bench.load(str(tiny_model), DataSettings("sst2", str(tiny_data), **DATA), SETTINGS).run(cand)
-    assert child.result.score == local.result.score
+    child = isolated.run(cand, on_step=lambda s, n, loss: steps.append(s), eval_at=[1])
+    bench = Bench.load(str(tiny_model), DataSettings("sst2", str(tiny_data), **DATA), SETTINGS)
+    local = bench.run(cand, eval_at=[1])
+    assert (child.result.score, child.result.final_loss) == (local.result.score, local.result.final_loss)
+    assert child.rung_scores == local.rung_scores
+    other = bench.run(Candidate(cand.methods, 3e-3, seed=2), eval_at=[1])  # could have failed
+    assert other.result.final_loss != local.result.final_loss
     assert child.trainable == local.trainable and child.result.peak_memory == local.result.peak_memory
     assert steps == list(range(1, child.result.steps + 1))
 

@@ -95,6 +95,23 @@ def test_the_loss_has_moved_only_after_the_warm_up_and_a_window() -> None:
     assert reasons[-1] and "chance" not in reasons[-1] and none.add(0, float("nan")) is None
 
 
+def test_the_reference_is_the_lower_of_the_start_and_chance() -> None:
+    """A new head can start far above chance (0.9 on two labels, chance 0.693). Falling to
+    below chance is learning; falling only to chance is not, however far it fell: the
+    reference is min(start, chance), not the start (nor the higher of the two). A loss that
+    starts below chance must improve on its own start."""
+    def trace(start: float, end: float) -> list[float]:  # flat start, steps 1-10; then `end`
+        return [start] * 10 + [end] * (16 + LOSS_PATIENCE - 10)
+
+    below, stopped = replay(trace(0.9, 0.6))
+    assert stopped is None and below.passed_at == 16 + LOSS_PATIENCE
+    _, stopped = replay(trace(0.9, 0.69))  # 23% down, but at chance: still guessing
+    assert stopped and "loss 0.900 (steps 1-10) -> 0.690" in stopped[1]
+    assert "learning needs below 0.686" in stopped[1]  # chance x 0.99
+    _, stopped = replay(trace(0.5, 0.499))  # below chance from the start, and stuck there
+    assert stopped and "learning needs below 0.495" in stopped[1]  # its start x 0.99
+
+
 STUCK = """name: stuck
 candidates:
   bitfit: {}

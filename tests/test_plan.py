@@ -146,9 +146,11 @@ def test_the_search_measures_costs_stores_the_plan_and_every_trial_follows_it(
     stored = Plan.from_dict(study.user_attrs["plan"])
     assert stored.costs == fake and stored.trial_steps == 13  # 200 rows / batch 16: all of it
     assert any(n.startswith("plan (budget)") for n in notes)
-    for t in study.get_trials():
-        if t.state.name == "COMPLETE" and "confirm_of" not in t.user_attrs:
-            assert t.user_attrs["rungs"] == stored.rungs and t.user_attrs["steps"] == 13
+    searched = [t for t in study.get_trials()
+                if t.state.name == "COMPLETE" and "confirm_of" not in t.user_attrs]
+    assert len(searched) == 2  # n_trials=2, pruner on: both ran every rung here
+    for t in searched:
+        assert t.user_attrs["rungs"] == stored.rungs and t.user_attrs["steps"] == 13
     # the ties come from the rows scored (binomial at 0.5): rungs and end score all 64 rows
     rows = study.user_attrs["noise"]["final_rows"]
     assert rows == 64 and study.user_attrs["noise"]["rung"] == pytest.approx(0.5 / 8, abs=1e-4)

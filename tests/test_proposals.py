@@ -65,7 +65,12 @@ def test_after_the_recipes_tpe_and_random_propose_different_candidates() -> None
     tpe = propose(study(make_sampler("tpe", 0, FAMILIES)), 12)
     rnd = propose(study(make_sampler("random", 0, FAMILIES)), 12)
     assert [p[:2] for p in tpe[:6]] == [p[:2] for p in rnd[:6]]  # the six recipes
-    assert not {p[:2] for p in tpe[6:]} & {p[:2] for p in rnd[6:]}
+    # then each its own way: the default's start-up (the two untried families, a design);
+    # Optuna's random sampler, seeded, with no proposal of ours
+    assert [w for *_, w in tpe[6:]] == ["family"] * 2 + ["design"] * 4
+    assert {w for *_, w in rnd[6:]} == {None}
+    assert [e for e, *_ in tpe[6:]] != [e for e, *_ in rnd[6:]]  # other entries, not just rates
+    assert propose(study(make_sampler("random", 0, FAMILIES)), 12) == rnd
 
 
 def test_the_start_up_tries_every_family_once_then_a_design() -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from autopeft import api
-from autopeft.results import (Record, front, hidden_best, sampling_noise, study_noise, rank_correlation,
+from autopeft.results import (Record, front, hidden_best, rank_correlation, sampling_noise,
+                              study_noise,
                               score_noise)
 
 ONE_LORA = """
@@ -98,17 +99,14 @@ def test_the_refit_retrains_the_front_longer_and_stands_in_for_it(
     assert all(everything[t.user_attrs["confirm_of"]].superseded_by == t.number for t in refits)
 
 
-@pytest.mark.slow
 def test_a_budget_that_ends_before_any_trial_completes_still_gives_a_provisional_front(
-        workdir: Path, tiny_model: Path, tiny_data: Path) -> None:
-    from faults import enable_faults
-
-    enable_faults()  # each step sleeps 1 s: a 13-step trial cannot finish in 10 s
-    (workdir / "slow.yaml").write_text("candidates: [fault]\nmethods:\n  fault: {kind: sleep, "
-                                       "seconds: 1.0}\nlearning_rate: 1.0e-3\n")
-    study = api.search("sst2", study="short", budget="10s", space="slow.yaml", rungs="2,13",
+        workdir: Path, tiny_model: Path, tiny_data: Path, ticking) -> None:
+    """On the test's clock (``ticking``: loading 1 s, each step 0.5 s) a 4 s budget ends
+    long before a 13-step trial could (7.5 s), after its rung at step 2."""
+    study = api.search("sst2", study="short", budget="4s", space="slow.yaml", rungs="2,13",
                        refit_share=0.0, **small(tiny_model, tiny_data))
     assert not [t for t in study.get_trials() if t.state.name == "COMPLETE"]
+    assert study.get_trials()[0].user_attrs["stopped_by_budget"] is True
     shown = api.front(study)
     assert shown and all(r.fidelity == "provisional" and r.steps == 2 for r in shown)
     assert shown[0].score == study.get_trials()[0].user_attrs["rung_scores"]["2"]
@@ -198,3 +196,52 @@ def test_a_shorter_run_never_dominates_a_longer_one_on_the_front() -> None:
     assert hidden_best([short, long], 0.03) is None
     better_long = rec(3, 0.80, 2_000, 500 * MiB, fidelity="refit", steps=96)
     assert [r.number for r in front([short, better_long], 0.03)] == [3]
+
+
+def test_a_refit_with_room_for_two_members_takes_the_other_size_band_before_a_variant() -> None:
+    """Three front members: two LoRAs tied at the best score (40K and 45K parameters, one
+    size band; the larger uses less memory) and a small LoRA (4K) scoring less. The tied
+    leaders come first (``leaders_first``); the budget has room for two members, so
+    ``spread`` gives the second place to the other size band: a distinct point of the front
+    before a variant of one."""
+    from types import SimpleNamespace
+
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    from autopeft.candidate import Candidate, MethodSpec
+    from autopeft.protocols import NullReporter
+    from autopeft.search.budget import Phase
+    from autopeft.search.plan import Plan
+    from autopeft.search.refit import _search_front, by_promise, leaders_first, refit_front
+    from autopeft.search.summary import Scales
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    study.set_user_attr("hv_scales", Scales(1_000_000).to_dict())
+    members = {"best": (0.80, 40_000, 9_000_000, 3e-3), "variant": (0.80, 45_000, 8_000_000, 1e-3),
+               "small": (0.70, 4_000, 8_500_000, 2e-3)}
+    for label, (score, params, memory, lr) in members.items():
+        cand = Candidate([MethodSpec("lora", {"r": 2})], lr).to_dict()
+        study.add_trial(optuna.trial.create_trial(
+            params={"lr": lr}, distributions={"lr": FloatDistribution(1e-4, 1e-2)},
+            values=[score, params, memory],
+            user_attrs={"candidate": cand, "label": label, "trainable_params": params,
+                        "steps": 4, "steps_trained": 4, "wall_seconds": 4.0}))
+    order = [m.label for m in leaders_first(by_promise(_search_front(study), study), study)]
+    assert order[2] == "small"  # without spread the two 40K LoRAs would take the budget
+
+    clock = SimpleNamespace(t=0.0)
+
+    class Bench:  # each run takes 10 s of the test's clock
+        def run(self, candidate, on_step=None, fidelity=None, resume=None, **_):
+            clock.t += 10.0
+            return SimpleNamespace(result=SimpleNamespace(
+                score=0.9, peak_memory=1, seconds=10.0, steps=13, resumed_from=0))
+
+    plan = Plan(max_steps=13, trial_steps=4, refit_steps=13, rungs=[4])
+    # 9 s predicted per member (4 s for 4 steps, 9 more to go): room for two, not three
+    budget = Phase(24.0, started=0.0, clock=lambda: clock.t)
+    assert refit_front(study, Bench(), plan, 0, budget, NullReporter()) == 2
+    refitted = [t.user_attrs["label"] for t in study.get_trials() if "confirm_of" in t.user_attrs]
+    assert refitted == [order[0], "small"]

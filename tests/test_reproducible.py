@@ -101,11 +101,14 @@ def test_load_base_names_the_parameters_it_created(headless: Path, tiny_model: P
     assert getattr(load_base(str(headless), sst2).model, NEW_PARAMETERS_ATTR) == (
         "classifier.bias", "classifier.weight")
     # A checkpoint with its own 2-label head: nothing is new.
-    assert getattr(load_base(str(tiny_model), sst2).model, NEW_PARAMETERS_ATTR) == ()
+    two = tmp_path / "two"
+    AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2).save_pretrained(two)
+    assert getattr(load_base(str(with_tokenizer(two, tiny_model)), sst2).model,
+                   NEW_PARAMETERS_ATTR) == ()
     # A head of another size (3 labels) is replaced: new too.
     three = tmp_path / "three"
     AutoModelForSequenceClassification.from_pretrained(
-        tiny_model, num_labels=3, ignore_mismatched_sizes=True).save_pretrained(three)
+        two, num_labels=3, ignore_mismatched_sizes=True).save_pretrained(three)
     assert getattr(load_base(str(with_tokenizer(three, tiny_model)), sst2).model, NEW_PARAMETERS_ATTR) == (
         "classifier.bias", "classifier.weight")
 

@@ -211,8 +211,9 @@ def beats(db: Path) -> dict[int, str]:
 
 def go_silent(db: Path) -> None:
     """The worker died long ago: every last heartbeat moves to the year 2000."""
-    with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE trial_heartbeats SET heartbeat = '2000-01-01 00:00:00.000000'")
+    from faults import go_silent as silent
+
+    silent(f"sqlite:///{db}")
 
 
 @pytest.fixture

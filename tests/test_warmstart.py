@@ -95,7 +95,7 @@ def test_a_stepped_range_gives_a_value_on_its_grid() -> None:
 def test_a_stepped_range_is_never_left_by_rounding() -> None:
     s = space("candidates: [ia3]\nlearning_rate: {low: 1.0e-4, high: 1.0e-3, step: 6.0e-4}\n")
     lr = recipe_params(s, recipe("ia3"))["ia3.learning_rate"]  # 3e-3, clipped to 1e-3
-    assert 1e-4 <= lr <= 1e-3
+    assert lr == pytest.approx(7e-4)  # the grid's top (1e-4 + 6e-4), not 1e-3 off the grid
 
 
 def test_a_number_not_among_the_choices_becomes_the_nearest_by_ratio() -> None:
