@@ -35,7 +35,10 @@ from autopeft.train import Diverged, TrainResult, TrainSettings
 
 
 # A trial's steps travel to the parent together, at most this often (and at a rung, at the
-# end): not a pipe message per step. The child still looks for a "stop" at every step.
+# end): not a pipe message per step. The child still looks for a "stop" at every step. Each
+# step carries the time it ended in the child (``time.perf_counter``: the system's monotonic
+# clock, the same in both processes), read as ``IsolatedBench.step_time`` during ``on_step``,
+# so the cost probe times the steps, not their arrival.
 STEP_REPORT_SECONDS = 0.1
 
 
@@ -104,7 +107,7 @@ def _serve_until_exit(conn: Any, model: str, data: dict, settings: dict,
                 sent[0] = time.monotonic()
 
         def on_step(step: int, total: int, loss: float) -> None:
-            steps.append((step, total, loss))
+            steps.append((step, total, loss, time.perf_counter()))  # when it ended, here
             if step == total or time.monotonic() - sent[0] >= STEP_REPORT_SECONDS:
                 flush()
             if conn.poll() and conn.recv()[0] == "stop":
@@ -180,6 +183,7 @@ class IsolatedBench:
     trial starts a fresh one, so later candidates are not blamed."""
 
     restarts_on_cuda_error = True
+    step_time: float | None = None  # during ``on_step``: when that step ended in the child
 
     def __init__(self, model: str, data: DataSettings, settings: TrainSettings,
                  cache_dir: str | None = None, trust_remote_code: bool = False,
@@ -265,7 +269,8 @@ class IsolatedBench:
                 raise ERRORS.get(name, RuntimeError)(text if name in ERRORS else f"{name}: {text}")
             try:
                 if msg[0] == "steps" and on_step:
-                    for step in msg[1]:
+                    for *step, ended in msg[1]:
+                        self.step_time = ended  # the child's clock: steps travel in batches
                         on_step(*step)
                 elif msg[0] == "rung":
                     if on_eval:

@@ -281,13 +281,15 @@ def test_an_interrupted_trial_continues_in_the_resumed_study(
 
 
 @pytest.mark.slow
-def test_a_pruned_trial_leaves_no_checkpoint(workdir: Path, tiny_model: Path, tiny_data: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_paused_trial_keeps_its_checkpoint_and_one_not_learning_leaves_none(
+        workdir: Path, tiny_model: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pruner pauses a trial at a rung: its checkpoint is saved there, for a promotion.
+    The loss check stops a candidate that is not learning for good: nothing is kept."""
     import autopeft.search.objective as objective
     from autopeft.paths import checkpoints_dir
     from autopeft.search.pruner import Decision
 
-    def decide(study, pruner, number, step, **_) -> Decision:  # on at step 2, cut at 4
+    def decide(study, pruner, number, step, **_) -> Decision:  # on at step 2, paused at 4
         return Decision(step == 2, "ahead" if step == 2 else "behind at the rung")
 
     monkeypatch.setattr(objective, "decide_from_storage", decide)
@@ -296,7 +298,24 @@ def test_a_pruned_trial_leaves_no_checkpoint(workdir: Path, tiny_model: Path, ti
                        refit_share=0.0, **small(tiny_model, tiny_data))
     (trial,) = study.get_trials()
     assert trial.state.name == "PRUNED" and trial.user_attrs["pruned_at_step"] == 4
-    assert not list(Path(checkpoints_dir("cut")).glob("*.pt"))
+    assert trial.user_attrs["paused"] is True
+    (kept,) = Path(checkpoints_dir("cut")).glob("*.pt")
+    assert load(str(kept)).step == 4 and load(str(kept)).rung_scores == {
+        int(k): v for k, v in trial.user_attrs["rung_scores"].items()}
+
+    class Stuck:  # the loss check: not learning at step 3
+        def __init__(self, *a) -> None: ...
+        def add(self, step: int, loss: float) -> str | None:
+            return "not learning: loss flat" if step == 3 else None
+        def moved(self, step: int) -> bool:
+            return True
+
+    monkeypatch.setattr(objective, "LossCheck", Stuck)
+    study = api_search(study="stuck", n_trials=1, pruner="median-score", rungs="2,4,6",
+                       refit_share=0.0, **small(tiny_model, tiny_data))
+    (trial,) = study.get_trials()
+    assert trial.user_attrs["not_learning"] and not trial.user_attrs["paused"]
+    assert not list(Path(checkpoints_dir("stuck")).glob("*.pt"))
 
 
 def test_time_predictions_count_the_steps_a_trial_ran_itself() -> None:
