@@ -15,16 +15,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_a_wheel_installed_in_a_fresh_venv_has_the_spaces_and_the_cli(tmp_path: Path) -> None:
+    # No PYTHONPATH anywhere here: a folder another test put there (the GPU check's bundle
+    # site holds an autopeft) made pip find autopeft installed and skip the wheel.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", str(ROOT), "--no-deps",
-                    "--no-build-isolation", "-w", str(wheels)], check=True, capture_output=True)
+                    "--no-build-isolation", "-w", str(wheels)], check=True, capture_output=True,
+                   env=env)
     venv = tmp_path / "venv"
     # The venv sees the test machine's torch, transformers... but not this checkout.
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True,
+                   env=env)
     py = venv / "bin" / "python"
     subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index",
-                    *map(str, wheels.glob("*.whl"))], check=True, capture_output=True)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+                    *map(str, wheels.glob("*.whl"))], check=True, capture_output=True, env=env)
     code = ("import autopeft, autopeft.space as s; from autopeft.space import load_space; "
             "print(autopeft.__file__); print(s.SPACES_DIR); "
             "print(sorted(p.stem for p in s.SPACES_DIR.glob('*.yaml'))); "

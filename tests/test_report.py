@@ -127,9 +127,10 @@ def test_hypervolume_prefers_the_searchs_record_and_falls_back_to_its_own(tmp_pa
     assert recorded.hypervolume_source == "as recorded by the search"
 
 
-def many_methods_study(per_method: int = 3, seed: int = 0):
-    """Every registered method and four combinations, a few complete trials each, scores
-    rising with log parameters: a long front crowded with close points (half the trials)."""
+def many_methods_study(per_method: int = 3, seed: int = 0, methods: list[str] | None = None):
+    """Every registered method (or ``methods``) and four combinations, a few complete trials
+    each, scores rising with log parameters: a long front crowded with close points (half
+    the trials)."""
     import math
     import random
 
@@ -140,7 +141,8 @@ def many_methods_study(per_method: int = 3, seed: int = 0):
 
     rng = random.Random(seed)
     study = optuna.create_study(study_name="many", directions=["maximize", "minimize", "minimize"])
-    for label in [*METHODS, "lora+bitfit", "adapter+lora", "prefix+lora", "ia3+bitfit"]:
+    for label in [*(methods or METHODS), "lora+bitfit", "adapter+lora", "prefix+lora",
+                  "ia3+bitfit"]:
         for _ in range(per_method):
             params = 22_000_000 if label == "full" else int(10 ** rng.uniform(3.5, 7.3))
             score = 0.70 + 0.035 * math.log10(params) + rng.uniform(-0.01, 0.01)
@@ -174,7 +176,7 @@ def test_every_method_has_its_own_colour_and_marker_grouped_by_family() -> None:
     assert [f for f, _ in by_family(["lora+bitfit", "lora", "ia3", "full", "bitfit"])] == [
         "baseline", "additive", "partial", "reparameterized", "hybrid"]
 
-    data = collect(many_methods_study(per_method=1))  # the HTML report: the same looks
+    data = collect(many_methods_study(per_method=1, methods=sorted(own)))  # the same looks
     traces = [t for t in figures(data)[1][2].data if t.showlegend and t.legendgroup != "marks"]
     assert len(traces) == len(data.labels)
     assert len({(t.marker.color, t.marker.symbol) for t in traces}) == len(traces)
