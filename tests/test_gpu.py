@@ -504,24 +504,27 @@ def test_what_the_build_allocates_counts_in_the_trial_peak(monkeypatch: pytest.M
     assert small.build_peak_memory is None
 
 
+class PipeEnd:
+    """A trial process's end of the pipe, scripted: ``inbox`` answers, ``sent`` collects."""
+
+    def __init__(self, inbox: list) -> None:
+        self.inbox, self.sent = inbox, []
+
+    def send(self, msg: tuple) -> None:
+        self.sent.append(msg)
+
+    def recv(self) -> tuple:
+        return self.inbox.pop(0)
+
+    def poll(self) -> bool:
+        return False
+
+
 def test_a_broken_cuda_context_is_reported_with_its_own_text(monkeypatch: pytest.MonkeyPatch) -> None:
     """The child replies with the device-side assert before anything touches CUDA again
     (``empty_cache`` on a broken context raises and would kill it: "exit code 1")."""
     from autopeft import isolation
     from autopeft.runner import Bench
-
-    class Conn:
-        def __init__(self, inbox: list) -> None:
-            self.inbox, self.sent = inbox, []
-
-        def send(self, msg: tuple) -> None:
-            self.sent.append(msg)
-
-        def recv(self) -> tuple:
-            return self.inbox.pop(0)
-
-        def poll(self) -> bool:
-            return False
 
     class Broken:
         def run(self, *a: Any, **k: Any) -> Any:
@@ -536,7 +539,7 @@ def test_a_broken_cuda_context_is_reported_with_its_own_text(monkeypatch: pytest
     monkeypatch.setattr(torch.cuda, "empty_cache", cache_raises)
     isolation._release()  # never raises
     cand = {"methods": [{"name": "lora", "params": {}}], "learning_rate": 1e-3, "seed": 0}
-    conn = Conn([("run", cand, [], {}, None, None), ("exit",)])
+    conn = PipeEnd([("run", cand, [], {}, None, None), ("exit",)])
     released: list[int] = []  # replies sent when the child touched CUDA's cache
     monkeypatch.setattr(isolation, "_release", lambda: released.append(len(conn.sent)))
     isolation._serve_until_exit(conn, "m", {"task": "sst2"}, {}, None, False)
@@ -557,19 +560,6 @@ def test_a_trial_process_sends_its_steps_together_not_one_message_each(
     clock = [0.0]
     monkeypatch.setattr(isolation.time, "monotonic", lambda: clock[0])
 
-    class Conn:
-        def __init__(self, inbox: list) -> None:
-            self.inbox, self.sent = inbox, []
-
-        def send(self, msg: tuple) -> None:
-            self.sent.append(msg)
-
-        def recv(self) -> tuple:
-            return self.inbox.pop(0)
-
-        def poll(self) -> bool:
-            return False
-
     class Steps:
         def run(self, cand: Any, on_step: Any, eval_at: Any, on_eval: Any, *a: Any) -> Any:
             for step in range(1, 7):
@@ -581,7 +571,7 @@ def test_a_trial_process_sends_its_steps_together_not_one_message_each(
 
     monkeypatch.setattr(Bench, "load", classmethod(lambda cls, *a, **k: Steps()))
     cand = {"methods": [{"name": "lora", "params": {}}], "learning_rate": 1e-3, "seed": 0}
-    conn = Conn([("run", cand, [5], {}, None, None), ("continue",), ("exit",)])
+    conn = PipeEnd([("run", cand, [5], {}, None, None), ("continue",), ("exit",)])
     isolation._serve_until_exit(conn, "m", {"task": "sst2"}, {}, None, False)
     kinds = [m[0] if m[0] != "steps" else [s[0] for s in m[1]] for m in conn.sent]
     assert kinds == ["ready", [1, 2, 3, 4], [5], "rung", [6], "error"]
