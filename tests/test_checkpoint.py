@@ -498,14 +498,16 @@ def test_a_trial_paused_on_a_thin_rung_is_promoted_when_it_ranks_and_continues(
     where a run from step 0 ends. Decisions no longer depend on arrival order."""
     import autopeft.search.objective as objective
     from autopeft.paths import checkpoints_dir
-    from autopeft.search.pruner import Decision, rung_table
+    from autopeft.search.pruner import Decision, MedianScore, rung_table
 
     def decide(study, pruner, number, step, **_) -> Decision:
         n = len(rung_table(study.get_trials(deepcopy=False), step))
         keep = number != 0 or n >= 3
         return Decision(keep, f"{n} at the rung")
 
-    monkeypatch.setattr(objective, "decide_from_storage", decide)
+    monkeypatch.setattr(objective, "decide_from_storage", decide)  # at the rung
+    monkeypatch.setattr(MedianScore, "decide", lambda self, table, number, noise=0.0: Decision(
+        number != 0 or len(table) >= 3, f"{len(table)} at the rung"))  # when promoting
     (workdir / "one.yaml").write_text(ONE.replace("1.0e-3", "{choices: [1.0e-3, 2.0e-3, 3.0e-3, "
                                                   "4.0e-3, 5.0e-3]}"))
     monkeypatch.setenv("AUTOPEFT_ISOLATION", isolation)  # the child saves it too

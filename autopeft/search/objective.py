@@ -45,7 +45,7 @@ from autopeft.search.continuation import Checkpoints
 from autopeft.search.losscheck import LossCheck, chance_loss
 from autopeft.search.plan import (SEPARATION_TRIALS, Plan, continuation_seconds, lengthened,
                                    refit_shortfall, separates)
-from autopeft.search.pruner import Pruner, decide_from_storage
+from autopeft.search.pruner import Pruner, decide_from_storage, rung_table
 from autopeft.search.storage import disk_problem
 from autopeft.train import maybe_bf16_base
 
@@ -181,13 +181,16 @@ class TrialRunner:
             if CANDIDATE in t.user_attrs:
                 later[repr(t.user_attrs[CANDIDATE])] = t.number
         taken = {t.user_attrs.get(PROMOTES) for t in trials}
+        tables: dict[int, list] = {}  # one read of the storage, one table per rung
         for t in trials:
             a = t.user_attrs
             if (t.state.name != "PRUNED" or not a.get(PAUSED) or t.number in taken
                     or later.get(repr(a.get(CANDIDATE))) != t.number):  # taken up since
                 continue
-            decision = decide_from_storage(self.study, self.pruner, t.number,
-                                           int(a["pruned_at_step"]), score_noise=self.rung_noise)
+            step = int(a["pruned_at_step"])
+            if step not in tables:
+                tables[step] = rung_table(trials, step)
+            decision = self.pruner.decide(tables[step], t.number, self.rung_noise)
             if decision.keep:
                 self.study.enqueue_trial(dict(t.params), user_attrs={
                     PROMOTES: t.number, CONTINUES: t.number}, skip_if_exists=False)
