@@ -145,6 +145,9 @@ def order(entry: dict) -> int:
     return 0 if entry.get("recipe") else 1 if entry.get("sweep") else 2
 
 
+PAIR_EVERY = 3  # random draws recorded before each second-seed run
+
+
 def done(task: str) -> set[tuple[int, int]]:
     path = CURVES / f"{task}.jsonl"
     if not path.exists():
@@ -167,11 +170,23 @@ class Recorder:
         self.bench: Any = None
 
     def todo(self) -> list[tuple[dict, int]]:
+        """Every benchmark arm's runs first (the recipes and the sweep at their own seed),
+        then the random draws with the second-seed runs woven in, one pair every
+        ``PAIR_EVERY`` draws: a recording cut short still holds both kinds."""
         have = done(self.task)
-        runs = [(c, c["candidate"]["seed"] + k)
-                for c in sorted(self.stored["candidate_list"], key=order)
-                for k in (0, 1) if k == 0 or c["id"] < self.stored["seeded"]]  # pairs early
-        return [(c, s) for c, s in runs if (c["id"], s) not in have]
+        cands = sorted(self.stored["candidate_list"], key=order)
+
+        def left(runs: list[tuple[dict, int]]) -> list[tuple[dict, int]]:
+            return [(c, s) for c, s in runs if (c["id"], s) not in have]
+
+        first = left([(c, c["candidate"]["seed"]) for c in cands if order(c) < 2])
+        draws = left([(c, c["candidate"]["seed"]) for c in cands if order(c) == 2])
+        pairs = left([(c, c["candidate"]["seed"] + 1) for c in cands
+                      if c["id"] < self.stored["seeded"]])
+        woven = [run for k, d in enumerate(draws)
+                 for run in ([d] + ([pairs[k // PAIR_EVERY]] if k % PAIR_EVERY == PAIR_EVERY - 1
+                                    and k // PAIR_EVERY < len(pairs) else []))]
+        return first + woven + pairs[len(draws) // PAIR_EVERY:]
 
     def run(self, limit: int | None) -> int:
         """Record up to ``limit`` more runs; returns how many are left."""
