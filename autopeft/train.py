@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from autopeft.checkpoint import (Checkpoint, continuable, copied, hook_states, model_tensors,
@@ -194,6 +195,31 @@ def scored(model: Any, evaluate: Callable[[Any], dict[str, float]]) -> dict[str,
         model.train(was_training)
 
 
+def longest_rows(train_enc: Encoded, batch_size: int) -> np.ndarray:
+    """The ``batch_size`` longest rows: a batch of the shape of the schedule's longest (the
+    batches are padded to their longest row, and every epoch holds the longest row)."""
+    lengths = train_enc.lengths()
+    return np.argsort(-lengths, kind="stable")[:batch_size]
+
+
+def longest_batch(model: Any, train_enc: Encoded, settings: TrainSettings, pad_id: int,
+                  memory: PeakMemory, device: torch.device) -> None:
+    """One forward and backward on ``longest_rows``, measured (``PeakMemory.longest``) and
+    then undone: gradients cleared, no optimiser step, every random generator restored
+    (dropout draws nothing from the run's streams), so the run trains exactly as without it."""
+    if not len(train_enc):
+        return
+    inputs = to_device(collate(train_enc, longest_rows(train_enc, settings.batch_size), pad_id),
+                       device)
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        with memory.longest():
+            with autocast(device, settings.precision):
+                loss = model(**inputs).loss
+            loss.backward()
+    model.zero_grad(set_to_none=True)
+
+
 def _optimizer(model: Any, lr: float, weight_decay: float,
                fused: bool = False) -> torch.optim.Optimizer:
     """AdamW; tensors a method gives their own learning rate (``_common.set_lr``, e.g.
@@ -368,6 +394,8 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, fl
         start_step, position, samples = resume.step, resume.position, resume.samples
         loss_value, first_loss = resume.loss, resume.first_loss
     peak_before = resume.peak_memory if resume else 0  # the steps this run did not take
+    if resume is None:  # the peak of the whole schedule, however long this run is
+        longest_batch(model, train_enc, settings, pad_id, memory, device)
     params = [p for _, p in trainable_parameters(model)]
     lag = reports_late(device)
     pending: tuple[int, _HostLosses] | None = None  # a step whose losses are on their way

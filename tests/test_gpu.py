@@ -131,6 +131,23 @@ def test_training_memory_is_measured_apart_from_scoring(monkeypatch: pytest.Monk
     assert memory.bytes() == 350 and memory.scoring_bytes() == 5000
 
 
+def test_the_longest_batch_counts_with_the_optimiser_state_it_did_not_have_yet(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from autopeft.memory import PeakMemory
+
+    gpu = FakeAllocator(monkeypatch, allocated=1000)
+    model = torch.nn.Linear(2, 2)  # 6 parameters: AdamW's two moments, 48 bytes, and a step
+    optimizer = torch.optim.AdamW(model.parameters())
+    memory = PeakMemory(model, optimizer, CUDA)
+    with memory.longest():
+        gpu.use(900)  # the widest batch: weights' gradients and activations, no state yet
+    model(torch.ones(1, 2)).sum().backward()
+    optimizer.step()  # the state exists from the first step on
+    state = sum(v.numel() * v.element_size() for s in optimizer.state.values() for v in s.values())
+    gpu.use(300)  # a short batch of the run itself
+    assert memory.bytes() == 900 + state  # the longest batch's, with the state it will hold
+
+
 def test_the_loop_scores_rungs_and_the_end_inside_the_scoring_measurement(
         monkeypatch: pytest.MonkeyPatch) -> None:
     import contextlib
@@ -644,6 +661,8 @@ def test_on_cuda_a_steps_losses_are_read_a_step_late_without_a_host_sync(
     import autopeft.train as train_mod
     from autopeft.train import TrainSettings, train
     from test_train_loop import Bag, data
+
+    monkeypatch.setattr(train_mod, "longest_batch", lambda *a, **k: None)  # its forward: not a step's
 
     def run(late: bool) -> list[tuple[int, float, int]]:
         monkeypatch.setattr(train_mod, "reports_late", lambda device: late)

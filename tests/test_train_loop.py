@@ -84,3 +84,38 @@ def test_a_callback_that_raises_stops_training_there() -> None:
         train(Bag(), data(40), lambda m: {"score": 0.0}, 1e-2, 0,
               TrainSettings(batch_size=4, device="cpu"), 0, after_step=after)
     assert steps == [1, 2]
+
+
+def long_tail(n: int) -> Encoded:
+    """``data(n)`` with one row six times the longest other: the schedule's widest batch."""
+    enc = data(n)
+    enc.input_ids[-1] = np.arange(1, 49) % 19 + 1
+    return enc
+
+
+def test_a_run_stopped_early_reads_the_peak_of_its_whole_schedule() -> None:
+    enc = long_tail(40)  # 10 batches an epoch; the first batch does not hold the long row
+    settings = TrainSettings(batch_size=4, device="cpu")
+    assert len(enc) - 1 not in micro_batches(enc, 4, 0).__next__()
+    one = train(Bag(), enc, lambda m: {"score": 0.0}, 1e-2, 0, settings, 0, stop_at=1)
+    full = train(Bag(), enc, lambda m: {"score": 0.0}, 1e-2, 0, settings, 0)
+    assert full.steps == 10 and one.steps == 1
+    assert one.peak_memory == full.peak_memory  # fidelity-independent: the longest batch's
+
+
+def test_measuring_the_longest_batch_leaves_the_run_as_it_was(monkeypatch) -> None:
+    import autopeft.train as train_mod
+
+    enc, settings = long_tail(40), TrainSettings(batch_size=4, device="cpu")
+
+    def run() -> tuple[list[float], torch.Tensor]:
+        losses: list[float] = []
+        model = Bag()
+        train(model, enc, lambda m: {"score": 0.0}, 1e-2, 0, settings, 0,
+              on_step=lambda s, t, loss: losses.append(loss))
+        return losses, model.out.weight.detach().clone()
+
+    measured, weights = run()
+    monkeypatch.setattr(train_mod, "longest_batch", lambda *a, **k: None)
+    plain, plain_weights = run()
+    assert measured == plain and torch.equal(weights, plain_weights)  # dropout, grads untouched
