@@ -332,9 +332,11 @@ def replay_patches(bench: ReplayBench, clock: SimClock, work: Path):
 
 
 def replay(task: str, ratio: float, seed: int, arm: str = "A", setting: str = "cpu",
-           rec: Recording | None = None, work: Path | None = None) -> dict:
-    """One replayed search of ``arm`` (A: the default; B: random proposals, no warm start)
-    at budget ratio ``ratio``; returns what its front reports."""
+           rec: Recording | None = None, work: Path | None = None,
+           meta_store: Path | None = None) -> dict:
+    """One replayed search of ``arm`` (A: the default; B: random proposals, no warm start;
+    W: the default starting from ``meta_store``, earlier studies' curves) at budget ratio
+    ``ratio``; returns what its front reports. A and B start cold (no meta-store)."""
     import optuna
 
     from autopeft.runner import DataSettings
@@ -356,7 +358,8 @@ def replay(task: str, ratio: float, seed: int, arm: str = "A", setting: str = "c
                        storage=f"sqlite:///{work / (name + '.db')}", budget=budget,
                        data=DataSettings(task), train=bench.settings, isolation="none",
                        seed=seed, sampler="random" if arm == "B" else DEFAULT_SAMPLER,
-                       warm_start=arm != "B", loss_check=bench.steps == rec.steps)
+                       warm_start=arm != "B", loss_check=bench.steps == rec.steps,
+                       **transfer_settings(meta_store))
     with replay_patches(bench, clock, work):
         study = run_search(cfg, bench=bench, clock=clock)
     out = summarise(study, rec, bench)
@@ -364,6 +367,16 @@ def replay(task: str, ratio: float, seed: int, arm: str = "A", setting: str = "c
                exact=bench.exact, nearest=bench.nearest,
                simulated_seconds=round(clock() - 1.0e9, 1), budget_seconds=round(budget, 1))
     return out
+
+
+def transfer_settings(meta_store: Path | None) -> dict:
+    """A replay reads no meta-store but the one it is given (a user's ``studies/.meta``
+    must not leak into a benchmark), and writes none."""
+    from autopeft.search.config import SearchConfig
+
+    if "meta_store" not in SearchConfig.__dataclass_fields__:
+        return {}  # an engine without transfer (an older commit replayed)
+    return {"meta_store": str(meta_store) if meta_store else None, "transfer": bool(meta_store)}
 
 
 def summarise(study: Any, rec: Recording, bench: ReplayBench) -> dict:

@@ -108,3 +108,22 @@ def test_the_real_search_replays_on_the_simulated_clock(tmp_path: Path,
     assert out["best_small_label"].startswith("lora") and out["best_small_val"] == 1.0
     assert out["best_small_test"] == pytest.approx(zeros_test)  # selected on val, told on test
     assert out["exact"] >= 1 and out["trials"] >= 3  # the LoRA recipe at its paper rate
+
+
+def test_a_fixed_arm_selects_on_validation_and_reports_the_test_split(tmp_path: Path) -> None:
+    from replay_quality import check, fixed_arm, paired
+    from simulate import Recording
+
+    curves, work = write_recording(tmp_path)
+    rec = Recording.load("rte", curves, work, SHARED_DATA)
+    zeros = labels(work, "test").count("0") / 300
+    out = fixed_arm(rec, "C+", 3)  # both recipes: LoRA right on every validation row
+    assert out["runs"] == 2 and out["best_small_label"] == "LoRA r=8 query/value"
+    assert out["best_small_val"] == 1.0 and out["best_small_test"] == pytest.approx(zeros)
+    # a fixed arm's one answer pairs with every repetition of a search arm
+    by = {("rte", 3, "A"): [{"seed": s, "best_small_test": zeros + d}
+                            for s, d in ((0, 0.01), (1, 0.03))],
+          ("rte", 3, "C-short"): [{"seed": 0, "best_small_test": zeros}]}
+    assert paired(by, "rte", 3, "A", "C-short", "best_small_test") == pytest.approx([0.01, 0.03])
+    assert check("rte", 3, by) == [
+        "- rte, R = 3: A >= C-short: met (A - C-short: +0.020 ± 0.014, 2 pairs)"]

@@ -1,0 +1,325 @@
+"""The honest benchmark, replayed (issue 28, item 3, in the replay; issue 29's engine targets).
+
+Every arm selects on the validation rows and is reported on the task's **test split**
+(``heldout.py``: carved once from the training file, never seen by a search or a selection),
+from the recorded curves (``record.py``), on all four shared tasks:
+
+* **A** the default search (``simulate.replay``: the real plan, sampler, pruner, loss check
+  and refit on the recorded curves and the simulated clock);
+* **B** random proposals with the same plan, no warm start;
+* **W** A with the start-up learned across studies, leave-one-task-out: its meta-store holds
+  the three other tasks' recorded curves only (``portfolio.write_store``);
+* **C-sweep** what a user does with the whole budget and no tool: the LoRA recipe (r = 8,
+  query/value) at floor(R) of the recorded sweep's learning rates, evenly spread over them
+  (10 rates log-spaced over LoRA's range; R < 2: its paper's rate, 5e-4), best on validation;
+* **C-short** the LoRA recipe at the default's short rate (2e-3), one run: the rate prior
+  without the search;
+* **C+** the six recipes at their papers' rates, best on validation (6 full runs whatever R).
+
+Reported per task and R: the best score at <= 1% trainable parameters on the test split
+(the front member with the best validation score among those), the hypervolume of the
+front (selected on validation, test scores), mean ± std over repetitions, and paired
+differences with the targets of issue 28. The C arms are one deterministic answer each
+(their runs are recorded once). A replay is only as good as the recording: each row says
+how many runs the task's recording held and how many of the search's trials were answered
+by the nearest recorded candidate; the report uses the latest recording snapshot only.
+
+Resumable: one JSON line per finished replay in ``bench/replay_quality.jsonl``; a rerun skips
+what it holds for the same snapshot.
+
+    python bench/replay_quality.py --tasks sst2,cola,stsb,rte --ratios 1,3,10 --reps 5
+    python bench/replay_quality.py --report        # writes BENCHMARKS.md, section "replay"
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import shutil
+import subprocess
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT))
+from heldout import TASKS  # noqa: E402
+from simulate import BASE_PARAMS, CURVES, WORK, Recording, replay  # noqa: E402
+
+# Another checkout's engine replayed on the same recording (issue 29: "today's engine", the
+# commit before pause-and-promote and the score-modelling sampler): its search arms are
+# stored as "A@<commit>" and compared with this checkout's, pair by pair.
+ENGINE = os.environ.get("AUTOPEFT_ENGINE")
+if ENGINE:
+    sys.path.insert(0, ENGINE)
+    TAG = "@" + subprocess.run(["git", "-C", ENGINE, "rev-parse", "--short", "HEAD"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+else:
+    TAG = ""
+COMMIT = subprocess.run(["git", "-C", ENGINE or str(ROOT), "rev-parse", "--short", "HEAD"],
+                        capture_output=True, text=True).stdout.strip()  # the engine replayed
+
+OUT = ROOT / "bench" / "replay_quality.jsonl"
+SEARCH_ARMS = ("A", "B", "W")
+FIXED_ARMS = ("C-sweep", "C-short", "C+")
+SMALL = 0.01  # "best at <= 1% trainable parameters"
+SHORT_RATE_ID = 6  # the recording's "LoRA r=8 query/value at lr 2e-03": the short rate
+
+
+def snapshot(tasks: list[str]) -> tuple[Path, dict[str, int]]:
+    """A frozen copy of the recording (it grows while a benchmark runs): its folder and the
+    runs each task holds. Named by its content, so the same recording is the same snapshot."""
+    digest = hashlib.sha1()
+    for name in ["settings.json", "retimed.json", *(f"{t}.jsonl" for t in tasks)]:
+        path = CURVES / name
+        if path.exists():
+            digest.update(name.encode() + path.read_bytes())
+    folder = WORK / "snapshots" / digest.hexdigest()[:10]
+    if not folder.exists():
+        tmp = Path(tempfile.mkdtemp(dir=WORK))
+        for name in ["settings.json", "retimed.json", *(f"{t}.jsonl" for t in tasks)]:
+            if (CURVES / name).exists():
+                shutil.copy(CURVES / name, tmp / name)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp.rename(folder)
+    runs = {t: len((folder / f"{t}.jsonl").read_text().splitlines()) for t in tasks
+            if (folder / f"{t}.jsonl").exists()}
+    return folder, runs
+
+
+def fixed_arm(rec: Recording, arm: str, ratio: float) -> dict:
+    """A C arm's answer: its full runs, the best on validation, reported on test."""
+    from autopeft.pareto import hypervolume
+    from autopeft.search.summary import REFERENCE, Scales
+
+    cands = rec.settings["candidate_list"]
+    if arm == "C-sweep":
+        grid = [c for c in cands if c.get("sweep")]
+        k = int(math.floor(ratio))
+        if k < 2:
+            chosen = [cands[0]]  # the LoRA recipe at its paper's rate
+        else:
+            step = (len(grid) - 1) / max(1, min(k, len(grid)) - 1)
+            chosen = [grid[round(i * step)] for i in range(min(k, len(grid)))]
+    elif arm == "C-short":
+        chosen = [cands[SHORT_RATE_ID]]
+    else:  # C+: the six recipes at their papers' rates
+        chosen = [c for c in cands if c.get("recipe") and " at lr " not in c["recipe"]]
+    runs = [rec.curves[(c["id"], c["candidate"]["seed"])] for c in chosen
+            if (c["id"], c["candidate"]["seed"]) in rec.curves]
+    runs = [c for c in runs if c.status == "complete"]
+    out: dict[str, Any] = {"runs": len(runs), "missing": len(chosen) - len(runs)}
+    if not runs:
+        return out
+    small = [c for c in runs if c.trainable_params / BASE_PARAMS <= SMALL]
+    if small:
+        best = max(small, key=lambda c: rec.score(c, rec.steps))
+        out.update(best_small_val=rec.score(best, rec.steps),
+                   best_small_test=rec.score(best, rec.steps, "test"),
+                   best_small_label=cands[best.id].get("recipe") or f"#{best.id}",
+                   best_small_lr=cands[best.id]["candidate"]["learning_rate"])
+    scales = Scales(BASE_PARAMS)
+    points = [(rec.score(c, rec.steps), c.trainable_params, c.peak_memory_bytes or 0)
+              for c in runs]
+    front = [c for c, p in zip(runs, points) if not any(
+        q != p and q[0] >= p[0] and q[1] <= p[1] and q[2] <= p[2] for q in points)]
+    out["hypervolume_test"] = hypervolume(
+        [scales.normalise((rec.score(c, rec.steps, "test"), c.trainable_params,
+                           c.peak_memory_bytes or 0)) for c in front], REFERENCE)
+    return out
+
+
+def done_keys(path: Path) -> set[tuple]:
+    if not path.exists():
+        return set()
+    return {(r["task"], r["ratio"], r["arm"], r["seed"], r["setting"], r["snapshot"])
+            for r in map(json.loads, path.read_text().splitlines()) if r}
+
+
+def run(tasks: list[str], ratios: list[float], arms: list[str], reps: int, setting: str,
+        out: Path = OUT) -> None:
+    folder, runs = snapshot(tasks)
+    have = done_keys(out)
+    print(f"recording snapshot {folder.name}: {runs}", flush=True)
+    for task in tasks:
+        rec = Recording.load(task, curves_dir=folder)
+        for ratio in ratios:
+            for arm in arms:
+                seeds = range(reps) if arm in SEARCH_ARMS else range(1)
+                for seed in seeds:
+                    stored = arm + TAG if arm in SEARCH_ARMS else arm
+                    key = (task, ratio, stored, seed, setting, folder.name)
+                    if key in have:
+                        continue
+                    t0 = time.perf_counter()
+                    if arm in SEARCH_ARMS:
+                        row = replay(task, ratio, seed, arm, setting, rec, **w_store(arm, task))
+                    else:
+                        row = fixed_arm(rec, arm, ratio)
+                    row.update(task=task, ratio=ratio, arm=stored, seed=seed, setting=setting,
+                               snapshot=folder.name, recorded=runs[task], engine=COMMIT,
+                               replay_seconds=round(time.perf_counter() - t0, 1))
+                    with out.open("a") as f:
+                        f.write(json.dumps(row) + "\n")
+                    print(f"{task} R={ratio:g} {stored} seed {seed}: test "
+                          f"{row.get('best_small_test')}, HV {row.get('hypervolume_test', 0):.3f}"
+                          f", {row.get('trials', row.get('runs'))} runs, "
+                          f"{row['replay_seconds']} s", flush=True)
+
+
+def w_store(arm: str, task: str) -> dict:
+    """Arm W's leave-one-task-out meta-store (the three other tasks' curves)."""
+    if arm != "W":
+        return {}
+    from portfolio import write_store
+
+    folder = WORK / "loto" / task
+    if not folder.exists():
+        write_store([t for t in TASKS if t != task], folder)
+    return {"meta_store": folder}
+
+
+def mean_sd(vals: list[float]) -> tuple[float | None, float]:
+    if not vals:
+        return None, 0.0
+    return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
+
+
+def cell(vals: list[float]) -> str:
+    m, sd = mean_sd(vals)
+    return "-" if m is None else f"{m:.3f}" + (f" ± {sd:.3f}" if len(vals) > 1 else "")
+
+
+def report(out: Path = OUT) -> str:
+    rows = [json.loads(line) for line in out.read_text().splitlines() if line]
+    latest = {}
+    for r in rows:  # the newest snapshot of each task
+        latest[r["task"]] = r["snapshot"]
+    rows = [r for r in rows if latest[r["task"]] == r["snapshot"]]
+    by: dict[tuple, list[dict]] = {}
+    for r in rows:
+        by.setdefault((r["task"], r["ratio"], r["arm"]), []).append(r)
+    lines = ["## The honest benchmark, replayed (bench/replay_quality.py)", "",
+             "Every arm selects on validation and is reported on the **test split** "
+             "(never seen by a search or a selection). Best score at <= 1% trainable "
+             "parameters (test), hypervolume of the front (test scores), mean ± std over "
+             "repetitions; C arms are one recorded answer. Command: `python "
+             "bench/replay_quality.py --tasks sst2,cola,stsb,rte --ratios 1,3,10,40 --reps N` "
+             "then `--report`.", ""]
+    targets: list[str] = []
+    for task in TASKS:
+        task_rows = [r for r in rows if r["task"] == task]
+        if not task_rows:
+            continue
+        recorded = task_rows[0]["recorded"]
+        nearest = sum(r.get("nearest", 0) for r in task_rows)
+        trained = sum(r.get("exact", 0) + r.get("nearest", 0) for r in task_rows)
+        engines = sorted({r["arm"] for r in task_rows if "@" in r["arm"]})
+        score_arms = ["A", "B", "W", "C-sweep", "C-short", "C+", *engines]
+        hv_arms = ["A", "B", "W", *engines]
+        head = score_arms + [f"HV {a}" for a in hv_arms]
+        lines += [f"### {task} (recording: {recorded} runs; {nearest} of {trained} replayed "
+                  "trials answered by the nearest recorded candidate)", "",
+                  "| R | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+        for ratio in sorted({r["ratio"] for r in task_rows}):
+            def vals(arm: str, key: str = "best_small_test") -> list[float]:
+                return [r[key] for r in by.get((task, ratio, arm), []) if r.get(key) is not None]
+
+            lines.append(f"| {ratio:g} | " + " | ".join(
+                [cell(vals(a)) for a in score_arms]
+                + [cell(vals(a, "hypervolume_test")) for a in hv_arms]) + " |")
+            targets += check(task, ratio, by)
+            for old in engines:
+                targets += engine_check(task, ratio, by, old)
+        lines.append("")
+    return "\n".join(lines + ["### Targets (issue 28), each met or missed", ""] + targets)
+
+
+def paired(by: dict, task: str, ratio: float, a: str, b: str, key: str) -> list[float]:
+    """a - b per repetition (a fixed arm's one answer pairs with every repetition)."""
+    other = {r["seed"]: r[key] for r in by.get((task, ratio, b), []) if r.get(key) is not None}
+    fixed = next(iter(other.values()), None) if b.split("@")[0] not in SEARCH_ARMS else None
+    return [r[key] - (other.get(r["seed"]) if fixed is None else fixed)
+            for r in by.get((task, ratio, a), [])
+            if r.get(key) is not None and (fixed is not None or r["seed"] in other)]
+
+
+def check(task: str, ratio: float, by: dict) -> list[str]:
+    """Issue 28's targets at this task and R ("beyond the spread": the paired difference's
+    mean exceeds its std over repetitions)."""
+    rules = []
+    if ratio == 1:
+        rules.append(("A >= C-sweep - 0.5 point", "A", "C-sweep", "best_small_test",
+                      lambda m, sd: m >= -0.005))
+    if ratio >= 10:
+        rules.append(("A above C-sweep beyond the spread", "A", "C-sweep", "best_small_test",
+                      lambda m, sd: m > sd))
+        rules.append(("hypervolume A above B beyond the spread", "A", "B", "hypervolume_test",
+                      lambda m, sd: m > sd))
+    if ratio >= 3:
+        rules.append(("A >= C-short", "A", "C-short", "best_small_test", lambda m, sd: m >= 0))
+    rules.append(("W not below A by more than one std", "W", "A", "best_small_test",
+                  lambda m, sd: m >= -sd))
+    out = []
+    for text, a, b, key, ok in rules:
+        diffs = paired(by, task, ratio, a, b, key)
+        m, sd = mean_sd(diffs)
+        if m is None:
+            continue
+        out.append(f"- {task}, R = {ratio:g}: {text}: {'met' if ok(m, sd) else 'MISSED'} "
+                   f"({a} - {b}: {m:+.3f} ± {sd:.3f}, {len(diffs)} pairs)")
+    return out
+
+
+def engine_check(task: str, ratio: float, by: dict, old: str) -> list[str]:
+    """Issue 29's targets: this engine's A against an older engine's, paired by seed."""
+    out = []
+    for text, key, ok in (
+            ("hypervolume above the old engine's beyond the spread", "hypervolume_test",
+             lambda m, sd: m > sd),
+            ("hypervolume never below the old engine's by more than the spread",
+             "hypervolume_test", lambda m, sd: m >= -sd),
+            ("best at <= 1% parameters not lower", "best_small_test", lambda m, sd: m >= 0)):
+        diffs = paired(by, task, ratio, "A", old, key)
+        m, sd = mean_sd(diffs)
+        if m is not None:
+            out.append(f"- {task}, R = {ratio:g}: A {text} ({old}): "
+                       f"{'met' if ok(m, sd) else 'MISSED'} ({m:+.3f} ± {sd:.3f}, "
+                       f"{len(diffs)} pairs)")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tasks", default=",".join(TASKS))
+    ap.add_argument("--ratios", default="1,3,10")
+    ap.add_argument("--arms", default="C-sweep,C-short,C+,A,B")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--setting", default="cpu")
+    ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--report", action="store_true",
+                    help="write the results so far to BENCHMARKS.md (section 'replay')")
+    args = ap.parse_args(argv)
+    if args.report:
+        from _report import write_section
+
+        text = report(Path(args.out))
+        write_section("replay", text)
+        print(text)
+        return 0
+    run(args.tasks.split(","), [float(r) for r in args.ratios.split(",")],
+        args.arms.split(","), args.reps, args.setting, Path(args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
