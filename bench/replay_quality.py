@@ -143,8 +143,11 @@ def done_keys(path: Path) -> set[tuple]:
 
 
 def run(tasks: list[str], ratios: list[float], arms: list[str], reps: int, setting: str,
-        out: Path = OUT) -> None:
+        out: Path = OUT, frozen: str | None = None) -> None:
     folder, runs = snapshot(tasks)
+    if frozen:  # an earlier snapshot, so that arms run apart pair on the same recording
+        folder = WORK / "snapshots" / frozen
+        runs = {t: len((folder / f"{t}.jsonl").read_text().splitlines()) for t in tasks}
     have = done_keys(out)
     print(f"recording snapshot {folder.name}: {runs}", flush=True)
     for task in tasks:
@@ -306,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--setting", default="cpu")
     ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--snapshot", default=None,
+                    help="replay this earlier snapshot of the recording (bench/.work/snapshots)")
     ap.add_argument("--report", action="store_true",
                     help="write the results so far to BENCHMARKS.md (section 'replay')")
     args = ap.parse_args(argv)
@@ -317,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         print(text)
         return 0
     run(args.tasks.split(","), [float(r) for r in args.ratios.split(",")],
-        args.arms.split(","), args.reps, args.setting, Path(args.out))
+        args.arms.split(","), args.reps, args.setting, Path(args.out), args.snapshot)
     return 0
 
 

@@ -141,3 +141,17 @@ def test_a_candidate_that_is_not_learning_is_pruned_with_its_reason(
     (trial,) = off.get_trials()
     assert trial.state.name == "COMPLETE" and trial.user_attrs["steps"] == 91
     assert off.user_attrs["search"]["loss_check"] is False  # workers of the study obey it too
+
+
+def test_on_a_long_schedule_the_windows_keep_their_share_of_it() -> None:
+    from autopeft.search.losscheck import LOSS_WINDOW, windows
+    from autopeft.search.plan import first_rung
+
+    assert windows(125) == windows(270) == windows(None) == (LOSS_WINDOW, LOSS_PATIENCE)
+    assert windows(2105) == (156, 312)  # 20/270 and 40/270 of roberta-base's SST-2 epoch
+    slow = LossCheck(warmup_steps=126, chance=chance_loss(2), schedule_steps=2105)
+    # a slow learner: at chance until step 250, then falling; judged at 126 + 312 = 438
+    losses = [0.693] * 250 + [0.693 - 0.001 * k for k in range(1, 300)]
+    stopped = [step for step, loss in enumerate(losses, 1) if slow.add(step, loss)]
+    assert slow.first_check == 438 and not stopped and slow.passed_at == 438
+    assert first_rung(2105, 0.06) == 126 + LOSS_WINDOW  # a rung waits for the loss, not the check

@@ -278,7 +278,7 @@ class TrialRunner:
         # not the candidate's start, so the loss check (made when it first ran) stays off.
         check_loss = self.loss_check and resume is None
         watch = LossCheck(int(self.bench.settings.warmup_ratio * self.plan.schedule_steps),
-                          chance_loss(self.bench.task.num_labels))
+                          chance_loss(self.bench.task.num_labels), self.plan.schedule_steps)
 
         def out_of_time() -> bool:
             """The budget ended. The one run of a one-run plan (no refit, room for one

@@ -196,7 +196,12 @@ def short_schedule(plan: Plan) -> bool:
 
 def first_rung(schedule_steps: int, warmup_ratio: float, costs: Costs | None = None) -> int:
     """The earliest step a rung may be at (see the module docstring): the warm-up's end plus
-    one loss window, and at least the steps that cost as much as scoring the rung subset."""
+    one loss window, and at least the steps that cost as much as scoring the rung subset.
+    The window here is the floor (``LOSS_WINDOW``), not the share of a long schedule the loss
+    check waits for (``losscheck.windows``): a rung reached before the loss has moved does
+    not decide (the pruner defers), so an early rung costs a scoring, never a candidate,
+    while a late first rung would leave a short budget's probes no rung at all (R = 0.5 on a
+    20,000-step schedule: three probes at step 571, one run at 1,233)."""
     floor = int(warmup_ratio * schedule_steps) + LOSS_WINDOW
     if costs and costs.step_seconds > 0:
         floor = max(floor, math.ceil(costs.rung_eval_seconds / costs.step_seconds))
