@@ -90,19 +90,17 @@ def default_portfolio(tasks: list[str], curves: Path = CURVES, k: int = MAX_PORT
     each member's validation score on each task it ran on."""
     recorded = studies(tasks, curves)
     found = build_portfolio(recorded, k, source="default")
-    scores = {st.task["name"]: {json.dumps(t.candidate, sort_keys=True): t.score
-                                for t in st.trials} for st in recorded}
     runs = {st.task["name"]: len(st.trials) for st in recorded}
     return {
         "family": "bert", "tasks": found.tasks, "skipped": found.skipped, "runs": runs,
         "model": recorded[0].model["name"] if recorded else None,
         "made_by": "bench/portfolio.py (validation scores of bench/curves; greedy, "
                    "autopeft/search/transfer.py)",
+        "best_lr": found.best_lr,  # the learning-rate prior's centres (transfer.rate_prior)
         "candidates": [{"candidate": c, "gain": round(g, 4), "label": curve_label(c),
-                        "val_scores": {t: round(s[json.dumps(c, sort_keys=True)], 4)
-                                       for t, s in scores.items()
-                                       if json.dumps(c, sort_keys=True) in s}}
-                       for c, g in zip(found.candidates, found.gains)]}
+                        "val_scores": {t: round(v, 4) for t, v in scores.items()}}
+                       for c, g, scores in zip(found.candidates, found.gains,
+                                               found.member_scores)]}
 
 
 def main(argv: list[str] | None = None) -> int:

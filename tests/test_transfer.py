@@ -169,6 +169,10 @@ def test_a_study_remembers_itself_and_the_next_starts_from_a_portfolio_and_says_
         "portfolio 1: bitfit at lr 4e-03", "portfolio 2: lora at lr 2e-03"]
     assert [t.params["candidate"] for t in first] == ["bitfit", "lora"]
     assert first[1].params["lora.r"] == 8
+    assert found.user_attrs["lr_prior"] == {  # what the sampler's learning-rate prior reads
+        "best_lr": {"sst2": {"lora": 2e-3, "bitfit": 4e-3}},
+        "members": {"portfolio 1: bitfit at lr 4e-03": {"sst2": 0.88},
+                    "portfolio 2: lora at lr 2e-03": {"sst2": 0.90}}}
     remembered = {st.study: st for st in load_store(store)}
     assert set(remembered) == {"earlier-sst2", "second"}
     mine = remembered["second"]
@@ -207,3 +211,62 @@ def test_a_store_that_cannot_be_written_is_one_note_and_the_search_ends_well(
     # nothing in the store: the shipped BERT-family portfolio started it
     assert any(line.startswith("start-up: the default BERT-family portfolio")
                for line in notes.lines)
+
+
+# -- the learning-rate prior ------------------------------------------------------------------
+
+def test_a_task_that_ranks_the_portfolio_alike_weighs_one_that_ranks_it_reversed_nothing() -> None:
+    from autopeft.search.transfer import task_weights
+
+    prior = {"best_lr": {"alike": {}, "reversed": {}},
+             "members": {"p1": {"alike": 0.9, "reversed": 0.5}, "p2": {"alike": 0.8, "reversed": 0.6},
+                         "p3": {"alike": 0.7, "reversed": 0.7}}}
+    assert task_weights(prior, {"p1": 0.6, "p2": 0.55}) == {"alike": 1.0, "reversed": 1.0}
+    assert task_weights(prior, {"p1": 0.6, "p2": 0.55, "p3": 0.5}) == pytest.approx(
+        {"alike": 1.0, "reversed": 0.0})
+
+
+def test_the_prior_fades_as_the_study_trains_the_entry_and_knows_only_what_learned() -> None:
+    from autopeft.search.transfer import PRIOR_N0, rate_prior
+
+    prior = {"best_lr": {"sst2": {"lora": 2e-3}, "cola": {"lora": 1e-3, "ia3": 1e-2}},
+             "members": {}}
+    share, centres = rate_prior(prior, {}, "lora", 0)
+    assert share == 1.0 and sorted(centres) == sorted([(np.log(2e-3), 1.0), (np.log(1e-3), 1.0)])
+    assert rate_prior(prior, {}, "lora", 12)[0] == PRIOR_N0 / (PRIOR_N0 + 12)
+    assert rate_prior(prior, {}, "prefix", 0) == (0.0, [])
+
+
+def test_the_best_rate_of_an_entry_counts_only_where_it_beat_the_median() -> None:
+    from autopeft.search.transfer import best_rates
+
+    rows = [(cand("lora", 2e-3), 0.9, 10**5), (cand("lora", 5e-4), 0.6, 10**5),
+            (cand("prefix", 5e-3), 0.5, 10**5), (cand("ia3", 1e-2), 0.7, 10**4),
+            (cand("prompt", 0.1), 0.5, 10**4)]
+    assert best_rates([study("sst2", rows)], ["sst2"]) == {"sst2": {"lora": 2e-3, "ia3": 1e-2}}
+
+
+def test_design_proposals_draw_their_rate_from_the_prior_and_without_one_spread() -> None:
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    from autopeft.search.proposals import RungSampler
+    from autopeft.search.transfer import LR_PRIOR
+
+    def rates(prior: dict | None) -> list[float]:
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        study = optuna.create_study(sampler=RungSampler(seed=0), directions=["maximize"] * 3)
+        if prior:
+            study.set_user_attr(LR_PRIOR, prior)
+        dists = {"candidate": CategoricalDistribution(["lora"]),
+                 "lora.learning_rate": FloatDistribution(1e-4, 3e-3, log=True)}
+        out = []
+        for _ in range(8):
+            trial = study.ask(dists)
+            out.append(trial.params["lora.learning_rate"])
+            study.tell(trial, [0.5, 1.0, 1.0])
+        return out
+
+    prior = rates({"best_lr": {"sst2": {"lora": 2e-3}}, "members": {}})
+    assert all(2e-3 / 8 <= r <= 3e-3 for r in prior)  # a factor of 2 is one sigma
+    assert sum(r < 2e-3 / 8 for r in rates(None)) >= 2  # the design spreads over the range

@@ -43,7 +43,7 @@ from autopeft.search.samplers import make_sampler
 from autopeft.search.storage import HEARTBEAT_SECONDS, existing_url, mask, storage_url
 from autopeft.search.refit import refit_front
 from autopeft.search.summary import Scales, promotion_fractions, record_hypervolume
-from autopeft.search.transfer import (StudyRecord, choose_portfolio, meta_store_dir,
+from autopeft.search.transfer import (LR_PRIOR, StudyRecord, choose_portfolio, meta_store_dir,
                                       model_family, portfolio_size, trial_records, write_study)
 from autopeft.search.warmstart import (candidate_params, enqueue_queue, enqueue_recipes,
                                        entry_families, portfolio_queue, requeue_interrupted,
@@ -145,11 +145,16 @@ def start_from_portfolio(study: Study, cfg: SearchConfig, space: Space, trainer:
     family = model_descriptor(cfg.model, trainer.base.model)["family"]
     found = choose_portfolio(meta_store_dir(cfg.meta_store), family, k,
                              lambda c: candidate_params(space, c) is not None, exclude=cfg.study)
-    names = enqueue_queue(study, portfolio_queue(space, found.candidates)) if found else []
+    queue = portfolio_queue(space, found.candidates) if found else []
+    names = enqueue_queue(study, queue)
     if names:
         reporter.note(found.describe(len(names)))
         study.set_user_attr("startup", {"source": found.source, "tasks": found.tasks,
                                         "studies": found.studies, "candidates": len(names)})
+        study.set_user_attr(LR_PRIOR, {  # what the sampler's learning-rate prior reads
+            "best_lr": found.best_lr,
+            "members": {name: found.member_scores[i] for name, _, i in queue
+                        if i < len(found.member_scores)}})
     return names
 
 

@@ -61,7 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from autopeft.paths import studies_dir
-from autopeft.results import sampling_noise
+from autopeft.results import RUNG_SCORES, WARM_START, sampling_noise
 
 STORE_VERSION = 1
 SPREAD = 2.0  # a task teaches only where its best is this many sampling errors above its median
@@ -194,6 +194,10 @@ class Portfolio:
     source: str  # store | default
     gains: list[float] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # tasks whose scores did not spread
+    # For the learning-rate prior: each member's score on each earlier task it ran on, and
+    # each task's best learning rate per entry (where the entry beat the task's median).
+    member_scores: list[dict[str, float]] = field(default_factory=list)
+    best_lr: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def describe(self, k: int | None = None) -> str:
         n = len(self.candidates) if k is None else min(k, len(self.candidates))
@@ -306,9 +310,12 @@ def build_portfolio(studies: Sequence[StudyRecord], k: int = MAX_PORTFOLIO,
     cands = {key: e.candidate for seen in task_scores(studies).values() for key, e in seen.items()}
     picked = greedy(matrix, k, lambda key: usable(cands[key]))
     tasks = sorted({str(st.task.get("name")) for st in studies})
+    seen = task_scores(studies)
     return Portfolio([cands[key] for key, _ in picked], [t for t in tasks if t in matrix],
                      sorted({st.study for st in studies}), source, [g for _, g in picked],
-                     [t for t in tasks if t not in matrix])
+                     [t for t in tasks if t not in matrix],
+                     [{t: seen[t][key].score for t in matrix if key in seen[t]} for key, _ in picked],
+                     best_rates(studies, list(matrix)))
 
 
 def default_portfolio(family: str) -> Portfolio | None:
@@ -318,7 +325,8 @@ def default_portfolio(family: str) -> Portfolio | None:
         return None
     raw = json.loads(path.read_text(encoding="utf-8"))
     return Portfolio([c["candidate"] for c in raw["candidates"]], raw["tasks"], [], "default",
-                     [c.get("gain", 0.0) for c in raw["candidates"]], raw.get("skipped", []))
+                     [c.get("gain", 0.0) for c in raw["candidates"]], raw.get("skipped", []),
+                     [c.get("val_scores", {}) for c in raw["candidates"]], raw.get("best_lr", {}))
 
 
 def portfolio_size(expected_candidates: int | None) -> int:
@@ -348,8 +356,114 @@ def choose_portfolio(directory: str | Path, family: str, k: int,
     shipped = default_portfolio(family)
     if shipped is None:
         return None
-    kept = [(c, g) for c, g in zip(shipped.candidates, shipped.gains) if usable(c)][:k]
+    kept = [i for i, c in enumerate(shipped.candidates) if usable(c)][:k]
     if not kept:
         return None
-    return Portfolio([c for c, _ in kept], shipped.tasks, [], "default", [g for _, g in kept],
-                     shipped.skipped)
+    return Portfolio([shipped.candidates[i] for i in kept], shipped.tasks, [], "default",
+                     [shipped.gains[i] for i in kept], shipped.skipped,
+                     [shipped.member_scores[i] for i in kept], shipped.best_lr)
+
+
+# -- the learning-rate prior ------------------------------------------------------------------
+# Per method entry, a mixture over the earlier tasks: a log-normal around each task's best
+# learning rate for the entry (where it beat the task's median), sigma a factor of 2, each
+# task weighted by how alike it turns out to be: the Spearman correlation of this study's
+# first-rung scores of the portfolio's members with the same members' scores on that task
+# (uniform until 3 members have a score here; a task at or below 0 gets no weight, so a
+# dissimilar task passes on nothing). The sampler draws a design or family proposal's rate
+# from it with probability PRIOR_N0 / (PRIOR_N0 + the study's own trials of the entry with a
+# rung score): the prior fades as the study's evidence grows, and the model's proposals and
+# the random share never use it. As Watanabe et al. (2023) weight tasks in meta-learned TPE,
+# by similarity; but from the ranks of the candidates every study runs first, which needs no
+# meta-features of the data.
+LR_PRIOR = "lr_prior"  # study attribute: {"best_lr": {task: {entry: lr}}, "members": {...}}
+PRIOR_SIGMA = math.log(2.0)
+PRIOR_N0 = 4
+MIN_COMMON = 3  # members scored here before the weights depart from uniform
+
+
+def entry_of(candidate: dict[str, Any]) -> str:
+    return "+".join(str(m.get("name")) for m in candidate.get("methods") or [])
+
+
+def best_rates(studies: Sequence[StudyRecord], tasks: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Task -> entry -> the learning rate of the entry's best candidate there, where that
+    beat the task's median (an entry that never learned on a task says nothing of rates)."""
+    table = task_scores(studies)
+    out: dict[str, dict[str, float]] = {}
+    for task in tasks:
+        seen = list(table.get(task, {}).values())
+        if not seen:
+            continue
+        median = statistics.median(e.score for e in seen)
+        best: dict[str, _Seen] = {}
+        for e in seen:
+            entry = entry_of(e.candidate)
+            if e.score > median and (entry not in best or e.score > best[entry].score):
+                best[entry] = e
+        out[task] = {entry: float(e.candidate["learning_rate"]) for entry, e in best.items()}
+    return out
+
+
+def spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Spearman's rank correlation (average ranks for ties); 0 where either is constant."""
+    def ranks(v: Sequence[float]) -> list[float]:
+        order = sorted(range(len(v)), key=lambda i: v[i])
+        out = [0.0] * len(v)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
+                j += 1
+            for m in range(i, j + 1):
+                out[order[m]] = (i + j) / 2
+            i = j + 1
+        return out
+
+    rx, ry = ranks(xs), ranks(ys)
+    mx, my = statistics.fmean(rx), statistics.fmean(ry)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    sx = math.sqrt(sum((a - mx) ** 2 for a in rx))
+    sy = math.sqrt(sum((b - my) ** 2 for b in ry))
+    return sxy / (sx * sy) if sx and sy else 0.0
+
+
+def task_weights(prior: dict[str, Any], here: dict[str, float]) -> dict[str, float]:
+    """Each earlier task's weight: uniform until ``MIN_COMMON`` members have a first-rung
+    score ``here`` (member name -> score), then the Spearman correlation of those scores with
+    the task's, 0 at or below 0."""
+    out = {}
+    for task in prior.get("best_lr", {}):
+        theirs = {name: s[task] for name, s in prior.get("members", {}).items() if task in s}
+        common = [name for name in here if name in theirs]
+        if len(common) < MIN_COMMON:
+            out[task] = 1.0
+        else:
+            out[task] = max(0.0, spearman([here[n] for n in common], [theirs[n] for n in common]))
+    return out
+
+
+def rate_prior(prior: dict[str, Any], here: dict[str, float], entry: str,
+               own: int) -> tuple[float, list[tuple[float, float]]]:
+    """(the probability a proposal of ``entry`` draws its rate from the prior, the mixture's
+    (log-rate centre, weight) pairs); (0, []) where no similar task knows the entry."""
+    weights = task_weights(prior, here)
+    centres = [(math.log(rates[entry]), weights[task])
+               for task, rates in prior.get("best_lr", {}).items()
+               if entry in rates and weights.get(task, 0.0) > 0]
+    if not centres:
+        return 0.0, []
+    return PRIOR_N0 / (PRIOR_N0 + own), centres
+
+
+def first_rung_scores(trials: Iterable[Any], members: Iterable[str]) -> dict[str, float]:
+    """Member name -> its score at the first rung it reached in this study (its trials are
+    the warm-start trials of that name)."""
+    wanted = set(members)
+    out: dict[str, float] = {}
+    for t in trials:
+        name = t.user_attrs.get(WARM_START)
+        rungs = t.user_attrs.get(RUNG_SCORES) or {}
+        if name in wanted and rungs and name not in out:
+            out[name] = float(rungs[min(rungs, key=int)])
+    return out

@@ -240,27 +240,28 @@ def enqueue_recipes(study: Study, space: Space, lr_ladder: bool = False,
     return enqueue_queue(study, recipe_queue(space, lr_ladder, short))
 
 
-def portfolio_queue(space: Space, candidates: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+def portfolio_queue(space: Space, candidates: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any], int]]:
     """A portfolio start-up's trials (``transfer.py``) in its order, as (name, fixed
-    parameters): each candidate the space can express, a repeat of one already queued (the
-    same parameters once clipped to this space) left out."""
-    queue: list[tuple[str, dict[str, Any]]] = []
-    for candidate in candidates:
+    parameters, the candidate's index): each candidate the space can express, a repeat of
+    one already queued (the same parameters once clipped to this space) left out."""
+    queue: list[tuple[str, dict[str, Any], int]] = []
+    for i, candidate in enumerate(candidates):
         fixed = candidate_params(space, candidate)
-        if fixed is None or any(f == fixed for _, f in queue):
+        if fixed is None or any(f == fixed for _, f, _ in queue):
             continue
         lr = fixed.get(lr_param(fixed["candidate"]), candidate.get("learning_rate"))
         name = f"portfolio {len(queue) + 1}: {fixed['candidate']}"
-        queue.append((f"{name} at lr {_rate(lr)}" if lr else name, fixed))
+        queue.append((f"{name} at lr {_rate(lr)}" if lr else name, fixed, i))
     return queue
 
 
-def enqueue_queue(study: Study, queue: list[tuple[str, dict[str, Any]]]) -> list[str]:
-    """Enqueue warm-start trials (recipes or a portfolio), marked ``warm_start`` by name so
-    the pruner lets them finish and an interrupted one is retried; returns the names."""
-    for name, fixed in queue:
+def enqueue_queue(study: Study, queue: list[tuple[Any, ...]]) -> list[str]:
+    """Enqueue warm-start trials (recipes or a portfolio: (name, fixed parameters, ...)),
+    marked ``warm_start`` by name so the pruner lets them finish and an interrupted one is
+    retried; returns the names."""
+    for name, fixed, *_ in queue:
         study.enqueue_trial(fixed, user_attrs={WARM_START: name}, skip_if_exists=True)
-    return [name for name, _ in queue]
+    return [name for name, *_ in queue]
 
 
 def requeue_interrupted(study: Study) -> list[str]:
