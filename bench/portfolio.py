@@ -85,6 +85,13 @@ def write_store(tasks: list[str], directory: str | Path, curves: Path = CURVES) 
     return out
 
 
+def leave_one_out(task: str, directory: str | Path, curves: Path = CURVES) -> list[Path]:
+    """The store a replay of ``task`` starts from: the other tasks' recordings, never its
+    own. A study appends itself to its store: give each replayed study its own copy
+    (``shutil.copytree``), or the next repetition learns from the held-out task."""
+    return write_store([t for t in TASKS if t != task], directory, curves)
+
+
 def default_portfolio(tasks: list[str], curves: Path = CURVES, k: int = MAX_PORTFOLIO) -> dict:
     """The shipped portfolio's content: the greedy of ``tasks``' recordings, in order, with
     each member's validation score on each task it ran on."""

@@ -125,6 +125,9 @@ def test_the_held_out_task_is_never_read_and_only_validation_scores_enter(
         assert {json.dumps(t.candidate, sort_keys=True): t.score for t in st.trials} == {
             json.dumps(lora, sort_keys=True): 1.0, json.dumps(bitfit, sort_keys=True): 0.0}
     assert build_portfolio(stored, 8).candidates == [lora]  # validation's best, not test's
+    read.clear()
+    portfolio.leave_one_out("stsb", tmp_path / "replay-stsb")  # what a replay of stsb reads
+    assert sorted(read) == ["cola", "rte", "sst2"]
 
 
 # -- searches that remember and start from a portfolio ------------------------------------------
