@@ -5,14 +5,14 @@ portfolio of candidates built from it that a fresh study runs first (issue 28, i
 study, written atomically (a temporary file renamed over the old one) at the end of every
 search, so a crash leaves the previous version or none, never half a file. A study that
 resumes rewrites its own file. What it holds (``StudyRecord``): the task (name, metric,
-classes, training rows), the model (name, ``model_type``, its family, parameters), the
+classes, training and validation rows), the model (name, ``model_type``, its family, parameters), the
 schedule, and every trial with a score: its candidate, its rung scores with their fraction
 of the schedule, its final score and the fraction it was trained to, trainable parameters
 (and their share of the model), peak memory and seconds. Plain data: no torch, no optuna.
 A store that cannot be written costs one note, never the search.
 
-**The portfolio** (``build_portfolio``), greedy as in Auto-sklearn 2.0 (Feurer et al. 2022,
-JMLR, section 4): from each earlier task's trials, a candidate's score is normalised within
+**The portfolio** (``build_portfolio``), greedy as in Auto-sklearn 2.0 (Feurer et al., JMLR
+2022, "portfolio construction"): from each earlier task's trials, a candidate's score is normalised within
 the task (the task's median maps to 0, its best to 1, below the median stays 0: the
 portfolio should cover the good end, and "better than half" is all a worse candidate
 shows), its trainable parameters on a log scale (10x the base model: 0, the fewest any
@@ -45,6 +45,9 @@ backend around it; its ``BoundingBox`` narrows the space to the best configurati
 which for a conditional space of methods would drop whole families; OptunaHub's
 ``meta_learn_tpe`` is loaded from the network at run time and replaces the sampler, not the
 start-up. The greedy is twenty lines here, on the store's plain records.
+
+A study that starts from a portfolio also gets **learning-rate priors** per method entry
+(the end of this module, ``rate_prior``; ``proposals.RungSampler`` draws from them).
 """
 from __future__ import annotations
 
@@ -70,7 +73,7 @@ PORTFOLIOS = Path(__file__).resolve().parent / "portfolios"  # shipped, package 
 # Encoders trained the BERT way (a [CLS] head on a bidirectional encoder): one family, so
 # a portfolio learned on one of them starts the others. Anything else is its own family.
 BERT_FAMILY = ("bert", "roberta", "xlm-roberta", "distilbert", "albert", "electra", "deberta",
-               "deberta-v2", "mpnet", "camembert", "xlnet", "ernie", "megatron-bert")
+               "deberta-v2", "mpnet", "camembert", "ernie", "megatron-bert")
 
 
 def meta_store_dir(asked: str | None = None) -> str:
