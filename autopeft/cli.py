@@ -174,6 +174,11 @@ def parser() -> argparse.ArgumentParser:
     search.add("--no-warm-start", dest="warm_start", action="store_false",
                help="do not start a new study with the standard recipes (LoRA r=8, BitFit, "
                     "(IA)3, adapter, prefix, full FT)")
+    search.add("--no-transfer", dest="transfer", action="store_false",
+               help="start cold: neither start from earlier studies (a portfolio learned from "
+                    "the meta-store, or the shipped one) nor remember this one")
+    search.add("--meta-store", metavar="DIR",
+               help="where studies are remembered for later start-ups (default studies/.meta)")
     search.add("--no-loss-check", dest="loss_check", action="store_false",
                help="train every candidate to its rung even if its training loss has not moved "
                     "off its start after the warm-up (default: such a candidate stops early, "

@@ -17,6 +17,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # Trials run in this process unless a test asks for a child process (test_isolation.py,
 # test_survival.py): spawning one per search would add seconds to every CLI test.
 os.environ.setdefault("AUTOPEFT_ISOLATION", "none")
+# Searches start as they did before the meta-store (the recipes) and write no store, unless a
+# test asks for transfer (tests/test_transfer.py): the shipped BERT-family portfolio would
+# otherwise start every tiny-BERT search, and each search would leave a store behind.
+os.environ.setdefault("AUTOPEFT_TRANSFER", "off")
 SHARED_DATA = Path(os.environ.get("AUTOPEFT_TEST_DATA", ROOT.parent / "shared" / "data"))
 SST2 = SHARED_DATA / "glue" / "sst2"
 

@@ -32,13 +32,16 @@ def test_a_wheel_installed_in_a_fresh_venv_has_the_spaces_and_the_cli(tmp_path: 
     code = ("import autopeft, autopeft.space as s; from autopeft.space import load_space; "
             "print(autopeft.__file__); print(s.SPACES_DIR); "
             "print(sorted(p.stem for p in s.SPACES_DIR.glob('*.yaml'))); "
-            "print(load_space('default').source)")
+            "print(load_space('default').source); "
+            "from autopeft.search.transfer import default_portfolio; "
+            "print(len(default_portfolio('bert').candidates))")
     out = subprocess.run([str(py), "-c", code], cwd=tmp_path, env=env, capture_output=True,
                          text=True, check=True).stdout.splitlines()
     assert str(venv) in out[0], "the wheel's package, not the checkout, was imported"
     assert str(venv) in out[1] and "autopeft/search_spaces" in out[1]
     assert out[2] == "['autopeft', 'default', 'lora', 'paper']"
     assert out[3].endswith("default.yaml")
+    assert int(out[4]) > 0  # the shipped BERT-family start-up portfolio (package data)
     cli = subprocess.run([str(venv / "bin" / "autopeft"), "methods", "--json"], cwd=tmp_path,
                          env=env, capture_output=True, text=True)
     assert cli.returncode == 0 and '"lora"' in cli.stdout

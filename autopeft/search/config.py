@@ -39,6 +39,12 @@ class SearchConfig:
     pruner: str = "mo-asha"  # none | mo-asha | median-score
     eta: int = 3  # rungs at 1/eta^2, 1/eta of the steps and the end; top 1/eta go on
     warm_start: bool = True  # enqueue the standard recipes on a fresh study
+    # Learn the start-up from earlier studies of the model's family (search/transfer.py), and
+    # remember this one for later studies, in meta_store (default studies/.meta).
+    # AUTOPEFT_TRANSFER=off: a cold start by default (the test suite's, so that its searches
+    # neither read nor write a store unless a test asks).
+    transfer: bool = field(default_factory=lambda: os.environ.get("AUTOPEFT_TRANSFER", "on") != "off")
+    meta_store: str | None = None
     loss_check: bool = True  # stop a candidate whose training loss has not moved (losscheck)
     max_memory: str | None = None  # "16GB", "12GiB": peak training memory limit
     max_params: str | None = None  # "1%" of the base model, or a count ("2M")

@@ -284,6 +284,7 @@ class RungSampler(BaseSampler):
                                      seed=derive_seed(seed, "model"), n_startup_trials=0)
         self._random = RandomSampler(seed=derive_seed(seed, "random"))
         self._share_rng = random.Random(derive_seed(seed, "share"))
+        self._prior_rng = random.Random(derive_seed(seed, "prior"))  # transfer.rate_prior
         self._points = qmc.Sobol(DESIGN_DIMS, scramble=True, seed=derive_seed(seed, "design")
                                  ).random_base2(int(math.log2(DESIGN_POINTS)))
         self._ways: dict[int, str] = {}  # trial number -> its proposal
@@ -390,7 +391,43 @@ class RungSampler(BaseSampler):
         if (way.startswith("family:") and param_name == "candidate"
                 and way[len("family:"):] in getattr(param_distribution, "choices", ())):
             return way[len("family:"):]
+        if (drawn := self._prior_rate(study, trial, param_name, param_distribution)) is not None:
+            return drawn
         return from_unit(param_distribution, self._unit(trial.number, param_name))
+
+    def _prior_rate(self, study: Study, trial: FrozenTrial, name: str,
+                    dist: BaseDistribution) -> float | None:
+        """A design or family proposal's learning rate drawn from the prior learned across
+        studies (``transfer.rate_prior``: earlier tasks' best rates for the entry, weighted by
+        how alike the tasks rank the portfolio, fading with the study's own trials of the
+        entry), or None: no prior (a study that did not start from a portfolio), or the draw
+        left it to the design. The trial records the prior's share (``lr_from_prior``)."""
+        from autopeft.search.transfer import LR_PRIOR, PRIOR_SIGMA, first_rung_scores, rate_prior
+
+        if not (name.endswith(LR_SUFFIX) and isinstance(dist, FloatDistribution)
+                and dist.step is None):
+            return None
+        prior = study.user_attrs.get(LR_PRIOR)
+        if not prior:
+            return None
+        entry = name[:-len(LR_SUFFIX)]
+        trials = _observed(study._get_trials(deepcopy=False, use_cache=False))
+        own = sum(1 for t in trials if t.params.get("candidate") == entry
+                  and t.user_attrs.get("rung_scores"))
+        share, centres = rate_prior(prior, first_rung_scores(trials, prior.get("members", {})),
+                                    entry, own)
+        if not centres or self._prior_rng.random() >= share:
+            return None
+        pick = self._prior_rng.random() * sum(w for _, w in centres)
+        centre = centres[-1][0]
+        for c, w in centres:  # a task by its weight
+            pick -= w
+            if pick <= 0:
+                centre = c
+                break
+        study._storage.set_trial_user_attr(trial._trial_id, "lr_from_prior", round(share, 3))
+        rate = math.exp(self._prior_rng.gauss(centre, PRIOR_SIGMA))
+        return min(max(rate, float(dist.low)), float(dist.high))
 
     def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState,
                     values: Sequence[float] | None) -> None:

@@ -43,7 +43,10 @@ from autopeft.search.samplers import make_sampler
 from autopeft.search.storage import HEARTBEAT_SECONDS, existing_url, mask, storage_url
 from autopeft.search.refit import refit_front
 from autopeft.search.summary import Scales, promotion_fractions, record_hypervolume
-from autopeft.search.warmstart import (enqueue_recipes, entry_families, requeue_interrupted,
+from autopeft.search.transfer import (LR_PRIOR, StudyRecord, choose_portfolio, meta_store_dir,
+                                      model_family, portfolio_size, trial_records, write_study)
+from autopeft.search.warmstart import (candidate_params, enqueue_queue, enqueue_recipes,
+                                       entry_families, portfolio_queue, requeue_interrupted,
                                        tries_learning_rates)
 from autopeft.search.workers import start_workers
 from autopeft.space import Space, load_space, space_from_text
@@ -106,9 +109,10 @@ def prepare(study: Study, cfg: SearchConfig, space: Space, trainer: Trainer, bud
         study.set_user_attr("hv_scales", Scales.for_metric(trainer.task.metric, base_params).to_dict())
     if "started_at" not in study.user_attrs:
         study.set_user_attr("started_at", time.time())
-    if cfg.warm_start and not study.trials:
-        names = enqueue_recipes(study, space, tries_learning_rates(plan), short_schedule(plan))
-        if names:
+    if cfg.warm_start and not study.trials:  # a portfolio learned before, else the recipes
+        if not start_from_portfolio(study, cfg, space, trainer, plan, reporter) and (
+                names := enqueue_recipes(study, space, tries_learning_rates(plan),
+                                         short_schedule(plan))):
             reporter.note(f"warm start: {', '.join(names)} first")
     elif cfg.warm_start and (names := requeue_interrupted(study)):
         reporter.note(f"warm start: retrying the interrupted recipe(s) {', '.join(names)}")
@@ -118,6 +122,60 @@ def prepare(study: Study, cfg: SearchConfig, space: Space, trainer: Trainer, bud
                        checkpoints=Checkpoints(checkpoints_dir(cfg.study), trainer.settings,
                                                origin_of(study)),
                        loss_check=cfg.loss_check, eta=cfg.eta)
+
+
+def model_descriptor(name: str, model: Any) -> dict[str, Any]:
+    """What the meta-store matches studies by: the model's type, its family, its size."""
+    from autopeft.build import count_total
+
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    return {"name": name, "model_type": model_type, "family": model_family(model_type),
+            "params": count_total(model)}
+
+
+def start_from_portfolio(study: Study, cfg: SearchConfig, space: Space, trainer: Trainer,
+                         plan: Plan, reporter: Reporter) -> list[str]:
+    """Enqueue a portfolio learned from earlier studies (``transfer.py``) on a fresh study,
+    saying where it came from; [] where there is none (transfer off, nothing of the model's
+    family, nothing the space can run): the recipes start it, as before."""
+    if not cfg.transfer:
+        return []
+    k = portfolio_size(plan.expected_candidates)
+    k = min(k, cfg.n_trials) if cfg.n_trials and not plan.expected_candidates else k
+    family = model_descriptor(cfg.model, trainer.base.model)["family"]
+    found = choose_portfolio(meta_store_dir(cfg.meta_store), family, k,
+                             lambda c: candidate_params(space, c) is not None, exclude=cfg.study)
+    queue = portfolio_queue(space, found.candidates) if found else []
+    names = enqueue_queue(study, queue)
+    if names:
+        reporter.note(found.describe(len(names)))
+        study.set_user_attr("startup", {"source": found.source, "tasks": found.tasks,
+                                        "studies": found.studies, "candidates": len(names)})
+        study.set_user_attr(LR_PRIOR, {  # what the sampler's learning-rate prior reads
+            "best_lr": found.best_lr,
+            "members": {name: found.member_scores[i] for name, _, i in queue
+                        if i < len(found.member_scores)}})
+    return names
+
+
+def remember(study: Study, cfg: SearchConfig, bench: Any, plan: Plan, reporter: Reporter) -> None:
+    """Append this study's trials to the meta-store for later start-ups (``transfer.py``);
+    a store that cannot be written costs one note, never the search."""
+    from autopeft.results import records
+
+    if not cfg.transfer:
+        return
+    task = bench.task
+    schedule = int(plan.schedule_steps or plan.max_steps)
+    record = StudyRecord(
+        study=str(cfg.study),
+        task={"name": cfg.task, "metric": getattr(task, "metric", None),
+              "num_labels": getattr(task, "num_labels", None), "train_rows": len(bench.train_data),
+              "eval_rows": len(bench.eval_data)},
+        model=model_descriptor(cfg.model, bench.base.model), schedule_steps=schedule,
+        trials=trial_records(records(study.get_trials(deepcopy=False)), schedule))
+    if note := write_study(meta_store_dir(cfg.meta_store), record):
+        reporter.note(note)
 
 
 def trainer_for(cfg: SearchConfig, bench: Bench) -> AbstractContextManager[Trainer]:
@@ -232,6 +290,7 @@ def run_search(cfg: SearchConfig, reporter: Reporter | None = None, bench: Bench
             for proc in procs:
                 if proc.poll() is None:
                     proc.terminate()  # Ctrl-C or an error here: the workers end their trials too
+    remember(study, cfg, bench, plan, reporter)
     reporter.finished(study)
     return study
 

@@ -115,17 +115,35 @@ def _fit(param: Param, value: Any) -> tuple[bool, Any]:
 def recipe_params(space: Space, recipe: Recipe, rate: float | None = None) -> dict[str, Any] | None:
     """The fixed parameters that make ``space`` sample ``recipe`` at ``rate`` (default its
     paper's learning rate); None: the recipe's entry is not in the space."""
-    if recipe.entry not in space.candidates:
+    return entry_params(space, recipe.entry, rate or recipe.learning_rate, recipe.params)
+
+
+def candidate_params(space: Space, candidate: dict[str, Any]) -> dict[str, Any] | None:
+    """The fixed parameters that make ``space`` sample ``candidate`` (a ``Candidate`` as a
+    dict: ``methods`` [{name, params}], ``learning_rate``), clipped to the space as a recipe
+    is; None: its entry (its methods joined by ``+``) is not in the space."""
+    methods = candidate.get("methods") or []
+    entry = "+".join(str(m.get("name")) for m in methods)
+    return entry_params(space, entry, candidate.get("learning_rate"),
+                        {m.get("name"): m.get("params") or {} for m in methods})
+
+
+def entry_params(space: Space, entry: str, rate: float | None,
+                 params: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The space's own parameter names for ``entry`` at ``rate`` with ``params`` (method ->
+    param -> value): a value outside a range is clipped, one not among a choice's options
+    becomes the nearest number or is left to the sampler (``_fit``)."""
+    if entry not in space.candidates:
         return None
-    fixed: dict[str, Any] = {"candidate": recipe.entry}
-    lr = space.candidates[recipe.entry].get("learning_rate", space.learning_rate)
-    ok, value = _fit(lr, rate or recipe.learning_rate)
+    fixed: dict[str, Any] = {"candidate": entry}
+    lr = space.candidates[entry].get("learning_rate", space.learning_rate)
+    ok, value = _fit(lr, rate)
     if ok:
-        fixed[lr_param(recipe.entry)] = value
-    for method in recipe.entry.split("+"):
+        fixed[lr_param(entry)] = value
+    for method in entry.split("+"):
         for pname, param in space.methods.get(method, {}).items():
-            if pname in recipe.params.get(method, {}):
-                ok, value = _fit(param, recipe.params[method][pname])
+            if pname in params.get(method, {}):
+                ok, value = _fit(param, params[method][pname])
                 if ok:
                     fixed[f"{method}.{pname}"] = value
     return fixed
@@ -219,10 +237,31 @@ def method_defaults(space: Space, entry: str) -> dict[str, Any]:
 def enqueue_recipes(study: Study, space: Space, lr_ladder: bool = False,
                     short: bool = False) -> list[str]:
     """Enqueue the warm start (``recipe_queue``); returns the names. Call on a fresh study."""
-    queue = recipe_queue(space, lr_ladder, short)
-    for name, fixed in queue:
+    return enqueue_queue(study, recipe_queue(space, lr_ladder, short))
+
+
+def portfolio_queue(space: Space, candidates: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any], int]]:
+    """A portfolio start-up's trials (``transfer.py``) in its order, as (name, fixed
+    parameters, the candidate's index): each candidate the space can express, a repeat of
+    one already queued (the same parameters once clipped to this space) left out."""
+    queue: list[tuple[str, dict[str, Any], int]] = []
+    for i, candidate in enumerate(candidates):
+        fixed = candidate_params(space, candidate)
+        if fixed is None or any(f == fixed for _, f, _ in queue):
+            continue
+        lr = fixed.get(lr_param(fixed["candidate"]), candidate.get("learning_rate"))
+        name = f"portfolio {len(queue) + 1}: {fixed['candidate']}"
+        queue.append((f"{name} at lr {_rate(lr)}" if lr else name, fixed, i))
+    return queue
+
+
+def enqueue_queue(study: Study, queue: list[tuple[Any, ...]]) -> list[str]:
+    """Enqueue warm-start trials (recipes or a portfolio: (name, fixed parameters, ...)),
+    marked ``warm_start`` by name so the pruner lets them finish and an interrupted one is
+    retried; returns the names."""
+    for name, fixed, *_ in queue:
         study.enqueue_trial(fixed, user_attrs={WARM_START: name}, skip_if_exists=True)
-    return [name for name, _ in queue]
+    return [name for name, *_ in queue]
 
 
 def requeue_interrupted(study: Study) -> list[str]:
