@@ -144,7 +144,7 @@ def done_keys(path: Path) -> set[tuple]:
 
 def run(tasks: list[str], ratios: list[float], arms: list[str], reps: int, setting: str,
         out: Path = OUT, frozen: str | None = None) -> None:
-    folder, runs = snapshot(tasks)
+    folder, runs = snapshot(list(TASKS))  # every task: W's store holds the others
     if frozen:  # an earlier snapshot, so that arms run apart pair on the same recording
         folder = WORK / "snapshots" / frozen
         runs = {t: len((folder / f"{t}.jsonl").read_text().splitlines()) for t in tasks}
@@ -162,7 +162,8 @@ def run(tasks: list[str], ratios: list[float], arms: list[str], reps: int, setti
                         continue
                     t0 = time.perf_counter()
                     if arm in SEARCH_ARMS:
-                        row = replay(task, ratio, seed, arm, setting, rec, **w_store(arm, task))
+                        row = replay(task, ratio, seed, arm, setting, rec,
+                                     **w_store(arm, task, folder))
                     else:
                         row = fixed_arm(rec, arm, ratio)
                     row.update(task=task, ratio=ratio, arm=stored, seed=seed, setting=setting,
@@ -176,16 +177,20 @@ def run(tasks: list[str], ratios: list[float], arms: list[str], reps: int, setti
                           f"{row['replay_seconds']} s", flush=True)
 
 
-def w_store(arm: str, task: str) -> dict:
-    """Arm W's leave-one-task-out meta-store (the three other tasks' curves)."""
+def w_store(arm: str, task: str, snap: Path) -> dict:
+    """Arm W's leave-one-task-out meta-store: the three other tasks' curves of the same
+    snapshot, a fresh copy for each replay (a study appends itself to its store, so a shared
+    one would let the next repetition learn from the held-out task)."""
     if arm != "W":
         return {}
-    from portfolio import write_store
+    from portfolio import leave_one_out
 
-    folder = WORK / "loto" / task
+    folder = snap / "loto" / task
     if not folder.exists():
-        write_store([t for t in TASKS if t != task], folder)
-    return {"meta_store": folder}
+        leave_one_out(task, folder, curves=snap)
+    copy = Path(tempfile.mkdtemp(prefix="meta-")) / "store"
+    shutil.copytree(folder, copy)
+    return {"meta_store": copy}
 
 
 def mean_sd(vals: list[float]) -> tuple[float | None, float]:
