@@ -245,6 +245,12 @@ def report(out: Path = OUT) -> str:
             targets += check(task, ratio, by)
             for old in engines:
                 targets += engine_check(task, ratio, by, old)
+        w3 = [r["best_small_test"] for r in by.get((task, 3.0, "W"), []) if r.get("best_small_test") is not None]
+        a10 = [r["best_small_test"] for r in by.get((task, 10.0, "A"), []) if r.get("best_small_test") is not None]
+        if w3 and a10:  # a 3x shorter budget to the same result
+            ok = statistics.fmean(w3) >= statistics.fmean(a10)
+            targets.append(f"- {task}: W at R = 3 reaches A's R = 10 score: "
+                           f"{'met' if ok else 'MISSED'} ({cell(w3)} against {cell(a10)})")
         lines.append("")
     return "\n".join(lines + ["### Targets (issue 28), each met or missed", ""] + targets)
 
