@@ -380,14 +380,16 @@ def test_below_one_workers_share_the_probes_if_each_fits_in_the_probes_share() -
 
 
 def test_the_plan_line_names_the_workers_their_speed_and_its_evidence() -> None:
-    p = make_plan(270, 40 * MINILM_CPU.run_seconds(270), MINILM_CPU, throughput=FOUR_AT_HALF)
-    assert ("4 workers, each at about 0.50x alone's speed (measured: a stand-in); the refit "
-            "runs alone after them") in p.describe()
+    p = make_plan(270, 10 * MINILM_CPU.run_seconds(270), MINILM_CPU,
+                  throughput=Throughput(2, 0.5, "measured: a stand-in"))
+    assert ("2 workers, each at about 0.50x alone's speed (measured: a stand-in); the last 22% "
+            "of the budget continues the best 3 members to 270 steps, alone once the workers "
+            "stop") in p.describe()
     assert "workers" not in make_plan(270, 40 * MINILM_CPU.run_seconds(270),
                                       MINILM_CPU).describe()
     joined = Throughput(slots=1, joining=2)
     assert joined.parallel == 3 and joined.describe().startswith(
         "2 workers joining from other machines, each planned at the probe's speed")
-    assert Plan.from_dict(p.to_dict()).throughput == FOUR_AT_HALF  # stored with the study
+    assert Plan.from_dict(p.to_dict()).throughput == p.throughput  # stored with the study
     assert Plan.from_dict({k: v for k, v in p.to_dict().items()
                            if k != "throughput"}).throughput is None  # an older study's plan

@@ -134,7 +134,7 @@ class Throughput:
             parts.append(f"{self.joining} worker{'s' if self.joining != 1 else ''} joining from "
                          "other machines, each planned at the probe's speed (not measured: "
                          "their machines are not seen)")
-        return ", and ".join(parts) + "; the refit runs alone after them" if parts else ""
+        return ", and ".join(parts)
 
 
 @dataclass
@@ -183,7 +183,10 @@ class Plan:
             share = f"the last {self.refit_share:.0%} of the budget " if self.refit_share else ""
             who = ("the front" if not self.refit_members else "the best member"
                    if self.refit_members == 1 else f"the best {self.refit_members} members")
-            parts.append(f"{share or 'then the refit '}continues {who} to {self.refit_steps} steps")
+            alone = (", alone once the workers stop" if self.throughput
+                     and self.throughput.slots + self.throughput.joining > 1 else "")
+            parts.append(f"{share or 'then the refit '}continues {who} to {self.refit_steps} "
+                         f"steps{alone}")
         text = f"plan ({self.source}): " + "; ".join(parts)
         return text + "".join(f". {n[0].upper()}{n[1:]}" for n in self.notes)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import Counter
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -56,13 +57,15 @@ if TYPE_CHECKING:
     from optuna import Study  # only for annotations: optuna stays a lazy import
 
 
-def plan_for(study: Study, cfg: SearchConfig, bench: Trainer, budget: Budget) -> Plan:
+def plan_for(study: Study, cfg: SearchConfig, bench: Trainer, budget: Budget,
+             slots: Sequence[Slot] = (Slot(None),)) -> Plan:
     """The study's stored plan (a resumed study keeps its rungs, so rung tables stay
     comparable), or a new one from the budget and costs measured now (``probe``) on
-    ``bench``: where the trials will train (the trial process, with ``--isolation process``)."""
+    ``bench``: where the trials will train (the trial process, with ``--isolation process``),
+    for the trials that run at once (``slots``, this machine's, and ``--joining-workers``)."""
     from autopeft.results import describe_noise, study_noise
     from autopeft.search.plan import RUNG_EVAL_ROWS
-    from autopeft.search.probe import probe
+    from autopeft.search.probe import probe, worker_throughput
     from autopeft.train import total_steps
 
     rungs = parse_rungs(cfg.rungs)
@@ -75,8 +78,9 @@ def plan_for(study: Study, cfg: SearchConfig, bench: Trainer, budget: Budget) ->
     max_steps = total_steps(len(bench.train_data), bench.settings)
     fixed = trial_steps is not None and cfg.refit_share is not None  # nothing left to fit
     costs = probe(bench, RUNG_EVAL_ROWS) if budget.seconds is not None and not fixed else None
+    throughput = worker_throughput(slots, cfg.joining_workers) if costs else None
     plan = make_plan(max_steps, budget.left(), costs, cfg.eta, 1 + cfg.confirm_seeds,
-                     trial_steps, cfg.refit_share, rungs, bench.settings.warmup_ratio)
+                     trial_steps, cfg.refit_share, rungs, bench.settings.warmup_ratio, throughput)
     noise = study_noise(bench.task.metric, plan.rung_eval_rows, len(bench.eval_data))
     plan.notes.append(describe_noise(noise))
     study.set_user_attr("plan", plan.to_dict())
@@ -194,7 +198,7 @@ def run_search(cfg: SearchConfig, reporter: Reporter | None = None, bench: Bench
         max_trials = cfg.n_trials
         study.set_user_attr("max_trials", max_trials)
     with own_slot(slots[0]), trainer_for(cfg, bench) as trainer:
-        plan = plan_for(study, cfg, trainer, budget)  # measured where the trials train
+        plan = plan_for(study, cfg, trainer, budget, slots)  # measured where the trials train
         reporter.note(plan.describe())
         budget = refit_phase(budget, plan, cfg.refit_share)
         budget.store(study)  # every worker of this study stops searching when the refit's share begins
