@@ -393,3 +393,25 @@ def test_the_plan_line_names_the_workers_their_speed_and_its_evidence() -> None:
     assert Plan.from_dict(p.to_dict()).throughput == p.throughput  # stored with the study
     assert Plan.from_dict({k: v for k, v in p.to_dict().items()
                            if k != "throughput"}).throughput is None  # an older study's plan
+
+
+def test_the_search_stores_the_candidates_it_ran_beside_the_plan_s_expectation() -> None:
+    import optuna
+
+    from autopeft.report.progress import NullReporter
+    from autopeft.search.study import note_candidates
+
+    notes: list[str] = []
+
+    class Notes(NullReporter):
+        def note(self, text: str) -> None:
+            notes.append(text)
+
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    for attrs in [{"candidate": {"lr": 1}}, {"candidate": {"lr": 2}}, {"candidate": {"lr": 3}},
+                  {"candidate": {"lr": 1}, "confirm_of": 0},  # the refit's: not the search's
+                  {"candidate": {"lr": 4}, "duplicate_of": 1}]:
+        study.add_trial(optuna.trial.create_trial(values=[0.5, 1, 1], user_attrs=attrs))
+    note_candidates(study, Plan(270, 90, 270, [90], expected_candidates=5), Notes())
+    assert study.user_attrs["candidates"] == {"ran": 3, "planned": 5}
+    assert notes == ["searched 3 candidates (planned about 5)"]

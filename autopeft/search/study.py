@@ -43,7 +43,8 @@ from autopeft.search.pruner import make_pruner
 from autopeft.search.samplers import make_sampler
 from autopeft.search.storage import HEARTBEAT_SECONDS, existing_url, mask, storage_url
 from autopeft.search.refit import refit_front
-from autopeft.search.summary import Scales, promotion_fractions, record_hypervolume
+from autopeft.search.summary import (Scales, promotion_fractions, record_hypervolume,
+                                     searched_candidates)
 from autopeft.search.warmstart import (enqueue_recipes, entry_families, requeue_interrupted,
                                        tries_learning_rates)
 from autopeft.search.workers import start_workers
@@ -175,6 +176,16 @@ def placement(cfg: SearchConfig, bench: Bench, study: Study, reporter: Reporter)
     return slots
 
 
+def note_candidates(study: Study, plan: Plan, reporter: Reporter) -> None:
+    """The candidates the budget bought beside the plan's expectation (stored as
+    ``candidates``): how right the plan's costs and its workers' throughput were."""
+    ran = len(searched_candidates(study.get_trials(deepcopy=False)))
+    if plan.expected_candidates:
+        study.set_user_attr("candidates", {"ran": ran, "planned": plan.expected_candidates})
+        reporter.note(f"searched {ran} candidate{'s' if ran != 1 else ''} (planned about "
+                      f"{plan.expected_candidates})")
+
+
 def run_search(cfg: SearchConfig, reporter: Reporter | None = None, bench: Bench | None = None,
                clock: Clock = time.time) -> Any:
     """Run (or resume) the study described by ``cfg``; returns the Optuna study. ``clock``
@@ -215,6 +226,8 @@ def run_search(cfg: SearchConfig, reporter: Reporter | None = None, bench: Bench
                        budget.search, reporter)
             for proc in procs:  # they stop at the same cap and deadline
                 proc.wait()
+            if budget.seconds is not None and max_trials is None and cfg.n_trials is None:
+                note_candidates(study, runner.plan, reporter)
             if (plan.refit_steps > plan.trial_steps or cfg.confirm_seeds) and refit_front(
                     study, trainer, plan, cfg.confirm_seeds, budget, reporter,
                     runner.checkpoints):
