@@ -332,6 +332,18 @@ def test_the_planned_candidates_scale_by_slots_times_speed_and_the_refit_stays_a
     assert (many.trial_steps, many.rungs, many.refit_share) == (one.trial_steps, one.rungs, 0.2)
 
 
+def test_workers_that_start_late_buy_what_they_train_after_their_start() -> None:
+    """Every worker but the search loads the model first: 3 workers 100 s late at 0.5x
+    train 150 s less of one trial alone than they would from the start."""
+    budget = 40 * MINILM_CPU.run_seconds(270)
+    cost = candidate_seconds(90, 3, MINILM_CPU, rungs=[90])
+    late = Throughput(4, 0.5, "x", start_seconds=100.0)
+    p = make_plan(270, budget, MINILM_CPU, trial_steps=90, refit_share=0.2, throughput=late)
+    assert p.expected_candidates == int((0.5 * 4 * p.budget_seconds * 0.8 - 150) / cost)
+    assert late.alone_seconds(60.0) == 0.5 * 60  # ended before the others started
+    assert "starting about 100 s late" in late.describe()
+
+
 @pytest.mark.parametrize("max_steps, ratio", [(270, 3), (270, 10), (2105, 10), (2105, 40)])
 def test_with_workers_the_rule_fits_their_candidates_and_a_refit_timed_alone(
         max_steps: int, ratio: float) -> None:

@@ -168,7 +168,7 @@ def test_the_measured_contention_flows_into_the_stored_plan_and_a_resumed_study_
     monkeypatch.setattr(probe_mod, "cpu_cores", lambda: 2)
     bench = Bench.load(str(tiny_model), DataSettings("sst2", str(tiny_data)),
                        TrainSettings(batch_size=4, max_length=48, epochs=2))
-    budget = Budget(120.0, 0.0, clock=lambda: 0.0)
+    budget = Budget(120.0, 0.0, clock=lambda: 10.0)  # 10 s to load and probe
     cfg = SearchConfig("sst2", str(tiny_model), budget="2m", workers=2, joining_workers=1)
 
     def study() -> optuna.Study:
@@ -178,9 +178,11 @@ def test_the_measured_contention_flows_into_the_stored_plan_and_a_resumed_study_
     plan = plan_for(two, cfg, bench, budget, place(2, [], 1, cpus=2))
     assert measured == [(2, 1)]  # two copies at the slot's one thread each
     assert plan.throughput.parallel == pytest.approx(2.2)  # 2 at 0.6x and one joining
+    assert plan.throughput.start_seconds == 10  # the worker loads as this process did
     assert ("2 workers, each at about 0.60x alone's speed (measured: 2 copies of a "
-            "matrix-product proxy at 1 thread each on 2 cores ran at 0.60x one alone), and 1 "
-            "worker joining from other machines") in plan.describe()
+            "matrix-product proxy at 1 thread each on 2 cores ran at 0.60x one alone), starting "
+            "about 10 s late (the search's own start-up), and 1 worker joining from other "
+            "machines") in plan.describe()
     alone = plan_for(study(), SearchConfig("sst2", str(tiny_model), budget="2m"), bench, budget)
     assert alone.throughput.parallel == 1 and len(measured) == 1  # one process: not measured
     assert plan.expected_candidates >= 2 * alone.expected_candidates

@@ -59,7 +59,8 @@ The rule (all in steps of the optimiser; every number below is a module constant
   workers joining from other machines) the search trains ``slots`` trials at once, each at
   ``speed`` of one trial alone (what the probe measured: contention, measured or stated,
   ``probe.worker_throughput``). The search buys ``slots x speed`` times the candidates one
-  process would, so the fidelity choice and the candidates expected use that; the refit
+  process would (less what each started worker misses while it loads the model,
+  ``start_seconds``), so the fidelity choice and the candidates expected use that; the refit
   runs after the workers stop, in the search process alone, at the probe's speed, so its
   share is what it costs alone. R stays the budget over one full run.
 * Without a budget: every trial may train ``max_steps``; the refit only adds seeds.
@@ -72,6 +73,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from autopeft.errors import UserError
@@ -118,18 +120,27 @@ class Throughput:
     speed: float = 1.0  # each one's speed against one alone, 0 < speed <= 1 (contention)
     evidence: str = ""  # how ``speed`` is known: "measured: ..." or "not measured: ..."
     joining: int = 0  # workers on other machines that will join, each at the probe's speed
+    start_seconds: float = 0.0  # before a started worker's first trial (it loads the model)
 
     @property
     def parallel(self) -> float:
         """Trials' worth of one alone that the search trains at once."""
         return self.slots * self.speed + self.joining
 
+    def alone_seconds(self, wall: float) -> float:
+        """Seconds of one trial alone that the search trains in ``wall`` seconds: every
+        worker but the search itself starts ``start_seconds`` late."""
+        late = (self.slots - 1) * min(wall, self.start_seconds)
+        return self.speed * (self.slots * wall - late) + self.joining * wall
+
     def describe(self) -> str:
         """E.g. "4 workers, each at about 0.55x alone's speed (measured: ...)"; "": one."""
         parts = []
         if self.slots > 1:
             parts.append(f"{self.slots} workers, each at about {self.speed:.2f}x alone's speed "
-                         f"({self.evidence})")
+                         f"({self.evidence})" + (f", starting about {self.start_seconds:.0f} s "
+                                                 "late (the search's own start-up)"
+                                                 if self.start_seconds >= 1 else ""))
         if self.joining:
             parts.append(f"{self.joining} worker{'s' if self.joining != 1 else ''} joining from "
                          "other machines, each planned at the probe's speed (not measured: "
@@ -325,7 +336,7 @@ def make_plan(max_steps: int, budget_seconds: float | None, costs: Costs | None,
                     refit_share=refit_share or 0.0, schedule_steps=max(refit, max_steps),
                     source="override" if overridden else "no budget")
     ratio = budget_seconds / costs.run_seconds(max_steps)
-    parallel = throughput.parallel if throughput else 1.0
+    worth = throughput.alone_seconds if throughput else float  # wall -> one trial's seconds
     budget_seconds *= 1 - PLAN_RESERVE  # what the probe does not see (pipe, Python, noise)
     if ratio * (1 - PLAN_RESERVE) < 1 and trial_steps is None:
         return _short_plan(max_steps, budget_seconds, costs, eta, warmup_ratio, ratio,
@@ -335,7 +346,7 @@ def make_plan(max_steps: int, budget_seconds: float | None, costs: Costs | None,
         t = min(max_steps, trial_steps)
         members = _members_that_fit(t, max_steps, budget_seconds, costs, seeds)
     else:
-        t, members = _fit(full_ladder, max_steps, budget_seconds, eta, costs, seeds, parallel)
+        t, members = _fit(full_ladder, max_steps, budget_seconds, eta, costs, seeds, worth)
         if budget_seconds - refit_seconds(t, max_steps, members, seeds, costs) < candidate_seconds(
                 t, eta, costs, rungs=[r for r in full_ladder if r <= t]) and seeds == 1:
             return _short_plan(max_steps, budget_seconds, costs, eta, warmup_ratio, ratio,
@@ -350,7 +361,7 @@ def make_plan(max_steps: int, budget_seconds: float | None, costs: Costs | None,
     notes = []
     if share == 0.0:
         notes.append("no refit: the search trials train full fidelity")
-    expected = max(1, int(parallel * budget_seconds * (1 - share)
+    expected = max(1, int(worth(budget_seconds * (1 - share))
                           / candidate_seconds(t, eta, costs, rungs=search_rungs)))
     if expected == 1 and seeds == 1 and trial_steps is None:
         # One candidate, its trial and then its refit: the same run cut in two, with one more
@@ -367,9 +378,10 @@ def make_plan(max_steps: int, budget_seconds: float | None, costs: Costs | None,
 
 
 def _fit(full_ladder: list[int], max_steps: int, budget: float, eta: int, costs: Costs,
-         seeds: int, parallel: float = 1.0) -> tuple[int, int]:
+         seeds: int, worth: Callable[[float], float] = float) -> tuple[int, int]:
     """The longest search rung and the most refit members (``REFIT_MEMBERS`` down to 1) at
-    which ``TARGET_CANDIDATES`` candidates (``parallel`` at once) and the refit (alone) fit
+    which ``TARGET_CANDIDATES`` candidates (``worth``: the workers' trial seconds in a wall
+    time, ``Throughput.alone_seconds``) and the refit (alone) fit
     in ``budget``; else the first rung and the members that fit in ``MAX_REFIT_SHARE`` of it."""
     for members in range(REFIT_MEMBERS, 0, -1):
         for t in reversed(full_ladder):
@@ -377,7 +389,7 @@ def _fit(full_ladder: list[int], max_steps: int, budget: float, eta: int, costs:
                                   seeds, costs)
             search_rungs = [r for r in full_ladder if r <= t]
             search = TARGET_CANDIDATES * candidate_seconds(t, eta, costs, rungs=search_rungs)
-            if search / parallel + refit <= budget:
+            if search <= worth(budget - refit):
                 return t, members
     t = full_ladder[0]
     return t, _members_that_fit(t, max_steps, budget, costs, seeds)
@@ -416,13 +428,13 @@ def _short_plan(max_steps: int, budget: float, costs: Costs, eta: int, warmup_ra
     t = ladder(alone, eta, min_rung=first)[0]
     probes = SHORT_PROBE_SHARE * budget
     one_probe = candidate_seconds(t, eta, costs, rungs=[t])  # alone; on a busy slot / speed
-    per_probe = one_probe / (throughput.parallel if throughput else 1.0)  # of the wall clock
+    worth = throughput.alone_seconds if throughput else float  # wall -> one trial's seconds
     longest = min(max_steps, t + int((budget - probes - costs.start_seconds - costs.eval_seconds)
                                      / costs.step_seconds))
     below = (f"the budget affords no full-fidelity run ({max_steps} steps)" if ratio < 1
              else f"the budget is too short to search and then train to full fidelity "
              f"({max_steps} steps)")
-    if (probes < SHORT_MIN_PROBES * per_probe or longest <= t or refit_share == 0
+    if (worth(probes) < SHORT_MIN_PROBES * one_probe or longest <= t or refit_share == 0
             or one_probe / (throughput.speed if throughput else 1.0) > probes):
         note = (f"{below}; it trains one candidate (the first recipe) for {alone} steps, "
                 f"no search")
@@ -430,7 +442,7 @@ def _short_plan(max_steps: int, budget: float, costs: Costs, eta: int, warmup_ra
                     costs=costs, source=source, notes=[note], ratio=round(ratio, 2),
                     budget_seconds=budget, throughput=throughput)
     share = refit_share if refit_share is not None else refit_seconds(t, longest, 1, 1, costs) / budget
-    expected = max(1, int(budget * (1 - share) / per_probe))
+    expected = max(1, int(worth(budget * (1 - share)) / one_probe))
     note = (f"{below}; it probes about {expected} candidates (the recipes first) to step {t}, "
             f"then continues the most promising one to step {longest}")
     return Plan(max_steps, t, longest, [t], refit_share=round(min(share, 0.95), 4),

@@ -205,24 +205,27 @@ def co_run_speed(copies: int, threads: int, work: Callable[[int], None] = _proxy
     return min(1.0, alone / max(together, 1e-9))
 
 
-def worker_throughput(slots: Sequence[Slot], joining: int = 0, cores: int | None = None,
+def worker_throughput(slots: Sequence[Slot], joining: int = 0, start_seconds: float = 0.0,
+                      cores: int | None = None,
                       measure: Callable[[int, int], float] | None = None) -> Throughput:
     """The plan's ``Throughput`` for the trials that run at once: this machine's ``slots``
-    (``devices.place``; slot 0 is the search) and ``joining`` workers from other machines.
-    See the module docstring for what is measured and what is stated."""
+    (``devices.place``; slot 0 is the search, the others start ``start_seconds`` later) and
+    ``joining`` workers from other machines. See the module docstring for what is measured
+    and what is stated."""
     n = len(slots)
     if n <= 1:
         return Throughput(1, 1.0, "", joining)
+    start = round(max(0.0, start_seconds), 1)
     gpus = Counter(s.device for s in slots if s.device is not None)
     if gpus:
         k = max(gpus.values())
         if k == 1:
             return Throughput(n, 1.0, "not measured: one trial a GPU, each at the speed the "
-                              "probe measured on one", joining)
+                              "probe measured on one", joining, start)
         return Throughput(n, 1 / k, f"not measured: {k} trials sharing a GPU are planned at "
                           f"1/{k} of its speed each, as if time-sliced with no gain from "
                           "sharing; a small model gains more (bench/gpu_check.py measures it)",
-                          joining)
+                          joining, start)
     import torch
 
     cores = cores or cpu_cores()
@@ -235,4 +238,4 @@ def worker_throughput(slots: Sequence[Slot], joining: int = 0, cores: int | None
                 f"ran at {measured:.2f}x one alone")
     if bound < 1:
         evidence += f", at most {bound:.2f}: {cores} cores for {n} x {threads} threads"
-    return Throughput(n, round(speed, 3), evidence, joining)
+    return Throughput(n, round(speed, 3), evidence, joining, start)

@@ -79,7 +79,9 @@ def plan_for(study: Study, cfg: SearchConfig, bench: Trainer, budget: Budget,
     max_steps = total_steps(len(bench.train_data), bench.settings)
     fixed = trial_steps is not None and cfg.refit_share is not None  # nothing left to fit
     costs = probe(bench, RUNG_EVAL_ROWS) if budget.seconds is not None and not fixed else None
-    throughput = worker_throughput(slots, cfg.joining_workers) if costs else None
+    # a worker loads what this process loaded before the plan: its start-up, taken as ours
+    started = (budget.seconds or 0.0) - (budget.left() or 0.0)
+    throughput = worker_throughput(slots, cfg.joining_workers, started) if costs else None
     plan = make_plan(max_steps, budget.left(), costs, cfg.eta, 1 + cfg.confirm_seeds,
                      trial_steps, cfg.refit_share, rungs, bench.settings.warmup_ratio, throughput)
     noise = study_noise(bench.task.metric, plan.rung_eval_rows, len(bench.eval_data))
