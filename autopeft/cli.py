@@ -206,6 +206,10 @@ def parser() -> argparse.ArgumentParser:
     search.add("--trials-per-gpu", type=_trials_per_gpu, metavar="K",
                help="at most K workers share one GPU, each capped at 1/K of its memory; auto: "
                     "as many as fit, and that many workers per GPU")
+    search.add("--joining-workers", type=int, metavar="N",
+               help="`autopeft worker` processes you will start on other machines to join this "
+                    "study: the plan sizes the search for them too (each at the speed measured "
+                    "here)")
     search.add("--isolation", choices=ISOLATION,
                help="process: each trial in a child process, so a crash (segfault, OOM kill) "
                     "fails one trial, not the study; none: in this process (env "

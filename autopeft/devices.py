@@ -10,6 +10,9 @@ share them, which precision a device runs natively, and how a sharing process is
   ``torch.cuda.set_per_process_memory_fraction`` in the process that trains, read from
   ``AUTOPEFT_GPU_SHARE``), so an out-of-memory error is its own trial's, never a
   neighbour's; CPU threads are divided among the workers.
+* Without GPUs, ``n`` workers on ``C`` cores get ``C // n`` torch threads each
+  (``place``): at torch's default each would use every core, and ``n`` processes of ``C``
+  threads on ``C`` cores slow each other far more than ``n`` (``docs/scale-out.md``).
 
 A leaf: torch is imported only inside the functions that need it.
 """
@@ -79,16 +82,27 @@ def device_index(device: str) -> int:
     return int(device.split(":")[1]) if device.startswith("cuda:") else 0
 
 
+def cpu_cores() -> int:
+    """The cores this process may run on: its affinity (a container's or a job's cpuset),
+    else every core of the machine."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def place(n: int, devices: list[str], trials_per_gpu: int, first: int = 0,
           cpus: int | None = None) -> list[Slot]:
     """Slots for ``n`` processes; slot 0 is the search itself, on ``devices[first]``.
 
     GPUs are dealt round-robin (the search's first), so ``k`` processes share a GPU only when
     there are more processes than GPUs, and never more than ``trials_per_gpu``; each gets
-    ``1 / (processes on its GPU)`` of its memory and ``cpus / n`` threads. Without GPUs
-    every slot is the CPU, unchanged (threads 0: CPU results stay those of one process)."""
+    ``1 / (processes on its GPU)`` of its memory. Every slot gets ``cpus / n`` threads (at
+    least 1; ``cpus``: ``cpu_cores()``), so ``n`` torch processes do not oversubscribe the
+    cores; one process alone keeps torch's default (threads 0)."""
+    threads = max(1, (cpus or cpu_cores()) // n) if n > 1 else 0
     if not devices:
-        return [Slot(None)] * n
+        return [Slot(None, 1.0, threads)] * n
     if n > trials_per_gpu * len(devices):
         raise UserError(f"{n} workers on {len(devices)} GPU(s) would put more than "
                         f"--trials-per-gpu {trials_per_gpu} on a GPU; raise --trials-per-gpu or "
@@ -96,7 +110,6 @@ def place(n: int, devices: list[str], trials_per_gpu: int, first: int = 0,
     order = devices[first:] + devices[:first]
     assigned = [order[i % len(order)] for i in range(n)]
     per_gpu = Counter(assigned)
-    threads = max(1, (cpus or os.cpu_count() or 1) // n) if n > 1 else 0
     return [Slot(d, 1.0 / per_gpu[d], threads) for d in assigned]
 
 
@@ -134,7 +147,7 @@ def own_slot(slot: Slot) -> Iterator[None]:
     before, threads = os.environ.get(SHARE_ENV), torch.get_num_threads()
     if slot.device is not None and slot.share < 1:
         os.environ[SHARE_ENV] = repr(slot.share)
-    if slot.device is not None and slot.threads:
+    if slot.threads:
         torch.set_num_threads(slot.threads)
     try:
         yield

@@ -71,7 +71,7 @@ if TYPE_CHECKING:
 MakeTrainer = Callable[[Any, Candidate], Any]  # (model, candidate) -> transformers.Trainer
 # The search options a Trainer search takes (SearchConfig's fields, less what the Trainer
 # decides or what cannot cross to another process).
-NOT_OPTIONS = {"task", "model", "data", "train", "isolation", "workers"}
+NOT_OPTIONS = {"task", "model", "data", "train", "isolation", "workers", "joining_workers"}
 
 
 @dataclass(frozen=True)

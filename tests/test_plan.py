@@ -9,7 +9,8 @@ import pytest
 from autopeft import api
 from autopeft.errors import UserError
 from autopeft.search import plan as plan_mod
-from autopeft.search.plan import (REFIT_MEMBERS, TARGET_CANDIDATES, Costs, Plan, candidate_seconds,
+from autopeft.search.plan import (REFIT_MEMBERS, TARGET_CANDIDATES, Costs, Plan, Throughput,
+                                  candidate_seconds,
                                   first_rung, ladder, make_plan, parse_rungs, refit_seconds,
                                   continuation_seconds, refit_shortfall)
 
@@ -311,3 +312,118 @@ def test_a_rung_that_does_not_separate_moves_the_plan_to_fewer_longer_trials() -
     # a plan already at full fidelity has nowhere to go
     assert lengthened(Plan(96, 96, 96, [32, 96]), 3, "x") is None
     assert lengthened(Plan(270, 30, 270, [30], expected_candidates=4), 3, "x").rungs == [90]
+
+
+FOUR_AT_HALF = Throughput(slots=4, speed=0.5, evidence="measured: a stand-in")
+
+
+@pytest.mark.parametrize("slots, speed", [(1, 1.0), (2, 1.0), (4, 1.0), (2, 0.55), (4, 0.5)])
+def test_the_planned_candidates_scale_by_slots_times_speed_and_the_refit_stays_alone(
+        slots: int, speed: float) -> None:
+    """The same fidelity, budget and refit (given): the search phase holds ``slots x speed``
+    times the candidates of one process; the refit's share is what it costs alone."""
+    budget = 40 * MINILM_CPU.run_seconds(270)
+    one = make_plan(270, budget, MINILM_CPU, trial_steps=90, refit_share=0.2)
+    many = make_plan(270, budget, MINILM_CPU, trial_steps=90, refit_share=0.2,
+                     throughput=Throughput(slots, speed, "x"))
+    alone = one.budget_seconds * 0.8 / candidate_seconds(90, 3, MINILM_CPU, rungs=[90])
+    assert one.throughput is None and one.expected_candidates == int(alone) == 78
+    assert many.expected_candidates == int(alone * slots * speed)
+    assert (many.trial_steps, many.rungs, many.refit_share) == (one.trial_steps, one.rungs, 0.2)
+
+
+def test_workers_that_start_late_buy_what_they_train_after_their_start() -> None:
+    """Every worker but the search loads the model first: 3 workers 100 s late at 0.5x
+    train 150 s less of one trial alone than they would from the start."""
+    budget = 40 * MINILM_CPU.run_seconds(270)
+    cost = candidate_seconds(90, 3, MINILM_CPU, rungs=[90])
+    late = Throughput(4, 0.5, "x", start_seconds=100.0)
+    p = make_plan(270, budget, MINILM_CPU, trial_steps=90, refit_share=0.2, throughput=late)
+    assert p.expected_candidates == int((0.5 * 4 * p.budget_seconds * 0.8 - 150) / cost)
+    assert late.alone_seconds(60.0) == 0.5 * 60  # ended before the others started
+    assert "starting about 100 s late" in late.describe()
+
+
+@pytest.mark.parametrize("max_steps, ratio", [(270, 3), (270, 10), (2105, 10), (2105, 40)])
+def test_with_workers_the_rule_fits_their_candidates_and_a_refit_timed_alone(
+        max_steps: int, ratio: float) -> None:
+    """More trials at once never buy a shorter fidelity or fewer candidates; what the plan
+    expects (candidates ``parallel`` at once, then the refit alone) fits the budget; the
+    refit's share is its cost alone, whatever the workers."""
+    asked = ratio * MINILM_CPU.run_seconds(max_steps)
+    budget = asked * (1 - plan_mod.PLAN_RESERVE)
+    plans = [make_plan(max_steps, asked, MINILM_CPU, throughput=Throughput(k, s, "x"))
+             for k, s in [(1, 1.0), (2, 0.9), (4, 0.9), (4, 1.0)]]
+    assert [p.trial_steps for p in plans] == sorted(p.trial_steps for p in plans)
+    assert [p.expected_candidates for p in plans] == sorted(p.expected_candidates for p in plans)
+    assert plans[-1].expected_candidates >= 3 * plans[0].expected_candidates
+    for p in plans:
+        members = p.refit_members or 0
+        alone = refit_seconds(p.trial_steps, max_steps, members, 1, MINILM_CPU)
+        searched = p.expected_candidates * candidate_seconds(p.trial_steps, 3, MINILM_CPU,
+                                                             rungs=p.rungs)
+        assert searched / p.throughput.parallel + alone <= budget * 1.001
+        assert p.refit_share * budget == pytest.approx(alone, rel=1e-3)
+
+
+def test_four_workers_at_r_10_search_at_full_fidelity_where_one_needs_a_refit() -> None:
+    """The fidelity choice uses the workers: at R = 10 (270 steps) one process fits 24
+    candidates only at the first rung (90 steps) and continues 3 members; 4 workers at 0.5x
+    (2 trials' worth at once) fit them at full fidelity, so there is nothing to refit."""
+    asked = 10 * MINILM_CPU.run_seconds(270)
+    one = make_plan(270, asked, MINILM_CPU)
+    four = make_plan(270, asked, MINILM_CPU, throughput=FOUR_AT_HALF)
+    assert (one.trial_steps, one.refit_members, one.expected_candidates) == (90, 3, 19)
+    assert (four.trial_steps, four.refit_share, four.expected_candidates) == (270, 0.0, 31)
+
+
+def test_below_one_workers_share_the_probes_if_each_fits_in_the_probes_share() -> None:
+    """R = 0.5 on 2105 steps: one process fits fewer than 3 probes in the probes' share (one
+    run, no search); two at full speed fit 3, then continue the best alone. Four at 0.5x have
+    the same trials' worth at once, but one probe on a busy slot outlasts the share."""
+    asked = 0.5 * MINILM_CPU.run_seconds(2105)
+    one = make_plan(2105, asked, MINILM_CPU)
+    two = make_plan(2105, asked, MINILM_CPU, throughput=Throughput(2, 1.0, "x"))
+    four = make_plan(2105, asked, MINILM_CPU, throughput=FOUR_AT_HALF)
+    assert (one.expected_candidates, one.trial_steps, one.refit_steps) == (1, 958, 958)
+    assert (two.expected_candidates, two.trial_steps, two.refit_steps) == (3, 107, 870)
+    assert (four.trial_steps, four.expected_candidates) == (one.trial_steps, 1)
+    assert four.throughput == FOUR_AT_HALF  # said in the plan line, even when not used
+
+
+def test_the_plan_line_names_the_workers_their_speed_and_its_evidence() -> None:
+    p = make_plan(270, 10 * MINILM_CPU.run_seconds(270), MINILM_CPU,
+                  throughput=Throughput(2, 0.5, "measured: a stand-in"))
+    assert ("2 workers, each at about 0.50x alone's speed (measured: a stand-in); the last 22% "
+            "of the budget continues the best 3 members to 270 steps, alone once the workers "
+            "stop") in p.describe()
+    assert "workers" not in make_plan(270, 40 * MINILM_CPU.run_seconds(270),
+                                      MINILM_CPU).describe()
+    joined = Throughput(slots=1, joining=2)
+    assert joined.parallel == 3 and joined.describe().startswith(
+        "2 workers joining from other machines, each planned at the probe's speed")
+    assert Plan.from_dict(p.to_dict()).throughput == p.throughput  # stored with the study
+    assert Plan.from_dict({k: v for k, v in p.to_dict().items()
+                           if k != "throughput"}).throughput is None  # an older study's plan
+
+
+def test_the_search_stores_the_candidates_it_ran_beside_the_plan_s_expectation() -> None:
+    import optuna
+
+    from autopeft.report.progress import NullReporter
+    from autopeft.search.study import note_candidates
+
+    notes: list[str] = []
+
+    class Notes(NullReporter):
+        def note(self, text: str) -> None:
+            notes.append(text)
+
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    for attrs in [{"candidate": {"lr": 1}}, {"candidate": {"lr": 2}}, {"candidate": {"lr": 3}},
+                  {"candidate": {"lr": 1}, "confirm_of": 0},  # the refit's: not the search's
+                  {"candidate": {"lr": 4}, "duplicate_of": 1}]:
+        study.add_trial(optuna.trial.create_trial(values=[0.5, 1, 1], user_attrs=attrs))
+    note_candidates(study, Plan(270, 90, 270, [90], expected_candidates=5), Notes())
+    assert study.user_attrs["candidates"] == {"ran": 3, "planned": 5}
+    assert notes == ["searched 3 candidates (planned about 5)"]

@@ -111,7 +111,7 @@ def test_the_plan_decides_the_warm_start_s_learning_rates(
     import autopeft.search.plan as plan_mod
     from autopeft.search.plan import Plan
 
-    def plan_for(study, cfg, bench, budget):
+    def plan_for(study, cfg, bench, budget, slots=None):
         return Plan(max_steps=4, trial_steps=trial_steps, refit_steps=trial_steps,
                     rungs=[trial_steps], schedule_steps=4, expected_candidates=10, source="budget")
 
@@ -312,7 +312,7 @@ def test_the_one_run_of_a_one_run_plan_may_overrun_the_budget_a_little(
     import autopeft.search.study as study_mod
     from autopeft.search.plan import Plan
 
-    def plan_for(study, cfg, bench, budget):
+    def plan_for(study, cfg, bench, budget, slots=None):
         return Plan(max_steps=13, trial_steps=13, refit_steps=13, rungs=[13],
                     expected_candidates=expected, source="budget")
 

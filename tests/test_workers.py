@@ -191,6 +191,25 @@ def test_workers_sharing_a_gpu_get_a_share_of_its_memory_and_of_the_threads(
     assert {(s.share, s.threads) for s in place(3, ["0", "1", "2"], 1, cpus=12)} == {(1.0, 4)}
 
 
+def test_cpu_workers_divide_the_cores_instead_of_each_taking_them_all(
+        launched: Launched) -> None:
+    """At torch's default every process uses every core: n of them oversubscribe the cores
+    n-fold. Each slot gets its share, the search's own slot too (it and its trial child)."""
+    import torch
+
+    from autopeft.devices import Slot, own_slot, place
+
+    assert {s.threads for s in place(2, [], 1, cpus=8)} == {4}
+    assert {s.threads for s in place(4, [], 1, cpus=2)} == {1}  # never 0: torch's default
+    assert place(1, [], 1, cpus=8) == [Slot(None)]  # alone: torch's default, as ever
+    start_workers(1, "s", "sqlite:////tmp/s.db", "none", 60, place(2, [], 1, cpus=8)[1:])
+    assert launched[0][1]["OMP_NUM_THREADS"] == "4"
+    threads = torch.get_num_threads()
+    with own_slot(place(4, [], 1, cpus=2)[0]):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == threads
+
+
 def test_more_workers_than_trials_per_gpu_allow_are_refused_in_one_line() -> None:
     from autopeft.devices import place
     from autopeft.errors import UserError

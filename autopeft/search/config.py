@@ -60,6 +60,9 @@ class SearchConfig:
     # At most this many of them share one GPU, each capped at its share of the memory;
     # "auto": as many as fit (measured peaks, else a full fine-tuning estimate), workers too.
     trials_per_gpu: int | str = 1
+    # `autopeft worker` processes that will join from other machines: the plan sizes the
+    # search for them too, each at the speed the probe measured here (search/plan.py).
+    joining_workers: int = 0
     # Experiment trackers, HF Trainer's names: "tensorboard,mlflow,wandb", "all", "none"
     # (autopeft/tracking.py): a run per trial under the study's parent run.
     report_to: str | list[str] | None = None
@@ -92,7 +95,7 @@ def check_search_config(cfg: SearchConfig) -> None:
                                          or cfg.trials_per_gpu < 1):
         raise UserError(f"trials_per_gpu must be a whole number >= 1 or auto, got "
                         f"{cfg.trials_per_gpu!r}")
-    at_least(cfg, 0, ["confirm_seeds", "seed"])
+    at_least(cfg, 0, ["confirm_seeds", "seed", "joining_workers"])
     if isinstance(cfg.budget, (int, float)):
         positive(cfg, ["budget"])
     cfg.budget_seconds()

@@ -55,6 +55,14 @@ The rule (all in steps of the optimiser; every number below is a module constant
   from step 0 and are reserved at the full cost.
 * Intermediate rungs are scored on a fixed seeded subset of ``RUNG_EVAL_ROWS`` validation
   rows; the last rung and the refit on the whole validation split.
+* **Workers** (``Throughput``): with ``--workers N`` (or ``--trials-per-gpu K``, or
+  workers joining from other machines) the search trains ``slots`` trials at once, each at
+  ``speed`` of one trial alone (what the probe measured: contention, measured or stated,
+  ``probe.worker_throughput``). The search buys ``slots x speed`` times the candidates one
+  process would (less what each started worker misses while it loads the model,
+  ``start_seconds``), so the fidelity choice and the candidates expected use that; the refit
+  runs after the workers stop, in the search process alone, at the probe's speed, so its
+  share is what it costs alone. R stays the budget over one full run.
 * Without a budget: every trial may train ``max_steps``; the refit only adds seeds.
   ``--trial-steps``, ``--rungs`` and ``--refit-share`` override the rule.
 
@@ -65,6 +73,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from autopeft.errors import UserError
@@ -100,6 +109,45 @@ class Costs:
         return self.start_seconds + steps * self.step_seconds + self.eval_seconds
 
 
+@dataclass(frozen=True)
+class Throughput:
+    """How many trials the search trains at once and how fast each goes against one trial
+    alone (the probe's costs). Why: 4 workers buy about 4x the candidates on 4 GPUs, less on
+    shared CPU cores or one shared GPU; a plan sized for one process picks too short a
+    fidelity for what actually runs."""
+
+    slots: int = 1  # trials at once on this machine (the search's own included)
+    speed: float = 1.0  # each one's speed against one alone, 0 < speed <= 1 (contention)
+    evidence: str = ""  # how ``speed`` is known: "measured: ..." or "not measured: ..."
+    joining: int = 0  # workers on other machines that will join, each at the probe's speed
+    start_seconds: float = 0.0  # before a started worker's first trial (it loads the model)
+
+    @property
+    def parallel(self) -> float:
+        """Trials' worth of one alone that the search trains at once."""
+        return self.slots * self.speed + self.joining
+
+    def alone_seconds(self, wall: float) -> float:
+        """Seconds of one trial alone that the search trains in ``wall`` seconds: every
+        worker but the search itself starts ``start_seconds`` late."""
+        late = (self.slots - 1) * min(wall, self.start_seconds)
+        return self.speed * (self.slots * wall - late) + self.joining * wall
+
+    def describe(self) -> str:
+        """E.g. "4 workers, each at about 0.55x alone's speed (measured: ...)"; "": one."""
+        parts = []
+        if self.slots > 1:
+            parts.append(f"{self.slots} workers, each at about {self.speed:.2f}x alone's speed "
+                         f"({self.evidence})" + (f", starting about {self.start_seconds:.0f} s "
+                                                 "late (the search's own start-up)"
+                                                 if self.start_seconds >= 1 else ""))
+        if self.joining:
+            parts.append(f"{self.joining} worker{'s' if self.joining != 1 else ''} joining from "
+                         "other machines, each planned at the probe's speed (not measured: "
+                         "their machines are not seen)")
+        return ", and ".join(parts)
+
+
 @dataclass
 class Plan:
     max_steps: int
@@ -116,6 +164,7 @@ class Plan:
     ratio: float | None = None  # R: the budget over the cost of one full-fidelity run
     budget_seconds: float | None = None  # what the plan was made for (after the probe)
     refit_members: int | None = None  # members the refit's share is sized for
+    throughput: Throughput | None = None  # the workers the search was sized for (None: one)
 
     def __post_init__(self) -> None:
         if self.schedule_steps is None:  # the longest run of the plan
@@ -139,11 +188,16 @@ class Plan:
         if self.expected_candidates:
             n = self.expected_candidates
             parts.append(f"about {n} candidate{'s' if n != 1 else ''}")
+        if self.throughput and self.throughput.describe():
+            parts.append(self.throughput.describe())
         if self.refit_steps > self.trial_steps:
             share = f"the last {self.refit_share:.0%} of the budget " if self.refit_share else ""
             who = ("the front" if not self.refit_members else "the best member"
                    if self.refit_members == 1 else f"the best {self.refit_members} members")
-            parts.append(f"{share or 'then the refit '}continues {who} to {self.refit_steps} steps")
+            alone = (", alone once the workers stop" if self.throughput
+                     and self.throughput.slots + self.throughput.joining > 1 else "")
+            parts.append(f"{share or 'then the refit '}continues {who} to {self.refit_steps} "
+                         f"steps{alone}")
         text = f"plan ({self.source}): " + "; ".join(parts)
         return text + "".join(f". {n[0].upper()}{n[1:]}" for n in self.notes)
 
@@ -153,8 +207,10 @@ class Plan:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Plan:
         costs = Costs(**raw["costs"]) if raw.get("costs") else None
+        throughput = Throughput(**raw["throughput"]) if raw.get("throughput") else None
         known = {k: v for k, v in raw.items() if k in cls.__dataclass_fields__}
-        return cls(**{**known, "costs": costs, "rungs": [int(r) for r in raw["rungs"]]})
+        return cls(**{**known, "costs": costs, "throughput": throughput,
+                      "rungs": [int(r) for r in raw["rungs"]]})
 
 
 def _duration(seconds: float) -> str:
@@ -184,7 +240,8 @@ def lengthened(plan: Plan, eta: int, why: str) -> Plan | None:
     expected = max(2, (plan.expected_candidates or eta) // eta)  # 1 would mean a one-run plan
     note = (f"{why}: trials now train up to {t} steps, rungs at {', '.join(map(str, rungs))} "
             f"(about {expected} candidate{'s' if expected != 1 else ''})")
-    return Plan(**{**asdict(plan), "costs": plan.costs, "trial_steps": t, "rungs": rungs,
+    return Plan(**{**asdict(plan), "costs": plan.costs, "throughput": plan.throughput,
+                   "trial_steps": t, "rungs": rungs,
                    "expected_candidates": expected, "notes": [*plan.notes, note]})
 
 
@@ -268,9 +325,10 @@ def refit_shortfall(plan: Plan, member_seconds: float | None) -> float:
 
 def make_plan(max_steps: int, budget_seconds: float | None, costs: Costs | None, eta: int = 3,
               seeds: int = 1, trial_steps: int | None = None, refit_share: float | None = None,
-              rungs: list[int] | None = None, warmup_ratio: float = 0.06) -> Plan:
+              rungs: list[int] | None = None, warmup_ratio: float = 0.06,
+              throughput: Throughput | None = None) -> Plan:
     """The plan for a search (see the module docstring); ``trial_steps``, ``refit_share`` and
-    ``rungs`` override the rule."""
+    ``rungs`` override the rule; ``throughput``: the workers (None: one process)."""
     overridden = any(v is not None for v in (trial_steps, refit_share, rungs))
     source = "override" if overridden else "budget"
     if rungs:
@@ -283,20 +341,21 @@ def make_plan(max_steps: int, budget_seconds: float | None, costs: Costs | None,
                     refit_share=refit_share or 0.0, schedule_steps=max(refit, max_steps),
                     source="override" if overridden else "no budget")
     ratio = budget_seconds / costs.run_seconds(max_steps)
+    worth = throughput.alone_seconds if throughput else float  # wall -> one trial's seconds
     budget_seconds *= 1 - PLAN_RESERVE  # what the probe does not see (pipe, Python, noise)
     if ratio * (1 - PLAN_RESERVE) < 1 and trial_steps is None:
         return _short_plan(max_steps, budget_seconds, costs, eta, warmup_ratio, ratio,
-                           refit_share, source)
+                           refit_share, source, throughput)
     full_ladder = ladder(max_steps, eta, min_rung=first)
     if trial_steps is not None:
         t = min(max_steps, trial_steps)
         members = _members_that_fit(t, max_steps, budget_seconds, costs, seeds)
     else:
-        t, members = _fit(full_ladder, max_steps, budget_seconds, eta, costs, seeds)
+        t, members = _fit(full_ladder, max_steps, budget_seconds, eta, costs, seeds, worth)
         if budget_seconds - refit_seconds(t, max_steps, members, seeds, costs) < candidate_seconds(
                 t, eta, costs, rungs=[r for r in full_ladder if r <= t]) and seeds == 1:
             return _short_plan(max_steps, budget_seconds, costs, eta, warmup_ratio, ratio,
-                               refit_share, source)  # not even one candidate and its refit
+                               refit_share, source, throughput)  # not even one candidate and its refit
     search_rungs = rungs or [r for r in full_ladder if r < t] + [t]
     if t == max_steps and seeds == 1:
         members = 0  # a refit would repeat the search trials exactly
@@ -307,33 +366,35 @@ def make_plan(max_steps: int, budget_seconds: float | None, costs: Costs | None,
     notes = []
     if share == 0.0:
         notes.append("no refit: the search trials train full fidelity")
-    expected = max(1, int(budget_seconds * (1 - share)
+    expected = max(1, int(worth(budget_seconds * (1 - share))
                           / candidate_seconds(t, eta, costs, rungs=search_rungs)))
     if expected == 1 and seeds == 1 and trial_steps is None:
         # One candidate, its trial and then its refit: the same run cut in two, with one more
         # scoring between them. One run as long as the budget affords is that run, cheaper.
         return _short_plan(max_steps, budget_seconds, costs, eta, warmup_ratio, ratio,
-                           0.0, source)
+                           0.0, source, throughput)
     if expected < TARGET_CANDIDATES:
         notes.append(f"the budget fits about {expected} candidate{'s' if expected != 1 else ''} "
                      f"at {t} steps; a longer --budget looks at more")
     return Plan(max_steps, t, max_steps if share else t, search_rungs, refit_share=round(share, 4),
                 schedule_steps=max_steps, expected_candidates=expected, costs=costs,
                 source=source, notes=notes, ratio=round(ratio, 2), budget_seconds=budget_seconds,
-                refit_members=members or None)
+                refit_members=members or None, throughput=throughput)
 
 
 def _fit(full_ladder: list[int], max_steps: int, budget: float, eta: int, costs: Costs,
-         seeds: int) -> tuple[int, int]:
+         seeds: int, worth: Callable[[float], float] = float) -> tuple[int, int]:
     """The longest search rung and the most refit members (``REFIT_MEMBERS`` down to 1) at
-    which ``TARGET_CANDIDATES`` candidates and the refit fit in ``budget``; else the first
-    rung and the members that fit in ``MAX_REFIT_SHARE`` of it."""
+    which ``TARGET_CANDIDATES`` candidates (``worth``: the workers' trial seconds in a wall
+    time, ``Throughput.alone_seconds``) and the refit (alone) fit
+    in ``budget``; else the first rung and the members that fit in ``MAX_REFIT_SHARE`` of it."""
     for members in range(REFIT_MEMBERS, 0, -1):
         for t in reversed(full_ladder):
             refit = refit_seconds(t, max_steps, members if (t < max_steps or seeds > 1) else 0,
                                   seeds, costs)
             search_rungs = [r for r in full_ladder if r <= t]
-            if TARGET_CANDIDATES * candidate_seconds(t, eta, costs, rungs=search_rungs) + refit <= budget:
+            search = TARGET_CANDIDATES * candidate_seconds(t, eta, costs, rungs=search_rungs)
+            if search <= worth(budget - refit):
                 return t, members
     t = full_ladder[0]
     return t, _members_that_fit(t, max_steps, budget, costs, seeds)
@@ -347,7 +408,8 @@ def _members_that_fit(t: int, max_steps: int, budget: float, costs: Costs, seeds
 
 
 def _short_plan(max_steps: int, budget: float, costs: Costs, eta: int, warmup_ratio: float,
-                ratio: float, refit_share: float | None, source: str) -> Plan:
+                ratio: float, refit_share: float | None, source: str,
+                throughput: Throughput | None = None) -> Plan:
     """When the budget cannot both search and continue a member to full fidelity (R < 1, or
     just above): cheap probes to the first rung, then the most promising one continued as far
     as the rest of the budget goes; or, where probes would cost more than
@@ -364,31 +426,34 @@ def _short_plan(max_steps: int, budget: float, costs: Costs, eta: int, warmup_ra
                 + (f", ending about {over:.0f} s past the budget" if over >= 1 else ""))
         return Plan(max_steps, max_steps, max_steps, [max_steps], schedule_steps=max_steps,
                     expected_candidates=1, costs=costs, source=source, notes=[note],
-                    ratio=round(ratio, 2), budget_seconds=budget)
+                    ratio=round(ratio, 2), budget_seconds=budget, throughput=throughput)
     alone = max(1, min(max_steps, int((budget - costs.start_seconds - costs.eval_seconds)
                                       / costs.step_seconds)))
     first = min(first_rung(alone, warmup_ratio, costs), alone)
     t = ladder(alone, eta, min_rung=first)[0]
     probes = SHORT_PROBE_SHARE * budget
-    per_probe = candidate_seconds(t, eta, costs, rungs=[t])
+    one_probe = candidate_seconds(t, eta, costs, rungs=[t])  # alone; on a busy slot / speed
+    worth = throughput.alone_seconds if throughput else float  # wall -> one trial's seconds
     longest = min(max_steps, t + int((budget - probes - costs.start_seconds - costs.eval_seconds)
                                      / costs.step_seconds))
     below = (f"the budget affords no full-fidelity run ({max_steps} steps)" if ratio < 1
              else f"the budget is too short to search and then train to full fidelity "
              f"({max_steps} steps)")
-    if probes < SHORT_MIN_PROBES * per_probe or longest <= t or refit_share == 0:
+    if (worth(probes) < SHORT_MIN_PROBES * one_probe or longest <= t or refit_share == 0
+            or one_probe / (throughput.speed if throughput else 1.0) > probes):
         note = (f"{below}; it trains one candidate (the first recipe) for {alone} steps, "
                 f"no search")
         return Plan(max_steps, alone, alone, [alone], schedule_steps=alone, expected_candidates=1,
                     costs=costs, source=source, notes=[note], ratio=round(ratio, 2),
-                    budget_seconds=budget)
+                    budget_seconds=budget, throughput=throughput)
     share = refit_share if refit_share is not None else refit_seconds(t, longest, 1, 1, costs) / budget
-    expected = max(1, int(budget * (1 - share) / per_probe))
+    expected = max(1, int(worth(budget * (1 - share)) / one_probe))
     note = (f"{below}; it probes about {expected} candidates (the recipes first) to step {t}, "
             f"then continues the most promising one to step {longest}")
     return Plan(max_steps, t, longest, [t], refit_share=round(min(share, 0.95), 4),
                 schedule_steps=longest, expected_candidates=expected, costs=costs, source=source,
-                notes=[note], ratio=round(ratio, 2), budget_seconds=budget, refit_members=1)
+                notes=[note], ratio=round(ratio, 2), budget_seconds=budget, refit_members=1,
+                throughput=throughput)
 
 
 def parse_rungs(text: str | None) -> list[int] | None:

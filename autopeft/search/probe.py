@@ -23,18 +23,42 @@ measured as the trials run:
 The probe candidate is the LoRA recipe (the first trial of a warm-started search), BitFit
 where LoRA does not fit the model, full fine-tuning where neither does. Then one scoring of
 the validation split. A few seconds on a small model; its numbers are stored with the plan.
+
+The probe runs alone, before the workers start; what several trials at once do to each
+other is the **throughput** (``worker_throughput``, the plan's ``Throughput``):
+
+* **CPU workers** (``--workers N`` without GPUs, ``cores // N`` threads each:
+  ``devices.place``): measured. ``co_run_speed`` times a matrix-product proxy alone and as
+  N copies at once (threads of this process stand in for the workers: the products release
+  the GIL and each thread runs its own pool of the slot's threads), about two seconds; each
+  copy's speed is the ratio (the fastest of two runs of each), capped at
+  ``cores / (N x threads)`` (the share of a core each thread can have).
+* **GPU workers**: not measured (no GPU was there to measure it). One per GPU: the probe's
+  speed. ``K`` sharing one GPU (``--trials-per-gpu K``): ``1/K`` each, as if the GPU were
+  time-sliced with no gain from sharing: the conservative end; a small model that leaves
+  the GPU idle gains more (``bench/gpu_check.py``, section sharing, measures it).
+* **Workers joining from other machines** (``--joining-workers``): the probe's speed each,
+  not measured (their machines are not seen here).
 """
 from __future__ import annotations
 
+import math
 import statistics
+import threading
 import time
+from collections import Counter
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from autopeft.candidate import Candidate, MethodSpec
 from autopeft.data import Encoded
 from autopeft.runner import Fidelity
-from autopeft.search.plan import Costs
+from autopeft.devices import Slot, cpu_cores
+from autopeft.search.plan import Costs, Throughput
 
+CO_RUN_SECONDS = 0.3  # the contention proxy runs about this long alone, then with its copies
+REPEATS = 2  # alone and together, each timed this many times
+MIN_SPEED = 0.05  # a slot's speed is never planned below this (a measurement gone wrong)
 PROBE_STEPS = 20  # timed steps, after WARMUP_STEPS untimed ones
 WARMUP_STEPS = 3
 PROBES = (Candidate([MethodSpec("lora", {"r": 8, "alpha": 16, "targets": ["query", "value"]})], 5e-4),
@@ -133,3 +157,85 @@ def _epoch_step_seconds(bench: Any, candidate: Candidate, stamps: list[float]) -
         return step_seconds(stamps)
     return fitted_step_seconds(durations(stamps), tokens[WARMUP_STEPS:len(stamps)],
                                statistics.fmean(tokens[:per_epoch]))
+
+
+def _proxy(rounds: int) -> None:
+    """The contention proxy: products the size of a small transformer's feed-forward layer."""
+    import torch
+
+    x, w = torch.ones(128, 384), torch.ones(384, 1536)
+    for _ in range(rounds):
+        x @ w
+
+
+def co_run_speed(copies: int, threads: int, work: Callable[[int], None] = _proxy,
+                 clock: Callable[[], float] = time.perf_counter,
+                 seconds: float = CO_RUN_SECONDS) -> float:
+    """Each copy's speed when ``copies`` copies of ``work`` run at once, ``threads`` torch
+    threads each, against one alone (1.0: no contention): what CPU workers do to each other
+    through the cores, the memory bandwidth and the caches."""
+    import torch
+
+    if copies <= 1:
+        return 1.0
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        rounds, alone = 1, 0.0
+        while alone < seconds / 8 and rounds < 2**20:  # how many rounds make ``seconds``
+            rounds *= 2
+            start = clock()
+            work(rounds)
+            alone = clock() - start
+        rounds = max(1, round(rounds * seconds / max(alone, 1e-9)))
+        alone, together = math.inf, math.inf
+        for _ in range(REPEATS):  # the fastest of each: a neighbour's burst slows one run
+            start = clock()
+            work(rounds)
+            alone = min(alone, clock() - start)
+            runs = [threading.Thread(target=work, args=(rounds,)) for _ in range(copies)]
+            start = clock()
+            for run in runs:
+                run.start()
+            for run in runs:
+                run.join()
+            together = min(together, clock() - start)
+    finally:
+        torch.set_num_threads(before)
+    return min(1.0, alone / max(together, 1e-9))
+
+
+def worker_throughput(slots: Sequence[Slot], joining: int = 0, start_seconds: float = 0.0,
+                      cores: int | None = None,
+                      measure: Callable[[int, int], float] | None = None) -> Throughput:
+    """The plan's ``Throughput`` for the trials that run at once: this machine's ``slots``
+    (``devices.place``; slot 0 is the search, the others start ``start_seconds`` later) and
+    ``joining`` workers from other machines. See the module docstring for what is measured
+    and what is stated."""
+    n = len(slots)
+    if n <= 1:
+        return Throughput(1, 1.0, "", joining)
+    start = round(max(0.0, start_seconds), 1)
+    gpus = Counter(s.device for s in slots if s.device is not None)
+    if gpus:
+        k = max(gpus.values())
+        if k == 1:
+            return Throughput(n, 1.0, "not measured: one trial a GPU, each at the speed the "
+                              "probe measured on one", joining, start)
+        return Throughput(n, 1 / k, f"not measured: {k} trials sharing a GPU are planned at "
+                          f"1/{k} of its speed each, as if time-sliced with no gain from "
+                          "sharing; a small model gains more (bench/gpu_check.py measures it)",
+                          joining, start)
+    import torch
+
+    cores = cores or cpu_cores()
+    threads = slots[0].threads or torch.get_num_threads()
+    bound = min(1.0, cores / (n * threads))
+    measured = (measure or co_run_speed)(n, threads)
+    speed = max(MIN_SPEED, min(bound, measured))
+    evidence = (f"measured: {n} copies of a matrix-product proxy at {threads} thread"
+                f"{'s' if threads != 1 else ''} each on {cores} core{'s' if cores != 1 else ''} "
+                f"ran at {measured:.2f}x one alone")
+    if bound < 1:
+        evidence += f", at most {bound:.2f}: {cores} cores for {n} x {threads} threads"
+    return Throughput(n, round(speed, 3), evidence, joining, start)

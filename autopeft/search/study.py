@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import Counter
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -42,7 +43,8 @@ from autopeft.search.pruner import make_pruner
 from autopeft.search.samplers import make_sampler
 from autopeft.search.storage import HEARTBEAT_SECONDS, existing_url, mask, storage_url
 from autopeft.search.refit import refit_front
-from autopeft.search.summary import Scales, promotion_fractions, record_hypervolume
+from autopeft.search.summary import (Scales, promotion_fractions, record_hypervolume,
+                                     searched_candidates)
 from autopeft.search.transfer import (LR_PRIOR, StudyRecord, choose_portfolio, meta_store_dir,
                                       model_family, portfolio_size, trial_records, write_study)
 from autopeft.search.warmstart import (candidate_params, enqueue_queue, enqueue_recipes,
@@ -59,13 +61,15 @@ if TYPE_CHECKING:
     from optuna import Study  # only for annotations: optuna stays a lazy import
 
 
-def plan_for(study: Study, cfg: SearchConfig, bench: Trainer, budget: Budget) -> Plan:
+def plan_for(study: Study, cfg: SearchConfig, bench: Trainer, budget: Budget,
+             slots: Sequence[Slot] = (Slot(None),)) -> Plan:
     """The study's stored plan (a resumed study keeps its rungs, so rung tables stay
     comparable), or a new one from the budget and costs measured now (``probe``) on
-    ``bench``: where the trials will train (the trial process, with ``--isolation process``)."""
+    ``bench``: where the trials will train (the trial process, with ``--isolation process``),
+    for the trials that run at once (``slots``, this machine's, and ``--joining-workers``)."""
     from autopeft.results import describe_noise, study_noise
     from autopeft.search.plan import RUNG_EVAL_ROWS
-    from autopeft.search.probe import probe
+    from autopeft.search.probe import probe, worker_throughput
     from autopeft.train import total_steps
 
     rungs = parse_rungs(cfg.rungs)
@@ -78,8 +82,11 @@ def plan_for(study: Study, cfg: SearchConfig, bench: Trainer, budget: Budget) ->
     max_steps = total_steps(len(bench.train_data), bench.settings)
     fixed = trial_steps is not None and cfg.refit_share is not None  # nothing left to fit
     costs = probe(bench, RUNG_EVAL_ROWS) if budget.seconds is not None and not fixed else None
+    # a worker loads what this process loaded before the plan: its start-up, taken as ours
+    started = (budget.seconds or 0.0) - (budget.left() or 0.0)
+    throughput = worker_throughput(slots, cfg.joining_workers, started) if costs else None
     plan = make_plan(max_steps, budget.left(), costs, cfg.eta, 1 + cfg.confirm_seeds,
-                     trial_steps, cfg.refit_share, rungs, bench.settings.warmup_ratio)
+                     trial_steps, cfg.refit_share, rungs, bench.settings.warmup_ratio, throughput)
     noise = study_noise(bench.task.metric, plan.rung_eval_rows, len(bench.eval_data))
     plan.notes.append(describe_noise(noise))
     study.set_user_attr("plan", plan.to_dict())
@@ -229,6 +236,16 @@ def placement(cfg: SearchConfig, bench: Bench, study: Study, reporter: Reporter)
     return slots
 
 
+def note_candidates(study: Study, plan: Plan, reporter: Reporter) -> None:
+    """The candidates the budget bought beside the plan's expectation (stored as
+    ``candidates``): how right the plan's costs and its workers' throughput were."""
+    ran = len(searched_candidates(study.get_trials(deepcopy=False)))
+    if plan.expected_candidates:
+        study.set_user_attr("candidates", {"ran": ran, "planned": plan.expected_candidates})
+        reporter.note(f"searched {ran} candidate{'s' if ran != 1 else ''} (planned about "
+                      f"{plan.expected_candidates})")
+
+
 def run_search(cfg: SearchConfig, reporter: Reporter | None = None, bench: Bench | None = None,
                clock: Clock = time.time) -> Any:
     """Run (or resume) the study described by ``cfg``; returns the Optuna study. ``clock``
@@ -252,7 +269,7 @@ def run_search(cfg: SearchConfig, reporter: Reporter | None = None, bench: Bench
         max_trials = cfg.n_trials
         study.set_user_attr("max_trials", max_trials)
     with own_slot(slots[0]), trainer_for(cfg, bench) as trainer:
-        plan = plan_for(study, cfg, trainer, budget)  # measured where the trials train
+        plan = plan_for(study, cfg, trainer, budget, slots)  # measured where the trials train
         reporter.note(plan.describe())
         budget = refit_phase(budget, plan, cfg.refit_share)
         budget.store(study)  # every worker of this study stops searching when the refit's share begins
@@ -269,6 +286,8 @@ def run_search(cfg: SearchConfig, reporter: Reporter | None = None, bench: Bench
                        budget.search, reporter)
             for proc in procs:  # they stop at the same cap and deadline
                 proc.wait()
+            if budget.seconds is not None and max_trials is None and cfg.n_trials is None:
+                note_candidates(study, runner.plan, reporter)
             if (plan.refit_steps > plan.trial_steps or cfg.confirm_seeds) and refit_front(
                     study, trainer, plan, cfg.confirm_seeds, budget, reporter,
                     runner.checkpoints):

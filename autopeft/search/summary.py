@@ -103,6 +103,13 @@ def record_hypervolume(study: Study) -> float | None:
 
 
 
+def searched_candidates(trials: list[FrozenTrial]) -> set[str]:
+    """The candidates the search trained, each once (not the refit's, duplicates or skips)."""
+    return {repr(t.user_attrs["candidate"]) for t in trials
+            if "candidate" in t.user_attrs and "confirm_of" not in t.user_attrs
+            and t.user_attrs.get("duplicate_of") is None and not t.user_attrs.get("skipped")}
+
+
 def promotion_fractions(trials: list[FrozenTrial], rungs: list[int],
                         eta: int) -> list[dict[str, Any]]:
     """For each rung of the plan: the share of the search's candidates that reached it,
@@ -111,9 +118,7 @@ def promotion_fractions(trials: list[FrozenTrial], rungs: list[int],
     for its first trial (``pruner.rung_table`` keys by candidate)."""
     from autopeft.search.pruner import rung_table
 
-    searched = {repr(t.user_attrs["candidate"]) for t in trials
-                if "candidate" in t.user_attrs and "confirm_of" not in t.user_attrs
-                and t.user_attrs.get("duplicate_of") is None and not t.user_attrs.get("skipped")}
+    searched = searched_candidates(trials)
     out = []
     for k, step in enumerate(rungs):
         reached = len(rung_table(trials, step))
