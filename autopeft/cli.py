@@ -212,6 +212,11 @@ def parser() -> argparse.ArgumentParser:
                help="experiment trackers, as HF Trainer's report_to: tensorboard,mlflow,wandb, "
                     "all (every one installed) or none; a run per trial, offline files under "
                     "studies/<study>/ unless MLFLOW_TRACKING_URI / WANDB_MODE say otherwise")
+    search.add("--checkpoint-space", metavar="SIZE",
+               help="the most the study's checkpoints may hold on this machine: 20GB, 500MiB, "
+                    "or a share of the free disk (0.3, 30%); default: half the free disk under "
+                    "the studies folder. Paused trials furthest from promotion are dropped "
+                    "first (docs/checkpoints.md)")
     search.add("--trust-remote-code", action="store_true", help="allow model code from the hub")
     search.add("--force", action="store_true",
                help="add trials to an existing study even if its settings differ")
