@@ -320,7 +320,8 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     from autopeft import api
-    from autopeft.report.show import console, csv_rows, front_notes, plural, print_table, table
+    from autopeft.report.show import (checkpoint_line, console, csv_rows, front_notes, plural,
+                                      print_table, table)
 
     study = api.load_study(args.study, args.storage)
     found = api.front(study, all_trials=args.all, sort=args.sort)
@@ -336,6 +337,7 @@ def _show(args: argparse.Namespace) -> int:
                                             f"({plural(len(found), 'trial')})"))
         for line in front_notes(study):
             print(line)
+        print(checkpoint_line(study))
     return 0
 
 

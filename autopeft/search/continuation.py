@@ -72,15 +72,8 @@ class Checkpoints:
     space_source: str = ""  # how ``space`` was chosen, for the line that states it
 
     def describe(self) -> str:
-        """What the study's checkpoints hold on this machine, in one line (the search says
-        it after its plan and at its end; ``show`` too)."""
-        files = ([f for f in os.listdir(self.folder) if f.endswith(".pt")]
-                 if os.path.isdir(self.folder) else [])
-        cap = (f" of at most {_gib(self.space)}" + (f" ({self.space_source})"
-                                                   if self.space_source else "")
-               if self.space is not None else "")
-        return (f"checkpoints hold {_gib(held(self.folder))}{cap} in {len(files)} "
-                f"file{'s' if len(files) != 1 else ''} under {self.folder}")
+        """What the study's checkpoints hold, in one line (after the plan, at the end)."""
+        return held_line(self.folder, self.space, self.space_source)
 
     def path(self, candidate: Candidate, schedule_steps: int) -> str:
         key = json.dumps({"candidate": candidate.to_dict(), "schedule_steps": schedule_steps,
@@ -178,7 +171,20 @@ def _share(text: str | float | None) -> float | None:
 
 
 def _gib(size: float) -> str:
-    return f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.0f} MiB"
+    """A size for a line: 1.5 GiB, 270 MiB, 36 KiB."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}" if unit == "GiB" else f"{size / scale:.0f} {unit}"
+    return f"{int(size)} B"
+
+
+def held_line(folder: str, space: int | None = None, source: str = "") -> str:
+    """What a checkpoint folder holds on this machine, in one line (the search, ``show``)."""
+    files = [f for f in os.listdir(folder) if f.endswith(".pt")] if os.path.isdir(folder) else []
+    cap = (f" of at most {_gib(space)}" + (f" ({source})" if source else "")
+           if space is not None else "")
+    return (f"checkpoints hold {_gib(held(folder))}{cap} in {len(files)} "
+            f"file{'s' if len(files) != 1 else ''} under {folder}")
 
 
 def make_room(study: Study, checkpoints: Checkpoints, schedule_steps: int, need: int,
@@ -229,26 +235,26 @@ def _victims(study: Study, checkpoints: Checkpoints, schedule_steps: int,
             continue
         t = owner.get(path)
         if t is None:  # another plan's schedule, another origin: nothing here reads it
-            ranked.append(((0, 0.0, 0.0), path, None, "no trial of this search reads it"))
+            ranked.append(((0, 0.0, 0.0, -1), path, None, "no trial of this search reads it"))
         elif t.number not in waiting and (rank := _rank(t)) is not None:
             ranked.append((rank, path, t.number, _what(t, rank[0])))
     return [(path, number, why) for _, path, number, why in sorted(ranked)]
 
 
-def _rank(t: Any) -> tuple[int, float, float] | None:
+def _rank(t: Any) -> tuple[int, float, float, int] | None:
     """Where a finished trial's checkpoint comes in the drop order (None: never dropped)."""
     a, state = t.user_attrs, t.state.name
     if state in ("RUNNING", "WAITING"):
         return None
     if state == "PRUNED" and a.get(PAUSED):
         step = int(a.get("pruned_at_step") or 0)
-        return 1, step, float((a.get(RUNG_SCORES) or {}).get(str(step), 0.0))
+        return 1, step, float((a.get(RUNG_SCORES) or {}).get(str(step), 0.0)), t.number
     if (state == "PRUNED" and a.get(STOPPED_BY_BUDGET)) or (
             state == "FAIL" and a.get(FAIL_REASON) == INTERRUPTED):
-        return 2, float(a.get("steps") or 0), t.number
+        return 2, float(a.get("steps") or 0), 0.0, t.number
     if state == "COMPLETE":
-        return 3, float(t.values[0]) if t.values else 0.0, t.number
-    return 0, 0.0, t.number  # stopped for good or failed: nothing continues it
+        return 3, float(t.values[0]) if t.values else 0.0, 0.0, t.number
+    return 0, 0.0, 0.0, t.number  # stopped for good or failed: nothing continues it
 
 
 def _what(t: Any, group: int) -> str:

@@ -293,7 +293,8 @@ class TrialRunner:
         scores: dict[str, float] = {}
         decisions: dict[str, Any] = {}
         resume, keep = self._continuation(trial, candidate, rungs, scores)
-        need = checkpoint_bytes(pred.trained_params)
+        need = checkpoint_bytes(pred.trained_params, sum(
+            b.numel() * b.element_size() for b in self.skeleton.buffers()))
         self._make_room(keep, need)
         # A run that continues a checkpoint sees its losses from there on only: its start is
         # not the candidate's start, so the loss check (made when it first ran) stays off.
