@@ -3,6 +3,7 @@ can read them, and never more on disk than ``--checkpoint-space`` (``autopeft/ch
 ``autopeft/search/continuation.py``)."""
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 
@@ -260,3 +261,96 @@ def test_a_search_under_a_small_cap_never_holds_more_and_keeps_no_complete_trial
     assert "can no longer" not in shown[2 - gone].note
     assert checkpoint_line(study).startswith("checkpoints hold ") and "2 files" in \
         checkpoint_line(study)
+
+
+def test_a_paused_trial_whose_checkpoint_was_dropped_is_never_promoted(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from autopeft.protocols import NullReporter
+    from autopeft.search.continuation import Checkpoints
+    from autopeft.search.objective import TrialRunner
+    from autopeft.search.plan import Plan
+    from autopeft.search.pruner import Decision
+
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    store = Checkpoints(str(tmp_path), SETTINGS)
+    plan = Plan(max_steps=12, trial_steps=6, refit_steps=6, rungs=[2, 6], schedule_steps=12)
+    for lr, file in ((1e-3, False), (2e-3, True)):  # trial 0's checkpoint was dropped
+        cand = Candidate([MethodSpec("lora", {"r": 2})], lr)
+        study.add_trial(create_trial(
+            state=TrialState.PRUNED, params={"lr": lr},
+            distributions={"lr": FloatDistribution(1e-5, 1.0)},
+            user_attrs={"candidate": cand.to_dict(), "paused": True, "pruned_at_step": 2,
+                        "rung_scores": {"2": 0.9}}))
+        if file:
+            Path(store.path(cand, 12)).write_bytes(b"x")
+    ranks = SimpleNamespace(decide=lambda table, number, noise=0.0: Decision(True, "ranks now"))
+    runner = TrialRunner(study, None, None, ranks, None, None, NullReporter(), plan,
+                         checkpoints=store)
+    assert runner.promote() == 1  # trial 0 ranks too, and is earlier, but cannot continue
+    assert runner.promote() is None
+
+
+@pytest.mark.parametrize("refit", [True, False])
+def test_a_complete_trial_keeps_its_checkpoint_only_while_the_refit_would_continue_it(
+        tmp_path: Path, refit: bool) -> None:
+    """As each trial completes, the complete trials off the refit's front lose their
+    checkpoints (with no refit planned, every complete trial does); a paused trial's and a
+    cut-short one's stay."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from autopeft.protocols import NullReporter
+    from autopeft.search.continuation import Checkpoints
+    from autopeft.search.objective import TrialRunner
+    from autopeft.search.plan import Plan
+
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    store = Checkpoints(str(tmp_path), SETTINGS)
+    files = []
+    for lr, state, attrs in ((1e-3, TrialState.COMPLETE, {}), (2e-3, TrialState.COMPLETE, {}),
+                             (3e-3, TrialState.PRUNED, {"paused": True}),
+                             (4e-3, TrialState.PRUNED, {"stopped_by_budget": True})):
+        cand = Candidate([MethodSpec("lora", {"r": 2})], lr)
+        study.add_trial(create_trial(
+            state=state, params={"lr": lr}, distributions={"lr": FloatDistribution(1e-5, 1.0)},
+            user_attrs={"candidate": cand.to_dict(), **attrs},
+            values=[lr, 1, 1] if state == TrialState.COMPLETE else None))
+        files.append(Path(store.path(cand, 12)))
+        files[-1].write_bytes(b"x")
+    plan = Plan(max_steps=12, trial_steps=6, refit_steps=12 if refit else 6, rungs=[2, 6],
+                schedule_steps=12)
+    runner = TrialRunner(study, None, None, None, None, None, NullReporter(), plan,
+                         checkpoints=store, refit_readers=lambda s: {1})  # trial 1: the front
+    assert runner.fidelity.keep_end is refit  # a run keeps its end only for the refit
+    runner._release()
+    assert [f.exists() for f in files] == [False, refit, True, True]
+
+
+def test_a_full_fine_tuning_probe_counts_its_checkpoint_write_in_the_plan_s_costs(
+        tiny_model: Path, tiny_data: Path, bench, workdir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where full fine-tuning is what the probe trains, the write of its checkpoint (12
+    bytes a trained parameter, at the disk's measured speed: here 1 MB/s) is part of what
+    every run of the plan costs, and the plan's line says it."""
+    from autopeft.checkpoint import checkpoint_bytes
+    from autopeft.search import probe as probe_mod
+    from autopeft.search.plan import make_plan
+
+    speeds: list[int] = []
+    monkeypatch.setattr(probe_mod, "write_speed", lambda folder, size: speeds.append(size) or 1e6)
+    monkeypatch.setattr(probe_mod, "PROBES", probe_mod.PROBES[2:])  # full fine-tuning
+    monkeypatch.setattr(probe_mod, "PROBE_STEPS", 2)
+    costs = probe_mod.probe(bench, None)
+    full = sum(p.numel() for p in bench.base.model.parameters())  # all of them train
+    assert costs.probe == "full" and speeds == [checkpoint_bytes(full)]
+    assert costs.write_seconds == pytest.approx(checkpoint_bytes(full) / 1e6, abs=1e-3)
+    unwritten = dataclasses.replace(costs, write_seconds=0.0)
+    assert costs.run_seconds(100) == pytest.approx(unwritten.run_seconds(100) + costs.write_seconds)
+    plan = make_plan(1000, 600.0, costs, 3, 1, None, None, None, 0.0)
+    assert f"{costs.write_seconds:.2f} s to write a checkpoint" in plan.describe()
