@@ -30,14 +30,19 @@ def size_of(ckpt: Checkpoint, tmp_path: Path) -> int:
     return (tmp_path / "measure" / "x.pt").stat().st_size
 
 
-def test_a_checkpoint_is_written_only_where_it_fits_beside_the_others(tmp_path: Path) -> None:
+def test_a_checkpoint_is_written_only_where_it_fits_beside_the_others(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The cap holds for the folder's files together: a checkpoint that does not fit is not
     written (the run's previous one stays), and one that fits only without the run's
-    previous one replaces it; nothing ever exceeds the cap."""
+    previous one replaces it; nothing ever exceeds the cap, not even while writing."""
     folder = tmp_path / "ckpts"
     small, big = state(1, 1000), state(2, 3000)
     one, large = size_of(small, tmp_path), size_of(big, tmp_path)
     cap = 2 * one + large - 1  # room for two small ones and less than a large one beside
+    writing: list[int] = []  # what the folder holds once each write has reserved its room
+    reserve = checkpoint._reserve
+    monkeypatch.setattr(checkpoint, "_reserve", lambda fd, size: reserve(fd, size) or
+                        writing.append(held(str(folder))))
     assert save(small, str(folder / "a.pt"), cap) and save(small, str(folder / "b.pt"), cap)
     assert held(str(folder)) == 2 * one <= cap
     assert not save(big, str(folder / "c.pt"), cap)  # beside a and b: no room
@@ -45,6 +50,7 @@ def test_a_checkpoint_is_written_only_where_it_fits_beside_the_others(tmp_path: 
     assert save(big, str(folder / "b.pt"), cap)  # b's run goes on: its old file makes room
     assert load(str(folder / "b.pt")).step == 2 and held(str(folder)) == one + large <= cap
     assert not list(folder.glob(".tmp-*"))
+    assert len(writing) == 3 and max(writing) <= cap
     assert save(big, str(folder / "c.pt"))  # no cap: written
     with pytest.raises(UserError, match="checkpoint-space"):
         from autopeft.search.continuation import checkpoint_space
