@@ -285,6 +285,7 @@ def test_a_paused_trial_whose_checkpoint_was_dropped_is_never_promoted(tmp_path:
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
     store = Checkpoints(str(tmp_path), SETTINGS)
     plan = Plan(max_steps=12, trial_steps=6, refit_steps=6, rungs=[2, 6], schedule_steps=12)
+    study.set_user_attr("checkpoint_dropped:0", "deleted under the cap")
     for lr, file in ((1e-3, False), (2e-3, True)):  # trial 0's checkpoint was dropped
         cand = Candidate([MethodSpec("lora", {"r": 2})], lr)
         study.add_trial(create_trial(

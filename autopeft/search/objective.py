@@ -41,7 +41,7 @@ from autopeft.protocols import Reporter, Trainer
 from autopeft.results import (CANDIDATE, CHECKPOINT_DROPPED, CONTINUED_FROM, CONTINUES,
                               DUPLICATE_OF, FAIL_REASON, INTERRUPTED, PAUSED, PREDICTED_MEMORY,
                               PROMOTES, RUNG_SCORES, SCORING_SECONDS, STEPS, STEPS_TRAINED,
-                              STOPPED_BY_BUDGET)
+                              STOPPED_BY_BUDGET, dropped_checkpoints)
 from autopeft.runner import Fidelity, Outcome
 from autopeft.search.budget import Phase, predict_scoring, predict_seconds
 from autopeft.search.constraints import Limits, Prediction, predict
@@ -197,15 +197,15 @@ class TrialRunner:
             if CANDIDATE in t.user_attrs:
                 later[repr(t.user_attrs[CANDIDATE])] = t.number
         taken = {t.user_attrs.get(PROMOTES) for t in trials}
+        dropped = dropped_checkpoints(self.study.user_attrs)
         tables: dict[int, list] = {}  # one read of the storage, one table per rung
         for t in trials:
             a = t.user_attrs
             if (t.state.name != "PRUNED" or not a.get(PAUSED) or t.number in taken
                     or later.get(repr(a.get(CANDIDATE))) != t.number):  # taken up since
                 continue
-            if self.checkpoints is not None and not os.path.isfile(self.checkpoints.path(
-                    Candidate.from_dict(a[CANDIDATE]), self._schedule)):
-                continue  # its checkpoint was dropped (the disk cap): it cannot continue
+            if t.number in dropped:  # its checkpoint went under the disk cap: never promoted
+                continue
             step = int(a["pruned_at_step"])
             if step not in tables:
                 tables[step] = rung_table(trials, step)
@@ -329,6 +329,8 @@ class TrialRunner:
             scores[str(step)] = score
             trial.set_user_attr(RUNG_SCORES, dict(scores))  # other workers see it now
             self.reporter.rung(trial.number, step, score)
+            if step < rungs[-1]:
+                self._make_room(keep, need)  # for the checkpoint written after this rung
             if step >= rungs[-1] or not self.pruner.prunes:
                 return
             # Every score is chance yet: a rung the plan chose decides nothing (rungs the
@@ -338,7 +340,6 @@ class TrialRunner:
                                         "has not moved off its start yet"}
                 trial.set_user_attr("rung_decisions", dict(decisions))
                 return
-            self._make_room(keep, need)  # for the checkpoint written after this rung
             decision = decide_from_storage(self.study, self.pruner, trial.number, step,
                                            score_noise=self.rung_noise)
             decisions[str(step)] = decision.to_dict()
@@ -498,11 +499,12 @@ class TrialRunner:
                            "samples": stop.step * self.bench.settings.batch_size
                            * self.bench.settings.grad_accum}.items():
             trial.set_user_attr(key, value)
-        if stop.paused and self.checkpoints is not None and not os.path.isfile(
-                self.checkpoints.path(Candidate.from_dict(trial.user_attrs[CANDIDATE]),
-                                      self._schedule)):
+        if (stop.paused and self.checkpoints is not None and self.checkpoints.space is not None
+                and not os.path.isfile(self.checkpoints.path(
+                    Candidate.from_dict(trial.user_attrs[CANDIDATE]), self._schedule))):
             self.study.set_user_attr(f"{CHECKPOINT_DROPPED}:{trial.number}", (
-                "not written: no room under --checkpoint-space; it can never be promoted"))
+                "none written (no room under --checkpoint-space, or a method that cannot "
+                "continue): it can never be promoted"))
         self.study.tell(trial, state=TrialState.PRUNED)
         self.reporter.trial_pruned(trial.number, stop.reason)
         return TrialState.PRUNED.name
