@@ -21,15 +21,23 @@ What a ``Checkpoint`` holds, and why each part:
   ``rung_scores`` reached, so a continued trial keeps them.
 
 ``save`` writes ``torch.save`` to a temporary file and renames it over the old one
-(``os.replace``): a reader sees the old checkpoint or the new one, never half of one.
+(``os.replace``): a reader sees the old checkpoint or the new one, never half of one. Under
+a disk cap (``space``: bytes the folder may hold, ``--checkpoint-space``) it writes only
+what fits, checked under a lock on the folder so that two workers cannot both take the
+last room. ``Writer`` runs the saves on a background thread, so training goes on while
+the file is written.
 Where the files live is ``paths.checkpoints_dir``; when a run continues is the search's
 decision (``search/continuation.py``); the loop that fills them is ``train.train``.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import io
 import os
 import random
 import tempfile
+import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -101,6 +109,17 @@ def settings_dict(settings: Any) -> dict[str, Any]:
     return asdict(settings)
 
 
+CHECKPOINT_BYTES_PER_PARAM = 12  # each trained fp32 tensor and AdamW's two moments
+CHECKPOINT_OVERHEAD = 32 * 2**10  # random generators, counters, the format (measured: 22 KiB)
+
+
+def checkpoint_bytes(trained_params: int, buffer_bytes: int = 0) -> int:
+    """About what a run's checkpoint takes on disk, before it is written: the trained
+    tensors and AdamW's moments, the model's buffers (``buffer_bytes``; those a method adds,
+    e.g. VeRA's shared matrices, come on top: ``save`` checks the real size) and the rest."""
+    return CHECKPOINT_BYTES_PER_PARAM * trained_params + buffer_bytes + CHECKPOINT_OVERHEAD
+
+
 def continuable(hooks: Sequence[Any]) -> bool:
     """Whether every step hook can give and take back its state."""
     return all(getattr(h, "can_continue", True) for h in hooks)
@@ -153,19 +172,121 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save(checkpoint: Checkpoint, path: str) -> None:
-    """Write ``checkpoint`` to ``path`` atomically (a temporary file, then a rename)."""
+def save(checkpoint: Checkpoint, path: str, space: int | None = None) -> bool:
+    """Write ``checkpoint`` to ``path`` atomically (a temporary file, then a rename);
+    returns whether it was written. ``space``: what the folder's files may hold together,
+    in bytes: a checkpoint that does not fit beside the others is not written (the run's
+    previous one stays: a continuation starts there), and one that fits only without the
+    run's previous one deletes that first (a crash then leaves none, not half of one)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
+    if space is None:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
+        return _finish(fd, tmp, path, lambda fh: torch.save(asdict(checkpoint), fh))
+    buffer = io.BytesIO()  # its size must be known before it takes any room
+    torch.save(asdict(checkpoint), buffer)
+    size = buffer.getbuffer().nbytes
+    with _locked(folder):
+        old = os.path.getsize(path) if os.path.isfile(path) else 0
+        others = held(folder) - old
+        if others + size > space:
+            return False
+        if others + old + size > space:
+            with contextlib.suppress(FileNotFoundError):  # the search made room meanwhile
+                os.unlink(path)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
+        try:
+            _reserve(fd, size)  # the other writers count it from now on
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+    return _finish(fd, tmp, path, lambda fh: fh.write(buffer.getbuffer()))  # outside the lock
+
+
+def _finish(fd: int, tmp: str, path: str, write: Any) -> bool:
+    """``write`` the open temporary file ``fd`` and rename it to ``path``; it is deleted
+    if anything fails."""
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save(asdict(checkpoint), fh)
+            write(fh)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    return True
+
+
+def held(folder: str) -> int:
+    """Bytes held by the files in ``folder`` (checkpoints and those being written)."""
+    total = 0
+    with contextlib.suppress(FileNotFoundError), os.scandir(folder) as entries:
+        for entry in entries:
+            with contextlib.suppress(FileNotFoundError):  # renamed or deleted meanwhile
+                if entry.is_file():
+                    total += entry.stat().st_size
+    return total
+
+
+def _reserve(fd: int, size: int) -> None:
+    """Give the open file its final size now (its blocks allocated where the file system
+    can: a full disk fails here, before anything is written)."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except (AttributeError, OSError) as exc:  # no fallocate here: the size alone
+        if isinstance(exc, OSError) and exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL,
+                                                          errno.ENOSYS):
+            raise
+        os.ftruncate(fd, size)
+
+
+@contextlib.contextmanager
+def _locked(folder: str) -> Any:
+    """An exclusive lock on ``folder`` (a lock file in it), between processes."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: one writer per machine is assumed
+        yield
+        return
+    with open(os.path.join(folder, ".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class Writer:
+    """Saves checkpoints on a background thread, one at a time, so training goes on while
+    ``torch.save`` writes (full fine-tuning of a base-size model: about 1.5 GB a rung). A
+    second ``submit`` waits for the first (one checkpoint in memory besides the run's own
+    state); ``wait`` blocks until the last is on disk and raises what the write raised.
+    A run waits at its end, before anything may read or replace the file."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, checkpoint: Checkpoint, path: str, space: int | None = None) -> None:
+        self.wait()
+
+        def write() -> None:
+            try:
+                save(checkpoint, path, space)
+            except BaseException as exc:  # raised in the training thread by ``wait``
+                self._error = exc
+
+        self._thread = threading.Thread(target=write, name="checkpoint-writer")
+        self._thread.start()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 def load(path: str, lazy: bool = False) -> Checkpoint:

@@ -221,6 +221,11 @@ def parser() -> argparse.ArgumentParser:
                help="experiment trackers, as HF Trainer's report_to: tensorboard,mlflow,wandb, "
                     "all (every one installed) or none; a run per trial, offline files under "
                     "studies/<study>/ unless MLFLOW_TRACKING_URI / WANDB_MODE say otherwise")
+    search.add("--checkpoint-space", metavar="SIZE",
+               help="the most the study's checkpoints may hold on this machine: 20GB, 500MiB, "
+                    "or a share of the free disk (0.3, 30%); default: half the free disk under "
+                    "the studies folder. Paused trials furthest from promotion are dropped "
+                    "first (docs/checkpoints.md)")
     search.add("--trust-remote-code", action="store_true", help="allow model code from the hub")
     search.add("--force", action="store_true",
                help="add trials to an existing study even if its settings differ")
@@ -324,7 +329,8 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     from autopeft import api
-    from autopeft.report.show import console, csv_rows, front_notes, plural, print_table, table
+    from autopeft.report.show import (checkpoint_line, console, csv_rows, front_notes, plural,
+                                      print_table, table)
 
     study = api.load_study(args.study, args.storage)
     found = api.front(study, all_trials=args.all, sort=args.sort)
@@ -340,6 +346,7 @@ def _show(args: argparse.Namespace) -> int:
                                             f"({plural(len(found), 'trial')})"))
         for line in front_notes(study):
             print(line)
+        print(checkpoint_line(study))
     return 0
 
 

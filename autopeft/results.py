@@ -69,6 +69,16 @@ CONTINUED_FROM = "continued_from"  # the step of the checkpoint it went on from 
 SCORING_SECONDS = "scoring_seconds"  # of wall_seconds, the time spent scoring
 CONTINUES = "continues_trial"  # queued by a resumed search to continue that cut-short trial
 PROPOSAL = "proposal"  # how the sampler proposed it: recipe, family, design, model, random
+# Study attribute "checkpoint_dropped:<n>": why trial n's checkpoint was deleted before
+# anything read it (the disk cap, ``search/continuation.py``); a finished Optuna trial cannot
+# change, so it is said on the study. A paused trial without its checkpoint is never promoted.
+CHECKPOINT_DROPPED = "checkpoint_dropped"
+
+
+def dropped_checkpoints(study_attrs: dict[str, Any]) -> dict[int, str]:
+    """{trial number: why its checkpoint is gone} from a study's attributes."""
+    prefix = CHECKPOINT_DROPPED + ":"
+    return {int(k[len(prefix):]): str(v) for k, v in study_attrs.items() if k.startswith(prefix)}
 
 
 def size_band(params: float | None) -> int:

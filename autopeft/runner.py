@@ -13,7 +13,7 @@ import numpy as np
 
 from autopeft.build import build, count_stored, count_total, count_trainable
 from autopeft.candidate import Candidate
-from autopeft.checkpoint import Checkpoint, load, save, settings_dict
+from autopeft.checkpoint import Checkpoint, Writer, load, settings_dict
 from autopeft.checks import at_least, check_max_length, check_types
 from autopeft.data import CacheWarning, Encoded, encode
 from autopeft.models import BaseModel, load_base
@@ -51,6 +51,10 @@ class Fidelity:
     schedule_steps: int | None = None
     stop_at: int | None = None
     rung_rows: int | None = None
+    # What the run's checkpoints may do (``checkpoint.save``): keep one at the run's end
+    # (only a refit reads it), and the bytes the checkpoint folder may hold (None: no cap).
+    keep_end: bool = True
+    checkpoint_space: int | None = None
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -136,7 +140,9 @@ class Bench:
         step 0: the same candidate, settings and schedule, or ``ValueError``; the rungs it
         had passed keep their scores and are not scored again. ``checkpoint`` (a path) keeps
         the run's latest checkpoint there, written at each rung in ``eval_at`` (once it has
-        passed) and at the end, replacing the previous one. This is the one entry point for
+        passed) and at the end (``fid.keep_end``), replacing the previous one, on a background
+        thread (``checkpoint.Writer``: the run waits only for its last), within
+        ``fid.checkpoint_space``. This is the one entry point for
         continuing a run (a promoted trial, a resumed study, the refit); the result's
         ``resumed_from`` says where it really started (0 for methods that cannot continue:
         ``checkpoint.continuable``)."""
@@ -172,16 +178,23 @@ class Bench:
                 if on_eval:
                     on_eval(step, rung_scores[step])  # may raise: pruned, or the budget ended
 
-        def keep(state: Checkpoint) -> None:  # what identifies the run goes with it
-            save(replace(state, candidate=candidate.to_dict(),
-                         settings=settings_dict(self.settings), rung_scores=dict(rung_scores)),
-                 checkpoint)
+        writer = Writer()  # the file is written while training goes on
 
-        result = train(model, self.train_data, evaluate, candidate.learning_rate, candidate.seed,
-                       self.settings, tok.pad_token_id, on_step, fid.schedule_steps,
-                       fid.stop_at, at_rung, resume=start, save_at={*eval_at, end},
-                       save=keep if checkpoint else None, build_bytes=built[0],
-                       after_step_at=set(eval_at))
+        def keep(state: Checkpoint) -> None:  # what identifies the run goes with it
+            writer.submit(replace(state, candidate=candidate.to_dict(),
+                                  settings=settings_dict(self.settings),
+                                  rung_scores=dict(rung_scores)),
+                          checkpoint, fid.checkpoint_space)
+
+        saves = {s for s in {*eval_at, end} if s < end or fid.keep_end}
+        try:
+            result = train(model, self.train_data, evaluate, candidate.learning_rate,
+                           candidate.seed, self.settings, tok.pad_token_id, on_step,
+                           fid.schedule_steps, fid.stop_at, at_rung, resume=start,
+                           save_at=saves, save=keep if checkpoint else None,
+                           build_bytes=built[0], after_step_at=set(eval_at))
+        finally:
+            writer.wait()  # a run ends with its checkpoint on disk: the next may read it
         rung_scores[result.steps] = result.score  # the end: on every validation row
         result.scoring_seconds = round(scoring[0], 3)
         if on_eval and result.steps in eval_at:

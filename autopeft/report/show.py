@@ -4,7 +4,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from autopeft.results import front, hidden_best, records, score_noise, strict_differences
+from autopeft.results import (dropped_checkpoints, front, hidden_best, records, score_noise,
+                               strict_differences)
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -53,6 +54,8 @@ def rows(study: Study, all_trials: bool = False, sort: str = "score") -> list[Ro
     on_front = set(shown)
     hidden = hidden_best(recs, noise)
     notes = _storage_notes(trials)
+    for number, why in dropped_checkpoints(study.user_attrs).items():  # the disk cap
+        notes[number] = f"checkpoint {why}"
     out = _queued(trials, notes) if all_trials else []
     for r in recs:
         if not all_trials and r.number not in on_front:
@@ -62,7 +65,7 @@ def rows(study: Study, all_trials: bool = False, sort: str = "score") -> list[Ro
                        trainable_fraction=r.trainable_fraction,
                        peak_memory_bytes=r.peak_memory_bytes, wall_seconds=r.wall_seconds,
                        on_front=r.number in on_front, candidate=r.candidate,
-                       note=r.note or notes.get(r.number, "") or (
+                       note="; ".join(n for n in (r.note, notes.get(r.number, "")) if n) or (
                            hidden.line() if hidden and hidden.number == r.number else ""),
                        feasible=r.feasible, seeds=r.seeds,
                        score_mean=r.score_mean,
@@ -97,6 +100,14 @@ def front_notes(study: Study) -> list[str]:
                      f"ties (scores within {noise:.4f}, memory within 5%) as one entry:")
         lines.extend(f"  {line}" for line in strict)
     return lines
+
+
+def checkpoint_line(study: Study) -> str:
+    """What the study's checkpoints hold on this machine (``show``'s last line)."""
+    from autopeft.paths import checkpoints_dir
+    from autopeft.search.continuation import held_line  # torch: only when shown
+
+    return held_line(checkpoints_dir(study.study_name))
 
 
 def _storage_notes(trials: list[FrozenTrial]) -> dict[int, str]:

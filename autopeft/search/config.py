@@ -66,6 +66,9 @@ class SearchConfig:
     # Experiment trackers, HF Trainer's names: "tensorboard,mlflow,wandb", "all", "none"
     # (autopeft/tracking.py): a run per trial under the study's parent run.
     report_to: str | list[str] | None = None
+    # What the study's checkpoints may hold on this machine: "20GB", "500MiB", or a share
+    # of the free disk ("0.3", "30%"); None: half of it (search/continuation.py).
+    checkpoint_space: str | float | None = None
 
     def __post_init__(self) -> None:
         if self.data is None:
@@ -105,6 +108,10 @@ def check_search_config(cfg: SearchConfig) -> None:
         parse_params(cfg.max_params, 1)
     parse_rungs(cfg.rungs)
     parse_report_to(cfg.report_to)
+    if cfg.checkpoint_space is not None:
+        from autopeft.search.continuation import checkpoint_space  # torch: a search loads it anyway
+
+        checkpoint_space(cfg.checkpoint_space, ".")
     at_least(cfg, 0, ["refit_share"], maximum=1)
     if cfg.refit_share == 1:
         raise UserError("refit_share must be below 1 (the search needs some of the budget)")

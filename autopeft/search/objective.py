@@ -27,21 +27,25 @@ fewer when it continued an earlier trial's checkpoint, ``continued_from``).
 """
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from autopeft.candidate import Candidate
+from autopeft.checkpoint import checkpoint_bytes
 from autopeft.devices import cuda_broken
 from autopeft.errors import UserError
 from autopeft.protocols import Reporter, Trainer
-from autopeft.results import (CANDIDATE, CONTINUED_FROM, CONTINUES, DUPLICATE_OF, FAIL_REASON,
-                              INTERRUPTED, PAUSED, PREDICTED_MEMORY, PROMOTES, RUNG_SCORES,
-                              SCORING_SECONDS, STEPS, STEPS_TRAINED, STOPPED_BY_BUDGET)
+from autopeft.results import (CANDIDATE, CHECKPOINT_DROPPED, CONTINUED_FROM, CONTINUES,
+                              DUPLICATE_OF, FAIL_REASON, INTERRUPTED, PAUSED, PREDICTED_MEMORY,
+                              PROMOTES, RUNG_SCORES, SCORING_SECONDS, STEPS, STEPS_TRAINED,
+                              STOPPED_BY_BUDGET, dropped_checkpoints)
 from autopeft.runner import Fidelity, Outcome
 from autopeft.search.budget import Phase, predict_scoring, predict_seconds
 from autopeft.search.constraints import Limits, Prediction, predict
-from autopeft.search.continuation import Checkpoints
+from autopeft.search.continuation import Checkpoints, drop_superseded, make_room
 from autopeft.search.losscheck import LossCheck, chance_loss
 from autopeft.search.plan import (SEPARATION_TRIALS, Plan, continuation_seconds, lengthened,
                                    refit_shortfall, separates)
@@ -132,6 +136,9 @@ class TrialRunner:
     checkpoints: Checkpoints | None = None  # None: runs keep no checkpoint, none continues
     loss_check: bool = True  # stop a candidate whose training loss has not moved (losscheck)
     eta: int = 3  # the ladder's factor: a plan that lengthens goes one rung up
+    # The complete trials whose checkpoints the refit continues (its front): the others'
+    # are deleted as each trial completes. None: nothing reads a complete trial's.
+    refit_readers: Callable[[Study], set[int]] | None = None
 
     @property
     def rungs(self) -> list[int]:
@@ -141,7 +148,16 @@ class TrialRunner:
     @property
     def fidelity(self) -> Fidelity:
         return Fidelity(schedule_steps=self.plan.schedule_steps, stop_at=self.plan.trial_steps,
-                        rung_rows=self.plan.rung_eval_rows)
+                        rung_rows=self.plan.rung_eval_rows, keep_end=self._refit_reads(),
+                        checkpoint_space=self.checkpoints.space if self.checkpoints else None)
+
+    def _refit_reads(self) -> bool:
+        """Whether the refit continues complete trials' checkpoints (it trains longer)."""
+        return self.refit_readers is not None and self.plan.refit_steps > self.plan.trial_steps
+
+    @property
+    def _schedule(self) -> int:
+        return int(self.plan.schedule_steps or self.plan.trial_steps)
 
     def _trained(self) -> list[dict[str, Any]]:
         return [t.user_attrs for t in self.study.get_trials(deepcopy=False)
@@ -181,11 +197,14 @@ class TrialRunner:
             if CANDIDATE in t.user_attrs:
                 later[repr(t.user_attrs[CANDIDATE])] = t.number
         taken = {t.user_attrs.get(PROMOTES) for t in trials}
+        dropped = dropped_checkpoints(self.study.user_attrs)
         tables: dict[int, list] = {}  # one read of the storage, one table per rung
         for t in trials:
             a = t.user_attrs
             if (t.state.name != "PRUNED" or not a.get(PAUSED) or t.number in taken
                     or later.get(repr(a.get(CANDIDATE))) != t.number):  # taken up since
+                continue
+            if t.number in dropped:  # its checkpoint went under the disk cap: never promoted
                 continue
             step = int(a["pruned_at_step"])
             if step not in tables:
@@ -274,6 +293,9 @@ class TrialRunner:
         scores: dict[str, float] = {}
         decisions: dict[str, Any] = {}
         resume, keep = self._continuation(trial, candidate, rungs, scores)
+        need = checkpoint_bytes(pred.trained_params, sum(
+            b.numel() * b.element_size() for b in self.skeleton.buffers()))
+        self._make_room(keep, need)
         # A run that continues a checkpoint sees its losses from there on only: its start is
         # not the candidate's start, so the loss check (made when it first ran) stays off.
         check_loss = self.loss_check and resume is None
@@ -307,6 +329,8 @@ class TrialRunner:
             scores[str(step)] = score
             trial.set_user_attr(RUNG_SCORES, dict(scores))  # other workers see it now
             self.reporter.rung(trial.number, step, score)
+            if step < rungs[-1]:
+                self._make_room(keep, need)  # for the checkpoint written after this rung
             if step >= rungs[-1] or not self.pruner.prunes:
                 return
             # Every score is chance yet: a rung the plan chose decides nothing (rungs the
@@ -350,8 +374,27 @@ class TrialRunner:
         if broken:
             trial.set_user_attr("infeasible_reason", "; ".join(broken))
         self.study.tell(trial, [r.score, outcome.trainable, r.peak_memory])
+        self._release()
         self.reporter.trial_finished(self.study, trial.number)
         return TrialState.COMPLETE.name
+
+    def _release(self) -> None:
+        """After a trial completed: delete the checkpoints of complete trials that the refit
+        will not continue (all of them where the plan has no refit to read them), so a long
+        search holds only what something can read (``search/continuation.py``)."""
+        if self.checkpoints is None:
+            return
+        kept = self.refit_readers(self.study) if self.refit_readers and self._refit_reads() else ()
+        drop_superseded(self.study, self.checkpoints, self._schedule, kept)
+
+    def _make_room(self, keep: str | None, need: int) -> None:
+        """Under the disk cap, drop other checkpoints until this run's next one fits."""
+        if keep is None or self.checkpoints is None or self.checkpoints.space is None:
+            return
+        if os.path.isfile(keep):  # its previous checkpoint: the best measure of the next
+            need = os.path.getsize(keep)
+        for line in make_room(self.study, self.checkpoints, self._schedule, need, keep):
+            self.reporter.note(f"checkpoint of {line}")
 
     def _continuation(self, trial: Trial, candidate: Candidate, rungs: list[int],
                       scores: dict[str, float]) -> tuple[str | None, str | None]:
@@ -360,9 +403,8 @@ class TrialRunner:
         lost) goes on from that trial's last rung, keeping the rung scores it had."""
         if self.checkpoints is None:
             return None, None
-        schedule = int(self.plan.schedule_steps or self.plan.trial_steps)
-        keep = self.checkpoints.path(candidate, schedule)
-        found = self.checkpoints.find(candidate, schedule, self.plan.trial_steps)
+        keep = self.checkpoints.path(candidate, self._schedule)
+        found = self.checkpoints.find(candidate, self._schedule, self.plan.trial_steps)
         if found is None or found.step == 0:
             return None, keep
         scores.update({str(s): v for s, v in found.rung_scores.items() if s in rungs})
@@ -374,8 +416,7 @@ class TrialRunner:
 
     def _discard(self, candidate: Candidate) -> None:
         if self.checkpoints is not None:
-            schedule = int(self.plan.schedule_steps or self.plan.trial_steps)
-            self.checkpoints.discard(candidate, schedule)
+            self.checkpoints.discard(candidate, self._schedule)
 
     def _ran_out_before(self, predicted_memory: int) -> list[str]:
         """Without --max-memory, a candidate is not tried blindly when ``OOM_REPEATS`` trials
@@ -458,6 +499,12 @@ class TrialRunner:
                            "samples": stop.step * self.bench.settings.batch_size
                            * self.bench.settings.grad_accum}.items():
             trial.set_user_attr(key, value)
+        if (stop.paused and self.checkpoints is not None and self.checkpoints.space is not None
+                and not os.path.isfile(self.checkpoints.path(
+                    Candidate.from_dict(trial.user_attrs[CANDIDATE]), self._schedule))):
+            self.study.set_user_attr(f"{CHECKPOINT_DROPPED}:{trial.number}", (
+                "none written (no room under --checkpoint-space, or a method that cannot "
+                "continue): it can never be promoted"))
         self.study.tell(trial, state=TrialState.PRUNED)
         self.reporter.trial_pruned(trial.number, stop.reason)
         return TrialState.PRUNED.name

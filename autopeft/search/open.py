@@ -22,7 +22,7 @@ def study_attrs(cfg: SearchConfig, space: Space) -> dict[str, Any]:
             "train": asdict(cfg.train), "objectives": list(OBJECTIVES),
             "search": {"pruner": cfg.pruner, "eta": cfg.eta, "max_memory": cfg.max_memory,
                        "max_params": cfg.max_params, "sampler": cfg.sampler, "seed": cfg.seed,
-                       "loss_check": cfg.loss_check}}
+                       "loss_check": cfg.loss_check, "checkpoint_space": cfg.checkpoint_space}}
 
 
 def name_metrics(study: Any) -> None:

@@ -103,10 +103,15 @@ class Costs:
     rung_eval_seconds: float  # scoring the rung subset
     start_seconds: float = 0.5  # building a candidate on a fresh copy of the model
     probe: str | None = None  # the candidate measured (the LoRA recipe, else its fallbacks)
+    # Writing the probe candidate's checkpoint (``probe.write_speed``): a run waits for its
+    # last write at its end; the earlier ones overlap its training (``checkpoint.Writer``).
+    write_seconds: float = 0.0
 
     def run_seconds(self, steps: int) -> float:
-        """One run of ``steps`` steps from its start, scored on the whole validation split."""
-        return self.start_seconds + steps * self.step_seconds + self.eval_seconds
+        """One run of ``steps`` steps from its start, scored on the whole validation split,
+        its last checkpoint written."""
+        return (self.start_seconds + steps * self.step_seconds + self.eval_seconds
+                + self.write_seconds)
 
 
 @dataclass(frozen=True)
@@ -182,7 +187,9 @@ class Plan:
         if self.costs:
             c = self.costs
             parts.append(f"measured {c.step_seconds:.3f} s/step, {c.eval_seconds:.1f} s to score "
-                         f"the validation split ({c.rung_eval_seconds:.1f} s the rung subset)")
+                         f"the validation split ({c.rung_eval_seconds:.1f} s the rung subset)"
+                         + (f", {c.write_seconds:.2f} s to write a checkpoint"
+                            if c.write_seconds else ""))
         parts.append(f"trials train up to {self.trial_steps} of {self.max_steps} steps (of a "
                      f"{self.schedule_steps}-step schedule), rungs at {', '.join(map(str, self.rungs))}")
         if self.expected_candidates:

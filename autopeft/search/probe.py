@@ -22,7 +22,10 @@ measured as the trials run:
 
 The probe candidate is the LoRA recipe (the first trial of a warm-started search), BitFit
 where LoRA does not fit the model, full fine-tuning where neither does. Then one scoring of
-the validation split. A few seconds on a small model; its numbers are stored with the plan.
+the validation split, and one timed write of a checkpoint the size of the probe candidate's
+(``write_speed``, under the studies folder where the checkpoints go): a run waits for its
+last checkpoint's write (full fine-tuning of a base-size model: about 1.5 GB). A few
+seconds on a small model; its numbers are stored with the plan.
 
 The probe runs alone, before the workers start; what several trials at once do to each
 other is the **throughput** (``worker_throughput``, the plan's ``Throughput``):
@@ -43,6 +46,7 @@ other is the **throughput** (``worker_throughput``, the plan's ``Throughput``):
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import threading
 import time
@@ -60,6 +64,9 @@ CO_RUN_SECONDS = 0.3  # the contention proxy runs about this long alone, then wi
 REPEATS = 2  # alone and together, each timed this many times
 MIN_SPEED = 0.05  # a slot's speed is never planned below this (a measurement gone wrong)
 PROBE_STEPS = 20  # timed steps, after WARMUP_STEPS untimed ones
+# The timed write's size: the probe candidate's checkpoint, within these bounds (large
+# enough to time the disk, not the call; small enough to cost a fraction of a second).
+WRITE_BYTES = (4 * 2**20, 64 * 2**20)
 WARMUP_STEPS = 3
 PROBES = (Candidate([MethodSpec("lora", {"r": 8, "alpha": 16, "targets": ["query", "value"]})], 5e-4),
           Candidate([MethodSpec("bitfit")], 1e-3),
@@ -132,7 +139,7 @@ def probe(bench: Any, rung_rows: int | None) -> Costs:
                 stamps.append(getattr(bench, "step_time", None) or time.perf_counter())
 
         start = time.perf_counter()
-        bench.run(candidate, on_step=on_step, fidelity=fidelity)
+        outcome = bench.run(candidate, on_step=on_step, fidelity=fidelity)
         end = time.perf_counter()
         step = _epoch_step_seconds(bench, candidate, stamps)
         evaluation = end - stamps[-1]
@@ -140,8 +147,40 @@ def probe(bench: Any, rung_rows: int | None) -> Costs:
         first = stamps[0] - start - step  # build and copy, before the first step
         return Costs(step_seconds=round(step, 4), eval_seconds=round(evaluation, 3),
                      rung_eval_seconds=round(evaluation * share, 3),
-                     start_seconds=round(max(0.0, first), 3), probe=candidate.label)
+                     start_seconds=round(max(0.0, first), 3), probe=candidate.label,
+                     write_seconds=_write_seconds(outcome))
     raise RuntimeError(f"no probe candidate trains on this model: {last}")
+
+
+def _write_seconds(outcome: Any) -> float:
+    """Seconds to write the probe candidate's checkpoint at this disk's speed (0: a trainer
+    that does not say what it trained)."""
+    from autopeft.checkpoint import checkpoint_bytes
+    from autopeft.paths import studies_dir
+
+    trained = getattr(outcome, "trained", None)
+    if not trained:
+        return 0.0
+    size = checkpoint_bytes(trained)
+    return round(size / write_speed(studies_dir(), size), 3)
+
+
+def write_speed(folder: str, size: int) -> float:
+    """Bytes a second that ``checkpoint.save`` writes to ``folder``: one timed save of
+    ``size`` bytes (within ``WRITE_BYTES``), deleted after."""
+    import torch
+
+    from autopeft.checkpoint import Checkpoint, save
+
+    size = min(max(size, WRITE_BYTES[0]), WRITE_BYTES[1])
+    state = Checkpoint(0, 1, (0, 0), 0, 0.0, None, 0, {"w": torch.ones(size // 4)}, {}, {}, {}, [])
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, ".probe-write.pt")
+    start = time.perf_counter()
+    save(state, path)
+    seconds = time.perf_counter() - start
+    os.unlink(path)
+    return size / max(seconds, 1e-6)
 
 
 def _epoch_step_seconds(bench: Any, candidate: Candidate, stamps: list[float]) -> float:

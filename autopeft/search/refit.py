@@ -68,6 +68,12 @@ def _search_front(study: Study) -> list[Record]:
     return members
 
 
+def front_numbers(study: Study) -> set[int]:
+    """The search trials the refit may continue (``_search_front``): only their
+    checkpoints are kept once they complete (``search/continuation.py``)."""
+    return {m.number for m in _search_front(study)}
+
+
 def _noise(study: Study) -> float:
     return float((study.user_attrs.get("noise") or {}).get("rung", 0.0))
 

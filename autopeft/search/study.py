@@ -34,7 +34,7 @@ from autopeft.runner import Bench, DataSettings
 from autopeft.search.budget import Budget, Clock, Phase
 from autopeft.search.config import SearchConfig
 from autopeft.search.constraints import Limits
-from autopeft.search.continuation import Checkpoints, drop_finished, origin_of, requeue_cut_short
+from autopeft.search.continuation import drop_finished, requeue_cut_short, study_checkpoints
 from autopeft.search.loop import run_trials
 from autopeft.search.objective import TrialRunner
 from autopeft.search.open import open_existing_study, open_study
@@ -42,7 +42,7 @@ from autopeft.search.plan import Plan, make_plan, parse_rungs, short_schedule
 from autopeft.search.pruner import make_pruner
 from autopeft.search.samplers import make_sampler
 from autopeft.search.storage import HEARTBEAT_SECONDS, existing_url, mask, storage_url
-from autopeft.search.refit import refit_front
+from autopeft.search.refit import front_numbers, refit_front
 from autopeft.search.summary import (Scales, promotion_fractions, record_hypervolume,
                                      searched_candidates)
 from autopeft.search.transfer import (LR_PRIOR, StudyRecord, choose_portfolio, meta_store_dir,
@@ -126,9 +126,9 @@ def prepare(study: Study, cfg: SearchConfig, space: Space, trainer: Trainer, bud
     noise = float((study.user_attrs.get("noise") or {}).get("rung", 0.0))
     return TrialRunner(study, trainer, skeleton(trainer.base.model),
                        make_pruner(cfg.pruner, cfg.eta), limits, budget, reporter, plan, noise,
-                       checkpoints=Checkpoints(checkpoints_dir(cfg.study), trainer.settings,
-                                               origin_of(study)),
-                       loss_check=cfg.loss_check, eta=cfg.eta)
+                       checkpoints=study_checkpoints(study, checkpoints_dir(cfg.study),
+                                                     trainer.settings, cfg.checkpoint_space),
+                       loss_check=cfg.loss_check, eta=cfg.eta, refit_readers=front_numbers)
 
 
 def model_descriptor(name: str, model: Any) -> dict[str, Any]:
@@ -274,6 +274,7 @@ def run_search(cfg: SearchConfig, reporter: Reporter | None = None, bench: Bench
         budget = refit_phase(budget, plan, cfg.refit_share)
         budget.store(study)  # every worker of this study stops searching when the refit's share begins
         runner = prepare(study, cfg, space, trainer, budget.search, reporter, plan)
+        reporter.note(runner.checkpoints.describe())
         if cut := requeue_cut_short(study, runner.checkpoints, int(plan.schedule_steps or 0),
                                     plan.trial_steps):
             reporter.note(f"continuing trial(s) {', '.join(map(str, cut))} from their "
@@ -304,7 +305,8 @@ def run_search(cfg: SearchConfig, reporter: Reporter | None = None, bench: Bench
             if files:
                 reporter.note(f"deleted the checkpoints of {files} finished trial"
                               f"{'s' if files != 1 else ''} ({size / 2**20:.0f} MiB): only a "
-                              "refit reads them; those of trials cut short stay")
+                              "refit reads them; those of trials cut short or paused stay")
+            reporter.note(runner.checkpoints.describe())
         finally:
             for proc in procs:
                 if proc.poll() is None:
