@@ -39,13 +39,16 @@ def non_dominated_mask(values: Sequence[Sequence[float]], directions: Sequence[s
     point j may dominate point i at all, e.g. only a score of at least i's fidelity)."""
     pts = _as_minimisation(values, directions)
     n = len(pts)
-    mask = np.ones(n, dtype=bool)
-    for i in range(n):
-        for j in range(n):
-            if i != j and (may_dominate is None or may_dominate(j, i)) and dominates(
-                    pts[j], pts[i], tolerance):
-                mask[i] = False
-                break
+    tol = np.zeros(pts.shape[1]) if tolerance is None else np.asarray(tolerance, dtype=float)
+    # beats[j, i]: point j dominates point i (``dominates``, for every pair at once: a
+    # replayed 4-hour study asked this of 305 trials' fronts after each trial, 4.5 million
+    # calls one pair at a time)
+    a, b = pts[:, None, :], pts[None, :, :]
+    beats = np.all(a <= b + tol, axis=2) & np.any(a < b - tol, axis=2)  # never i over i
+    if may_dominate is not None:
+        beats &= np.array([[may_dominate(j, i) for i in range(n)] for j in range(n)],
+                          dtype=bool).reshape(n, n)
+    mask = ~beats.any(axis=0)
     if n and not mask.any():  # ties within the tolerance can form a cycle: keep the plain front
         return non_dominated_mask(values, directions, may_dominate=may_dominate)
     return mask

@@ -82,3 +82,27 @@ def test_hypervolume_matches_monte_carlo() -> None:
     for p in pts:
         covered |= np.all(samples >= p, axis=1)
     assert hypervolume(pts, [1, 1, 1]) == pytest.approx(covered.mean(), abs=0.01)
+
+
+def test_the_mask_is_the_pairwise_definition_on_random_fronts() -> None:
+    """``non_dominated_mask`` (all pairs at once) against ``dominates`` pair by pair, with a
+    tolerance and a like-with-like rule, on random points with many ties."""
+    import numpy as np
+
+    from autopeft.pareto import dominates, non_dominated_mask
+
+    rng = np.random.default_rng(0)
+    directions = ["maximize", "minimize", "minimize"]
+    for trial in range(30):
+        n = int(rng.integers(1, 40))
+        values = rng.integers(0, 6, size=(n, 3)).astype(float) / 5
+        tol = [0.2, 0.0, 0.0] if trial % 2 else None
+        level = rng.integers(0, 2, size=n)  # a fidelity: only as long may dominate
+        rule = (lambda j, i: level[j] >= level[i]) if trial % 3 else None
+        pts = values * np.array([-1.0, 1.0, 1.0])
+        want = [not any(j != i and (rule is None or rule(j, i)) and dominates(pts[j], pts[i], tol)
+                        for j in range(n)) for i in range(n)]
+        if not any(want):  # a cycle of ties: the plain front
+            want = [not any(j != i and (rule is None or rule(j, i)) and dominates(pts[j], pts[i])
+                            for j in range(n)) for i in range(n)]
+        assert non_dominated_mask(values, directions, tol, rule).tolist() == want
