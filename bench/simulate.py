@@ -408,6 +408,8 @@ def summarise(study: Any, rec: Recording, bench: ReplayBench) -> dict:
         if tested else 0.0,
         "front": len(on_front),
         "trials": sum(1 for t in trials if CANDIDATE in t.user_attrs),
+        "promotion": study.user_attrs.get("promotion"),  # reached each rung, beside planned
+        "candidates": study.user_attrs.get("candidates"),  # searched, beside planned
         "ratio_planned": plan.get("ratio"), "rungs": plan.get("rungs"),
         "trial_steps": plan.get("trial_steps"),
     }
