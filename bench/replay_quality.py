@@ -226,6 +226,7 @@ def report(out: Path = OUT) -> str:
         if not task_rows:
             continue
         recorded = task_rows[0]["recorded"]
+        nothing = floor(task)
         nearest = sum(r.get("nearest", 0) for r in task_rows)
         trained = sum(r.get("exact", 0) + r.get("nearest", 0) for r in task_rows)
         engines = sorted({r["arm"] for r in task_rows if "@" in r["arm"]})
@@ -242,12 +243,12 @@ def report(out: Path = OUT) -> str:
             lines.append(f"| {ratio:g} | " + " | ".join(
                 [cell(vals(a)) for a in score_arms]
                 + [cell(vals(a, "hypervolume_test")) for a in hv_arms]) + " |")
-            targets += check(task, ratio, by)
+            targets += check(task, ratio, by, nothing)
             for old in engines:
                 targets += engine_check(task, ratio, by, old)
         w3 = [r["best_small_test"] for r in by.get((task, 3.0, "W"), []) if r.get("best_small_test") is not None]
         a10 = [r["best_small_test"] for r in by.get((task, 10.0, "A"), []) if r.get("best_small_test") is not None]
-        if w3 and a10:  # a 3x shorter budget to the same result
+        if w3 and a10 and max(w3 + a10) > nothing:  # a 3x shorter budget to the same result
             ok = statistics.fmean(w3) >= statistics.fmean(a10)
             targets.append(f"- {task}: W at R = 3 reaches A's R = 10 score: "
                            f"{'met' if ok else 'MISSED'} ({cell(w3)} against {cell(a10)})")
@@ -264,9 +265,33 @@ def paired(by: dict, task: str, ratio: float, a: str, b: str, key: str) -> list[
             if r.get(key) is not None and (fixed is not None or r["seed"] in other)]
 
 
-def check(task: str, ratio: float, by: dict) -> list[str]:
+def floor(task: str) -> float:
+    """What learning nothing scores on the test split, plus two sampling errors: the
+    majority class (accuracy) or 0 (a correlation, MCC). Every arm at or below it: the
+    recording learned nothing there, and no comparison of arms means anything."""
+    import numpy as np
+
+    from autopeft.metrics import METRICS
+    from autopeft.results import sampling_noise
+
+    rec = Recording.load(task)
+    y = rec.test_labels
+    if y.dtype.kind == "f":
+        base = 0.0
+    else:
+        base = METRICS[rec.metric](np.full_like(y, np.bincount(y).argmax()), y)["score"]
+    return base + 2 * sampling_noise(rec.metric, len(y))
+
+
+def check(task: str, ratio: float, by: dict, nothing: float | None = None) -> list[str]:
     """Issue 28's targets at this task and R ("beyond the spread": the paired difference's
-    mean exceeds its std over repetitions)."""
+    mean exceeds its std over repetitions); none where no arm scored above ``nothing``
+    (``floor``: no arm learned anything)."""
+    best = [r["best_small_test"] for (t, q, _), rows in by.items() if t == task and q == ratio
+            for r in rows if r.get("best_small_test") is not None]
+    if nothing is not None and best and max(best) <= nothing:
+        return [f"- {task}, R = {ratio:g}: no signal: no arm scored above {nothing:.3f} "
+                "(learning nothing, plus two sampling errors) on the test split"]
     rules = []
     if ratio == 1:
         rules.append(("A >= C-sweep - 0.5 point", "A", "C-sweep", "best_small_test",

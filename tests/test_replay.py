@@ -127,3 +127,17 @@ def test_a_fixed_arm_selects_on_validation_and_reports_the_test_split(tmp_path: 
     assert paired(by, "rte", 3, "A", "C-short", "best_small_test") == pytest.approx([0.01, 0.03])
     assert check("rte", 3, by) == [
         "- rte, R = 3: A >= C-short: met (A - C-short: +0.020 ± 0.014, 2 pairs)"]
+
+
+def test_no_target_is_judged_where_no_arm_learned_anything() -> None:
+    from replay_quality import check
+
+    by = {("cola", 10, "A"): [{"seed": s, "best_small_test": 0.0, "hypervolume_test": 0.042}
+                              for s in range(3)],
+          ("cola", 10, "B"): [{"seed": s, "best_small_test": 0.0, "hypervolume_test": 0.041}
+                              for s in range(3)]}
+    assert check("cola", 10, by, nothing=0.089) == [
+        "- cola, R = 10: no signal: no arm scored above 0.089 (learning nothing, plus two "
+        "sampling errors) on the test split"]
+    judged = check("cola", 10, by, nothing=None)  # without the floor a 0.001 gap is "met"
+    assert "- cola, R = 10: hypervolume A above B beyond the spread: met (A - B: +0.001 ± 0.000, 3 pairs)" in judged
