@@ -17,6 +17,16 @@ ROOT = Path(__file__).resolve().parents[1]
 # Trials run in this process unless a test asks for a child process (test_isolation.py,
 # test_survival.py): spawning one per search would add seconds to every CLI test.
 os.environ.setdefault("AUTOPEFT_ISOLATION", "none")
+# pyproject's `-n 2` runs two pytest-xdist workers, one a core: each worker's torch, and every
+# process a test starts (which inherits the variables), uses one thread, not two each
+# fighting for two cores. A child and its parent keep the same count, so runs they compare
+# bit for bit add up in the same order.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+    import torch
+
+    torch.set_num_threads(1)
 SHARED_DATA = Path(os.environ.get("AUTOPEFT_TEST_DATA", ROOT.parent / "shared" / "data"))
 SST2 = SHARED_DATA / "glue" / "sst2"
 
