@@ -21,6 +21,17 @@ os.environ.setdefault("AUTOPEFT_ISOLATION", "none")
 # test asks for transfer (tests/test_transfer.py): the shipped BERT-family portfolio would
 # otherwise start every tiny-BERT search, and each search would leave a store behind.
 os.environ.setdefault("AUTOPEFT_TRANSFER", "off")
+
+# pyproject's `-n 2` runs two pytest-xdist workers, one a core: each worker's torch, and every
+# process a test starts (which inherits the variables), uses one thread, not two each
+# fighting for two cores. A child and its parent keep the same count, so runs they compare
+# bit for bit add up in the same order.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+    import torch
+
+    torch.set_num_threads(1)
 SHARED_DATA = Path(os.environ.get("AUTOPEFT_TEST_DATA", ROOT.parent / "shared" / "data"))
 SST2 = SHARED_DATA / "glue" / "sst2"
 

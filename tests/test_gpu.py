@@ -55,12 +55,16 @@ def test_the_search_process_takes_its_own_slot_and_gives_it_back(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(devices.SHARE_ENV, raising=False)
     threads = torch.get_num_threads()
-    with devices.own_slot(devices.Slot("4", 0.5, 1)):
-        assert devices.os.environ[devices.SHARE_ENV] == "0.5"  # its trial child inherits it
-        assert torch.get_num_threads() == 1
-    assert devices.SHARE_ENV not in devices.os.environ and torch.get_num_threads() == threads
-    with devices.own_slot(devices.Slot(None)):  # CPU: threads and environment untouched
-        assert torch.get_num_threads() == threads
+    torch.set_num_threads(3)  # not the slot's 1 (a pytest-xdist worker runs on 1)
+    try:
+        with devices.own_slot(devices.Slot("4", 0.5, 1)):
+            assert devices.os.environ[devices.SHARE_ENV] == "0.5"  # its trial child inherits it
+            assert torch.get_num_threads() == 1
+        assert devices.SHARE_ENV not in devices.os.environ and torch.get_num_threads() == 3
+        with devices.own_slot(devices.Slot(None)):  # CPU: threads and environment untouched
+            assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(threads)
 
 
 def fake_gpu(monkeypatch: pytest.MonkeyPatch, capability: tuple[int, int],

@@ -171,6 +171,7 @@ def test_the_loop_and_sharing_sections_run_on_the_cpu(tiny_data: Path, tmp_path:
 
 
 @pytest.mark.slow  # pip download reaches the registry, pip wheel builds autopeft: ~20 s
+@pytest.mark.xdist_group("wheel")  # as test_packaging's, in the checkout's build/
 def test_the_bundle_holds_what_the_gpu_machine_lacks_in_under_60_mib(tmp_path: Path) -> None:
     folder = tmp_path / "gpu"
     done = subprocess.run(["bash", str(ROOT / "bench" / "gpu_bundle.sh"), str(folder)],

@@ -10,7 +10,9 @@ from autopeft.isolation import IsolatedBench, TrialCrashed
 from autopeft.runner import Bench, DataSettings
 from autopeft.train import Diverged, TrainSettings
 
-pytestmark = pytest.mark.slow  # spawns trial processes (torch import each): ~40 s
+# It spawns trial processes (torch import each): ~40 s. One worker runs this file
+# (pytest-xdist): the module's child process is started once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_isolation")]
 
 DATA = dict(train_samples=48, eval_samples=32)
 SETTINGS = TrainSettings(batch_size=16, max_length=32)

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("wheel")  # pip wheel builds in the checkout's build/
 def test_a_wheel_installed_in_a_fresh_venv_has_the_spaces_and_the_cli(tmp_path: Path) -> None:
     # No PYTHONPATH anywhere here: a folder another test put there (the GPU check's bundle
     # site holds an autopeft) made pip find autopeft installed and skip the wheel.

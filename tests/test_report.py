@@ -23,6 +23,9 @@ from autopeft.report.progress import (ConsoleReporter, JsonLogReporter, LiveRepo
                                       NullReporter, state_counts)
 from test_pick import hand_made_study
 
+# One worker runs this file (pytest-xdist): its study is searched and its report written once.
+pytestmark = pytest.mark.xdist_group("test_report")
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -383,8 +386,9 @@ def test_report_renders_in_headless_chromium(report, tmp_path: Path) -> None:
              "--enable-logging=stderr", "--v=0", "--virtual-time-budget=15000",
              "--window-size=1300,2400"]
     env = {**os.environ, "HOME": str(tmp_path)}
-    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True,
-                         timeout=180, env=env)
+    shot = tmp_path / "shot.png"  # one launch (seconds each) dumps the DOM and takes the shot
+    dom = subprocess.run([*flags, "--dump-dom", f"--screenshot={shot}", page.as_uri()],
+                         capture_output=True, text=True, timeout=180, env=env)
     assert dom.returncode == 0, dom.stderr[-2000:]
     console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line]
     assert not [c for c in console if "Uncaught" in c], console
@@ -398,9 +402,6 @@ def test_report_renders_in_headless_chromium(report, tmp_path: Path) -> None:
     assert len(plots) == 7 and len(svgs) >= 2 * 7, "plots did not render"
     assert re.search(r'<div[^>]*class="gl-container"', dom.stdout), "the 3-D scene did not render"
 
-    shot = tmp_path / "shot.png"
-    subprocess.run([*flags, f"--screenshot={shot}", page.as_uri()], capture_output=True,
-                   timeout=180, env=env, check=True)
     from PIL import Image
 
     with Image.open(shot) as img:

@@ -92,6 +92,7 @@ def three_workers(storage: str, folder: Path, model: Path, data: Path,
     assert len({t.user_attrs["worker"] for t in done}) == 3  # all three took trials
 
 
+@pytest.mark.xdist_group("postgresql")  # one database: its tables made once
 def test_three_workers_on_postgresql_finish_exactly_the_cap(pg_url, workdir, tiny_model,
                                                             tiny_data, monkeypatch) -> None:
     three_workers(pg_url, workdir, tiny_model, tiny_data, monkeypatch)
@@ -102,6 +103,7 @@ def test_three_workers_on_a_journal_file(workdir, tiny_model, tiny_data, monkeyp
                   monkeypatch)
 
 
+@pytest.mark.xdist_group("postgresql")  # one database: its tables made once
 def test_a_killed_worker_s_trial_fails_is_retried_and_the_cap_holds(pg_url, workdir, tiny_model,
                                                                     tiny_data) -> None:
     study = f"k-{uuid.uuid4().hex[:8]}"
