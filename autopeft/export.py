@@ -145,9 +145,10 @@ class ExportInfo:
                "data": asdict(self.data), "train": asdict(self.train),
                "candidate": self.candidate.to_dict(),
                "objectives": None if self.objectives is None else self.objectives.to_dict(),
-               # rung_rows (the search's rungs) is never exported
+               # how long it trained, only: the search's rungs and checkpoint rules
+               # (rung_rows, keep_end, checkpoint_space) are never exported
                "fidelity": None if self.fidelity is None
-               else _written(self.fidelity, ("schedule_steps", "stop_at"))}
+               else {k: getattr(self.fidelity, k) for k in ("schedule_steps", "stop_at")}}
         return {k: v for k, v in raw.items() if v is not None}
 
     @classmethod
