@@ -393,6 +393,7 @@ def strict_differences(recs: Sequence[Record], strict: Iterable[int],
     best-trials`` list) that is not an entry of this front is left out: a tie folded into an
     entry, a search trial its refit stands in for, or dominated within the noise."""
     on = front(recs, score_noise)
+    pool = front_pool(recs)  # a trial off the front may be dominated by another one off it
     entries = {r.number for r in on}
     tie_of = {n: r.number for r in on for n in r.repeats}
     by_number = {r.number: r for r in recs}
@@ -406,7 +407,7 @@ def strict_differences(recs: Sequence[Record], strict: Iterable[int],
         elif n in tie_of:
             why = (f"a tie of trial {tie_of[n]}: the same configuration at learning rate "
                    f"{_rate(r):.1e}, score {r.values[0]:.4f} within noise {score_noise:.4f}")
-        elif (other := _dominator(r, on, score_noise)) is not None:
+        elif (other := _dominator(r, [*on, *pool], score_noise)) is not None:
             why = f"dominated within the noise by trial {other.number} ({_why(other, r, score_noise)})"
         else:
             why = "not a candidate of this front (infeasible or provisional)"

@@ -216,3 +216,14 @@ def test_the_refit_sees_a_recipe_tied_at_chance_that_a_smaller_one_dominates() -
     pool = _search_front(study)
     assert {r.number for r in pool} == {0, 1, 2, 3}  # the front (1, 2, 3) and the leader 0
     assert [r.number for r in leaders_first(by_promise(pool, study), study)][:3] == [0, 1, 2]
+
+
+def test_a_strict_member_dominated_by_a_trial_off_the_front_says_by_which() -> None:
+    """Full fine-tuning's best score ties LoRA's within the noise; LoRA is itself tied off
+    the front by an adapter: full fine-tuning is dominated by LoRA (the README's session
+    said "not a candidate of this front (infeasible or provisional)")."""
+    adapter = rec(18, 0.7959, 63_050, memory=int(227 * MiB), candidate=cand("adapter", 2.7e-3))
+    lora = rec(2, 0.8073, 74_498, memory=int(443 * MiB), candidate=cand("lora", 3e-3))
+    full = rec(3, 0.8177, 22_713_986, memory=int(771 * MiB), candidate=cand("full", 1e-4))
+    lines = strict_differences([adapter, lora, full], [2, 3, 18], 0.0131)
+    assert lines[-1].startswith("trial 3: dominated within the noise by trial 2 (")
