@@ -50,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 from heldout import TASKS  # noqa: E402
+from search_quality import mean_sd, show  # noqa: E402
 from simulate import BASE_PARAMS, CURVES, WORK, Recording, replay  # noqa: E402
 
 # Another checkout's engine replayed on the same recording (issue 29: "today's engine", the
@@ -194,15 +195,8 @@ def w_store(arm: str, task: str, snap: Path) -> dict:
     return {"meta_store": copy}
 
 
-def mean_sd(vals: list[float]) -> tuple[float | None, float]:
-    if not vals:
-        return None, 0.0
-    return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
-
-
 def cell(vals: list[float]) -> str:
-    m, sd = mean_sd(vals)
-    return "-" if m is None else f"{m:.3f}" + (f" ± {sd:.3f}" if len(vals) > 1 else "")
+    return show(vals, 3)
 
 
 def report(out: Path = OUT) -> str:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, field
+from functools import cached_property
 
 START_STEPS = 10  # the start: the mean loss over the first steps
 LOSS_WINDOW = 20  # recent: the mean loss over the last steps
@@ -79,11 +80,11 @@ class LossCheck:
     losses: list[float] = field(default_factory=list)
     passed_at: int | None = None  # the last check step at which the loss had moved
 
-    @property
+    @cached_property  # read on every step; the schedule does not change
     def window(self) -> int:
         return windows(self.schedule_steps)[0]
 
-    @property
+    @cached_property
     def first_check(self) -> int:
         return self.warmup_steps + windows(self.schedule_steps)[1]
 
