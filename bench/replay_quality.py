@@ -140,7 +140,8 @@ def fixed_arm(rec: Recording, arm: str, ratio: float) -> dict:
 def done_keys(path: Path) -> set[tuple]:
     if not path.exists():
         return set()
-    return {(r["task"], r["ratio"], r["arm"], r["seed"], r["setting"], r["snapshot"])
+    return {(r["task"], r["ratio"], r["arm"], r["seed"], r["setting"], r["snapshot"],
+             r.get("engine"))
             for r in map(json.loads, path.read_text().splitlines()) if r}
 
 
@@ -159,7 +160,7 @@ def run(tasks: list[str], ratios: list[float], arms: list[str], reps: int, setti
                 seeds = range(reps) if arm in SEARCH_ARMS else range(1)
                 for seed in seeds:
                     stored = arm + TAG if arm in SEARCH_ARMS else arm
-                    key = (task, ratio, stored, seed, setting, folder.name)
+                    key = (task, ratio, stored, seed, setting, folder.name, COMMIT)
                     if key in have:
                         continue
                     t0 = time.perf_counter()
@@ -199,12 +200,18 @@ def cell(vals: list[float]) -> str:
     return show(vals, 3)
 
 
-def report(out: Path = OUT) -> str:
-    rows = [json.loads(line) for line in out.read_text().splitlines() if line]
-    latest = {}
-    for r in rows:  # the newest snapshot of each task
-        latest[r["task"]] = r["snapshot"]
+def current(rows: list[dict]) -> list[dict]:
+    """The rows a report shows: each task's newest snapshot of the recording, and on it each
+    arm as the newest engine replayed it (a change to the engine reruns its arms; the rows of
+    the engine before stay in the file, out of the report). Rows are in the order run."""
+    latest = {r["task"]: r["snapshot"] for r in rows}
     rows = [r for r in rows if latest[r["task"]] == r["snapshot"]]
+    engine = {(r["task"], r["arm"]): r.get("engine") for r in rows}
+    return [r for r in rows if engine[r["task"], r["arm"]] == r.get("engine")]
+
+
+def report(out: Path = OUT) -> str:
+    rows = current([json.loads(line) for line in out.read_text().splitlines() if line])
     by: dict[tuple, list[dict]] = {}
     for r in rows:
         by.setdefault((r["task"], r["ratio"], r["arm"]), []).append(r)

@@ -39,11 +39,14 @@ def test_the_smallest_candidate_at_chance_is_pruned_and_a_mid_size_one_scoring_w
              E(5, 0.55, params=300_000), E(6, 0.86, params=22_700_000)]
     kept = {e.number for e in table if mo_asha(table, e.number, score_noise=0.028).keep}
     # 0, 1 (small, but at chance) and 3 lose to 2 (40K parameters: the best of its merged
-    # group, which keeps one); 5 loses to 4; 4 and 6 (0.84 and 0.86) are ties within the noise
-    assert kept == {2, 4, 6}
+    # group, which keeps one); 5 loses to 4; 4 and 6 (0.84 and 0.86) are ties within the
+    # noise, and the group {4, 5, 6} keeps one: the tie goes to 4, 150K parameters, not 22.7M
+    assert kept == {2, 4}
+    assert mo_asha(table, 6, score_noise=0.028).rank == 2
+    assert mo_asha(table, 6, score_noise=0.01).keep  # beyond that noise 0.86 wins
     d = mo_asha(table, 0, score_noise=0.028)
-    assert (d.band, d.rank, d.allowed, d.competitors) == ("1K-100K", 2, 1, 4)
-    assert "ranks 2 of 4" in d.reason and d.to_dict()["band"] == "1K-100K"
+    assert (d.band, d.rank, d.allowed, d.competitors) == ("1K-100K", 3, 1, 4)  # after 2 and 3
+    assert "ranks 3 of 4" in d.reason and d.to_dict()["band"] == "1K-100K"
 
 
 def test_a_small_candidate_goes_on_because_it_scores_well_for_its_size() -> None:
@@ -87,11 +90,27 @@ def test_decisions_do_not_depend_on_arrival_order() -> None:
                 for e in table} == first
 
 
-def test_fewer_than_eta_trials_keep_the_best_and_its_ties() -> None:
+def test_fewer_than_eta_trials_keep_one_ties_going_to_the_smaller() -> None:
     assert mo_asha([E(0, 0.5)], 0).keep
     both = [E(0, 0.9, params=1000), E(1, 0.7, params=10)]
     assert mo_asha(both, 0).keep and not mo_asha(both, 1).keep  # small is not enough
-    assert mo_asha(both, 1, score_noise=0.25).keep  # inside the noise: a tie
+    # inside the noise the scores cannot tell them apart: the smaller goes on, only it
+    assert mo_asha(both, 1, score_noise=0.25).keep and not mo_asha(both, 0, score_noise=0.25).keep
+
+
+def test_ties_never_let_more_than_the_top_share_go_on() -> None:
+    # Twelve trials within the noise of each other (before training separates them): the
+    # old rule kept all twelve. Exactly 12 // 3 = 4 go on, the four smallest, whatever the
+    # order of the table; then memory, then the trial number, decides among equal sizes.
+    table = [E(n, 0.50 + 0.001 * (n % 5), params=1_000 + 500 * ((n * 5) % 12)) for n in range(12)]
+    kept = {e.number for e in table if mo_asha(table, e.number, score_noise=0.03).keep}
+    assert kept == {e.number for e in sorted(table, key=lambda e: e.trainable_params)[:4]}
+    same = [E(n, 0.5, params=1_000, memory=2_000 - n) for n in range(6)]
+    assert {e.number for e in same if mo_asha(same, e.number, score_noise=0.03).keep} == {5, 4}
+    # one clearly ahead still goes on, and the ties share what is left
+    table.append(E(12, 0.9, params=9_000))
+    kept = {e.number for e in table if mo_asha(table, e.number, score_noise=0.03).keep}
+    assert 12 in kept and len(kept) == 13 // 3
 
 
 def test_median_score_ignores_cost() -> None:
@@ -186,7 +205,9 @@ def test_each_pruner_object_decides_like_its_function() -> None:
     assert MoAsha(eta=2).decide(table, 0).allowed == 1
     close = [E(0, 0.90), E(1, 0.89), E(2, 0.5)]
     assert not MoAsha().decide(close, 1).keep  # 0.89 < 0.90 at the same cost
-    assert MoAsha().decide(close, 1, score_noise=0.05).keep  # inside the noise: a tie
+    # inside the noise and at the same size, the better score still takes the one place
+    assert not MoAsha().decide(close, 1, score_noise=0.05).keep
+    assert MoAsha().decide([E(0, 0.90, params=200), *close[1:]], 1, score_noise=0.05).keep
     assert not MedianScore().decide(table, 2).keep
     assert MedianScore(min_peers=3).decide(table, 2).keep  # two peers: too few to judge
 

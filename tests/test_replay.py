@@ -141,3 +141,16 @@ def test_no_target_is_judged_where_no_arm_learned_anything() -> None:
         "sampling errors) on the test split"]
     judged = check("cola", 10, by, nothing=None)  # without the floor a 0.001 gap is "met"
     assert "- cola, R = 10: hypervolume A above B beyond the spread: met (A - B: +0.001 ± 0.000, 3 pairs)" in judged
+
+
+def test_a_report_shows_the_newest_snapshot_and_each_arms_newest_engine() -> None:
+    from replay_quality import current
+
+    def row(arm: str, snap: str, engine: str) -> dict:
+        return {"task": "sst2", "arm": arm, "snapshot": snap, "engine": engine}
+
+    rows = [row("A", "s1", "e1"), row("A", "s2", "e1"), row("A", "s2", "e2"),
+            row("A@old", "s2", "old"), row("C-sweep", "s2", "e1"),
+            {**row("A", "s1", "e1"), "task": "cola"}]
+    assert current(rows) == [row("A", "s2", "e2"), row("A@old", "s2", "old"),
+                             row("C-sweep", "s2", "e1"), {**row("A", "s1", "e1"), "task": "cola"}]

@@ -254,9 +254,9 @@ def test_mo_asha_prunes_trials_at_their_rungs_end_to_end(workdir: Path, tiny_mod
 def test_on_an_accuracy_task_a_rival_within_the_rung_noise_is_a_tie_not_a_prune(
         workdir: Path, tiny_model: Path, tiny_data: Path) -> None:
     """The tiny task (accuracy on 64 rows, steps of 1/64), MO-ASHA at rungs 2, 4 and 8: a trial
-    meets a rival of its size that scored half the study's rung noise above it at rung 4.
-    Within the noise they tie, so it goes on; without the noise it would rank 2 of 2 with
-    one place and stop. (The STS-B search of the test above has no noise: a correlation.)"""
+    meets a slightly larger rival that scored half the study's rung noise above it at rung 4.
+    Within the noise they tie and the tie goes to the smaller, so it goes on; without the
+    noise it would rank 2 of 2 with one place and stop."""
     import optuna
     from optuna.trial import TrialState, create_trial
 
@@ -272,13 +272,14 @@ def test_on_an_accuracy_task_a_rival_within_the_rung_noise_is_a_tie_not_a_prune(
                                 directions=["maximize", "minimize", "minimize"])
     rival = {**first.user_attrs["candidate"], "learning_rate": 1e-2}
     study.add_trial(create_trial(state=TrialState.PRUNED, user_attrs={
-        "candidate": rival, "label": "bitfit", "trainable_params": first.user_attrs["trainable_params"],
+        "candidate": rival, "label": "bitfit",
+        "trainable_params": first.user_attrs["trainable_params"] + 10,
         "rung_scores": {"2": scores["2"], "4": scores["4"] + noise / 2}}))
     study = api.search("sst2", n_trials=1, **opts)
     trial = study.get_trials()[-1]
     decision = trial.user_attrs["rung_decisions"]["4"]
     assert (decision["keep"], decision["rank"], decision["competitors"]) == (True, 1, 2)
-    assert f"(ties within {noise:.3f})" in decision["reason"]
+    assert f"(ties within {noise:.3f} go to the smaller)" in decision["reason"]
     assert trial.state.name == "COMPLETE"
     assert trial.user_attrs["rung_scores"] == scores  # the same run as alone
 
