@@ -154,3 +154,23 @@ def test_a_report_shows_the_newest_snapshot_and_each_arms_newest_engine() -> Non
             {**row("A", "s1", "e1"), "task": "cola"}]
     assert current(rows) == [row("A", "s2", "e2"), row("A@old", "s2", "old"),
                              row("C-sweep", "s2", "e1"), {**row("A", "s1", "e1"), "task": "cola"}]
+
+
+def test_a_pilot_records_apart_and_says_each_points_score(tmp_path: Path) -> None:
+    """``record.py --pilot``: its runs and settings go to their own folder (the recording's
+    are untouched), a pilot run already there is not trained again, and each run's
+    validation score is printed at each point."""
+    from record import pilot
+
+    curves, work = write_recording(tmp_path)
+    stored = json.loads((curves / "settings.json").read_text())
+    out = tmp_path / "pilot"
+    out.mkdir()
+    (out / "rte.jsonl").write_text((curves / "rte.jsonl").read_text())  # both ran already
+    lines = pilot("rte", stored, 480, [0, 1], out, work)
+    assert json.loads((out / "settings.json").read_text())["train_rows"] == {"rte": 480}
+    assert json.loads((curves / "settings.json").read_text())["train_rows"] == {"rte": 160}
+    assert lines[0].startswith("rte at 480 rows, #0 LoRA r=8 query/value: ")
+    assert "1.000 at step 6" in lines[0] and "1.000 at step 10" in lines[0]
+    zeros = labels(work, "validation").count("0") / len(labels(work, "validation"))
+    assert f"{zeros:.3f} at step 10" in lines[1]  # BitFit: class 0 everywhere
