@@ -63,8 +63,10 @@ if ENGINE:
                                capture_output=True, text=True, check=True).stdout.strip()
 else:
     TAG = ""
-COMMIT = subprocess.run(["git", "-C", ENGINE or str(ROOT), "rev-parse", "--short", "HEAD"],
-                        capture_output=True, text=True).stdout.strip()  # the engine replayed
+# the engine replayed: the last commit that changed the package (a commit of the benchmark
+# or the docs replays the same engine, so its rows stand; uncommitted edits are not seen)
+COMMIT = subprocess.run(["git", "-C", ENGINE or str(ROOT), "log", "-1", "--format=%h", "--",
+                         "autopeft"], capture_output=True, text=True).stdout.strip()
 
 OUT = ROOT / "bench" / "replay_quality.jsonl"
 SEARCH_ARMS = ("A", "B", "W")
