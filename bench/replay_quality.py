@@ -251,7 +251,7 @@ def report(out: Path = OUT) -> str:
             lines.append(f"| {ratio:g} | " + " | ".join(
                 [shown(a) for a in score_arms]
                 + [cell(vals(a, "hypervolume_test")) for a in hv_arms]) + " |")
-            judged = check(task, ratio, by, nothing)
+            judged = check(task, ratio, by, nothing) + full_fidelity(task, ratio, by)
             targets += judged
             if not any("no signal" in line for line in judged):
                 for old in engines:
@@ -329,6 +329,17 @@ def check(task: str, ratio: float, by: dict, nothing: float | None = None) -> li
         out.append(f"- {task}, R = {ratio:g}: {text}: {'met' if ok(m, sd) else 'MISSED'} "
                    f"({a} - {b}: {m:+.3f} ± {sd:.3f}, {len(diffs)} pairs)")
     return out
+
+
+def full_fidelity(task: str, ratio: float, by: dict) -> list[str]:
+    """Issue 28: at R >= 3 the best front member (by validation score) of every replayed
+    search of A was trained to a full run's steps."""
+    rows = [r for r in by.get((task, ratio, "A"), []) if r.get("best_steps") is not None]
+    if ratio < 3 or not rows:
+        return []
+    full = sum(1 for r in rows if r["best_steps"] >= r["full_steps"])
+    return [f"- {task}, R = {ratio:g}: the best front member trained to full fidelity: "
+            f"{'met' if full == len(rows) else 'MISSED'} ({full} of {len(rows)} searches)"]
 
 
 def engine_check(task: str, ratio: float, by: dict, old: str) -> list[str]:

@@ -403,6 +403,7 @@ def summarise(study: Any, rec: Recording, bench: ReplayBench) -> dict:
 
     small = [r for r in on_front if (r.trainable_fraction or 1) <= 0.01]
     pick = max(small, key=lambda r: r.score) if small else None
+    best = max(on_front, key=lambda r: r.score) if on_front else None
     tested = [(test_score(r), r.trainable_params, r.peak_memory_bytes) for r in on_front]
     plan = study.user_attrs.get("plan", {})
     return {
@@ -411,6 +412,8 @@ def summarise(study: Any, rec: Recording, bench: ReplayBench) -> dict:
         "best_small_label": pick.label if pick else None,
         "best_small_steps": pick.steps if pick else None,
         "best_small_fidelity": pick.fidelity if pick else None,
+        # the best front member's steps, beside a full run's (issue 28: at R >= 3 it is full)
+        "best_steps": best.steps if best else None, "full_steps": bench.steps,
         "hypervolume_test": hypervolume([scales.normalise(v) for v in tested], REFERENCE)
         if tested else 0.0,
         "front": len(on_front),

@@ -174,3 +174,15 @@ def test_a_pilot_records_apart_and_says_each_points_score(tmp_path: Path) -> Non
     assert "1.000 at step 6" in lines[0] and "1.000 at step 10" in lines[0]
     zeros = labels(work, "validation").count("0") / len(labels(work, "validation"))
     assert f"{zeros:.3f} at step 10" in lines[1]  # BitFit: class 0 everywhere
+
+
+def test_the_best_front_member_at_full_fidelity_is_judged_from_r_3() -> None:
+    from replay_quality import full_fidelity
+
+    rows = [{"best_steps": 125, "full_steps": 125}, {"best_steps": 42, "full_steps": 125}]
+    by = {("sst2", 3.0, "A"): rows, ("sst2", 1.0, "A"): rows}
+    assert full_fidelity("sst2", 1.0, by) == []
+    assert full_fidelity("sst2", 3.0, by) == [
+        "- sst2, R = 3: the best front member trained to full fidelity: MISSED (1 of 2 searches)"]
+    by[("sst2", 3.0, "A")] = rows[:1]
+    assert "met (1 of 1 searches)" in full_fidelity("sst2", 3.0, by)[0]
