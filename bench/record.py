@@ -32,12 +32,14 @@ recording resumes where it stopped, across sessions); the settings and the candi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import sys
 import time
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -202,35 +204,63 @@ class Recorder:
 
 def record_runs(task: str, stored: dict, todo: list[tuple[dict, int]], rec_: Recorder,
                 curves: Path = CURVES) -> None:
-    import numpy as np
-    import torch
+    split = prepare(task, DATA, WORK)
+    if rec_.bench is None:
+        rec_.bench = recording_bench(task, stored)
+    bench = rec_.bench
+    steps = -(-len(bench.train_data) // stored["batch_size"])
+    at = points(steps)
+    regression = bench.eval_data.labels.dtype.kind == "f"
+    with captured(bench.task.metric) as seen:
+        _record(task, stored, todo, bench, steps, at, regression, seen, split, curves)
 
-    import autopeft.metrics as metrics
-    from autopeft.build import count_stored
-    from autopeft.candidate import Candidate
-    from autopeft.runner import Bench, DataSettings, Fidelity
-    from autopeft.train import Diverged, TrainSettings
+
+def recording_bench(task: str, stored: dict, search: bool = False) -> Any:
+    """The recording's bench: MiniLM, its settings, its training rows, scoring validation
+    then test in one split (``search``: validation alone, the rows a search sees)."""
+    from autopeft.runner import Bench, DataSettings
+    from autopeft.train import TrainSettings
 
     split = prepare(task, DATA, WORK)
     settings = TrainSettings(batch_size=stored["batch_size"], max_length=stored["max_length"],
                              eval_batch_size=stored["eval_batch_size"], device="cpu")
-    if rec_.bench is None:
-        rec_.bench = Bench.load(minilm(), DataSettings(task, data_dir=str(split.record_dir),
-                                                       train_samples=stored["train_rows"][task]),
-                                settings)
-    bench = rec_.bench
-    steps = -(-len(bench.train_data) // settings.batch_size)
-    at = points(steps)
-    regression = bench.eval_data.labels.dtype.kind == "f"
+    folder = split.search_dir if search else split.record_dir
+    return Bench.load(minilm(), DataSettings(task, data_dir=str(folder),
+                                             train_samples=stored["train_rows"][task]), settings)
+
+
+@contextlib.contextmanager
+def captured(metric: str) -> Iterator[list[Any]]:
+    """Every per-row prediction the evaluator scores with ``metric`` while inside, in order
+    (``evaluation.classify`` looks the metric up at each call)."""
+    import numpy as np
+
+    import autopeft.metrics as metrics
+
     seen: list[Any] = []
-    metric = bench.task.metric
     original = metrics.METRICS[metric]
 
     def capture(preds: Any, labels: Any) -> dict[str, float]:
-        seen.append(np.array(preds, copy=True))  # the evaluator's per-row predictions
+        seen.append(np.array(preds, copy=True))
         return original(preds, labels)
 
-    metrics.METRICS[metric] = capture  # evaluation.classify looks it up at each call
+    metrics.METRICS[metric] = capture
+    try:
+        yield seen
+    finally:
+        metrics.METRICS[metric] = original
+
+
+def _record(task: str, stored: dict, todo: list[tuple[dict, int]], bench: Any, steps: int,
+            at: list[int], regression: bool, seen: list[Any], split: Any, curves: Path) -> None:
+    import numpy as np
+    import torch
+
+    from autopeft.build import count_stored
+    from autopeft.candidate import Candidate
+    from autopeft.runner import Fidelity
+    from autopeft.train import Diverged
+
     print(f"{task}: {len(bench.train_data)} rows, {steps} steps, points {at}, "
           f"{split.val_rows} validation + {split.test_rows} test rows; {len(todo)} runs now",
           flush=True)
@@ -273,7 +303,6 @@ def record_runs(task: str, stored: dict, todo: list[tuple[dict, int]], rec_: Rec
         last = "-" if not preds else f"{len(preds)} points"
         print(f"  [{n}/{len(todo)}] #{entry['id']} seed {seed} {cand.label[:60]}: {status}, "
               f"{last}, {seconds:.1f} s (load {rec['load']})", flush=True)
-    metrics.METRICS[metric] = original
 
 
 RETIMED = CURVES / "retimed.json"
