@@ -25,3 +25,20 @@ def write_section(name: str, body: str, path: Path = BENCHMARKS) -> None:
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text)
+
+
+def publish(name: str, body: str) -> int:
+    """A ``--report``: the section written to BENCHMARKS.md and printed; exit code 0."""
+    write_section(name, body)
+    print(body)
+    return 0
+
+
+def save_row(path: Path, row: dict, say: str) -> None:
+    """One finished arm appended to a benchmark's JSON-lines file at once (a rerun resumes
+    after it), and its line printed."""
+    import json
+
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(say, flush=True)

@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
-from _report import minilm  # noqa: E402
+from _report import minilm, save_row  # noqa: E402
 from record import CURVES, WORK, captured, recording_bench  # noqa: E402
 
 OUT = ROOT / "bench" / "real_check.jsonl"
@@ -140,12 +139,10 @@ def run(tasks: list[str], ratios: list[float], reps: int, out: Path = OUT) -> No
                 if (task, ratio, seed) in have:
                     continue
                 row = one(task, ratio, seed, stored, work)
-                with out.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
-                print(f"{task} R={ratio:g} seed {seed}: test {row.get('best_small_test')} "
-                      f"(validation {row.get('best_small_val')}, again "
-                      f"{row.get('best_small_val_again')}), {row['trials']} trials, "
-                      f"{row['seconds']} s", flush=True)
+                save_row(out, row, f"{task} R={ratio:g} seed {seed}: test "
+                         f"{row.get('best_small_test')} (validation {row.get('best_small_val')}, "
+                         f"again {row.get('best_small_val_again')}), {row['trials']} trials, "
+                         f"{row['seconds']} s")
 
 
 def report(out: Path = OUT, replayed: Path = REPLAYED) -> str:
@@ -202,12 +199,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="write the comparison so far to BENCHMARKS.md (section 'replay-check')")
     args = ap.parse_args(argv)
     if args.report:
-        from _report import write_section
+        from _report import publish
 
-        text = report(Path(args.out))
-        write_section("replay-check", text)
-        print(text)
-        return 0
+        return publish("replay-check", report(Path(args.out)))
     run(args.tasks.split(","), [float(r) for r in args.ratios.split(",")], args.reps,
         Path(args.out))
     return 0

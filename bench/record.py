@@ -465,12 +465,9 @@ def main(argv: list[str] | None = None) -> int:
         AutoModelForSequenceClassification.from_pretrained(minilm(), num_labels=2))
     stored = load_settings(model)
     if args.report:
-        from _report import write_section
+        from _report import publish
 
-        text = report(stored)
-        write_section("curves", text)
-        print(text)
-        return 0
+        return publish("curves", report(stored))
     if args.pilot:
         for task in args.tasks.split(","):
             print("\n".join(pilot(task, stored, args.pilot, [int(i) for i in args.ids.split(",")],

@@ -50,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 from heldout import TASKS  # noqa: E402
+from _report import save_row  # noqa: E402
 from search_quality import mean_sd, show  # noqa: E402
 from simulate import BASE_PARAMS, CURVES, WORK, Recording, replay  # noqa: E402
 
@@ -174,12 +175,10 @@ def run(tasks: list[str], ratios: list[float], arms: list[str], reps: int, setti
                     row.update(task=task, ratio=ratio, arm=stored, seed=seed, setting=setting,
                                snapshot=folder.name, recorded=runs[task], engine=COMMIT,
                                replay_seconds=round(time.perf_counter() - t0, 1))
-                    with out.open("a") as f:
-                        f.write(json.dumps(row) + "\n")
-                    print(f"{task} R={ratio:g} {stored} seed {seed}: test "
-                          f"{row.get('best_small_test')}, HV {row.get('hypervolume_test', 0):.3f}"
-                          f", {row.get('trials', row.get('runs'))} runs, "
-                          f"{row['replay_seconds']} s", flush=True)
+                    save_row(out, row, f"{task} R={ratio:g} {stored} seed {seed}: test "
+                             f"{row.get('best_small_test')}, HV "
+                             f"{row.get('hypervolume_test', 0):.3f}, "
+                             f"{row.get('trials', row.get('runs'))} runs, {row['replay_seconds']} s")
 
 
 def w_store(arm: str, task: str, snap: Path) -> dict:
@@ -378,12 +377,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="write the results so far to BENCHMARKS.md (section 'replay')")
     args = ap.parse_args(argv)
     if args.report:
-        from _report import write_section
+        from _report import publish
 
-        text = report(Path(args.out))
-        write_section("replay", text)
-        print(text)
-        return 0
+        return publish("replay", report(Path(args.out)))
     run(args.tasks.split(","), [float(r) for r in args.ratios.split(",")],
         args.arms.split(","), args.reps, args.setting, Path(args.out), args.snapshot)
     return 0
