@@ -405,7 +405,12 @@ def report(stored: dict) -> str:
              f"batch {stored['batch_size']}, training rows {stored['train_rows']}, points "
              f"{stored['points']} of the schedule, {len(stored['candidate_list'])} candidates "
              f"({stored['seeded']} also at a second seed). Command: `python bench/record.py` "
-             "(resumable); `--retime` on a quiet machine.", ""]
+             "(resumable); `--retime` on a quiet machine.", "",
+             "CoLA and RTE are recorded no further: nothing learns there on MiniLM, and CoLA "
+             "learned nothing at three times the schedule either (`python bench/record.py "
+             "--tasks cola --pilot 6000 --ids 6,11,0`: 375 steps of 6,000 rows, LoRA at 5e-4 "
+             "and 2e-3 and full fine-tuning at 8e-5 all at MCC 0.000 at every point, "
+             "2026-12-07). Their replays say \"no signal\".", ""]
     for task in TASKS:
         if not (CURVES / f"{task}.jsonl").exists():
             lines.append(f"- **{task}**: nothing recorded yet")
