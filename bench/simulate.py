@@ -280,8 +280,13 @@ class ReplayBench:
                 rung_scores[step] = self.rec.score(curve, self.recorded(step), rows=fid.rung_rows)
                 self.clock.advance(self.eval_seconds * share)
                 scoring += self.eval_seconds * share
-                if on_eval:
-                    on_eval(step, rung_scores[step])
+                try:
+                    if on_eval:
+                        on_eval(step, rung_scores[step])
+                except BaseException as stop:  # paused here: its checkpoint is this rung's,
+                    if getattr(stop, "keep_checkpoint", False):  # as train.train keeps it
+                        keep(step)
+                    raise
                 keep(step)
         final = self.rec.score(curve, self.recorded(end))
         self.clock.advance(self.eval_seconds)

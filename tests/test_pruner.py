@@ -138,7 +138,8 @@ def test_rung_table_reads_user_attrs_and_skips_failed() -> None:
               _T(2, "RUNNING", {"rung_scores": {"5": 0.9}, "trainable_params": 10}),
               _T(3, "PRUNED", {"rung_scores": {"2": 0.4}, "trainable_params": 1,
                                "predicted_memory_bytes": 5})]
-    assert rung_table(trials, 2) == [RungEntry(0, 0.5, 10, 99), RungEntry(3, 0.4, 1, 5)]
+    assert rung_table(trials, 2) == [RungEntry(0, 0.5, 10, 99, first=0),
+                                     RungEntry(3, 0.4, 1, 5, first=3)]
 
 
 def test_a_continued_candidate_counts_once_at_a_rung() -> None:
@@ -149,6 +150,31 @@ def test_a_continued_candidate_counts_once_at_a_rung() -> None:
     trials = [_T(0, "COMPLETE", {"rung_scores": {"2": 0.5}, "trainable_params": 10}),
               _T(1, "PRUNED", dict(attrs)), _T(4, "RUNNING", dict(attrs))]
     assert sorted(e.number for e in rung_table(trials, 2)) == [0, 4]
+    assert {e.number: e.first for e in rung_table(trials, 2)} == {0: 0, 4: 1}
+
+
+def test_an_exact_tie_goes_to_the_candidate_that_came_first_whoever_continues_it() -> None:
+    """Two candidates tied exactly (same score, size and memory: IA3 at two learning rates on
+    one plateau) and one place. Broken by trial number, each continuation of the loser took a
+    later number and lost again, while the paused winner's table still ranked it first: a
+    replayed 4-hour search promoted the two in turn 1,600 times each. Broken by arrival, the
+    continuation sees what its promotion saw."""
+    def ia3(lr: float) -> dict:
+        return {"methods": [{"name": "ia3"}], "learning_rate": lr, "seed": 0}
+
+    def trial(n: int, cand: dict, state: str = "PRUNED") -> _T:
+        return _T(n, state, {"rung_scores": {"7": 0.622}, "trainable_params": 3074,
+                             "predicted_memory_bytes": 100, "candidate": cand})
+
+    a, b = ia3(0.02), ia3(0.01)
+    paused = [trial(18, a), trial(19, b)]  # 18 came first: it is the one that goes on
+    assert mo_asha(rung_table(paused, 7), 18).keep and not mo_asha(rung_table(paused, 7), 19).keep
+    # 18 promoted: its continuation (trial 30) scores the same and still goes on; b waits
+    table = rung_table(paused + [trial(30, a, "RUNNING")], 7)
+    assert mo_asha(table, 30).keep and not mo_asha(table, 19).keep
+    # and the other way round: b continued (trial 31) does not overtake a
+    table = rung_table(paused + [trial(31, b, "RUNNING")], 7)
+    assert mo_asha(table, 18).keep and not mo_asha(table, 31).keep
 
 
 DECIDE_ALL = textwrap.dedent("""
@@ -222,3 +248,37 @@ def test_make_pruner_names_are_the_cli_choices() -> None:
     assert make_pruner("mo-asha", eta=4) == MoAsha(4)
     with pytest.raises(ValueError, match="unknown pruner 'asha'"):
         make_pruner("asha")
+
+
+def test_a_trial_is_promoted_from_a_rung_at_most_once() -> None:
+    """ASHA's promotion: a paused trial that now ranks is continued, once. Its continuation
+    stopped at that same rung again (it lost there) is not promoted from it a second time:
+    otherwise one disagreement between the two decisions loops for the rest of the budget."""
+    import types
+
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    from autopeft.search.objective import TrialRunner
+    from autopeft.search.pruner import MoAsha
+
+    def paused(n: int, lr: float, score: float, **more: object) -> optuna.trial.FrozenTrial:
+        return create_trial(state=TrialState.PRUNED, user_attrs={
+            "candidate": {"methods": [{"name": "ia3"}], "learning_rate": lr, "seed": 0},
+            "rung_scores": {"7": score}, "trainable_params": 3074, "paused": True,
+            "pruned_at_step": 7, **more})
+
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    for t in (paused(0, 0.02, 0.9), paused(1, 0.01, 0.5), paused(2, 0.03, 0.4)):
+        study.add_trial(t)
+    notes: list[str] = []
+    runner = types.SimpleNamespace(study=study, pruner=MoAsha(), rung_noise=0.0,
+                                   reporter=types.SimpleNamespace(note=notes.append))
+    assert TrialRunner.promote(runner) == 0  # now it ranks first of three: continued
+    assert "trial 0 (?) promoted at step 7" in notes[0]
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    for t in (paused(0, 0.02, 0.9), paused(1, 0.01, 0.5), paused(2, 0.03, 0.4),
+              paused(3, 0.02, 0.9, promotes=0)):  # its continuation, stopped at 7 again
+        study.add_trial(t)
+    runner.study = study
+    assert TrialRunner.promote(runner) is None

@@ -186,3 +186,34 @@ def test_the_best_front_member_at_full_fidelity_is_judged_from_r_3() -> None:
         "- sst2, R = 3: the best front member trained to full fidelity: MISSED (1 of 2 searches)"]
     by[("sst2", 3.0, "A")] = rows[:1]
     assert "met (1 of 1 searches)" in full_fidelity("sst2", 3.0, by)[0]
+
+
+def test_a_run_paused_at_a_rung_keeps_that_rungs_checkpoint(tmp_path: Path) -> None:
+    """As ``train.train`` does: a pause at a rung (an exception with ``keep_checkpoint``)
+    leaves the checkpoint of that rung, so its promotion goes on from there and is not
+    decided at that rung a second time."""
+    import simulate
+    from autopeft.candidate import Candidate
+    from autopeft.checkpoint import load
+    from autopeft.runner import Fidelity
+
+    rec = simulate.Recording.load("rte", *write_recording(tmp_path), data=SHARED_DATA)
+    bench = simulate.ReplayBench(rec, simulate.SimClock(0.0), 1.0, 20.0)
+
+    class Paused(Exception):
+        keep_checkpoint = True
+
+    def pause_at_6(step: int, score: float) -> None:
+        if step == 6:
+            raise Paused
+
+    path = str(tmp_path / "ck.pt")
+    with pytest.raises(Paused):
+        bench.run(Candidate.from_dict(LORA), eval_at=[2, 6, 10], on_eval=pause_at_6,
+                  fidelity=Fidelity(schedule_steps=10), checkpoint=path)
+    assert load(path).step == 6
+    decided: list[int] = []
+    out = bench.run(Candidate.from_dict(LORA), eval_at=[2, 6, 10],
+                    on_eval=lambda step, score: decided.append(step),
+                    fidelity=Fidelity(schedule_steps=10), resume=path)
+    assert decided == [10] and out.result.resumed_from == 6

@@ -197,6 +197,7 @@ class TrialRunner:
             if CANDIDATE in t.user_attrs:
                 later[repr(t.user_attrs[CANDIDATE])] = t.number
         taken = {t.user_attrs.get(PROMOTES) for t in trials}
+        paused_at = {t.number: t.user_attrs.get("pruned_at_step") for t in trials}
         dropped = dropped_checkpoints(self.study.user_attrs)
         tables: dict[int, list] = {}  # one read of the storage, one table per rung
         for t in trials:
@@ -207,6 +208,9 @@ class TrialRunner:
             if t.number in dropped:  # its checkpoint went under the disk cap: never promoted
                 continue
             step = int(a["pruned_at_step"])
+            if a.get(PROMOTES) is not None and paused_at.get(a[PROMOTES]) == step:
+                continue  # promoted from this rung once and stopped at it again: at most once
+
             if step not in tables:
                 tables[step] = rung_table(trials, step)
             decision = self.pruner.decide(tables[step], t.number, self.rung_noise)

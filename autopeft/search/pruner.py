@@ -64,6 +64,14 @@ class RungEntry:
     score: float
     trainable_params: float
     memory_bytes: float
+    # the first trial that took up this candidate: what breaks an exact tie. Not ``number``,
+    # which a continuation changes: two candidates tied exactly (same score, size, memory)
+    # would swap places each time one is continued, and promote each other in turn forever
+    first: int = -1
+
+    @property
+    def arrival(self) -> int:
+        return self.number if self.first < 0 else self.first
 
     def objectives(self) -> tuple[float, float, float]:
         return (self.score, self.trainable_params, self.memory_bytes)
@@ -109,12 +117,13 @@ def promotion_order(group: Sequence[RungEntry], allowed: int,
     """``group`` in the order promotion takes it (the first ``allowed`` go on): trials beyond
     the noise above the ``allowed``-th best score, by score; then the ties with that score
     (within the noise of it), fewer trainable parameters first, then less memory; then the
-    rest by score. A pure function of the table: exact ties fall back to the trial number."""
-    by_score = sorted(group, key=lambda e: (-e.score, e.trainable_params, e.memory_bytes, e.number))
+    rest by score. A pure function of the table: exact ties go to the candidate that came
+    first (``RungEntry.first``), whichever of its trials stands for it now."""
+    by_score = sorted(group, key=lambda e: (-e.score, e.trainable_params, e.memory_bytes, e.arrival))
     cut = by_score[min(allowed, len(group)) - 1].score
     sure = [e for e in by_score if e.score > cut + score_noise]
     ties = sorted((e for e in by_score if abs(e.score - cut) <= score_noise),
-                  key=lambda e: (e.trainable_params, e.memory_bytes, -e.score, e.number))
+                  key=lambda e: (e.trainable_params, e.memory_bytes, -e.score, e.arrival))
     rest = [e for e in by_score if e.score < cut - score_noise]
     return sure + ties + rest
 
@@ -226,6 +235,7 @@ def rung_table(trials: Iterable[FrozenTrial], step: int) -> list[RungEntry]:
     import json
 
     out: dict[Any, RungEntry] = {}
+    first: dict[Any, int] = {}
     for t in sorted(trials, key=lambda t: t.number):
         a = t.user_attrs
         score = (a.get(RUNG_SCORES) or {}).get(str(step))
@@ -233,7 +243,9 @@ def rung_table(trials: Iterable[FrozenTrial], step: int) -> list[RungEntry]:
             continue
         memory = a.get(PREDICTED_MEMORY, a.get("peak_memory_bytes", 0))
         key = json.dumps(a[CANDIDATE], sort_keys=True) if CANDIDATE in a else t.number
-        out[key] = RungEntry(t.number, float(score), float(a["trainable_params"]), float(memory))
+        first.setdefault(key, t.number)
+        out[key] = RungEntry(t.number, float(score), float(a["trainable_params"]), float(memory),
+                             first[key])
     return list(out.values())
 
 
