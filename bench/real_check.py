@@ -36,6 +36,8 @@ sys.path.insert(0, str(ROOT))
 from _report import minilm, save_row  # noqa: E402
 from record import CURVES, WORK, captured, recording_bench  # noqa: E402
 
+from replay_quality import COMMIT  # noqa: E402  (the package's last commit)
+
 OUT = ROOT / "bench" / "real_check.jsonl"
 REPLAYED = ROOT / "bench" / "replay_quality.jsonl"
 PLAN_RESERVE = 0.08  # the plan keeps this share of the budget (plan.py), as the replay assumes
@@ -115,7 +117,7 @@ def one(task: str, ratio: float, seed: int, stored: dict, work: Path) -> dict:
            "full_run_seconds": round(full, 1), "budget_seconds": round(budget, 1),
            "seconds": round(seconds, 1), "load": round((load0 + os.getloadavg()[0]) / 2, 2),
            "ratio_planned": study.user_attrs.get("plan", {}).get("ratio"),
-           "trials": len(study.get_trials(deepcopy=False))}
+           "trials": len(study.get_trials(deepcopy=False)), "engine": COMMIT}
     if best is not None:
         val, test = test_score(task, stored, study, best)
         row.update(best_small_label=best.label, best_small_steps=best.steps,
