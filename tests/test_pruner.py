@@ -282,3 +282,26 @@ def test_a_trial_is_promoted_from_a_rung_at_most_once() -> None:
         study.add_trial(t)
     runner.study = study
     assert TrialRunner.promote(runner) is None
+
+
+def test_no_more_than_the_top_share_go_past_a_rung_at_any_time() -> None:
+    """ASHA's bound: a trial that leads its table pauses while earlier arrivals hold every
+    place (one of three went on before it came), and goes on once the table has room for
+    two; a table that grew keeps the old places counted."""
+    early = E(0, 0.60)
+    table = [RungEntry(0, 0.60, 100, 1000, went_on=True), E(1, 0.50), E(2, 0.90)]
+    d = mo_asha(table, 2)
+    assert d.rank == 1 and not d.keep and "1 went on already" in d.reason
+    grown = table + [E(3, 0.40), E(4, 0.30), E(5, 0.20)]  # 6 // 3 = 2 places
+    assert mo_asha(grown, 2).keep and not mo_asha(grown, 1).keep
+    assert mo_asha([early, E(1, 0.5), E(2, 0.9)], 2).keep  # nobody went on: the best goes
+
+
+def test_a_trial_went_past_a_rung_if_kept_scored_later_or_continued_from_it() -> None:
+    from autopeft.search.pruner import went_past
+
+    assert went_past({"rung_decisions": {"7": {"keep": True}}}, 7)
+    assert not went_past({"rung_decisions": {"7": {"keep": False}}, "rung_scores": {"7": 0.5}}, 7)
+    assert went_past({"rung_scores": {"7": 0.5, "21": 0.6}}, 7)
+    assert went_past({"continued_from": 7, "rung_scores": {"7": 0.5}}, 7)  # a promotion
+    assert not went_past({"continued_from": 2, "rung_scores": {"7": 0.5}}, 7)

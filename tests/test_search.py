@@ -274,7 +274,8 @@ def test_on_an_accuracy_task_a_rival_within_the_rung_noise_is_a_tie_not_a_prune(
     study.add_trial(create_trial(state=TrialState.PRUNED, user_attrs={
         "candidate": rival, "label": "bitfit",
         "trainable_params": first.user_attrs["trainable_params"] + 10,
-        "rung_scores": {"2": scores["2"], "4": scores["4"] + noise / 2}}))
+        "rung_scores": {"4": scores["4"] + noise / 2}}))  # met at rung 4 only: a rival
+    # scored at 2 and at 4 went past rung 2, so it would hold that rung's one place
     study = api.search("sst2", n_trials=1, **opts)
     trial = study.get_trials()[-1]
     decision = trial.user_attrs["rung_decisions"]["4"]
