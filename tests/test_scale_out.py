@@ -123,9 +123,10 @@ def test_a_killed_worker_s_trial_fails_is_retried_and_the_cap_holds(pg_url, work
 
     storage = open_storage(pg_url, False)
     end = time.monotonic() + 90
-    while time.monotonic() < end:
-        states = [t.state.name for t in optuna.load_study(study_name=study, storage=storage).trials]
-        if "RUNNING" in states:
+    while time.monotonic() < end:  # running, and it has said which process runs it (on a
+        # loaded machine the kill could land between ``ask`` and that record)
+        trials = optuna.load_study(study_name=study, storage=storage).trials
+        if any(t.state.name == "RUNNING" and "worker_process" in t.user_attrs for t in trials):
             break
         time.sleep(0.2)
     os.killpg(worker.pid, signal.SIGKILL)  # mid-trial, no cleanup
