@@ -52,6 +52,7 @@ CORRELATIONS = ("matthews", "pearson_spearman")  # a correlation over rows (MCC:
 # rung tables, retried recipes, the cap): one spelling, here. The search writes them.
 CANDIDATE = "candidate"  # the Candidate as a dict
 RUNG_SCORES = "rung_scores"  # {"step": score} as soon as each rung is scored
+RUNG_DECISIONS = "rung_decisions"  # {"step": the pruner's Decision as a dict}
 PREDICTED_MEMORY = "predicted_memory_bytes"  # the lower bound, before training
 DUPLICATE_OF = "duplicate_of"  # the trial it repeats: not trained again
 STOPPED_BY_BUDGET = "stopped_by_budget"

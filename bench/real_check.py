@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 from _report import minilm, save_row  # noqa: E402
-from record import CURVES, WORK, captured, recording_bench  # noqa: E402
+from record import CURVES, WORK, captured, recording_bench, recording_data  # noqa: E402
+from simulate import best_small, study_front  # noqa: E402
 
 from replay_quality import COMMIT  # noqa: E402  (the package's last commit)
 
@@ -55,16 +56,6 @@ def budget_for(bench: Any, stored: dict, ratio: float) -> tuple[float, float]:
     full = probe(bench, None).run_seconds(steps)
     startup = STARTUP_MARGIN * (time.perf_counter() - t0)
     return ratio * full / (1 - PLAN_RESERVE) + startup, full
-
-
-def pick(study: Any) -> Any:
-    """The front's best at <= 1% trainable parameters, on validation (the replay's rule)."""
-    from autopeft.results import front, records, score_noise
-
-    recs = records(study.get_trials(deepcopy=False))
-    small = [r for r in front(recs, score_noise(study.user_attrs, recs))
-             if (r.trainable_fraction or 1) <= 0.01]
-    return max(small, key=lambda r: r.score) if small else None
 
 
 def test_score(task: str, stored: dict, study: Any, best: Any) -> tuple[float, float]:
@@ -90,29 +81,24 @@ def test_score(task: str, stored: dict, study: Any, best: Any) -> tuple[float, f
 
 
 def one(task: str, ratio: float, seed: int, stored: dict, work: Path) -> dict:
-    from autopeft.runner import DataSettings
     from autopeft.search.config import SearchConfig
     from autopeft.search.study import run_search
-    from heldout import prepare
-    from _report import DATA
 
     name = f"{task}-A-r{ratio:g}-s{seed}"
     db = work / f"{name}.db"
     db.unlink(missing_ok=True)  # an interrupted search is redone from its start
     shutil.rmtree(work / name, ignore_errors=True)
-    split = prepare(task, DATA, WORK)
-    data = DataSettings(task, data_dir=str(split.search_dir),
-                        train_samples=stored["train_rows"][task])
     bench = recording_bench(task, stored, search=True)
     budget, full = budget_for(bench, stored, ratio)
     cfg = SearchConfig(task=task, model=minilm(), study=name, storage=f"sqlite:///{db}",
-                       budget=budget, data=data, train=bench.settings, seed=seed,
+                       budget=budget, data=recording_data(task, stored, search=True),
+                       train=bench.settings, seed=seed,
                        transfer=False, meta_store=None)
     t0, load0 = time.perf_counter(), os.getloadavg()[0]
     os.environ["AUTOPEFT_STUDIES_DIR"] = str(work)
     study = run_search(cfg, bench=bench)
     seconds = time.perf_counter() - t0
-    best = pick(study)
+    best = best_small(study_front(study))
     row = {"task": task, "ratio": ratio, "seed": seed, "arm": "A",
            "full_run_seconds": round(full, 1), "budget_seconds": round(budget, 1),
            "seconds": round(seconds, 1), "load": round((load0 + os.getloadavg()[0]) / 2, 2),

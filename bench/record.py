@@ -38,8 +38,8 @@ import math
 import os
 import sys
 import time
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,8 +155,8 @@ def order(entry: dict) -> int:
 PAIR_EVERY = 3  # random draws recorded before each second-seed run
 
 
-def done(task: str) -> set[tuple[int, int]]:
-    path = CURVES / f"{task}.jsonl"
+def done(task: str, curves: Path = CURVES) -> set[tuple[int, int]]:
+    path = curves / f"{task}.jsonl"
     if not path.exists():
         return set()
     return {(r["id"], r["seed"]) for r in map(json.loads, path.read_text().splitlines()) if r}
@@ -215,18 +215,24 @@ def record_runs(task: str, stored: dict, todo: list[tuple[dict, int]], rec_: Rec
         _record(task, stored, todo, bench, steps, at, regression, seen, split, curves)
 
 
-def recording_bench(task: str, stored: dict, search: bool = False) -> Any:
-    """The recording's bench: MiniLM, its settings, its training rows, scoring validation
-    then test in one split (``search``: validation alone, the rows a search sees)."""
-    from autopeft.runner import Bench, DataSettings
-    from autopeft.train import TrainSettings
+def recording_data(task: str, stored: dict, search: bool = False) -> Any:
+    """The recording's rows of ``task``: its training rows, and validation then test in one
+    split (``search``: validation alone, the rows a search sees)."""
+    from autopeft.runner import DataSettings
 
     split = prepare(task, DATA, WORK)
+    return DataSettings(task, data_dir=str(split.search_dir if search else split.record_dir),
+                        train_samples=stored["train_rows"][task])
+
+
+def recording_bench(task: str, stored: dict, search: bool = False) -> Any:
+    """The recording's bench: MiniLM with its settings on ``recording_data``."""
+    from autopeft.runner import Bench
+    from autopeft.train import TrainSettings
+
     settings = TrainSettings(batch_size=stored["batch_size"], max_length=stored["max_length"],
                              eval_batch_size=stored["eval_batch_size"], device="cpu")
-    folder = split.search_dir if search else split.record_dir
-    return Bench.load(minilm(), DataSettings(task, data_dir=str(folder),
-                                             train_samples=stored["train_rows"][task]), settings)
+    return Bench.load(minilm(), recording_data(task, stored, search), settings)
 
 
 @contextlib.contextmanager
@@ -374,8 +380,7 @@ def pilot(task: str, stored: dict, rows: int, ids: list[int], out: Path,
     out.mkdir(parents=True, exist_ok=True)
     mine = {**stored, "train_rows": {**stored["train_rows"], task: rows}}
     (out / "settings.json").write_text(json.dumps(mine, indent=1))
-    have = {(r["id"], r["seed"]) for r in map(json.loads, (out / f"{task}.jsonl").read_text()
-                                               .splitlines())} if (out / f"{task}.jsonl").exists() else set()
+    have = done(task, out)
     entries = {c["id"]: c for c in stored["candidate_list"]}
     todo = [(entries[i], entries[i]["candidate"]["seed"]) for i in ids
             if (i, entries[i]["candidate"]["seed"]) not in have]

@@ -391,23 +391,36 @@ def transfer_settings(meta_store: Path | None) -> dict:
     return {"meta_store": str(meta_store) if meta_store else None, "transfer": bool(meta_store)}
 
 
+def study_front(study: Any) -> list[Any]:
+    """The study's front as ``autopeft show`` reports it (ties within the study's noise)."""
+    from autopeft.results import front, records, score_noise
+
+    recs = records(study.get_trials(deepcopy=False))
+    return front(recs, score_noise(study.user_attrs, recs))
+
+
+def best_small(on_front: list[Any], share: float = 0.01) -> Any:
+    """The front member with the best (validation) score at <= ``share`` of the base
+    model's parameters: what every arm reports; None if there is none."""
+    small = [r for r in on_front if (r.trainable_fraction or 1) <= share]
+    return max(small, key=lambda r: r.score) if small else None
+
+
 def summarise(study: Any, rec: Recording, bench: ReplayBench) -> dict:
     """The front selected on validation, reported on the test split."""
-    from autopeft.results import CANDIDATE, front, records, score_noise
+    from autopeft.results import CANDIDATE
     from autopeft.search.summary import REFERENCE, Scales
     from autopeft.pareto import hypervolume
 
     trials = study.get_trials(deepcopy=False)
-    recs = records(trials)
-    on_front = front(recs, score_noise(study.user_attrs, recs))
+    on_front = study_front(study)
     scales = Scales(BASE_PARAMS)
 
     def test_score(r: Any) -> float:
         curve, _ = rec.lookup(r.candidate)
         return rec.score(curve, bench.recorded(r.steps or bench.steps), "test")
 
-    small = [r for r in on_front if (r.trainable_fraction or 1) <= 0.01]
-    pick = max(small, key=lambda r: r.score) if small else None
+    pick = best_small(on_front)
     best = max(on_front, key=lambda r: r.score) if on_front else None
     tested = [(test_score(r), r.trainable_params, r.peak_memory_bytes) for r in on_front]
     plan = study.user_attrs.get("plan", {})

@@ -40,8 +40,8 @@ from autopeft.errors import UserError
 from autopeft.protocols import Reporter, Trainer
 from autopeft.results import (CANDIDATE, CHECKPOINT_DROPPED, CONTINUED_FROM, CONTINUES,
                               DUPLICATE_OF, FAIL_REASON, INTERRUPTED, PAUSED, PREDICTED_MEMORY,
-                              PROMOTES, RUNG_SCORES, SCORING_SECONDS, STEPS, STEPS_TRAINED,
-                              STOPPED_BY_BUDGET, dropped_checkpoints)
+                              PROMOTES, RUNG_DECISIONS, RUNG_SCORES, SCORING_SECONDS, STEPS,
+                              STEPS_TRAINED, STOPPED_BY_BUDGET, dropped_checkpoints)
 from autopeft.runner import Fidelity, Outcome
 from autopeft.search.budget import Phase, predict_scoring, predict_seconds
 from autopeft.search.constraints import Limits, Prediction, predict
@@ -210,7 +210,6 @@ class TrialRunner:
             step = int(a["pruned_at_step"])
             if a.get(PROMOTES) is not None and paused_at.get(a[PROMOTES]) == step:
                 continue  # promoted from this rung once and stopped at it again: at most once
-
             if step not in tables:
                 tables[step] = rung_table(trials, step)
             decision = self.pruner.decide(tables[step], t.number, self.rung_noise)
@@ -342,12 +341,12 @@ class TrialRunner:
             if check_loss and self.plan.source != "override" and not watch.moved(step):
                 decisions[str(step)] = {"keep": True, "reason": "deferred: the training loss "
                                         "has not moved off its start yet"}
-                trial.set_user_attr("rung_decisions", dict(decisions))
+                trial.set_user_attr(RUNG_DECISIONS, dict(decisions))
                 return
             decision = decide_from_storage(self.study, self.pruner, trial.number, step,
                                            score_noise=self.rung_noise)
             decisions[str(step)] = decision.to_dict()
-            trial.set_user_attr("rung_decisions", dict(decisions))
+            trial.set_user_attr(RUNG_DECISIONS, dict(decisions))
             if not decision.keep:  # paused: its checkpoint stays, a later table may promote it
                 raise StopTrial(f"paused by {self.pruner.name} at step {step}: {decision.reason}",
                                 rungs.index(step) + 1, step, paused=keep is not None)

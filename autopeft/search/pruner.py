@@ -40,8 +40,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from autopeft.results import (CANDIDATE, CONTINUED_FROM, PREDICTED_MEMORY, RUNG_SCORES,
-                              band_label, size_band)
+from autopeft.results import (CANDIDATE, CONTINUED_FROM, PREDICTED_MEMORY, RUNG_DECISIONS,
+                              RUNG_SCORES, band_label, size_band)
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -262,7 +262,7 @@ def rung_table(trials: Iterable[FrozenTrial], step: int) -> list[RungEntry]:
 def went_past(attrs: dict[str, Any], step: int) -> bool:
     """A trial (its user attributes) went on past the rung at ``step``: kept there, scored at
     a later rung, or a continuation from a checkpoint at or after it (a promotion)."""
-    kept = ((attrs.get("rung_decisions") or {}).get(str(step)) or {}).get("keep") is True
+    kept = ((attrs.get(RUNG_DECISIONS) or {}).get(str(step)) or {}).get("keep") is True
     later = any(int(s) > step for s in (attrs.get(RUNG_SCORES) or {}))
     return kept or later or int(attrs.get(CONTINUED_FROM) or 0) >= step
 
