@@ -37,6 +37,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,6 +212,7 @@ class ReplayBench:
         from autopeft.train import TrainSettings
 
         self.rec, self.clock = rec, clock
+        self.sampler_seconds: dict[int, float] = {}  # CPU seconds by trial number
         self.task = get_task(rec.task)
         self.base = load_base(minilm(), self.task)
         s = rec.settings
@@ -315,6 +317,46 @@ def _save_stub(path: str, candidate: Any, settings: Any, step: int, schedule: in
                     {}, [], candidate.to_dict(), settings_dict(settings), dict(rung_scores)), path)
 
 
+# The default sampler's entry points; every other call of Optuna's is the storage's.
+SAMPLER_METHODS = ("infer_relative_search_space", "sample_relative", "sample_independent",
+                   "before_trial", "after_trial")
+
+
+@contextlib.contextmanager
+def _timed_methods(cls: type, seconds: dict[int, float]):
+    """``cls``'s sampler methods add their CPU seconds to ``seconds[trial number]``."""
+    saved = {name: cls.__dict__[name] for name in SAMPLER_METHODS if name in cls.__dict__}
+
+    def timer(fn):
+        def timed(self, study, trial, *args, **kwargs):
+            start = time.process_time()
+            try:
+                return fn(self, study, trial, *args, **kwargs)
+            finally:
+                seconds[trial.number] = seconds.get(trial.number, 0.0) + (
+                    time.process_time() - start)
+        return timed
+
+    for name, fn in saved.items():
+        setattr(cls, name, timer(fn))
+    try:
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(cls, name, fn)
+
+
+def time_sampler(seconds: dict[int, float]) -> contextlib.ExitStack:
+    """Time the default sampler apart from the rest of the engine (issue 29: its time per
+    proposal at 450 trials); an engine without ``RungSampler`` is left untimed."""
+    stack = contextlib.ExitStack()
+    with contextlib.suppress(ImportError):
+        from autopeft.search.proposals import RungSampler
+
+        stack.enter_context(_timed_methods(RungSampler, seconds))
+    return stack
+
+
 @contextlib.contextmanager
 def replay_patches(bench: ReplayBench, clock: SimClock, work: Path):
     """The probe answers from the recorded costs; the trials' own stopwatches read the
@@ -326,6 +368,7 @@ def replay_patches(bench: ReplayBench, clock: SimClock, work: Path):
     import autopeft.search.probe as probe
 
     saved = probe.probe, objective.time, loop.gc, os.environ.get("AUTOPEFT_STUDIES_DIR")
+    timed = time_sampler(bench.sampler_seconds)
     probe.probe = lambda _bench, rows: bench.costs(rows)
     objective.time = types.SimpleNamespace(perf_counter=clock, time=clock)
     # A replayed trial builds no model, so the loop's full collection after each trial frees
@@ -336,6 +379,7 @@ def replay_patches(bench: ReplayBench, clock: SimClock, work: Path):
     try:
         yield
     finally:
+        timed.close()
         probe.probe, objective.time, loop.gc = saved[:3]
         if saved[3] is None:
             os.environ.pop("AUTOPEFT_STUDIES_DIR", None)
@@ -440,7 +484,17 @@ def summarise(study: Any, rec: Recording, bench: ReplayBench) -> dict:
         "candidates": study.user_attrs.get("candidates"),  # searched, beside planned
         "ratio_planned": plan.get("ratio"), "rungs": plan.get("rungs"),
         "trial_steps": plan.get("trial_steps"),
+        **sampler_time(bench.sampler_seconds),
     }
+
+
+def sampler_time(seconds: dict[int, float], at: int = 450, window: int = 50) -> dict:
+    """The sampler's CPU seconds: in all, and per proposal for trials ``at`` +- ``window``
+    (issue 29's target is stated at 450 trials); None where the search ran fewer."""
+    near = [v for n, v in seconds.items() if abs(n - at) <= window]
+    return {"sampler_cpu_s": round(sum(seconds.values()), 2) if seconds else None,
+            f"sampler_cpu_s_per_trial_at_{at}": round(statistics.fmean(near), 4) if near
+            else None}
 
 
 def sweep(rec: Recording, ratio: float) -> dict:

@@ -13,7 +13,7 @@ from autopeft.results import CANDIDATE
 from autopeft.search.budget import Phase
 from autopeft.search.objective import TrialRunner
 from autopeft.search.storage import (WORKER, WORKER_PROCESS, fail_stale_trials, heartbeat,
-                                     process_record)
+                                     interrupts_held, process_record)
 from autopeft.search.summary import record_hypervolume
 from autopeft.search.workers import OVER_CAP, beyond_cap, cap_reached
 from autopeft.space import Space
@@ -44,17 +44,22 @@ def run_trials(study: Study, n_trials: int | None, max_trials: int | None, space
             break
         if runner.pruner.prunes:
             runner.promote()  # a paused trial that now ranks goes before a new candidate
-        with warnings.catch_warnings():  # we beat ourselves (heartbeat below), not optimize()
-            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+        # A Ctrl-C while the trial is created waits until ``heartbeat`` can record it.
+        with interrupts_held() as held, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")  # we beat below
             trial = study.ask()
-        if beyond_cap(study, trial, max_trials):  # another worker took the last slot
-            trial.set_user_attr(OVER_CAP, True)
-            study.tell(trial, state=TrialState.FAIL)
+            over = beyond_cap(study, trial, max_trials)
+            if over:  # another worker took the last slot
+                trial.set_user_attr(OVER_CAP, True)
+                study.tell(trial, state=TrialState.FAIL)
+        if over:
+            held.deliver()
             break
         # Beat, and say who runs it, at once: a search on this machine that finds this
         # process gone fails the trial and retries it without waiting (storage.py). An
         # error (e.g. a choice the study never had) leaves nothing RUNNING: it fails.
         with heartbeat(study, trial):
+            held.deliver()  # a Ctrl-C held above: this trial is recorded as interrupted
             trial.set_user_attr(WORKER, worker_name())
             trial.set_user_attr(WORKER_PROCESS, process_record(trial.number))
             candidate = space.sample(trial)

@@ -32,7 +32,9 @@ import datetime
 import errno
 import os
 import re
+import signal
 import socket
+import threading
 import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -346,6 +348,44 @@ def fail_dead_workers(study: Study) -> list[int]:
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=RETRIES)(study, again)
     return [t.number for t in failed]
+
+
+class HeldInterrupt:
+    """A Ctrl-C (or SIGTERM) that arrived while ``interrupts_held`` held it back."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def deliver(self) -> None:
+        """Raise it now, where the trial it interrupted is recorded (``heartbeat``)."""
+        if self.signum is not None:
+            self.signum = None
+            raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[HeldInterrupt]:
+    """Hold Ctrl-C and SIGTERM back while Optuna creates a trial: one landing between the
+    trial's creation and ``heartbeat`` left it RUNNING for good (seen in
+    ``test_survival``'s Ctrl-C test on a loaded machine). Only signals with a Python handler
+    are held (one ignored stays ignored), and only in the main thread, where they land."""
+    held = HeldInterrupt()
+    if threading.current_thread() is not threading.main_thread():
+        yield held
+        return
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    before = {s: h for s, h in before.items() if callable(h)}
+
+    def hold(signum: int, frame: object) -> None:
+        held.signum = signum
+
+    for s in before:
+        signal.signal(s, hold)
+    try:
+        yield held
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h)
 
 
 @contextlib.contextmanager
