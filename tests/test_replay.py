@@ -108,6 +108,19 @@ def test_the_real_search_replays_on_the_simulated_clock(tmp_path: Path,
     assert out["best_small_label"].startswith("lora") and out["best_small_val"] == 1.0
     assert out["best_small_test"] == pytest.approx(zeros_test)  # selected on val, told on test
     assert out["exact"] >= 1 and out["trials"] >= 3  # the LoRA recipe at its paper rate
+    assert out["sampler_cpu_s"] > 0  # the sampler timed apart from the engine
+    from autopeft.search.proposals import RungSampler
+
+    assert RungSampler.sample_relative.__name__ == "sample_relative"  # the timers are gone
+
+
+def test_the_sampler_time_is_read_near_450_trials() -> None:
+    import simulate
+
+    seconds = {0: 3.0, 399: 9.0, 400: 0.1, 450: 0.2, 500: 0.3, 501: 9.0}
+    assert simulate.sampler_time(seconds) == {
+        "sampler_cpu_s": 21.6, "sampler_cpu_s_per_trial_at_450": 0.2}
+    assert simulate.sampler_time({3: 0.5})["sampler_cpu_s_per_trial_at_450"] is None
 
 
 def test_a_fixed_arm_selects_on_validation_and_reports_the_test_split(tmp_path: Path) -> None:
