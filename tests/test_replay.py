@@ -156,6 +156,26 @@ def test_no_target_is_judged_where_no_arm_learned_anything() -> None:
     assert "- cola, R = 10: hypervolume A above B beyond the spread: met (A - B: +0.001 ± 0.000, 3 pairs)" in judged
 
 
+def test_the_recordings_ceiling_says_when_no_arm_can_beat_c_sweep(tmp_path: Path) -> None:
+    """The best recorded run at <= 1% parameters on validation bounds every arm; a C-sweep
+    that already picks it makes "A above C-sweep" a tie at best, and the report says so."""
+    import simulate
+    from replay_quality import ceiling, check
+
+    curves, work = write_recording(tmp_path)
+    top = ceiling(simulate.Recording.load("rte", curves, work, SHARED_DATA))
+    zeros_test = sum(v == "0" for v in labels(work, "test")) / 300
+    assert top == {"val": 1.0, "test": pytest.approx(zeros_test), "label": "lora at lr 0.0005"}
+    by = {("rte", 10, "A"): [{"seed": s, "best_small_test": 0.6} for s in range(3)],
+          ("rte", 10, "C-sweep"): [{"seed": 0, "best_small_val": 1.0, "best_small_test": 0.6}]}
+    judged = [t for t in check("rte", 10, by, None, top) if "above C-sweep" in t]
+    assert judged == ["- rte, R = 10: A above C-sweep beyond the spread: MISSED (A - C-sweep: "
+                      "+0.000 ± 0.000, 3 pairs; C-sweep picks the recording's best run on "
+                      "validation: no arm can do more)"]
+    by["rte", 10, "C-sweep"][0]["best_small_val"] = 0.9  # a better run left for the search
+    assert "no arm can do more" not in " ".join(check("rte", 10, by, None, top))
+
+
 def test_a_report_shows_the_newest_snapshot_and_each_arms_newest_engine() -> None:
     from replay_quality import current
 
