@@ -1,22 +1,28 @@
-"""Is the replay true? The real default search beside its replay (issue 28, item 2).
+"""Is the replay true? The real searches beside their replay (issue 28, items 2 and 3).
 
-Arm A as a user runs it (``run_search``: trial processes, the plan's own measurements of
-this machine) on the recording's exact data and settings (MiniLM, the task's recorded
-training rows, batch 16, the carved validation rows; ``record.recording_bench``), at budget
-ratio R: the budget is R full runs as the package's probe measures one here. Its front's
+The search arms as a user runs them (``run_search``: trial processes, the plan's own
+measurements of this machine) on the recording's exact data and settings (MiniLM, the
+task's recorded training rows, batch 16, the carved validation rows;
+``record.recording_bench``), at budget ratio R: the budget is R full runs as the package's
+probe measures one here. A is the default started cold, B random proposals with the same
+plan and no warm start, W the default started from the leave-one-task-out meta-store of the
+replay's snapshot (``replay_quality.w_store``: the other tasks' recorded curves, never this
+task's). The C arms (LoRA sweeps, the recipes) need no real run here: the recording is
+real runs of exactly those candidates on these rows and settings. Each search's front's
 best at <= 1% trainable parameters is picked on validation, as the replay picks it
 (``simulate.summarise``), then trained again (same candidate, seed, schedule and steps: the
 same run, by the project's seeding rule; the validation score is checked to come back) on a
 bench that also scores the **test split**, and reported there.
 
 Each finished search is saved to ``bench/real_check.jsonl`` at once; a rerun skips what is
-there and redoes an interrupted search from its start. ``--report`` sets the real runs'
-spread beside the replay's A at the same task and R (``bench/replay_quality.jsonl``, its
+there and redoes an interrupted search from its start; repetitions go round every task, R
+and arm before the next one, so a run cut short leaves every cell measured. ``--report``
+sets the real runs' spread beside the replay's same arm at the same task and R (``bench/replay_quality.jsonl``, its
 newest snapshot and engine) and writes BENCHMARKS.md's "replay-check" section. The target:
 the replay's mean best score at <= 1% parameters lies within the real runs' range (min to
 max over repetitions, widened by the test split's sampling error).
 
-    python bench/real_check.py --tasks sst2,stsb --ratios 3,10 --reps 3
+    python bench/real_check.py --tasks sst2,stsb --ratios 3,10 --reps 3 --arms A,B,W
     python bench/real_check.py --report
 """
 from __future__ import annotations
@@ -37,7 +43,10 @@ from _report import minilm, save_row  # noqa: E402
 from record import CURVES, WORK, captured, recording_bench, recording_data  # noqa: E402
 from simulate import best_small, study_front  # noqa: E402
 
-from replay_quality import COMMIT  # noqa: E402  (the package's last commit)
+from replay_quality import COMMIT, WORK as REPLAY_WORK, w_store  # noqa: E402
+
+SNAPSHOT = "a1d6e99b49"  # the recording snapshot the replay's rows use: W's store comes from it
+ARMS = ("A", "B", "W")
 
 OUT = ROOT / "bench" / "real_check.jsonl"
 REPLAYED = ROOT / "bench" / "replay_quality.jsonl"
@@ -80,11 +89,20 @@ def test_score(task: str, stored: dict, study: Any, best: Any) -> tuple[float, f
     return (score(preds[:n], rec.val_labels)["score"], score(preds[n:], rec.test_labels)["score"])
 
 
-def one(task: str, ratio: float, seed: int, stored: dict, work: Path) -> dict:
+def arm_settings(arm: str, task: str) -> dict:
+    """What ``arm`` changes in a search's config, as the replay's arms do (``simulate.replay``)."""
+    if arm == "W":
+        store = w_store("W", task, REPLAY_WORK / "snapshots" / SNAPSHOT)["meta_store"]
+        return {"transfer": True, "meta_store": str(store)}
+    return {"transfer": False, "meta_store": None,
+            **({"sampler": "random", "warm_start": False} if arm == "B" else {})}
+
+
+def one(task: str, ratio: float, seed: int, stored: dict, work: Path, arm: str = "A") -> dict:
     from autopeft.search.config import SearchConfig
     from autopeft.search.study import run_search
 
-    name = f"{task}-A-r{ratio:g}-s{seed}"
+    name = f"{task}-{arm}-r{ratio:g}-s{seed}"
     db = work / f"{name}.db"
     db.unlink(missing_ok=True)  # an interrupted search is redone from its start
     shutil.rmtree(work / name, ignore_errors=True)
@@ -92,14 +110,13 @@ def one(task: str, ratio: float, seed: int, stored: dict, work: Path) -> dict:
     budget, full = budget_for(bench, stored, ratio)
     cfg = SearchConfig(task=task, model=minilm(), study=name, storage=f"sqlite:///{db}",
                        budget=budget, data=recording_data(task, stored, search=True),
-                       train=bench.settings, seed=seed,
-                       transfer=False, meta_store=None)
+                       train=bench.settings, seed=seed, **arm_settings(arm, task))
     t0, load0 = time.perf_counter(), os.getloadavg()[0]
     os.environ["AUTOPEFT_STUDIES_DIR"] = str(work)
     study = run_search(cfg, bench=bench)
     seconds = time.perf_counter() - t0
     best = best_small(study_front(study))
-    row = {"task": task, "ratio": ratio, "seed": seed, "arm": "A",
+    row = {"task": task, "ratio": ratio, "seed": seed, "arm": arm,
            "full_run_seconds": round(full, 1), "budget_seconds": round(budget, 1),
            "seconds": round(seconds, 1), "load": round((load0 + os.getloadavg()[0]) / 2, 2),
            "ratio_planned": study.user_attrs.get("plan", {}).get("ratio"),
@@ -112,25 +129,28 @@ def one(task: str, ratio: float, seed: int, stored: dict, work: Path) -> dict:
     return row
 
 
-def run(tasks: list[str], ratios: list[float], reps: int, out: Path = OUT) -> None:
+def run(tasks: list[str], ratios: list[float], reps: int, out: Path = OUT,
+        arms: tuple[str, ...] = ("A",)) -> None:
     import torch
 
     stored = json.loads((CURVES / "settings.json").read_text())
-    have = {(r["task"], r["ratio"], r["seed"]) for r in map(json.loads, out.read_text()
-                                                           .splitlines())} if out.exists() else set()
+    have = {(r["task"], r["ratio"], r["seed"], r.get("arm", "A"))
+            for r in map(json.loads, out.read_text().splitlines())} if out.exists() else set()
     work = WORK / "real"
     work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)  # this process only loads and probes; trials set their own
-    for task in tasks:
-        for ratio in ratios:
-            for seed in range(reps):
-                if (task, ratio, seed) in have:
-                    continue
-                row = one(task, ratio, seed, stored, work)
-                save_row(out, row, f"{task} R={ratio:g} seed {seed}: test "
-                         f"{row.get('best_small_test')} (validation {row.get('best_small_val')}, "
-                         f"again {row.get('best_small_val_again')}), {row['trials']} trials, "
-                         f"{row['seconds']} s")
+    for seed in range(reps):  # a repetition of every cell before the next
+        for task in tasks:
+            for ratio in ratios:
+                for arm in arms:
+                    if (task, ratio, seed, arm) in have:
+                        continue
+                    row = one(task, ratio, seed, stored, work, arm)
+                    save_row(out, row, f"{task} R={ratio:g} {arm} seed {seed}: test "
+                             f"{row.get('best_small_test')} (validation "
+                             f"{row.get('best_small_val')}, again "
+                             f"{row.get('best_small_val_again')}), {row['trials']} trials, "
+                             f"{row['seconds']} s")
 
 
 def report(out: Path = OUT, replayed: Path = REPLAYED) -> str:
@@ -140,22 +160,25 @@ def report(out: Path = OUT, replayed: Path = REPLAYED) -> str:
     from simulate import Recording
 
     real = [json.loads(line) for line in out.read_text().splitlines() if line]
-    rep = [r for r in current([json.loads(line) for line in replayed.read_text().splitlines()
-                               if line]) if r["arm"] == "A"]
+    rep = current([json.loads(line) for line in replayed.read_text().splitlines() if line])
     lines = ["## The replay against real runs (bench/real_check.py)", "",
-             "Arm A run for real (trial processes, the plan's own measurements, this 2-core "
-             "machine shared with other jobs: `load` below) on the recording's data and "
-             "settings, its best at <= 1% parameters picked on validation and trained again "
-             "to score the test split; beside it the replay's A at the same task and R. "
-             "Command: `python bench/real_check.py --tasks sst2,stsb --ratios 3,10 --reps 3`, "
-             "then `--report`.", "",
-             "| task | R | real runs (test) | real: picked | replay (test) | within? |",
-             "|---|---|---|---|---|---|"]
-    for task, ratio in sorted({(r["task"], r["ratio"]) for r in real}):
-        mine = [r for r in real if (r["task"], r["ratio"]) == (task, ratio)]
+             "The search arms run for real (A the default started cold, B random proposals "
+             "with the same plan, W the default started from the other tasks' curves; trial "
+             "processes, the plan's own measurements, this 2-core machine: `load` below) on "
+             "the recording's data and settings, each search's best at <= 1% parameters "
+             "picked on validation and trained again to score the test split; beside it the "
+             "replay's same arm at the same task and R. Command: `python bench/real_check.py "
+             "--tasks sst2,stsb --ratios 3,10 --reps 3 --arms A,B,W`, then `--report`. "
+             "Engines (the package's last commit) of the real runs: "
+             f"{', '.join(sorted({r.get('engine', '?') for r in real}))}.", "",
+             "| task | R | arm | real runs (test) | real: picked | replay (test) | within? |",
+             "|---|---|---|---|---|---|---|"]
+    for task, ratio, arm in sorted({(r["task"], r["ratio"], r.get("arm", "A")) for r in real},
+                                   key=lambda k: (k[0], k[1], ARMS.index(k[2]))):
+        mine = [r for r in real if (r["task"], r["ratio"], r.get("arm", "A")) == (task, ratio, arm)]
         scores = [r["best_small_test"] for r in mine if r.get("best_small_test") is not None]
-        replay = [r["best_small_test"] for r in rep if (r["task"], r["ratio"]) == (task, ratio)
-                  and r.get("best_small_test") is not None]
+        replay = [r["best_small_test"] for r in rep if (r["task"], r["ratio"], r["arm"]) ==
+                  (task, ratio, arm) and r.get("best_small_test") is not None]
         rec = Recording.load(task)
         slack = sampling_noise(rec.metric, len(rec.test_labels))
         m, sd = mean_sd(replay)
@@ -164,7 +187,7 @@ def report(out: Path = OUT, replayed: Path = REPLAYED) -> str:
         picked = "; ".join(f"{r.get('best_small_label')} ({r.get('best_small_steps')} steps, "
                            f"load {r['load']})" for r in mine)
         cell = ", ".join(f"{s:.3f}" for s in scores) or "-"
-        lines.append(f"| {task} | {ratio:g} | {cell} | {picked} | "
+        lines.append(f"| {task} | {ratio:g} | {arm} | {cell} | {picked} | "
                      f"{'-' if m is None else f'{m:.3f} ± {sd:.3f} ({len(replay)})'} | {within} |")
     again = [r for r in real if r.get("best_small_val_again") is not None]
     same = sum(1 for r in again if abs(r["best_small_val_again"] - r["best_small_val"]) < 1e-3)
@@ -182,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tasks", default="sst2,stsb")
     ap.add_argument("--ratios", default="3,10")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--arms", default="A", help=f"of {', '.join(ARMS)}, comma-separated")
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--report", action="store_true",
                     help="write the comparison so far to BENCHMARKS.md (section 'replay-check')")
@@ -190,8 +214,11 @@ def main(argv: list[str] | None = None) -> int:
         from _report import publish
 
         return publish("replay-check", report(Path(args.out)))
+    arms = tuple(args.arms.split(","))
+    if unknown := [a for a in arms if a not in ARMS]:
+        ap.error(f"unknown arm(s) {', '.join(unknown)}; choose from {', '.join(ARMS)}")
     run(args.tasks.split(","), [float(r) for r in args.ratios.split(",")], args.reps,
-        Path(args.out))
+        Path(args.out), arms)
     return 0
 
 

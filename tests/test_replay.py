@@ -250,3 +250,27 @@ def test_a_run_paused_at_a_rung_keeps_that_rungs_checkpoint(tmp_path: Path) -> N
                     on_eval=lambda step, score: decided.append(step),
                     fidelity=Fidelity(schedule_steps=10), resume=path)
     assert decided == [10] and out.result.resumed_from == 6
+
+
+def test_the_real_check_runs_each_arm_as_the_replay_does_and_reports_it_beside_it(
+        tmp_path: Path) -> None:
+    import real_check
+
+    assert real_check.arm_settings("A", "sst2") == {"transfer": False, "meta_store": None}
+    assert real_check.arm_settings("B", "sst2") == {"transfer": False, "meta_store": None,
+                                                    "sampler": "random", "warm_start": False}
+    real = tmp_path / "real.jsonl"
+    real.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"task": "sst2", "ratio": 3.0, "seed": 0, "arm": "B", "best_small_test": 0.61,
+         "best_small_label": "ia3", "best_small_steps": 125, "load": 1.0, "engine": "abc"},
+        {"task": "sst2", "ratio": 3.0, "seed": 0, "best_small_test": 0.84,  # before arms
+         "best_small_label": "lora", "best_small_steps": 125, "load": 1.0, "engine": "abc"}]))
+    replayed = tmp_path / "replayed.jsonl"
+    replayed.write_text("".join(json.dumps(
+        {"task": "sst2", "ratio": 3.0, "arm": arm, "seed": 0, "snapshot": "x", "engine": "e",
+         "best_small_test": score}) + "\n" for arm, score in [("A", 0.844), ("B", 0.60)]))
+    rows = [line for line in real_check.report(real, replayed).splitlines()
+            if line.startswith("| sst2")]
+    assert rows[0].startswith("| sst2 | 3 | A | 0.840 |") and rows[0].endswith("| yes |")
+    assert rows[1].startswith("| sst2 | 3 | B | 0.610 |") and rows[1].endswith("| yes |")
+    assert "0.600 ± 0.000 (1)" in rows[1]  # beside the replay's B, not its A
