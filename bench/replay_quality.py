@@ -239,7 +239,7 @@ def report(out: Path = OUT) -> str:
         head = score_arms + [f"HV {a}" for a in hv_arms]
         lines += [f"### {task} (recording: {recorded} runs; {nearest} of {trained} replayed "
                   "trials answered by the nearest recorded candidate)", ""]
-        if top:
+        if top and top["test"] > nothing:  # where something learned
             lines += [f"The recording's ceiling: its best run at <= 1% parameters on validation "
                       f"is {top['label']} ({top['val']:.3f} validation, {top['test']:.3f} test): "
                       "no arm can report more than a search that finds it.", ""]
