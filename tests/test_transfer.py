@@ -184,6 +184,35 @@ def test_a_study_remembers_itself_and_the_next_starts_from_a_portfolio_and_says_
     assert all(t.fraction > 0 and t.trainable_params for t in mine.trials)
 
 
+def test_a_portfolio_smaller_than_the_start_up_is_completed_with_the_recipes(
+        workdir: Path, tiny_model: Path, two_tasks: Path) -> None:
+    """Four start-up places, a portfolio of two: the cold start-up's first recipes take the
+    other two, in their order, none a repeat of a member; the learning-rate prior still
+    reads the portfolio's members alone."""
+    from autopeft import api
+
+    store = workdir / "meta"
+    lora, bitfit = cand("lora", 2e-3, r=8), cand("bitfit", 4e-3, layers="all")
+    write_study(store, study("sst2", [(lora, 0.90, 10**5), (bitfit, 0.88, 10**4),
+                                      (cand("prompt", 0.1), 0.5, 10**4),
+                                      (cand("prefix", 0.1), 0.5, 10**5)]))
+    notes = Notes()
+    found = api.search("cola", n_trials=4, study="topped", progress=notes.reporter,
+                       **options(tiny_model, two_tasks, store))
+    first = [t.user_attrs["warm_start"] for t in sorted(found.get_trials(),
+                                                        key=lambda t: t.number)]
+    assert [name.split(":")[0] for name in first[:2]] == ["portfolio 1", "portfolio 2"]
+    cold = api.search("cola", n_trials=2, study="cold", progress=Notes().reporter,
+                      **{**options(tiny_model, two_tasks, store), "transfer": False})
+    recipes = [t.user_attrs["warm_start"] for t in sorted(cold.get_trials(),
+                                                          key=lambda t: t.number)][:2]
+    assert first[2:] == recipes  # the cold start-up's first two, in its order
+    assert (f"start-up: portfolio of 2 from 1 earlier study (sst2); the recipes fill its 2 "
+            f"other places: {recipes[0]}, {recipes[1]}") in notes.lines
+    assert found.user_attrs["startup"]["recipes"] == 2
+    assert set(found.user_attrs["lr_prior"]["members"]) == set(first[:2])
+
+
 def test_no_transfer_starts_with_the_recipes_and_remembers_nothing(
         workdir: Path, tiny_model: Path, two_tasks: Path) -> None:
     from autopeft import api

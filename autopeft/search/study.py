@@ -48,8 +48,8 @@ from autopeft.search.summary import (Scales, promotion_fractions, record_hypervo
 from autopeft.search.transfer import (LR_PRIOR, StudyRecord, choose_portfolio, meta_store_dir,
                                       model_family, portfolio_size, trial_records, write_study)
 from autopeft.search.warmstart import (candidate_params, enqueue_queue, enqueue_recipes,
-                                       entry_families, portfolio_queue, requeue_interrupted,
-                                       tries_learning_rates)
+                                       entry_families, portfolio_queue, recipe_queue,
+                                       requeue_interrupted, tries_learning_rates)
 from autopeft.search.workers import start_workers
 from autopeft.space import Space, load_space, space_from_text
 from autopeft.tasks import TRAINER_PREFIX, describe
@@ -144,7 +144,14 @@ def start_from_portfolio(study: Study, cfg: SearchConfig, space: Space, trainer:
                          plan: Plan, reporter: Reporter) -> list[str]:
     """Enqueue a portfolio learned from earlier studies (``transfer.py``) on a fresh study,
     saying where it came from; [] where there is none (transfer off, nothing of the model's
-    family, nothing the space can run): the recipes start it, as before."""
+    family, nothing the space can run): the recipes start it, as before.
+
+    A portfolio with fewer members than the start-up's ``k`` places (earlier tasks whose
+    fronts hold few candidates, e.g. one task that taught anything) is completed with the
+    cold start-up's recipes, in their order: a start-up learned from little is never narrower
+    than a cold one. Seen in the replay: SST-2's store (STS-B's curves alone; CoLA and RTE
+    taught nothing) gave two (IA)3 candidates, and the LoRA recipe that a cold start runs
+    first, better on SST-2, was not tried until the sampler came to it."""
     if not cfg.transfer:
         return []
     k = portfolio_size(plan.expected_candidates)
@@ -153,11 +160,18 @@ def start_from_portfolio(study: Study, cfg: SearchConfig, space: Space, trainer:
     found = choose_portfolio(meta_store_dir(cfg.meta_store), family, k,
                              lambda c: candidate_params(space, c) is not None, exclude=cfg.study)
     queue = portfolio_queue(space, found.candidates) if found else []
-    names = enqueue_queue(study, queue)
+    fill: list[tuple[str, dict[str, Any]]] = []
+    if queue:  # the recipes take the places the portfolio leaves
+        recipes = recipe_queue(space, tries_learning_rates(plan), short_schedule(plan))
+        fill = [(n, f) for n, f in recipes if all(f != q for _, q, _ in queue)][:k - len(queue)]
+    names = enqueue_queue(study, [*queue, *fill])
     if names:
-        reporter.note(found.describe(len(names)))
+        reporter.note(found.describe(len(queue)) + (
+            f"; the recipes fill its {len(fill)} other place{'s' if len(fill) != 1 else ''}: "
+            + ", ".join(name for name, _ in fill) if fill else ""))
         study.set_user_attr("startup", {"source": found.source, "tasks": found.tasks,
-                                        "studies": found.studies, "candidates": len(names)})
+                                        "studies": found.studies, "candidates": len(queue),
+                                        "recipes": len(fill)})
         study.set_user_attr(LR_PRIOR, {  # what the sampler's learning-rate prior reads
             "best_lr": found.best_lr,
             "members": {name: found.member_scores[i] for name, _, i in queue
