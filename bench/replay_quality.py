@@ -208,7 +208,20 @@ def current(rows: list[dict]) -> list[dict]:
     latest = {r["task"]: r["snapshot"] for r in rows}
     rows = [r for r in rows if latest[r["task"]] == r["snapshot"]]
     engine = {(r["task"], r["arm"]): r.get("engine") for r in rows}
-    return [r for r in rows if engine[r["task"], r["arm"]] == r.get("engine")]
+    # a C arm is recorded answers, the same under any engine: its newest row at each R
+    newest = {(r["task"], r.get("ratio"), r["arm"]): id(r) for r in rows}
+
+    def shown(r: dict) -> bool:
+        if searched(r["arm"]):
+            return engine[r["task"], r["arm"]] == r.get("engine")
+        return newest[r["task"], r.get("ratio"), r["arm"]] == id(r)
+
+    return [r for r in rows if shown(r)]
+
+
+def searched(arm: str) -> bool:
+    """A search arm (A, B, W, or one of them on another engine: "A@<commit>")."""
+    return arm.split("@")[0] in SEARCH_ARMS
 
 
 def report(out: Path = OUT) -> str:
@@ -221,8 +234,11 @@ def report(out: Path = OUT) -> str:
              "(never seen by a search or a selection). Best score at <= 1% trainable "
              "parameters (test), hypervolume of the front (test scores), mean ± std over "
              "repetitions; C arms are one recorded answer. Command: `python "
-             "bench/replay_quality.py --tasks sst2,cola,stsb,rte --ratios 1,3,10,40 --reps N` "
-             "then `--report`.", ""]
+             "bench/replay_quality.py --tasks sst2,stsb --ratios R --arms A,B,W,C-sweep,C-short,"
+             "C+ --reps N --snapshot a1d6e99b49` (N: 5 at R = 1 and 3, 20 at 10 and 40, 10 at "
+             "150), an older engine's arm with `AUTOPEFT_ENGINE=<its checkout>` before it, then "
+             "`--report`. Each arm is shown as the newest engine (the package's last commit) "
+             "that replayed it, named under each task.", ""]
     targets: list[str] = []
     for task in TASKS:
         task_rows = [r for r in rows if r["task"] == task]
@@ -239,6 +255,10 @@ def report(out: Path = OUT) -> str:
         head = score_arms + [f"HV {a}" for a in hv_arms]
         lines += [f"### {task} (recording: {recorded} runs; {nearest} of {trained} replayed "
                   "trials answered by the nearest recorded candidate)", ""]
+        arms = sorted({r["arm"] for r in task_rows})
+        lines += ["Engines: " + ", ".join(
+            f"{arm} {next(r.get('engine') for r in task_rows if r['arm'] == arm)}"
+            for arm in arms if searched(arm)) + ".", ""]
         if top and top["test"] > nothing:  # where something learned
             lines += [f"The recording's ceiling: its best run at <= 1% parameters on validation "
                       f"is {top['label']} ({top['val']:.3f} validation, {top['test']:.3f} test): "
@@ -273,7 +293,7 @@ def report(out: Path = OUT) -> str:
 def paired(by: dict, task: str, ratio: float, a: str, b: str, key: str) -> list[float]:
     """a - b per repetition (a fixed arm's one answer pairs with every repetition)."""
     other = {r["seed"]: r[key] for r in by.get((task, ratio, b), []) if r.get(key) is not None}
-    fixed = next(iter(other.values()), None) if b.split("@")[0] not in SEARCH_ARMS else None
+    fixed = next(iter(other.values()), None) if not searched(b) else None
     return [r[key] - (other.get(r["seed"]) if fixed is None else fixed)
             for r in by.get((task, ratio, a), [])
             if r.get(key) is not None and (fixed is not None or r["seed"] in other)]

@@ -183,10 +183,14 @@ def test_a_report_shows_the_newest_snapshot_and_each_arms_newest_engine() -> Non
         return {"task": "sst2", "arm": arm, "snapshot": snap, "engine": engine}
 
     rows = [row("A", "s1", "e1"), row("A", "s2", "e1"), row("A", "s2", "e2"),
-            row("A@old", "s2", "old"), row("C-sweep", "s2", "e1"),
-            {**row("A", "s1", "e1"), "task": "cola"}]
+            row("A@old", "s2", "old"), {**row("C-sweep", "s2", "e1"), "ratio": 40},
+            {**row("C-sweep", "s2", "e1"), "ratio": 10}, {**row("A", "s1", "e1"), "task": "cola"},
+            {**row("C-sweep", "s2", "e2"), "ratio": 10}]
+    # a C arm's answer at an R no newer engine replayed stays; at one it did, the newest row
     assert current(rows) == [row("A", "s2", "e2"), row("A@old", "s2", "old"),
-                             row("C-sweep", "s2", "e1"), {**row("A", "s1", "e1"), "task": "cola"}]
+                             {**row("C-sweep", "s2", "e1"), "ratio": 40},
+                             {**row("A", "s1", "e1"), "task": "cola"},
+                             {**row("C-sweep", "s2", "e2"), "ratio": 10}]
 
 
 def test_a_pilot_records_apart_and_says_each_points_score(tmp_path: Path) -> None:
