@@ -154,15 +154,20 @@ def two_tasks(tmp_path: Path, tiny_data: Path) -> Path:
     return data
 
 
+def earlier_sst2(store: Path) -> Path:
+    """A store holding one earlier SST-2 study: LoRA and BitFit good, prompt and prefix not."""
+    write_study(store, study("sst2", [(cand("lora", 2e-3, r=8), 0.90, 10**5),
+                                      (cand("bitfit", 4e-3, layers="all"), 0.88, 10**4),
+                                      (cand("prompt", 0.1), 0.5, 10**4),
+                                      (cand("prefix", 0.1), 0.5, 10**5)]))
+    return store
+
+
 def test_a_study_remembers_itself_and_the_next_starts_from_a_portfolio_and_says_so(
         workdir: Path, tiny_model: Path, two_tasks: Path) -> None:
     from autopeft import api
 
-    store = workdir / "meta"
-    lora, bitfit = cand("lora", 2e-3, r=8), cand("bitfit", 4e-3, layers="all")
-    write_study(store, study("sst2", [(lora, 0.90, 10**5), (bitfit, 0.88, 10**4),
-                                      (cand("prompt", 0.1), 0.5, 10**4),
-                                      (cand("prefix", 0.1), 0.5, 10**5)]))
+    store = earlier_sst2(workdir / "meta")
     notes = Notes()
     found = api.search("cola", n_trials=2, study="second", progress=notes.reporter,
                        **options(tiny_model, two_tasks, store))
@@ -191,11 +196,7 @@ def test_a_portfolio_smaller_than_the_start_up_is_completed_with_the_recipes(
     reads the portfolio's members alone."""
     from autopeft import api
 
-    store = workdir / "meta"
-    lora, bitfit = cand("lora", 2e-3, r=8), cand("bitfit", 4e-3, layers="all")
-    write_study(store, study("sst2", [(lora, 0.90, 10**5), (bitfit, 0.88, 10**4),
-                                      (cand("prompt", 0.1), 0.5, 10**4),
-                                      (cand("prefix", 0.1), 0.5, 10**5)]))
+    store = earlier_sst2(workdir / "meta")
     notes = Notes()
     found = api.search("cola", n_trials=4, study="topped", progress=notes.reporter,
                        **options(tiny_model, two_tasks, store))
