@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 from _report import minilm, save_row  # noqa: E402
 from record import CURVES, WORK, captured, recording_bench, recording_data  # noqa: E402
-from simulate import best_small, study_front  # noqa: E402
+from simulate import arm_config, best_small, study_front  # noqa: E402
 
 from replay_quality import COMMIT, WORK as REPLAY_WORK, w_store  # noqa: E402
 
@@ -91,11 +91,8 @@ def test_score(task: str, stored: dict, study: Any, best: Any) -> tuple[float, f
 
 def arm_settings(arm: str, task: str) -> dict:
     """What ``arm`` changes in a search's config, as the replay's arms do (``simulate.replay``)."""
-    if arm == "W":
-        store = w_store("W", task, REPLAY_WORK / "snapshots" / SNAPSHOT)["meta_store"]
-        return {"transfer": True, "meta_store": str(store)}
-    return {"transfer": False, "meta_store": None,
-            **({"sampler": "random", "warm_start": False} if arm == "B" else {})}
+    store = w_store(arm, task, REPLAY_WORK / "snapshots" / SNAPSHOT).get("meta_store")
+    return arm_config(arm, store)
 
 
 def one(task: str, ratio: float, seed: int, stored: dict, work: Path, arm: str = "A") -> dict:

@@ -397,7 +397,6 @@ def replay(task: str, ratio: float, seed: int, arm: str = "A", setting: str = "c
 
     from autopeft.runner import DataSettings
     from autopeft.search.config import SearchConfig
-    from autopeft.search.samplers import DEFAULT_SAMPLER
     from autopeft.search.study import run_search
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -413,9 +412,8 @@ def replay(task: str, ratio: float, seed: int, arm: str = "A", setting: str = "c
     cfg = SearchConfig(task=task, model=minilm(), study=name,
                        storage=f"sqlite:///{work / (name + '.db')}", budget=budget,
                        data=DataSettings(task), train=bench.settings, isolation="none",
-                       seed=seed, sampler="random" if arm == "B" else DEFAULT_SAMPLER,
-                       warm_start=arm != "B", loss_check=bench.steps == rec.steps,
-                       **transfer_settings(meta_store))
+                       seed=seed, loss_check=bench.steps == rec.steps,
+                       **arm_config(arm, meta_store))
     with replay_patches(bench, clock, work):
         study = run_search(cfg, bench=bench, clock=clock)
     out = summarise(study, rec, bench)
@@ -423,6 +421,13 @@ def replay(task: str, ratio: float, seed: int, arm: str = "A", setting: str = "c
                exact=bench.exact, nearest=bench.nearest,
                simulated_seconds=round(clock() - 1.0e9, 1), budget_seconds=round(budget, 1))
     return out
+
+
+def arm_config(arm: str, meta_store: Path | None = None) -> dict:
+    """What a search arm changes in ``SearchConfig`` (the replay's and ``real_check``'s):
+    B random proposals and no warm start; W reads ``meta_store``; A is the default, cold."""
+    return {**transfer_settings(meta_store),
+            **({"sampler": "random", "warm_start": False} if arm == "B" else {})}
 
 
 def transfer_settings(meta_store: Path | None) -> dict:
