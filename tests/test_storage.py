@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -285,6 +286,31 @@ def test_an_error_in_the_trial_leaves_it_failed_with_its_reason(
             raise exc
     (t,) = study.get_trials()
     assert t.state == TrialState.FAIL and t.user_attrs["fail_reason"] == reason
+
+
+def test_an_interrupt_while_the_beat_starts_leaves_no_thread_beating(
+        beating: tuple[optuna.Study, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    # CI's stacks: a Ctrl-C landing inside Thread.start left Optuna's (non-daemon) beat
+    # thread beating for good, and the search waited for it at exit forever.
+    study, _ = beating
+    trial = ask(study)
+    start = threading.Thread.start
+
+    def start_then_interrupt(self: threading.Thread) -> None:
+        monkeypatch.setattr(threading.Thread, "start", start)  # once
+        start(self)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(threading.Thread, "start", start_then_interrupt)
+    before = set(threading.enumerate())
+    with pytest.raises(KeyboardInterrupt):
+        with heartbeat(study, trial):
+            pass
+    assert study.get_trials()[0].user_attrs["fail_reason"] == "interrupted"
+    new = [t for t in threading.enumerate() if t not in before]
+    for t in new:
+        t.join(timeout=5)
+    assert not [t for t in new if t.is_alive()]
 
 
 def test_a_full_disk_during_a_trial_ends_the_search_in_one_line() -> None:

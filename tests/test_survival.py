@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy.exc
 
 from autopeft.cli import main
+from autopeft.search.storage import WORKER_PROCESS
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -146,8 +147,10 @@ def _created(db: Path) -> bool:
 def wait_for(workdir: Path, proc: subprocess.Popen, done: int, timeout: float = 90,
              fresh: float = 0.5) -> None:
     """Until ``done`` trials are complete and another one has been running for less than
-    ``fresh`` seconds: a signal sent now lands inside that trial, not after it (a trial of
-    the tests' ``sleep`` fault sleeps at least 4 steps x 0.25 s), on a loaded machine too."""
+    ``fresh`` seconds and has recorded its worker: a signal sent now lands inside that trial,
+    not after it (a trial of the tests' ``sleep`` fault sleeps at least 4 steps x 0.25 s),
+    on a loaded machine too. (One landing while the trial is created is
+    ``test_an_interrupt_while_the_trial_is_created_leaves_nothing_running``.)"""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         assert proc.poll() is None, proc.communicate()
@@ -163,7 +166,8 @@ def wait_for(workdir: Path, proc: subprocess.Popen, done: int, timeout: float = 
             states = [t.state.name for t in ts]
             running = [t for t in ts if t.state.name == "RUNNING"]
             if states.count("COMPLETE") >= done and len(running) == 1 and (
-                    datetime.now() - running[0].datetime_start).total_seconds() < fresh:
+                    datetime.now() - running[0].datetime_start).total_seconds() < fresh and (
+                    WORKER_PROCESS in running[0].user_attrs):
                 return
         time.sleep(0.05)
     raise AssertionError("the search never reached the state to interrupt")

@@ -394,11 +394,10 @@ def heartbeat(study: Study, trial: Trial) -> Iterator[None]:
 
     An error that escapes the trial never leaves it RUNNING: it becomes FAIL first. A disk
     problem (``disk_problem``) then ends the search with one line instead of a traceback."""
-    from optuna.storages._heartbeat import get_heartbeat_thread
-
+    stop = threading.Event()
     try:
-        with get_heartbeat_thread(trial._trial_id, study._storage):
-            yield
+        _start_beating(study._storage, trial._trial_id, stop)
+        yield
     except BaseException as exc:
         problem = disk_problem(exc)
         reason = INTERRUPTED if isinstance(exc, KeyboardInterrupt) else (
@@ -407,3 +406,25 @@ def heartbeat(study: Study, trial: Trial) -> Iterator[None]:
         if problem:
             raise UserError(problem) from None
         raise
+    finally:
+        stop.set()
+
+
+def _start_beating(storage: Any, trial_id: int, stop: threading.Event) -> None:
+    """Record ``trial_id``'s heartbeat every interval until ``stop`` is set. Not Optuna's
+    beat thread: it is no daemon and stops only in its context's exit, so a Ctrl-C landing
+    inside ``Thread.start`` left it beating and the search waiting for it at exit forever
+    (CI's stacks of ``test_survival``'s Ctrl-C test). This one is a daemon, stopped in
+    ``heartbeat``'s ``finally``."""
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    if not is_heartbeat_enabled(storage):
+        return
+    interval = storage.get_heartbeat_interval()
+    storage.record_heartbeat(trial_id)  # at once: a trial that has begun has beaten
+
+    def beat() -> None:
+        while not stop.wait(timeout=interval):
+            storage.record_heartbeat(trial_id)
+
+    threading.Thread(target=beat, name=f"autopeft-heartbeat-{trial_id}", daemon=True).start()
