@@ -254,6 +254,34 @@ def test_a_trial_starts_only_if_the_refit_keeps_what_its_members_need() -> None:
     assert no_refit.time_needed() == pytest.approx(11.5 / 51 * 152)
 
 
+def test_one_slow_first_trial_does_not_predict_every_trial_as_slow() -> None:
+    """The real B arm on SST-2 at R = 3 drew prompt tuning first (47 s for 42 steps, the
+    probe's LoRA 8.8 s) and stopped there with a third of its budget left: the probe counts
+    as one trial until the trials outnumber it."""
+    import optuna
+
+    from autopeft.search.budget import Phase
+    from autopeft.search.objective import TrialRunner
+    from autopeft.search.plan import Costs
+
+    plan = Plan(max_steps=125, trial_steps=42, refit_steps=42, rungs=[42],
+                costs=Costs(step_seconds=0.15, eval_seconds=2.0, rung_eval_seconds=1.0))
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+
+    def slow_trial() -> None:
+        study.add_trial(optuna.trial.create_trial(
+            values=[0.5, 1.0, 1.0], user_attrs={"wall_seconds": 47.0, "steps": 42}))
+
+    runner = TrialRunner(study, None, None, None, None, Phase(None), None, plan)
+    assert runner.time_needed() is None  # nothing measured: the first trial always starts
+    slow_trial()
+    assert runner.time_needed() == pytest.approx((47.0 + 8.8) / 2)
+    assert Phase(35.0, started=0.0, clock=lambda: 0.0).fits(runner.time_needed())
+    slow_trial()
+    slow_trial()
+    assert runner.time_needed() == pytest.approx(47.0)  # three say it: every trial is slow
+
+
 def test_a_continuation_pays_its_steps_and_one_scoring() -> None:
     """MiniLM/SST-2 at R = 3, measured: a 45-step trial took 4.66 s, 1.8 s of it scoring;
     its refit went on 89 steps in 8.05 s. Per step with the scoring in, 9.2 s were predicted

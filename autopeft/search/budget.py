@@ -123,15 +123,24 @@ class Budget(Phase):
         return cls(None if deadline is None else max(0.0, deadline - now), now, clock=clock)
 
 
-def predict_seconds(attrs: Iterable[dict[str, Any]], steps: int) -> float | None:
+def predict_seconds(attrs: Iterable[dict[str, Any]], steps: int,
+                    prior: float | None = None) -> float | None:
     """Predicted wall time of a ``steps``-step trial: the median seconds per step of the
     search trials that trained (complete or stopped at a rung; start-up and rung evaluations
     included; per step they ran themselves, ``steps_trained``), times ``steps``. None
-    before any trial trained."""
+    before any trial trained.
+
+    ``prior``, the probe's seconds per step, counts as one more trial. Why: one slow first
+    trial alone predicted every trial as slow and ended the search (a random draw of prompt
+    tuning, 1.1 s a step where the probe's LoRA took 0.2: the real B arm on SST-2 at R = 3
+    stopped after that one trial with a third of its budget left, ``bench/real_check.py``);
+    from three trials on, the median leaves an outlying probe aside."""
     rates = [a["wall_seconds"] / trained for a in attrs  # a continued trial ran fewer
              if (trained := a.get(STEPS_TRAINED, a.get(STEPS))) and CONFIRM_OF not in a
              and a.get("wall_seconds") is not None]
-    return statistics.median(rates) * steps if rates else None
+    if not rates:
+        return None
+    return statistics.median(rates + ([prior] if prior else [])) * steps
 
 
 def predict_scoring(attrs: Iterable[dict[str, Any]]) -> float:

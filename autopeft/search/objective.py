@@ -47,8 +47,8 @@ from autopeft.search.budget import Phase, predict_scoring, predict_seconds
 from autopeft.search.constraints import Limits, Prediction, predict
 from autopeft.search.continuation import Checkpoints, drop_superseded, make_room
 from autopeft.search.losscheck import LossCheck, chance_loss
-from autopeft.search.plan import (SEPARATION_TRIALS, Plan, continuation_seconds, lengthened,
-                                   refit_shortfall, separates)
+from autopeft.search.plan import (SEPARATION_TRIALS, Plan, candidate_seconds,
+                                   continuation_seconds, lengthened, refit_shortfall, separates)
 from autopeft.search.pruner import Pruner, decide_from_storage, rung_table
 from autopeft.search.storage import disk_problem
 from autopeft.train import maybe_bf16_base
@@ -163,9 +163,18 @@ class TrialRunner:
         return [t.user_attrs for t in self.study.get_trials(deepcopy=False)
                 if t.state.name in ("COMPLETE", "PRUNED")]
 
+    def _probe_rate(self) -> float | None:
+        """Seconds a step of a whole trial costs by the probe's measurements (the plan's rung
+        scorings included; on a busy slot, at the slot's speed): ``predict_seconds``'s prior."""
+        plan = self.plan
+        if plan.costs is None or not plan.trial_steps:
+            return None
+        alone = candidate_seconds(plan.trial_steps, 1, plan.costs, rungs=plan.rungs)
+        return alone / plan.trial_steps / (plan.throughput.speed if plan.throughput else 1.0)
+
     def predicted_seconds(self) -> float | None:
         """How long the next full trial should take (None: nothing measured yet)."""
-        return predict_seconds(self._trained(), self.plan.trial_steps)
+        return predict_seconds(self._trained(), self.plan.trial_steps, self._probe_rate())
 
     def time_needed(self) -> float | None:
         """What starting another trial costs the search phase: the trial, plus whatever the
@@ -176,7 +185,7 @@ class TrialRunner:
         fitted its phase, and the refit that needed 23 s found 19). The member's time is the
         refit's own estimate (``plan.continuation_seconds``)."""
         plan, trained = self.plan, self._trained()
-        trial = predict_seconds(trained, plan.trial_steps)
+        trial = predict_seconds(trained, plan.trial_steps, self._probe_rate())
         if trial is None or plan.refit_steps <= plan.trial_steps:
             return trial
         member = continuation_seconds(trial, predict_scoring(trained), plan.trial_steps,
