@@ -338,6 +338,23 @@ def test_reporters_take_every_event() -> None:
     assert "trial 9 rung at step 2: score 0.8100" in console.console.file.getvalue()
 
 
+def test_a_search_where_nothing_learned_says_so_at_the_end() -> None:
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    from autopeft.report.progress import _done_line
+
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    for _ in range(3):  # as every RTE candidate on MiniLM: stopped at the chance loss
+        study.add_trial(create_trial(state=TrialState.PRUNED, user_attrs={"not_learning": True}))
+    line = _done_line(study)
+    assert "0 complete" in line and "3 pruned" in line
+    assert "nothing learned: the loss check stopped all 3 trials" in line
+    assert "autopeft show" not in line  # there is no front to show
+    study.add_trial(create_trial(state=TrialState.PRUNED, user_attrs={}))  # one ranked out
+    assert "nothing learned" not in _done_line(study)
+
+
 def test_live_panel_shows_trial_budget_counts_and_front() -> None:
     from rich.console import Console
 
