@@ -343,6 +343,7 @@ def test_a_search_where_nothing_learned_says_so_at_the_end() -> None:
     from optuna.trial import TrialState, create_trial
 
     from autopeft.report.progress import _done_line
+    from autopeft.report.show import front_notes
 
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
     for _ in range(3):  # as every RTE candidate on MiniLM: stopped at the chance loss
@@ -351,6 +352,7 @@ def test_a_search_where_nothing_learned_says_so_at_the_end() -> None:
     assert "0 complete" in line and "3 pruned" in line
     assert "nothing learned: the loss check stopped all 3 trials" in line
     assert "autopeft show" not in line  # there is no front to show
+    assert any(n.startswith("Nothing learned: the loss check") for n in front_notes(study))
     study.add_trial(create_trial(state=TrialState.PRUNED, user_attrs={}))  # one ranked out
     assert "nothing learned" not in _done_line(study)
 

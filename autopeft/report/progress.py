@@ -19,8 +19,8 @@ from typing import IO, TYPE_CHECKING, Any
 from rich.markup import escape
 
 from autopeft.protocols import NullReporter  # noqa: F401  (re-exported)
-from autopeft.report.show import (console, human_bytes, human_count, placement, plural,
-                                  print_table, rows, table)
+from autopeft.report.show import (console, human_bytes, human_count, nothing_learned,
+                                  placement, plural, print_table, rows, table)
 from autopeft.results import feasible, record
 
 if TYPE_CHECKING:
@@ -84,22 +84,9 @@ def _done_line(study: Study) -> str:
     c = state_counts(study)
     return (f"done: {c['complete']} complete, {c['failed']} failed, {c['pruned']} pruned"
             + (f", {c['infeasible']} infeasible" if c["infeasible"] else "")
-            + (nothing_learned(study) or
+            + (f"; {empty}" if (empty := nothing_learned(study)) else
                f"; `autopeft show {escape(study.study_name)}` prints the front, "
                f"`autopeft plot {escape(study.study_name)}` draws it"))
-
-
-def nothing_learned(study: Study) -> str:
-    """Why the front is empty when every trial was stopped as not learning ("" otherwise).
-    Why: on RTE with MiniLM every candidate's loss stays at chance (the replay: 152 of 152
-    at R = 150), and a bare "0 complete" after hours reads like a crash, not a finding."""
-    trials = [t for t in study.get_trials(deepcopy=False) if t.state.name != "FAIL"]
-    if not trials or any(t.state.name != "PRUNED" or not t.user_attrs.get("not_learning")
-                         for t in trials):
-        return ""
-    return (f"; nothing learned: the loss check stopped all {len(trials)} trials at the "
-            "chance loss, so the front is empty. More --epochs or --train-samples, or "
-            "another --model, may learn; --no-loss-check trains every candidate to its rung")
 
 
 class ConsoleReporter(NullReporter):

@@ -88,6 +88,8 @@ def front_notes(study: Study) -> list[str]:
     noise = score_noise(study.user_attrs, recs)
     hidden = hidden_best(recs, noise)
     lines = [hidden.line()] if hidden else []
+    if empty := nothing_learned(study):
+        lines.append(f"{empty[0].upper()}{empty[1:]}.")
     for r in front(recs, noise):
         if r.repeats:
             lines.append(f"trial {r.number} +{plural(len(r.repeats), 'tie')} (the same "
@@ -100,6 +102,19 @@ def front_notes(study: Study) -> list[str]:
                      f"ties (scores within {noise:.4f}, memory within 5%) as one entry:")
         lines.extend(f"  {line}" for line in strict)
     return lines
+
+
+def nothing_learned(study: Study) -> str:
+    """Why the front is empty when every trial was stopped as not learning ("" otherwise).
+    Why: on RTE with MiniLM every candidate's loss stays at chance (the replay: 152 of 152
+    at R = 150), and a bare "0 complete" after hours reads like a crash, not a finding."""
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state.name != "FAIL"]
+    if not trials or any(t.state.name != "PRUNED" or not t.user_attrs.get("not_learning")
+                         for t in trials):
+        return ""
+    return (f"nothing learned: the loss check stopped all {len(trials)} trials at the "
+            "chance loss, so the front is empty. More --epochs or --train-samples, or "
+            "another --model, may learn; --no-loss-check trains every candidate to its rung")
 
 
 def checkpoint_line(study: Study) -> str:
