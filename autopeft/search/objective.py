@@ -172,9 +172,11 @@ class TrialRunner:
         alone = candidate_seconds(plan.trial_steps, 1, plan.costs, rungs=plan.rungs)
         return alone / plan.trial_steps / (plan.throughput.speed if plan.throughput else 1.0)
 
-    def predicted_seconds(self) -> float | None:
-        """How long the next full trial should take (None: nothing measured yet)."""
-        return predict_seconds(self._trained(), self.plan.trial_steps, self._probe_rate())
+    def predicted_seconds(self, trained: list[dict[str, Any]] | None = None) -> float | None:
+        """How long the next full trial should take (None: nothing measured yet), from
+        ``trained`` (default: the study's trained trials)."""
+        return predict_seconds(self._trained() if trained is None else trained,
+                               self.plan.trial_steps, self._probe_rate())
 
     def time_needed(self) -> float | None:
         """What starting another trial costs the search phase: the trial, plus whatever the
@@ -185,7 +187,7 @@ class TrialRunner:
         fitted its phase, and the refit that needed 23 s found 19). The member's time is the
         refit's own estimate (``plan.continuation_seconds``)."""
         plan, trained = self.plan, self._trained()
-        trial = predict_seconds(trained, plan.trial_steps, self._probe_rate())
+        trial = self.predicted_seconds(trained)
         if trial is None or plan.refit_steps <= plan.trial_steps:
             return trial
         member = continuation_seconds(trial, predict_scoring(trained), plan.trial_steps,
