@@ -43,6 +43,16 @@ class Candidate:
         """Short name, e.g. ``lora+bitfit``."""
         return "+".join(m.name for m in self.methods)
 
+    @property
+    def input_tokens(self) -> int:
+        """Tokens its methods put before every input row (prompt tuning's and P-tuning's
+        virtual tokens): what makes a step of it dearer than the probe's at the same rows
+        (``budget.predict_seconds``)."""
+        from autopeft.methods.registry import get_method, make_spec
+
+        return sum(make_spec(m.name, m.params).num_virtual_tokens for m in self.methods
+                   if get_method(m.name).lengthens_input)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +63,10 @@ INTERRUPTED = "interrupted"  # the fail reason of a trial ended by Ctrl-C or SIG
 WARM_START = "warm_start"  # the recipe's name
 CONFIRM_OF = "confirm_of"  # a refit trial: the search trial it re-trains
 OVER_CAP = "over_cap"  # a worker's trial past the study's cap, never trained
+# A trial told FAIL before training: its candidate was predicted not to fit in the time the
+# search phase had left (the reason). The search ended there.
+NOT_STARTED = "not_started"
+INPUT_TOKENS = "input_tokens"  # virtual tokens its methods put before every row (if any)
 # The cost behind a result (``autopeft/checkpoint.py``: runs continue, never restart):
 STEPS = "steps"  # the fidelity reached: optimiser steps behind the trial's model
 STEPS_TRAINED = "steps_trained"  # optimiser steps this trial ran itself (all its seeds)
@@ -209,10 +213,16 @@ def record(trial: FrozenTrial, superseded_by: int | None = None) -> Record:
     return r
 
 
+def never_trained(attrs: Mapping[str, Any]) -> bool:
+    """A trial that was asked and told without training: past the study's cap, or not
+    started for want of time. Not a result, nor a failure."""
+    return bool(attrs.get(OVER_CAP) or attrs.get(NOT_STARTED))
+
+
 def records(trials: Iterable[FrozenTrial]) -> list[Record]:
     """Every trial of a study as a record, in trial order. WAITING trials (queued, never
-    started) and a worker's trial past the study's cap (never trained) are left out."""
-    trials = [t for t in trials if t.state.name != "WAITING" and not t.user_attrs.get(OVER_CAP)]
+    started) and those never trained (``never_trained``) are left out."""
+    trials = [t for t in trials if t.state.name != "WAITING" and not never_trained(t.user_attrs)]
     refit_as = {t.user_attrs[CONFIRM_OF]: t.number for t in trials if CONFIRM_OF in t.user_attrs}
     return [record(t, refit_as.get(t.number)) for t in trials]
 

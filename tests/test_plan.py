@@ -282,6 +282,113 @@ def test_one_slow_first_trial_does_not_predict_every_trial_as_slow() -> None:
     assert runner.time_needed() == pytest.approx(47.0)  # three say it: every trial is slow
 
 
+def _measured(study, label: str, wall: float, steps: int = 42, tokens: int = 0) -> None:
+    import optuna
+
+    attrs = {"wall_seconds": wall, "steps": steps, "label": label}
+    if tokens:
+        attrs["input_tokens"] = tokens
+    study.add_trial(optuna.trial.create_trial(values=[0.5, 1.0, 1.0], user_attrs=attrs))
+
+
+def test_the_next_trial_is_predicted_from_its_own_tokens_and_method() -> None:
+    """The real B arm on SST-2 (MiniLM, rows of 14 padded tokens) drew prompt tuning with 50
+    virtual tokens first: 40 s for 42 steps where the probe's LoRA took 11 s. That trial
+    says little of a LoRA (its tokens are taken out of its rate) and much of another prompt
+    tuning; a method measured (full fine-tuning) predicts itself."""
+    import optuna
+
+    from autopeft.candidate import Candidate, MethodSpec
+    from autopeft.search.budget import Phase, token_factor
+    from autopeft.search.objective import TrialRunner
+    from autopeft.search.plan import Costs
+
+    assert token_factor(50, 14.0) == pytest.approx(64 / 14)
+    assert token_factor(50, 0.0) == token_factor(0, 14.0) == 1.0  # unknown rows, no tokens
+    plan = Plan(max_steps=125, trial_steps=42, refit_steps=42, rungs=[42],
+                costs=Costs(step_seconds=0.15, eval_seconds=2.0, rung_eval_seconds=1.0,
+                            row_tokens=14.0))
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    runner = TrialRunner(study, None, None, None, None, Phase(None), None, plan)
+    lora = Candidate([MethodSpec("lora")], 1e-3)
+    prompt = Candidate([MethodSpec("prompt", {"num_virtual_tokens": 50})], 3e-2)
+    full = Candidate([MethodSpec("full")], 4e-5)
+    _measured(study, "prompt", 40.4, tokens=50)
+    probe = 8.8  # 42 x 0.15 s + 2.0 s + 0.5 s of start
+    per_token = 40.4 / token_factor(50, 14.0)  # 8.8 s: the prompt trial without its tokens
+    assert runner.time_needed() == pytest.approx((per_token + probe) / 2)
+    assert runner.time_needed(lora) == runner.time_needed()  # no trial of LoRA yet
+    assert runner.time_needed(prompt) == pytest.approx(40.4)  # its own method says it
+    assert Phase(21.0, started=0.0, clock=lambda: 0.0).fits(runner.time_needed(lora))
+    assert not Phase(21.0, started=0.0, clock=lambda: 0.0).fits(runner.time_needed(prompt))
+    _measured(study, "full", 18.6)
+    _measured(study, "lora", 11.5)
+    assert runner.time_needed(full) == pytest.approx(18.6)
+    assert runner.time_needed(lora) == pytest.approx(11.5)
+    # prompt tuning at 20 tokens where one at 50 was measured: its tokens scale it
+    fewer = Candidate([MethodSpec("prompt", {"num_virtual_tokens": 20})], 3e-2)
+    assert runner.time_needed(fewer) == pytest.approx(per_token * token_factor(20, 14.0))
+
+
+def test_a_candidate_predicted_not_to_fit_is_not_started_and_the_search_says_why(
+        tmp_path: Path) -> None:
+    """Once sampled, a candidate predicted to outlast the search phase is told FAIL untrained
+    (``not_started``, with its reason), said, and the search ends; it is no result, no
+    failure in the counts. A cheaper candidate in the same time left runs."""
+    from types import SimpleNamespace
+
+    import optuna
+
+    from autopeft.protocols import NullReporter
+    from autopeft.report.progress import state_counts
+    from autopeft.results import NOT_STARTED, records
+    from autopeft.search.budget import Phase
+    from autopeft.search.loop import run_trials
+    from autopeft.search.objective import TrialRunner
+    from autopeft.search.plan import Costs
+    from autopeft.space import load_space
+
+    notes: list[str] = []
+
+    class Notes(NullReporter):
+        def note(self, text: str) -> None:
+            notes.append(text)
+
+    def search(method: str) -> tuple[optuna.Study, list[str]]:
+        (tmp_path / "s.yaml").write_text(
+            f"candidates: [{method}]\nmethods:\n  prompt: {{num_virtual_tokens: {{choices: "
+            "[50]}}\n  lora: {r: {choices: [8]}}\nlearning_rate: 1.0e-3\n")
+        study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+        _measured(study, "prompt", 40.4, tokens=50)
+        plan = Plan(max_steps=42, trial_steps=42, refit_steps=42, rungs=[42],
+                    costs=Costs(step_seconds=0.15, eval_seconds=2.0, rung_eval_seconds=1.0,
+                                row_tokens=14.0))
+        budget = Phase(21.0, started=0.0, clock=lambda: 0.0)
+        runner = TrialRunner(study, None, None, SimpleNamespace(prunes=False), None, budget,
+                             Notes(), plan)
+        trained: list[str] = []
+
+        def run(trial, candidate):
+            trained.append(candidate.label)
+            study.tell(trial, [0.8, 1.0, 1.0])
+
+        runner.run = run
+        notes.clear()
+        run_trials(study, 1, None, load_space(str(tmp_path / "s.yaml")), runner, budget, Notes())
+        return study, trained
+
+    study, trained = search("prompt")
+    assert trained == []
+    last = study.get_trials()[-1]
+    assert last.state.name == "FAIL" and "prompt" in last.user_attrs[NOT_STARTED]
+    assert notes == ["budget reached: the next candidate (prompt) is predicted to take 40 s, "
+                     "21 s are left"]
+    assert [r.number for r in records(study.get_trials())] == [0]
+    assert state_counts(study)["failed"] == 0
+    study, trained = search("lora")
+    assert trained == ["lora"] and notes == []
+
+
 def test_a_continuation_pays_its_steps_and_one_scoring() -> None:
     """MiniLM/SST-2 at R = 3, measured: a 45-step trial took 4.66 s, 1.8 s of it scoring;
     its refit went on 89 steps in 8.05 s. Per step with the scoring in, 9.2 s were predicted

@@ -72,6 +72,7 @@ def test_the_default_budget_path_runs_the_real_probe_and_falls_back(
     plan = Plan.from_dict(study.user_attrs["plan"])
     assert seen == ["IsolatedBench"]  # measured in the trial process, where trials train
     assert plan.costs.probe == "full" and plan.costs.step_seconds > 0 and plan.costs.eval_seconds > 0
+    assert 2 < plan.costs.row_tokens <= 48  # a padded row, what virtual tokens add to
     assert plan.ratio and plan.ratio > 1 and f"R = {plan.ratio:.1f}" in plan.describe()
 
 

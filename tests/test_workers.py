@@ -13,7 +13,8 @@ import optuna
 import pytest
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
-from autopeft.search.workers import OVER_CAP, beyond_cap, cap_reached, seconds_left, start_workers
+from autopeft.results import OVER_CAP
+from autopeft.search.workers import beyond_cap, cap_reached, seconds_left, start_workers
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

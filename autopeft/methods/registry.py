@@ -48,6 +48,10 @@ class Method:
     # Adds virtual tokens through peft's prompt learning (prefix, prompt, P-tuning, and the
     # hybrids built on prefix): it must be the outer PeftModel, and one per candidate.
     prompt_learning: bool = False
+    # Puts its spec's ``num_virtual_tokens`` before every input row (prompt tuning,
+    # P-tuning; prefix tuning adds keys and values only): a step runs on that many more
+    # tokens a row, so it costs more than the probe's (``Candidate.input_tokens``).
+    lengthens_input: bool = False
     # (base, spec, ctx) -> names of the base's parameters it replaces from the base itself
     # (``ctx.originals``), so ``build`` does not copy them first (QLoRA quantises from it).
     replaces: Callable[..., set[str]] | None = None

@@ -21,7 +21,7 @@ from rich.markup import escape
 from autopeft.protocols import NullReporter  # noqa: F401  (re-exported)
 from autopeft.report.show import (console, human_bytes, human_count, nothing_learned,
                                   placement, plural, print_table, rows, table)
-from autopeft.results import feasible, record
+from autopeft.results import feasible, never_trained, record
 
 if TYPE_CHECKING:
     from optuna import Study  # only for annotations: optuna stays a lazy import
@@ -35,6 +35,8 @@ def state_counts(study: Study) -> dict[str, int]:
     counts = dict.fromkeys(STATE_WORDS, 0)
     for t in study.get_trials(deepcopy=False):
         name = t.state.name
+        if never_trained(t.user_attrs):  # past the cap, or not started for want of time
+            continue
         if name == "COMPLETE":
             counts["complete" if feasible(t) else "infeasible"] += 1
         elif name == "PRUNED":

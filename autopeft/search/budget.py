@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from autopeft.errors import UserError
-from autopeft.results import CONFIRM_OF, SCORING_SECONDS, STEPS, STEPS_TRAINED
+from autopeft.results import CONFIRM_OF, INPUT_TOKENS, SCORING_SECONDS, STEPS, STEPS_TRAINED
 
 if TYPE_CHECKING:
     from optuna import Study  # only for annotations: optuna stays a lazy import
@@ -123,25 +123,49 @@ class Budget(Phase):
         return cls(None if deadline is None else max(0.0, deadline - now), now, clock=clock)
 
 
-def predict_seconds(attrs: Iterable[dict[str, Any]], steps: int,
-                    prior: float | None = None) -> float | None:
+def token_factor(input_tokens: int, row_tokens: float) -> float:
+    """How much dearer a step and a scoring are when ``input_tokens`` virtual tokens go before
+    every row of ``row_tokens`` padded tokens (1.0 where either is unknown): in proportion to
+    the tokens, the layers' matrix products being most of a step at these lengths (the
+    attention's extra keys are not counted). An upper bound, the fixed part of a step not
+    scaling: the real B arm on SST-2 (MiniLM, rows of 14 padded tokens) trained prompt tuning
+    with 50 virtual tokens at 0.96 s a step, scorings in, against 0.27 for its LoRA trials,
+    3.5x, where this says 4.6x (``bench/real_check.py``, 2026-12-07)."""
+    return 1.0 + input_tokens / row_tokens if input_tokens > 0 and row_tokens > 0 else 1.0
+
+
+def predict_seconds(attrs: Iterable[dict[str, Any]], steps: int, prior: float | None = None,
+                    row_tokens: float = 0.0, label: str | None = None,
+                    input_tokens: int = 0) -> float | None:
     """Predicted wall time of a ``steps``-step trial: the median seconds per step of the
     search trials that trained (complete or stopped at a rung; start-up and rung evaluations
     included; per step they ran themselves, ``steps_trained``), times ``steps``. None
     before any trial trained.
 
-    ``prior``, the probe's seconds per step, counts as one more trial. Why: one slow first
-    trial alone predicted every trial as slow and ended the search (a random draw of prompt
-    tuning, 40 s for 42 steps where the probe's LoRA took 11 s: the real B arm on SST-2 at
-    R = 10 stopped after 2 trials with half its budget left, 0.574 on test; with the prior,
-    11 trials and 0.848, ``bench/real_check.py``, MiniLM); from three trials on, the median
-    leaves an outlying probe aside."""
-    rates = [a["wall_seconds"] / trained for a in attrs  # a continued trial ran fewer
+    Per candidate. Each trial's rate is taken over its ``token_factor`` and the prediction
+    multiplied by the candidate's (``input_tokens``): one prompt-tuning trial is no evidence
+    that the next LoRA is slow, nor a LoRA that the next prompt tuning is fast. Where trials
+    of the candidate's ``label`` trained, their rates alone predict it: the same method on
+    the same machine is the best evidence there is (full fine-tuning ran 0.45 s a step,
+    scorings in, where the LoRA trials ran 0.27: the real B arm on SST-2, MiniLM). With no
+    ``label``: the next trial, whatever it will be.
+
+    ``prior``, the probe's seconds per step, counts as one more trial where no trial of the
+    label trained. Why: one slow first trial alone predicted every trial as slow and ended
+    the search (a random draw of prompt tuning, 40 s for 42 steps where the probe's LoRA took
+    11 s: the real B arm on SST-2 at R = 10 stopped after 2 trials with half its budget left,
+    0.574 on test; with the prior, 11 trials and 0.848, ``bench/real_check.py``, MiniLM);
+    from three trials on, the median leaves an outlying probe aside."""
+    rated = [(a.get("label"), a["wall_seconds"] / trained
+              / token_factor(a.get(INPUT_TOKENS, 0), row_tokens))
+             for a in attrs  # a continued trial ran fewer steps than it reached
              if (trained := a.get(STEPS_TRAINED, a.get(STEPS))) and CONFIRM_OF not in a
              and a.get("wall_seconds") is not None]
-    if not rates:
+    if not rated:
         return None
-    return statistics.median(rates + ([prior] if prior else [])) * steps
+    same = [rate for name, rate in rated if label is not None and name == label]
+    rates = same or [rate for _, rate in rated] + ([prior] if prior else [])
+    return statistics.median(rates) * steps * token_factor(input_tokens, row_tokens)
 
 
 def predict_scoring(attrs: Iterable[dict[str, Any]]) -> float:

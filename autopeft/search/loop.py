@@ -9,13 +9,13 @@ import warnings
 from typing import TYPE_CHECKING
 
 from autopeft.protocols import Reporter
-from autopeft.results import CANDIDATE
+from autopeft.results import CANDIDATE, INPUT_TOKENS, OVER_CAP
 from autopeft.search.budget import Phase
 from autopeft.search.objective import TrialRunner
 from autopeft.search.storage import (WORKER, WORKER_PROCESS, fail_stale_trials, heartbeat,
                                      interrupts_held, process_record)
 from autopeft.search.summary import record_hypervolume
-from autopeft.search.workers import OVER_CAP, beyond_cap, cap_reached
+from autopeft.search.workers import beyond_cap, cap_reached
 from autopeft.space import Space
 
 if TYPE_CHECKING:
@@ -65,6 +65,10 @@ def run_trials(study: Study, n_trials: int | None, max_trials: int | None, space
             candidate = space.sample(trial)
             trial.set_user_attr(CANDIDATE, candidate.to_dict())
             trial.set_user_attr("label", candidate.label)
+            if candidate.input_tokens:  # its steps are dearer (``budget.predict_seconds``)
+                trial.set_user_attr(INPUT_TOKENS, candidate.input_tokens)
+            if runner.not_started(trial, candidate):  # predicted not to fit: said why
+                break
             reporter.trial_started(trial.number, candidate)
             runner.run(trial, candidate)
         runner.check_separation()  # a first rung that ranks noise: fewer, longer trials

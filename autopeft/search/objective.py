@@ -39,9 +39,11 @@ from autopeft.devices import cuda_broken
 from autopeft.errors import UserError
 from autopeft.protocols import Reporter, Trainer
 from autopeft.results import (CANDIDATE, CHECKPOINT_DROPPED, CONTINUED_FROM, CONTINUES,
-                              DUPLICATE_OF, FAIL_REASON, INTERRUPTED, PAUSED, PREDICTED_MEMORY,
-                              PROMOTES, RUNG_DECISIONS, RUNG_SCORES, SCORING_SECONDS, STEPS,
-                              STEPS_TRAINED, STOPPED_BY_BUDGET, dropped_checkpoints)
+                              DUPLICATE_OF, FAIL_REASON, INTERRUPTED, NOT_STARTED, PAUSED,
+                              PREDICTED_MEMORY, PROMOTES, RUNG_DECISIONS, RUNG_SCORES,
+                              SCORING_SECONDS, STEPS,
+                              STEPS_TRAINED, STOPPED_BY_BUDGET, dropped_checkpoints,
+                              never_trained)
 from autopeft.runner import Fidelity, Outcome
 from autopeft.search.budget import Phase, predict_scoring, predict_seconds
 from autopeft.search.constraints import Limits, Prediction, predict
@@ -172,25 +174,32 @@ class TrialRunner:
         alone = candidate_seconds(plan.trial_steps, 1, plan.costs, rungs=plan.rungs)
         return alone / plan.trial_steps / (plan.throughput.speed if plan.throughput else 1.0)
 
-    def predicted_seconds(self, trained: list[dict[str, Any]] | None = None) -> float | None:
+    def predicted_seconds(self, trained: list[dict[str, Any]] | None = None,
+                          candidate: Candidate | None = None) -> float | None:
         """How long the next full trial should take (None: nothing measured yet), from
-        ``trained`` (default: the study's trained trials)."""
+        ``trained`` (default: the study's trained trials); of ``candidate`` once sampled."""
+        costs = self.plan.costs
         return predict_seconds(self._trained() if trained is None else trained,
-                               self.plan.trial_steps, self._probe_rate())
+                               self.plan.trial_steps, self._probe_rate(),
+                               row_tokens=costs.row_tokens if costs else 0.0,
+                               label=candidate.label if candidate else None,
+                               input_tokens=candidate.input_tokens if candidate else 0)
 
-    def time_needed(self) -> float | None:
+    def time_needed(self, candidate: Candidate | None = None) -> float | None:
         """What starting another trial costs the search phase: the trial, plus whatever the
         refit's members need beyond the share the plan kept for them, at the measured rate
         (``plan.refit_shortfall``). Why: the plan's share comes from the probe's costs; where
         trials run slower than it said, a search that fills its phase leaves the refit too
         little to continue even its first member (MiniLM/SST-2 at R = 3: a fourth trial
         fitted its phase, and the refit that needed 23 s found 19). The member's time is the
-        refit's own estimate (``plan.continuation_seconds``)."""
+        refit's own estimate (``plan.continuation_seconds``), of a typical trial; the trial,
+        ``candidate``'s once it is sampled (``predict_seconds``)."""
         plan, trained = self.plan, self._trained()
-        trial = self.predicted_seconds(trained)
+        trial = self.predicted_seconds(trained, candidate)
         if trial is None or plan.refit_steps <= plan.trial_steps:
             return trial
-        member = continuation_seconds(trial, predict_scoring(trained), plan.trial_steps,
+        typical = self.predicted_seconds(trained) if candidate is not None else trial
+        member = continuation_seconds(typical, predict_scoring(trained), plan.trial_steps,
                                       plan.refit_steps - plan.trial_steps)
         return trial + refit_shortfall(plan, member)
 
@@ -205,9 +214,9 @@ class TrialRunner:
         trials = self.study.get_trials(deepcopy=False)
         later: dict[str, int] = {}  # candidate -> the last trial that took it up
         for t in trials:
-            if CANDIDATE in t.user_attrs:
+            if CANDIDATE in t.user_attrs and not never_trained(t.user_attrs):
                 later[repr(t.user_attrs[CANDIDATE])] = t.number
-        taken = {t.user_attrs.get(PROMOTES) for t in trials}
+        taken = {t.user_attrs.get(PROMOTES) for t in trials if not never_trained(t.user_attrs)}
         paused_at = {t.number: t.user_attrs.get("pruned_at_step") for t in trials}
         dropped = dropped_checkpoints(self.study.user_attrs)
         tables: dict[int, list] = {}  # one read of the storage, one table per rung
@@ -488,6 +497,25 @@ class TrialRunner:
         self.study.tell(trial, state=TrialState.PRUNED)
         self.reporter.trial_pruned(trial.number, reason)
         return TrialState.PRUNED.name
+
+    def not_started(self, trial: Trial, candidate: Candidate) -> bool:
+        """Whether ``trial``, sampled as ``candidate``, is left untrained because the candidate
+        is predicted to take longer than the search phase has left (a prompt tuning's virtual
+        tokens, a method measured slow: ``time_needed(candidate)``); then it is told FAIL,
+        ``NOT_STARTED`` with the reason, said, and the search ends. Why not start it: the
+        budget would cut it short, most likely before its first rung. A duplicate costs
+        nothing: it is never refused."""
+        from optuna.trial import TrialState
+
+        need = self.time_needed(candidate)
+        if self.budget.fits(need) or self.duplicate_of(trial, candidate) is not None:
+            return False
+        reason = (f"the next candidate ({candidate.label}) is predicted to take {need or 0:.0f} "
+                  f"s, {self.budget.left() or 0:.0f} s are left")
+        trial.set_user_attr(NOT_STARTED, reason)
+        self.study.tell(trial, state=TrialState.FAIL)
+        self.reporter.note(f"budget reached: {reason}")
+        return True
 
     def _skip(self, trial: Trial, pred: Prediction, broken: list[str]) -> str:
         from optuna.trial import TrialState

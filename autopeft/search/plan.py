@@ -106,6 +106,9 @@ class Costs:
     # Writing the probe candidate's checkpoint (``probe.write_speed``): a run waits for its
     # last write at its end; the earlier ones overlap its training (``checkpoint.Writer``).
     write_seconds: float = 0.0
+    # The mean padded tokens of a training row over the probe's epoch of batches: what a
+    # candidate's virtual tokens add to (``budget.token_factor``; 0: not known).
+    row_tokens: float = 0.0
 
     def run_seconds(self, steps: int) -> float:
         """One run of ``steps`` steps from its start, scored on the whole validation split,

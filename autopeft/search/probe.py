@@ -141,14 +141,14 @@ def probe(bench: Any, rung_rows: int | None) -> Costs:
         start = time.perf_counter()
         outcome = bench.run(candidate, on_step=on_step, fidelity=fidelity)
         end = time.perf_counter()
-        step = _epoch_step_seconds(bench, candidate, stamps)
+        step, row_tokens = _epoch_step_seconds(bench, candidate, stamps)
         evaluation = end - stamps[-1]
         share = min(1.0, (rung_rows or len(bench.eval_data)) / max(1, len(bench.eval_data)))
         first = stamps[0] - start - step  # build and copy, before the first step
         return Costs(step_seconds=round(step, 4), eval_seconds=round(evaluation, 3),
                      rung_eval_seconds=round(evaluation * share, 3),
                      start_seconds=round(max(0.0, first), 3), probe=candidate.label,
-                     write_seconds=_write_seconds(outcome))
+                     write_seconds=_write_seconds(outcome), row_tokens=round(row_tokens, 1))
     raise RuntimeError(f"no probe candidate trains on this model: {last}")
 
 
@@ -183,9 +183,11 @@ def write_speed(folder: str, size: int) -> float:
     return size / max(seconds, 1e-6)
 
 
-def _epoch_step_seconds(bench: Any, candidate: Candidate, stamps: list[float]) -> float:
+def _epoch_step_seconds(bench: Any, candidate: Candidate,
+                        stamps: list[float]) -> tuple[float, float]:
     """The mean step over an epoch of the trials' batches, from the timed steps' durations
-    (``fitted_step_seconds``); the steps' median where the batches cannot be known."""
+    (``fitted_step_seconds``), and the mean padded tokens of a row in that epoch; the steps'
+    median and 0.0 where the batches cannot be known."""
     try:
         settings, data = bench.settings, bench.train_data
         accum = max(1, settings.grad_accum)
@@ -193,9 +195,10 @@ def _epoch_step_seconds(bench: Any, candidate: Candidate, stamps: list[float]) -
         tokens = step_tokens(data, settings.batch_size, accum, candidate.seed,
                              max(per_epoch, len(stamps)))  # the probe's steps start the epoch
     except (AttributeError, TypeError, ValueError):  # a trainer without these (hf_trainer)
-        return step_seconds(stamps)
-    return fitted_step_seconds(durations(stamps), tokens[WARMUP_STEPS:len(stamps)],
-                               statistics.fmean(tokens[:per_epoch]))
+        return step_seconds(stamps), 0.0
+    mean = statistics.fmean(tokens[:per_epoch])
+    return (fitted_step_seconds(durations(stamps), tokens[WARMUP_STEPS:len(stamps)], mean),
+            mean / (settings.batch_size * accum))
 
 
 def _proxy(rounds: int) -> None:

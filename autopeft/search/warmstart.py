@@ -49,7 +49,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from autopeft.results import FAIL_REASON, INTERRUPTED, WARM_START
+from autopeft.results import FAIL_REASON, INTERRUPTED, NOT_STARTED, WARM_START
 from autopeft.space import Param, Space, lr_param
 
 if TYPE_CHECKING:
@@ -265,8 +265,9 @@ def enqueue_queue(study: Study, queue: list[tuple[Any, ...]]) -> list[str]:
 
 
 def requeue_interrupted(study: Study) -> list[str]:
-    """Queue again every recipe whose last trial was interrupted and that has no other trial
-    done, running or queued; returns their names. Call when a search resumes."""
+    """Queue again every recipe whose last trial was interrupted, or not started for want of
+    time (``NOT_STARTED``), and that has no other trial done, running or queued; returns
+    their names. Call when a search resumes."""
     latest: dict[str, Any] = {}
     settled = set()
     for t in study.get_trials(deepcopy=False):
@@ -278,8 +279,8 @@ def requeue_interrupted(study: Study) -> list[str]:
         latest[name] = t
     names = []
     for name, t in latest.items():
-        if (name in settled or t.user_attrs.get(FAIL_REASON) != INTERRUPTED
-                or "fixed_params" not in t.system_attrs):
+        if (name in settled or "fixed_params" not in t.system_attrs or (
+                t.user_attrs.get(FAIL_REASON) != INTERRUPTED and not t.user_attrs.get(NOT_STARTED))):
             continue
         study.enqueue_trial(t.system_attrs["fixed_params"], user_attrs={WARM_START: name},
                             skip_if_exists=False)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from autopeft.devices import Slot
 from autopeft.search.budget import Budget, Clock
-from autopeft.results import OVER_CAP
+from autopeft.results import never_trained
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial, Trial
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 def _slots(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     retried = {t.system_attrs.get("failed_trial") for t in trials} - {None}
-    return [t for t in trials if t.state.name != "WAITING" and not t.user_attrs.get(OVER_CAP)
+    return [t for t in trials if t.state.name != "WAITING" and not never_trained(t.user_attrs)
             and not (t.state.name == "FAIL" and t.number in retried)]
 
 
