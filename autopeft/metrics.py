@@ -56,3 +56,20 @@ METRICS: dict[str, Callable[[Sequence, Sequence], dict[str, float]]] = {
     "accuracy": accuracy, "matthews": matthews, "f1_accuracy": f1_accuracy,
     "pearson_spearman": pearson_spearman,
 }
+
+
+def constant_score(metric: str, labels: Sequence, regression: bool = False) -> float | None:
+    """The best score one constant answer gets on ``labels`` (every class tried; the mean for
+    ``regression``): what a model that learned nothing scores, e.g. the majority class's
+    accuracy, MCC 0, a correlation of 0. Why: a study whose best trial scores no more has
+    learned nothing, whatever its front ranks (MiniLM on CoLA: all 28 recorded runs at MCC
+    0, ``bench/curves``). None: a metric not computed from labels here (BLEU, a loss), or
+    no labels."""
+    fn = METRICS.get(metric)
+    if fn is None or isinstance(labels, list) and labels and np.ndim(labels[0]) > 0:
+        return None  # per-token labels: a language model's task
+    values = np.asarray(labels)
+    if not len(values):
+        return None
+    answers = [float(values.mean())] if regression else list(np.unique(values))
+    return max(fn([a] * len(values), values)["score"] for a in answers)

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from autopeft import api
@@ -355,6 +356,46 @@ def test_a_search_where_nothing_learned_says_so_at_the_end() -> None:
     assert any(n.startswith("Nothing learned: the loss check") for n in front_notes(study))
     study.add_trial(create_trial(state=TrialState.PRUNED, user_attrs={}))  # one ranked out
     assert "nothing learned" not in _done_line(study)
+
+
+def test_a_front_no_better_than_one_constant_answer_says_nothing_was_learned() -> None:
+    """MiniLM on CoLA: every trial learned the majority class (MCC 0), so the front ranked
+    size and memory only. The study knows what one constant answer scores on its labels;
+    a best score within twice the noise of it is said as nothing learned."""
+    import optuna
+    from optuna.trial import create_trial
+
+    from autopeft.metrics import constant_score
+    from autopeft.report.progress import _done_line
+    from autopeft.report.show import front_notes
+
+    cola = [0] * 150 + [1] * 350
+    assert constant_score("matthews", cola) == 0.0
+    assert constant_score("accuracy", cola) == 0.7  # the majority class
+    assert constant_score("f1_accuracy", [0, 1, 1, 1]) == pytest.approx((6 / 7 + 0.75) / 2)
+    assert constant_score("pearson_spearman", [0.5, 2.0, 4.5], regression=True) == 0.0
+    assert constant_score("bleu", ["a b"]) is None
+    assert constant_score("neg_loss", [np.array([1, 2])]) is None
+
+    def study_at(*scores: float) -> optuna.Study:
+        study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+        study.set_user_attr("no_skill", 0.0)
+        study.set_user_attr("noise", {"rung": 0.045, "final": 0.045, "metric": "matthews",
+                                      "rung_rows": 500, "final_rows": 500})
+        for i, score in enumerate(scores):
+            study.add_trial(create_trial(values=[score, 1000.0 * (i + 1), 1e8], user_attrs={
+                "trainable_params": 1000 * (i + 1), "steps": 100, "label": "lora"}))
+        return study
+
+    flat = study_at(0.0, 0.0, 0.03)
+    line = _done_line(flat)
+    assert "3 complete" in line and "nothing learned: no trial scored above 0.000" in line
+    assert "twice the noise (0.089; best 0.030)" in line
+    assert any(n.startswith("Nothing learned: no trial") for n in front_notes(flat))
+    assert "nothing learned" not in _done_line(study_at(0.0, 0.2))  # one learned
+    unknown = study_at(0.0)
+    unknown.set_user_attr("no_skill", None)  # BLEU, a loss: not judged
+    assert "nothing learned" not in _done_line(unknown)
 
 
 def test_live_panel_shows_trial_budget_counts_and_front() -> None:

@@ -96,6 +96,11 @@ def test_predicted_memory_is_a_lower_bound_and_the_hypervolume_is_recorded(
     expected = hypervolume(points, (1.1, 1.1, 1.1))
     assert study.user_attrs["hypervolume"] == pytest.approx(expected, abs=1e-6)
     assert study.user_attrs["hypervolume_history"][-1][1] == study.user_attrs["hypervolume"]
+    # what learning nothing scores on these validation labels: the majority class's share
+    labels = [int(line.split("\t")[-1]) for line in
+              (tiny_data / "glue" / "sst2" / "validation.tsv").read_text().splitlines()[1:]]
+    majority = max(labels.count(0), labels.count(1)) / len(labels)
+    assert study.user_attrs["no_skill"] == pytest.approx(majority)
 
 
 @pytest.mark.parametrize("short", [True, False])

@@ -105,16 +105,30 @@ def front_notes(study: Study) -> list[str]:
 
 
 def nothing_learned(study: Study) -> str:
-    """Why the front is empty when every trial was stopped as not learning ("" otherwise).
-    Why: on RTE with MiniLM every candidate's loss stays at chance (the replay: 152 of 152
-    at R = 150), and a bare "0 complete" after hours reads like a crash, not a finding."""
+    """Why the front says nothing ("" where something learned): every trial stopped as not
+    learning, or no trial's score above what one constant answer scores (``no_skill``: the
+    majority class, MCC 0) by more than twice the noise. Why: on RTE with MiniLM every
+    candidate's loss stays at chance (the replay: 152 of 152 at R = 150), and a bare "0
+    complete" after hours reads like a crash, not a finding; on CoLA every trial learns the
+    majority class (MCC 0), and a front of MCC 0 members ranks only size and memory."""
     trials = [t for t in study.get_trials(deepcopy=False) if t.state.name != "FAIL"]
-    if not trials or any(t.state.name != "PRUNED" or not t.user_attrs.get("not_learning")
-                         for t in trials):
+    advice = "More --epochs or --train-samples, or another --model, may learn"
+    if trials and all(t.state.name == "PRUNED" and t.user_attrs.get("not_learning")
+                      for t in trials):
+        return (f"nothing learned: the loss check stopped all {len(trials)} trials at the "
+                f"chance loss, so the front is empty. {advice}; --no-loss-check trains "
+                "every candidate to its rung")
+    floor = study.user_attrs.get("no_skill")
+    recs = [r for r in records(trials) if r.score is not None and r.fidelity != "provisional"]
+    if floor is None or not recs:
         return ""
-    return (f"nothing learned: the loss check stopped all {len(trials)} trials at the "
-            "chance loss, so the front is empty. More --epochs or --train-samples, or "
-            "another --model, may learn; --no-loss-check trains every candidate to its rung")
+    noise = score_noise(study.user_attrs, recs)
+    best = max(r.score for r in recs)
+    if best > floor + 2 * noise:
+        return ""
+    return (f"nothing learned: no trial scored above {floor:.3f}, what one constant answer "
+            f"scores on this metric, by more than twice the noise ({2 * noise:.3f}; best "
+            f"{best:.3f}), so the front ranks only size and memory. {advice}")
 
 
 def checkpoint_line(study: Study) -> str:

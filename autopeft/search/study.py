@@ -108,6 +108,7 @@ def prepare(study: Study, cfg: SearchConfig, space: Space, trainer: Trainer, bud
             reporter: Reporter, plan: Plan) -> TrialRunner:
     """Resolve the limits, note the hypervolume scales, warm-start a fresh study."""
     from autopeft.build import count_total
+    from autopeft.metrics import constant_score
     from autopeft.validate import skeleton
 
     base_params = count_total(trainer.base.model)
@@ -116,6 +117,9 @@ def prepare(study: Study, cfg: SearchConfig, space: Space, trainer: Trainer, bud
         study.set_user_attr("hv_scales", Scales.for_metric(trainer.task.metric, base_params).to_dict())
     if "started_at" not in study.user_attrs:
         study.set_user_attr("started_at", time.time())
+    if "no_skill" not in study.user_attrs:  # what learning nothing scores (``nothing_learned``)
+        study.set_user_attr("no_skill", constant_score(
+            trainer.task.metric, trainer.eval_data.labels, trainer.task.num_labels == 1))
     if cfg.warm_start and not study.trials:  # a portfolio learned before, else the recipes
         if not start_from_portfolio(study, cfg, space, trainer, plan, reporter) and (
                 names := enqueue_recipes(study, space, tries_learning_rates(plan),
