@@ -333,8 +333,9 @@ def test_the_next_trial_is_predicted_from_its_own_tokens_and_method() -> None:
 def test_a_candidate_predicted_not_to_fit_is_not_started_and_the_search_says_why(
         tmp_path: Path) -> None:
     """Once sampled, a candidate predicted to outlast the search phase is told FAIL untrained
-    (``not_started``, with its reason), said, and the search ends; it is no result, no
-    failure in the counts. A cheaper candidate in the same time left runs."""
+    (``not_started``, with its reason) and said; it is no result, no failure in the counts.
+    The search samples again, and ends after ``MAX_REFUSED`` in a row. A cheaper candidate
+    in the same time left runs."""
     from types import SimpleNamespace
 
     import optuna
@@ -343,7 +344,7 @@ def test_a_candidate_predicted_not_to_fit_is_not_started_and_the_search_says_why
     from autopeft.report.progress import state_counts
     from autopeft.results import NOT_STARTED, records
     from autopeft.search.budget import Phase
-    from autopeft.search.loop import run_trials
+    from autopeft.search.loop import MAX_REFUSED, run_trials
     from autopeft.search.objective import TrialRunner
     from autopeft.search.plan import Costs
     from autopeft.space import load_space
@@ -379,10 +380,13 @@ def test_a_candidate_predicted_not_to_fit_is_not_started_and_the_search_says_why
 
     study, trained = search("prompt")
     assert trained == []
-    last = study.get_trials()[-1]
-    assert last.state.name == "FAIL" and "prompt" in last.user_attrs[NOT_STARTED]
-    assert notes == ["budget reached: the next candidate (prompt) is predicted to take 40 s, "
-                     "21 s are left"]
+    refused = study.get_trials()[1:]
+    assert [t.state.name for t in refused] == ["FAIL"] * MAX_REFUSED  # then it gives up
+    assert all("prompt" in t.user_attrs[NOT_STARTED] for t in refused)
+    assert notes == [f"trial {t.number} not started: prompt is predicted to take 40 s, 21 s "
+                     "are left" for t in refused] + [
+        f"budget reached: {MAX_REFUSED} candidates in a row were predicted not to fit in the "
+        "time left"]
     assert [r.number for r in records(study.get_trials())] == [0]
     assert state_counts(study)["failed"] == 0
     study, trained = search("lora")

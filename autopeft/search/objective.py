@@ -502,19 +502,18 @@ class TrialRunner:
         """Whether ``trial``, sampled as ``candidate``, is left untrained because the candidate
         is predicted to take longer than the search phase has left (a prompt tuning's virtual
         tokens, a method measured slow: ``time_needed(candidate)``); then it is told FAIL,
-        ``NOT_STARTED`` with the reason, said, and the search ends. Why not start it: the
-        budget would cut it short, most likely before its first rung. A duplicate costs
-        nothing: it is never refused."""
+        ``NOT_STARTED`` with the reason, and said. Why not start it: the budget would cut it
+        short, most likely before its first rung. A duplicate costs nothing: never refused."""
         from optuna.trial import TrialState
 
         need = self.time_needed(candidate)
         if self.budget.fits(need) or self.duplicate_of(trial, candidate) is not None:
             return False
-        reason = (f"the next candidate ({candidate.label}) is predicted to take {need or 0:.0f} "
-                  f"s, {self.budget.left() or 0:.0f} s are left")
+        reason = (f"{candidate.label} is predicted to take {need or 0:.0f} s, "
+                  f"{self.budget.left() or 0:.0f} s are left")
         trial.set_user_attr(NOT_STARTED, reason)
         self.study.tell(trial, state=TrialState.FAIL)
-        self.reporter.note(f"budget reached: {reason}")
+        self.reporter.note(f"trial {trial.number} not started: {reason}")
         return True
 
     def _skip(self, trial: Trial, pred: Prediction, broken: list[str]) -> str:
