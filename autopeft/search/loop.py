@@ -23,11 +23,11 @@ if TYPE_CHECKING:
 
 
 # Sampled candidates in a row predicted not to fit in the time left (``not_started``) after
-# which the search phase ends. Why go on at all: ending at the first left the rest of a
-# random search's phase unused (a replayed B search on SST-2 at R = 10 used 93% of its
-# budget where starting that candidate had used 99%); why 3: each refusal costs a proposal
-# only (0.1 s of CPU at 450 trials, BENCHMARKS), and three in a row say the sampler wants
-# what no longer fits.
+# which the search phase ends. Why go on after one: the next draw may be cheaper (a random
+# draw of prompt tuning took four times a LoRA trial's time on SST-2), and what the search
+# phase leaves goes to the refit, which continues only a few members. Why 3: a refusal costs
+# one proposal (0.109 s of CPU at 450 trials, BENCHMARKS "The engine at a user's scale"),
+# and three in a row say the sampler wants what no longer fits. Chosen, not measured.
 MAX_REFUSED = 3
 
 
