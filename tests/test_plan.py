@@ -342,6 +342,7 @@ def test_a_candidate_predicted_not_to_fit_is_not_started_and_the_search_says_why
 
     from autopeft.protocols import NullReporter
     from autopeft.report.progress import state_counts
+    from autopeft.report.show import rows, status_word
     from autopeft.results import NOT_STARTED, records
     from autopeft.search.budget import Phase
     from autopeft.search.loop import MAX_REFUSED, run_trials
@@ -389,6 +390,8 @@ def test_a_candidate_predicted_not_to_fit_is_not_started_and_the_search_says_why
         "time left"]
     assert [r.number for r in records(study.get_trials())] == [0]
     assert state_counts(study)["failed"] == 0
+    listed = {r.number: (status_word(r), r.note) for r in rows(study, all_trials=True)}
+    assert all(listed[t.number] == ("not started", t.user_attrs[NOT_STARTED]) for t in refused)
     study, trained = search("lora")
     assert trained == ["lora"] and notes == []
 

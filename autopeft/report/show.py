@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from autopeft.results import (dropped_checkpoints, front, hidden_best, records, score_noise,
-                               strict_differences)
+from autopeft.results import (NOT_STARTED, dropped_checkpoints, front, hidden_best, records,
+                               score_noise, strict_differences)
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -56,7 +56,7 @@ def rows(study: Study, all_trials: bool = False, sort: str = "score") -> list[Ro
     notes = _storage_notes(trials)
     for number, why in dropped_checkpoints(study.user_attrs).items():  # the disk cap
         notes[number] = f"checkpoint {why}"
-    out = _queued(trials, notes) if all_trials else []
+    out = _untrained(trials, notes) if all_trials else []
     for r in recs:
         if not all_trials and r.number not in on_front:
             continue
@@ -159,19 +159,24 @@ def _storage_notes(trials: list[FrozenTrial]) -> dict[int, str]:
     return notes
 
 
-def _queued(trials: list[FrozenTrial], notes: dict[int, str]) -> list[Row]:
-    """WAITING trials (never started, so not results): listed by ``show --all`` only."""
+def _untrained(trials: list[FrozenTrial], notes: dict[int, str]) -> list[Row]:
+    """WAITING trials, and those not started for want of time (``NOT_STARTED``, with its
+    reason): never trained, so not results; listed by ``show --all`` only."""
     out = []
     for t in trials:
         a = t.user_attrs
-        if t.state.name != "WAITING" or a.get("over_cap"):
+        if a.get(NOT_STARTED):
+            state, note = "NOT_STARTED", a[NOT_STARTED]
+        elif t.state.name == "WAITING" and not a.get("over_cap"):
+            state, note = "WAITING", notes.get(t.number, "")
+        else:
             continue
-        out.append(Row(number=t.number, state="WAITING",
+        out.append(Row(number=t.number, state=state,
                        label=a.get("label") or a.get("warm_start") or "?", score=None,
                        trainable_params=a.get("trainable_params"),
                        trainable_fraction=a.get("trainable_fraction"), peak_memory_bytes=None,
                        wall_seconds=None, on_front=False, candidate=a.get("candidate", {}),
-                       note=notes.get(t.number, "")))
+                       note=note))
     return out
 
 
@@ -263,14 +268,14 @@ def percent(fraction: float | None) -> str:
 
 
 def status_word(r: Row) -> str:
-    """front / complete / infeasible / pruned / paused / failed / running."""
+    """front / complete / infeasible / pruned / paused / failed / not started / running."""
     if r.on_front:
         return "front (provisional)" if r.fidelity == "provisional" else "front"
     if r.state == "COMPLETE" and not r.feasible:
         return "infeasible"
     if r.state == "PRUNED" and r.note.startswith("paused"):
         return "paused"
-    return {"FAIL": "failed"}.get(r.state, r.state.lower())
+    return {"FAIL": "failed", "NOT_STARTED": "not started"}.get(r.state, r.state.lower())
 
 
 WIDE = 120  # from this many columns on, placements stay in the table (folded if long)
