@@ -200,6 +200,17 @@ def _distance(a: dict, b: dict) -> float:
             + 0.01 * (a.get("seed") != b.get("seed")))
 
 
+class ScoredRows:
+    """The validation split as a search reads it before training: its length, and its
+    labels (what one constant answer scores: ``metrics.constant_score``)."""
+
+    def __init__(self, labels: Any) -> None:
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
 class ReplayBench:
     """A ``protocols.Trainer`` that answers trials from a ``Recording`` on a ``SimClock``."""
 
@@ -220,7 +231,7 @@ class ReplayBench:
                                       eval_batch_size=s["eval_batch_size"], device="cpu")
         self.steps = steps or rec.steps  # a full run here; the recording's scaled onto it
         self.train_data = range(self.steps * s["batch_size"])  # only its length is read
-        self.eval_data = range(len(rec.val_labels))
+        self.eval_data = ScoredRows(rec.val_labels)
         lora = rec.curves.get((0, 0))
         recorded = (lora.retimed or lora.step_seconds) if lora else 0.1
         self.step_scale = (step_seconds / recorded) if step_seconds else 1.0
@@ -457,7 +468,8 @@ def best_small(on_front: list[Any], share: float = 0.01) -> Any:
 
 def summarise(study: Any, rec: Recording, bench: ReplayBench) -> dict:
     """The front selected on validation, reported on the test split."""
-    from autopeft.results import CANDIDATE
+    from autopeft.report.show import nothing_learned
+    from autopeft.results import CANDIDATE, never_trained
     from autopeft.search.summary import REFERENCE, Scales
     from autopeft.pareto import hypervolume
 
@@ -484,7 +496,9 @@ def summarise(study: Any, rec: Recording, bench: ReplayBench) -> dict:
         "hypervolume_test": hypervolume([scales.normalise(v) for v in tested], REFERENCE)
         if tested else 0.0,
         "front": len(on_front),
-        "trials": sum(1 for t in trials if CANDIDATE in t.user_attrs),
+        "trials": sum(1 for t in trials  # trained: not those not started for want of time
+                      if CANDIDATE in t.user_attrs and not never_trained(t.user_attrs)),
+        "nothing_learned": bool(nothing_learned(study)),  # what the search says at its end
         "promotion": study.user_attrs.get("promotion"),  # reached each rung, beside planned
         "candidates": study.user_attrs.get("candidates"),  # searched, beside planned
         "ratio_planned": plan.get("ratio"), "rungs": plan.get("rungs"),

@@ -118,8 +118,9 @@ def prepare(study: Study, cfg: SearchConfig, space: Space, trainer: Trainer, bud
     if "started_at" not in study.user_attrs:
         study.set_user_attr("started_at", time.time())
     if "no_skill" not in study.user_attrs:  # what learning nothing scores (``nothing_learned``)
-        study.set_user_attr("no_skill", constant_score(
-            trainer.task.metric, trainer.eval_data.labels, trainer.task.num_labels == 1))
+        labels = getattr(trainer.eval_data, "labels", None)  # a Trainer's own data: not known
+        study.set_user_attr("no_skill", None if labels is None else constant_score(
+            trainer.task.metric, labels, trainer.task.num_labels == 1))
     if cfg.warm_start and not study.trials:  # a portfolio learned before, else the recipes
         if not start_from_portfolio(study, cfg, space, trainer, plan, reporter) and (
                 names := enqueue_recipes(study, space, tries_learning_rates(plan),
