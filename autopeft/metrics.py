@@ -38,7 +38,9 @@ def pearson_spearman(preds: Sequence, labels: Sequence) -> dict[str, float]:
     from scipy.stats import pearsonr, spearmanr
 
     p, l = np.asarray(preds, dtype=float), np.asarray(labels, dtype=float)
-    if np.std(p) == 0 or np.std(l) == 0:  # constant predictions: correlation undefined
+    # constant predictions: correlation undefined. Not ``np.std == 0``: the std of 400
+    # copies of 2.37 is 4e-16 in floats, and scipy then answered NaN
+    if np.ptp(p) == 0 or np.ptp(l) == 0:
         return {"pearson": 0.0, "spearman": 0.0, "score": 0.0}
     pr, sr = float(pearsonr(p, l)[0]), float(spearmanr(p, l)[0])
     return {"pearson": pr, "spearman": sr, "score": (pr + sr) / 2}
@@ -72,4 +74,5 @@ def constant_score(metric: str, labels: Sequence, regression: bool = False) -> f
     if not len(values):
         return None
     answers = [float(values.mean())] if regression else list(np.unique(values))
-    return max(fn([a] * len(values), values)["score"] for a in answers)
+    best = max(fn([a] * len(values), values)["score"] for a in answers)
+    return best if np.isfinite(best) else None

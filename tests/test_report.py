@@ -349,6 +349,7 @@ def test_a_search_where_nothing_learned_says_so_at_the_end() -> None:
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
     for _ in range(3):  # as every RTE candidate on MiniLM: stopped at the chance loss
         study.add_trial(create_trial(state=TrialState.PRUNED, user_attrs={"not_learning": True}))
+    study.enqueue_trial({}, user_attrs={"warm_start": "ia3"})  # a recipe the budget left queued
     line = _done_line(study)
     assert "0 complete" in line and "3 pruned" in line
     assert "nothing learned: the loss check stopped all 3 trials" in line
@@ -374,6 +375,10 @@ def test_a_front_no_better_than_one_constant_answer_says_nothing_was_learned() -
     assert constant_score("accuracy", cola) == 0.7  # the majority class
     assert constant_score("f1_accuracy", [0, 1, 1, 1]) == pytest.approx((6 / 7 + 0.75) / 2)
     assert constant_score("pearson_spearman", [0.5, 2.0, 4.5], regression=True) == 0.0
+    # STS-B's 400 validation scores: their mean, repeated, has a float std of 4e-16 and
+    # scipy's correlation of it was NaN (so "nothing learned" fired on every STS-B study)
+    stsb = np.random.default_rng(0).uniform(0, 5, 400).round(2)
+    assert constant_score("pearson_spearman", stsb, regression=True) == 0.0
     assert constant_score("bleu", ["a b"]) is None
     assert constant_score("neg_loss", [np.array([1, 2])]) is None
 
@@ -395,6 +400,8 @@ def test_a_front_no_better_than_one_constant_answer_says_nothing_was_learned() -
     assert "nothing learned" not in _done_line(study_at(0.0, 0.2))  # one learned
     unknown = study_at(0.0)
     unknown.set_user_attr("no_skill", None)  # BLEU, a loss: not judged
+    assert "nothing learned" not in _done_line(unknown)
+    unknown.set_user_attr("no_skill", float("nan"))  # as a study stored before the fix
     assert "nothing learned" not in _done_line(unknown)
 
 

@@ -1,6 +1,7 @@
 """The Pareto front (or every trial) of a study as rows: for tables, JSON and CSV."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -111,7 +112,8 @@ def nothing_learned(study: Study) -> str:
     candidate's loss stays at chance (the replay: 152 of 152 at R = 150), and a bare "0
     complete" after hours reads like a crash, not a finding; on CoLA every trial learns the
     majority class (MCC 0), and a front of MCC 0 members ranks only size and memory."""
-    trials = [t for t in study.get_trials(deepcopy=False) if t.state.name != "FAIL"]
+    trials = [t for t in study.get_trials(deepcopy=False)  # queued recipes never ran
+              if t.state.name not in ("FAIL", "WAITING")]
     advice = "More --epochs or --train-samples, or another --model, may learn"
     if trials and all(t.state.name == "PRUNED" and t.user_attrs.get("not_learning")
                       for t in trials):
@@ -120,7 +122,7 @@ def nothing_learned(study: Study) -> str:
                 "every candidate to its rung")
     floor = study.user_attrs.get("no_skill")
     recs = [r for r in records(trials) if r.score is not None and r.fidelity != "provisional"]
-    if floor is None or not recs:
+    if floor is None or not math.isfinite(floor) or not recs:  # NaN: a study stored before
         return ""
     noise = score_noise(study.user_attrs, recs)
     best = max(r.score for r in recs)
