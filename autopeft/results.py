@@ -64,7 +64,7 @@ WARM_START = "warm_start"  # the recipe's name
 CONFIRM_OF = "confirm_of"  # a refit trial: the search trial it re-trains
 OVER_CAP = "over_cap"  # a worker's trial past the study's cap, never trained
 # A trial told FAIL before training: its candidate was predicted not to fit in the time the
-# search phase had left (the reason). The search ended there.
+# search phase had left (the reason); the search samples another (``loop.MAX_REFUSED``).
 NOT_STARTED = "not_started"
 INPUT_TOKENS = "input_tokens"  # virtual tokens its methods put before every row (if any)
 # The cost behind a result (``autopeft/checkpoint.py``: runs continue, never restart):

@@ -237,7 +237,7 @@ def report(out: Path = OUT) -> str:
              "bench/replay_quality.py --tasks sst2,stsb --ratios R --arms A,B,W,C-sweep,C-short,"
              "C+ --reps N --snapshot a1d6e99b49` (N: 5 at R = 1 and 3, 20 at 10, 40 and "
              "150; W 10 at 40); CoLA and RTE, where nothing learns, `--tasks cola,rte --ratios "
-             "10,40,150 --arms A,C-sweep,C-short,C+ --reps 20`; an older engine's arm with "
+             "10,40,150 --arms A,C-sweep,C-short,C+ --reps 20` (and `--ratios 1,3 --reps 5`); an older engine's arm with "
              "`AUTOPEFT_ENGINE=<its checkout>` before it; then `--report`. Each arm is shown as "
              "the newest engine (the package's last commit) that replayed it, named under each "
              "task.", ""]

@@ -58,5 +58,6 @@ def apply(model: Any, spec: Spec, ctx: Any) -> Any:
 
 
 METHOD = Method(name="prompt", category="additive", spec=Spec, apply=apply, engine="peft",
-                peft_native=True, prompt_learning=True, lengthens_input=True, no_classification=NO_CLASSIFICATION,
+                peft_native=True, prompt_learning=True, lengthens_input=True,
+                no_classification=NO_CLASSIFICATION,
                 summary="prompt tuning: trained virtual-token embeddings before the input")

@@ -49,5 +49,6 @@ def apply(model: Any, spec: Spec, ctx: Any) -> Any:
 
 
 METHOD = Method(name="ptuning", category="additive", spec=Spec, apply=apply, engine="peft",
-                peft_native=True, prompt_learning=True, lengthens_input=True, no_classification=NO_CLASSIFICATION,
+                peft_native=True, prompt_learning=True, lengthens_input=True,
+                no_classification=NO_CLASSIFICATION,
                 summary="P-tuning: virtual-token embeddings from a trained LSTM (or MLP) encoder")

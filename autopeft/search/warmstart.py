@@ -279,8 +279,9 @@ def requeue_interrupted(study: Study) -> list[str]:
         latest[name] = t
     names = []
     for name, t in latest.items():
-        if (name in settled or "fixed_params" not in t.system_attrs or (
-                t.user_attrs.get(FAIL_REASON) != INTERRUPTED and not t.user_attrs.get(NOT_STARTED))):
+        untrained = (t.user_attrs.get(FAIL_REASON) == INTERRUPTED
+                     or bool(t.user_attrs.get(NOT_STARTED)))
+        if name in settled or not untrained or "fixed_params" not in t.system_attrs:
             continue
         study.enqueue_trial(t.system_attrs["fixed_params"], user_attrs={WARM_START: name},
                             skip_if_exists=False)
