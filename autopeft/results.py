@@ -72,6 +72,7 @@ STEPS = "steps"  # the fidelity reached: optimiser steps behind the trial's mode
 STEPS_TRAINED = "steps_trained"  # optimiser steps this trial ran itself (all its seeds)
 CONTINUED_FROM = "continued_from"  # the step of the checkpoint it went on from (0: none)
 SCORING_SECONDS = "scoring_seconds"  # of wall_seconds, the time spent scoring
+SETUP_SECONDS = "setup_seconds"  # of wall_seconds, before the first step (``TrainResult``)
 CONTINUES = "continues_trial"  # queued by a resumed search to continue that cut-short trial
 PROPOSAL = "proposal"  # how the sampler proposed it: recipe, family, design, model, random
 # Study attribute "checkpoint_dropped:<n>": why trial n's checkpoint was deleted before
@@ -123,6 +124,7 @@ class Record:
     trainable_fraction: float | None = None
     wall_seconds: float | None = None
     scoring_seconds: float | None = None  # of wall_seconds, scoring (rungs and the end)
+    setup_seconds: float | None = None  # of wall_seconds, before the first step
     rung_scores: dict[int, float] = field(default_factory=dict)
     refit_of: int | None = None  # a refit record: the search trial it re-trains
     superseded_by: int | None = None  # a search trial: the refit record standing in for it
@@ -191,7 +193,7 @@ def record(trial: FrozenTrial, superseded_by: int | None = None) -> Record:
                trainable_params=a.get("trainable_params"), peak_memory_bytes=None,
                feasible=feasible(trial), trainable_fraction=a.get("trainable_fraction"),
                wall_seconds=a.get("wall_seconds"), scoring_seconds=a.get(SCORING_SECONDS),
-               rung_scores=rungs,
+               setup_seconds=a.get(SETUP_SECONDS), rung_scores=rungs,
                superseded_by=superseded_by, note=_note(a, superseded_by),
                steps_trained=a.get(STEPS_TRAINED, a.get(STEPS)),
                continued_from=int(a.get(CONTINUED_FROM) or 0))

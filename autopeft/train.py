@@ -47,6 +47,10 @@ class TrainResult:
     scoring_peak_memory: int | None = None  # scoring's own peak (CUDA; None on CPU)
     scoring_seconds: float = 0.0  # of ``seconds``, scoring (rungs and the end): see Bench.run
     build_peak_memory: int | None = None  # building the model (CUDA): in ``peak_memory`` too
+    # Of ``seconds``, before the first step: the schedule's longest batch (memory), the
+    # methods' look at the data, a checkpoint restored. A run continued from a checkpoint
+    # pays little of it, so a continuation is predicted without it (``plan.continuation_seconds``).
+    setup_seconds: float = 0.0
 
 
 class Diverged(RuntimeError):
@@ -399,6 +403,7 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, fl
     params = [p for _, p in trainable_parameters(model)]
     lag = reports_late(device)
     pending: tuple[int, _HostLosses] | None = None  # a step whose losses are on their way
+    setup = time.perf_counter() - start
 
     def report(step: int, values: list[float]) -> None:
         """The divergence checks and ``on_step`` for ``step``, from its micro-batch losses."""
@@ -462,4 +467,4 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, fl
                        peak_memory=max(memory.bytes(), peak_before, build_bytes),
                        memory_method=memory.method, final_loss=loss_value, metrics=metrics,
                        resumed_from=start_step, scoring_peak_memory=memory.scoring_bytes(),
-                       build_peak_memory=build_bytes or None)
+                       build_peak_memory=build_bytes or None, setup_seconds=round(setup, 3))

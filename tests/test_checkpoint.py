@@ -93,6 +93,7 @@ def test_a_run_continued_in_a_fresh_bench_ends_bit_for_bit_where_the_whole_run_e
     assert steps == list(range(STOP + 1, END + 1))  # no step trained twice
     assert continued.result.resumed_from == STOP and whole.result.resumed_from == 0
     assert 0 < whole.result.scoring_seconds < whole.result.seconds  # three scorings, timed
+    assert 0 < whole.result.setup_seconds < whole.result.seconds - whole.result.scoring_seconds
     assert_same_end(whole, continued)
     a, b = tensors(whole.model), tensors(continued.model)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

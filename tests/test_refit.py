@@ -165,7 +165,8 @@ def test_a_refit_out_of_time_says_so_once_naming_the_members_it_left(
     lora = {"methods": [{"name": "lora", "params": {"r": 8}}], "learning_rate": 1e-3, "seed": 0}
     members = [SimpleNamespace(number=n, label="lora", candidate=lora, fidelity="search",
                                steps=32, steps_trained=32, wall_seconds=30.0,
-                               scoring_seconds=2.0, refit_of=None, trainable_params=74_498)
+                               scoring_seconds=2.0, setup_seconds=0.5, refit_of=None,
+                               trainable_params=74_498)
                for n in (3, 5, 9)]
     monkeypatch.setattr(refit, "records", lambda trials: [])
     monkeypatch.setattr(refit, "_search_front", lambda study: members)

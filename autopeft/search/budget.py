@@ -168,8 +168,8 @@ def predict_seconds(attrs: Iterable[dict[str, Any]], steps: int, prior: float | 
     return statistics.median(rates) * steps * token_factor(input_tokens, row_tokens)
 
 
-def predict_scoring(attrs: Iterable[dict[str, Any]]) -> float:
-    """Seconds a trial spends scoring: the median over the trials that recorded it (0
-    before any did)."""
-    spent = [a[SCORING_SECONDS] for a in attrs if a.get(SCORING_SECONDS) is not None]
+def predict_part(attrs: Iterable[dict[str, Any]], part: str = SCORING_SECONDS) -> float:
+    """Seconds a trial spends on ``part`` of its wall time (``SCORING_SECONDS``,
+    ``SETUP_SECONDS``): the median over the trials that recorded it (0 before any did)."""
+    spent = [a[part] for a in attrs if a.get(part) is not None]
     return statistics.median(spent) if spent else 0.0

@@ -41,10 +41,11 @@ from autopeft.protocols import Reporter, Trainer
 from autopeft.results import (CANDIDATE, CHECKPOINT_DROPPED, CONTINUED_FROM, CONTINUES,
                               DUPLICATE_OF, FAIL_REASON, INTERRUPTED, NOT_STARTED, PAUSED,
                               PREDICTED_MEMORY, PROMOTES, RUNG_DECISIONS, RUNG_SCORES,
-                              SCORING_SECONDS, STEPS, STEPS_TRAINED, STOPPED_BY_BUDGET,
+                              SCORING_SECONDS, SETUP_SECONDS, STEPS, STEPS_TRAINED,
+                              STOPPED_BY_BUDGET,
                               dropped_checkpoints, never_trained)
 from autopeft.runner import Fidelity, Outcome
-from autopeft.search.budget import Phase, predict_scoring, predict_seconds
+from autopeft.search.budget import Phase, predict_part, predict_seconds
 from autopeft.search.constraints import Limits, Prediction, predict
 from autopeft.search.continuation import Checkpoints, drop_superseded, make_room
 from autopeft.search.losscheck import LossCheck, chance_loss
@@ -113,6 +114,7 @@ def record(trial: Trial, outcome: Outcome) -> None:
         "peak_memory_bytes": r.peak_memory, "memory_method": r.memory_method,
         "scoring_peak_memory_bytes": r.scoring_peak_memory,
         "wall_seconds": round(r.seconds, 3), SCORING_SECONDS: r.scoring_seconds,
+        SETUP_SECONDS: r.setup_seconds,
         STEPS: r.steps, "samples": r.samples,
         STEPS_TRAINED: r.steps - r.resumed_from, CONTINUED_FROM: r.resumed_from,
         "final_loss": r.final_loss, RUNG_SCORES: {str(k): v for k, v in outcome.rung_scores.items()},
@@ -191,15 +193,17 @@ class TrialRunner:
         trials run slower than it said, a search that fills its phase leaves the refit too
         little to continue even its first member (MiniLM/SST-2 at R = 3: a fourth trial
         fitted its phase, and the refit that needed 23 s found 19). The member's time is the
-        refit's own estimate (``plan.continuation_seconds``), of a typical trial; the trial,
-        ``candidate``'s once it is sampled (``predict_seconds``)."""
+        refit's own estimate (``plan.continuation_seconds``: its steps at the trials' rate,
+        their setup left out), of a typical trial; the trial, ``candidate``'s once it is
+        sampled (``predict_seconds``)."""
         plan, trained = self.plan, self._trained()
         trial = self.predicted_seconds(trained, candidate)
         if trial is None or plan.refit_steps <= plan.trial_steps:
             return trial
         typical = self.predicted_seconds(trained) if candidate is not None else trial
-        member = continuation_seconds(typical, predict_scoring(trained), plan.trial_steps,
-                                      plan.refit_steps - plan.trial_steps)
+        member = continuation_seconds(typical, predict_part(trained), plan.trial_steps,
+                                      plan.refit_steps - plan.trial_steps,
+                                      predict_part(trained, SETUP_SECONDS))
         return trial + refit_shortfall(plan, member)
 
     def promote(self) -> int | None:

@@ -312,14 +312,21 @@ def refit_seconds(trial_steps: int, refit_steps: int, members: int, seeds: int,
 
 
 def continuation_seconds(wall_seconds: float, scoring_seconds: float, steps_trained: int,
-                         steps: int) -> float:
+                         steps: int, setup_seconds: float = 0.0, from_start: bool = False) -> float:
     """Seconds to continue a run ``steps`` more steps and score it, at the rate of a trial
     that took ``wall_seconds`` for ``steps_trained`` steps, ``scoring_seconds`` of them
-    scoring. The scoring is taken out of the rate and paid once: counted per step, a 45-step
-    trial's (1.8 of its 4.7 s, MiniLM/SST-2) made 89 more steps cost 9.2 s instead of 8, and
-    the refit of the R = 3 leader was skipped with 9 s left."""
+    scoring and ``setup_seconds`` before its first step (``TrainResult.setup_seconds``).
+    Both are taken out of the rate and paid once: counted per step, a 45-step trial's
+    scoring (1.8 of its 4.7 s, MiniLM/SST-2) made 89 more steps cost 9.2 s instead of 8, and
+    the refit of the R = 3 leader was skipped with 9 s left. The setup is paid again only by
+    a run ``from_start`` (no checkpoint): a continuation restores a checkpoint instead of
+    measuring the schedule's longest batch (MiniLM/STS-B, BitFit: a 34-step trial 9.6 s,
+    0.7 of them setup, 2.6 scoring; its continuation to 100 steps 14.8 s; predicted 15.0,
+    and 16.3 with the setup counted per step)."""
     scoring = min(max(0.0, scoring_seconds), wall_seconds)
-    return (wall_seconds - scoring) / max(1, steps_trained) * steps + scoring
+    setup = min(max(0.0, setup_seconds), wall_seconds - scoring)
+    rate = (wall_seconds - scoring - setup) / max(1, steps_trained)
+    return rate * steps + scoring + (setup if from_start else 0.0)
 
 
 def refit_shortfall(plan: Plan, member_seconds: float | None) -> float:

@@ -197,7 +197,8 @@ def _runs(member: Record, bench: Trainer, plan: Plan, seeds: int, budget: Phase,
                 resume, start = found.path, found.step
         if not budget.fits(continuation_seconds(
                 member.wall_seconds or 0.0, member.scoring_seconds or 0.0,
-                member.steps_trained or member.steps or 1, plan.refit_steps - start)):
+                member.steps_trained or member.steps or 1, plan.refit_steps - start,
+                member.setup_seconds or 0.0, from_start=start == 0)):
             if not runs and left_out is not None:
                 left_out.append(member.number)
             break
