@@ -394,6 +394,15 @@ def full_fidelity(task: str, ratio: float, by: dict) -> list[str]:
             f"{'met' if full == len(rows) else 'MISSED'} ({full} of {len(rows)} searches)"]
 
 
+def paired_t(mean: float, sd: float, n: int) -> str:
+    """The paired t statistic (the mean over its standard error), beside the spread rule:
+    a difference within one std of the pairs can still be far beyond its sampling error
+    over 20 pairs (t > 2: the mean is two standard errors from 0)."""
+    if n < 2 or sd <= 0:
+        return ""
+    return f", paired t {mean / (sd / math.sqrt(n)):+.1f}"
+
+
 def engine_check(task: str, ratio: float, by: dict, old: str) -> list[str]:
     """Issue 29's targets: this engine's A against an older engine's, paired by seed."""
     out = []
@@ -409,7 +418,7 @@ def engine_check(task: str, ratio: float, by: dict, old: str) -> list[str]:
         if m is not None:
             out.append(f"- {task}, R = {ratio:g}: A {text} ({old}): "
                        f"{'met' if ok(m, sd) else 'MISSED'} ({m:+.3f} ± {sd:.3f}, "
-                       f"{len(diffs)} pairs)")
+                       f"{len(diffs)} pairs{paired_t(m, sd, len(diffs))})")
     return out
 
 

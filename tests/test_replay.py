@@ -225,6 +225,21 @@ def test_the_best_front_member_at_full_fidelity_is_judged_from_r_3() -> None:
     assert "met (1 of 1 searches)" in full_fidelity("sst2", 3.0, by)[0]
 
 
+def test_the_engine_check_gives_the_paired_t_beside_the_spread_rule() -> None:
+    """STS-B at R = 150: +0.019 ± 0.020 over 20 pairs misses "beyond the spread" (one std)
+    but is 4 standard errors from 0; the report says both."""
+    from replay_quality import engine_check
+
+    new = [0.50 + d for d in (0.0, 0.04, 0.02, 0.02)]  # mean 0.02, std 0.0163
+    by = {("stsb", 150.0, "A"): [{"seed": s, "hypervolume_test": h, "best_small_test": 0.7}
+                                 for s, h in enumerate(new)],
+          ("stsb", 150.0, "old"): [{"seed": s, "hypervolume_test": 0.5, "best_small_test": 0.7}
+                                   for s in range(4)]}
+    lines = engine_check("stsb", 150.0, by, "old")
+    assert lines[0] == ("- stsb, R = 150: A hypervolume above the old engine's beyond the "
+                        "spread (old): met (+0.020 ± 0.016, 4 pairs, paired t +2.4)")
+
+
 def test_a_run_paused_at_a_rung_keeps_that_rungs_checkpoint(tmp_path: Path) -> None:
     """As ``train.train`` does: a pause at a rung (an exception with ``keep_checkpoint``)
     leaves the checkpoint of that rung, so its promotion goes on from there and is not
