@@ -320,8 +320,13 @@ def test_the_next_trial_is_predicted_from_its_own_tokens_and_method() -> None:
     lora = Candidate([MethodSpec("lora")], 1e-3)
     prompt = Candidate([MethodSpec("prompt", {"num_virtual_tokens": 50})], 3e-2)
     full = Candidate([MethodSpec("full")], 4e-5)
-    _measured(study, "prompt", 40.4, tokens=50)
     probe = 8.8  # 42 x 0.15 s + 2.0 s + 0.5 s of start
+    # Before any trial only the virtual tokens are known: the probe's rate, scaled by them
+    # (the real one drew prompt tuning first at R = 3 and spent the search phase on it).
+    assert runner.time_needed() is None and runner.time_needed(lora) is None
+    assert runner.time_needed(prompt) == pytest.approx(probe * token_factor(50, 14.0))
+    assert not Phase(21.0, started=0.0, clock=lambda: 0.0).fits(runner.time_needed(prompt))
+    _measured(study, "prompt", 40.4, tokens=50)
     per_token = 40.4 / token_factor(50, 14.0)  # 8.8 s: the prompt trial without its tokens
     assert runner.time_needed() == pytest.approx((per_token + probe) / 2)
     assert runner.time_needed(lora) == runner.time_needed()  # no trial of LoRA yet

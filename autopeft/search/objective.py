@@ -201,6 +201,8 @@ class TrialRunner:
         if trial is None or plan.refit_steps <= plan.trial_steps:
             return trial
         typical = self.predicted_seconds(trained) if candidate is not None else trial
+        if typical is None:  # a first candidate, from the probe: nothing to size members by
+            return trial
         member = continuation_seconds(typical, predict_part(trained), plan.trial_steps,
                                       plan.refit_steps - plan.trial_steps,
                                       predict_part(trained, SETUP_SECONDS))
