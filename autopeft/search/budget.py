@@ -141,10 +141,10 @@ def predict_seconds(attrs: Iterable[dict[str, Any]], steps: int, prior: float | 
     search trials that trained (complete or stopped at a rung; start-up and rung evaluations
     included; per step they ran themselves, ``steps_trained``), times ``steps``. None
     before any trial trained, except for a candidate whose virtual tokens scale the probe's
-    rate (``prior``): the real B arm on SST-2 at R = 3 drew prompt tuning first, and its
-    44 s used the whole 53-s search phase (0.574 on test, chance); predicted 55 s, it is not
-    started and another is sampled. Any other first candidate starts: the plan was sized
-    so that one fits.
+    rate (``prior``), so that one predicted past the search phase is not started (the real
+    B arm on SST-2 at R = 3 drew prompt tuning with 50 virtual tokens first; predicted at
+    52 s with 54 s left, it still started, took 41 s and scored at chance). Any other first
+    candidate starts: the plan was sized so that one fits.
 
     Per candidate. Each trial's rate is taken over its ``token_factor`` and the prediction
     multiplied by the candidate's (``input_tokens``): one prompt-tuning trial is no evidence
