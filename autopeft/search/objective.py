@@ -42,8 +42,7 @@ from autopeft.results import (CANDIDATE, CHECKPOINT_DROPPED, CONTINUED_FROM, CON
                               DUPLICATE_OF, FAIL_REASON, INTERRUPTED, NOT_STARTED, PAUSED,
                               PREDICTED_MEMORY, PROMOTES, RUNG_DECISIONS, RUNG_SCORES,
                               SCORING_SECONDS, SETUP_SECONDS, STEPS, STEPS_TRAINED,
-                              STOPPED_BY_BUDGET,
-                              dropped_checkpoints, never_trained)
+                              STOPPED_BY_BUDGET, dropped_checkpoints, never_trained)
 from autopeft.runner import Fidelity, Outcome
 from autopeft.search.budget import Phase, predict_part, predict_seconds
 from autopeft.search.constraints import Limits, Prediction, predict
